@@ -1,0 +1,70 @@
+"""AutoAttack (Croce & Hein 2020) through the official ``pyautoattack`` package."""
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+from .base import NORMS, eval_mode
+
+__all__ = ["AutoAttack", "AA_VERSIONS", "AA_ATTACKS"]
+
+AA_VERSIONS = ("standard", "plus", "rand", "custom")
+AA_ATTACKS = ("apgd-ce", "apgd-dlr", "fab", "square", "apgd-t", "fab-t")
+_AA_NORM = {"linf": "Linf", "l2": "L2"}
+
+
+class _ContiguousInput(nn.Module):
+    """Feeds the model NCHW-contiguous input: pyautoattack's gradient checks fail on channels_last tensors."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the wrapped model."""
+        return self.model(x.contiguous())
+
+
+@dataclass
+class AutoAttack:
+    """The AutoAttack ensemble: ``standard`` (APGD-CE, APGD-T, FAB-T, Square), ``plus``, ``rand``, or a custom list."""
+
+    eps: float = 8 / 255
+    norm: str = "linf"
+    version: str = "standard"
+    attacks: list[str] = field(default_factory=list)
+    seed: int = 0
+    batch_size: int = 500
+    name: str = "autoattack"
+
+    def __post_init__(self) -> None:
+        self.norm = self.norm.lower()
+        if self.norm not in NORMS:
+            raise UserError(f"unknown norm {self.norm!r}: use one of {', '.join(NORMS)}")
+        if self.version not in AA_VERSIONS:
+            raise UserError(f"unknown AutoAttack version {self.version!r}: use one of {', '.join(AA_VERSIONS)}")
+        if self.attacks and self.version != "custom":
+            raise UserError(f"an AutoAttack attack list needs version 'custom' (got version {self.version!r})")
+        if self.version == "custom" and not self.attacks:
+            raise UserError(f"AutoAttack version 'custom' needs an attack list from: {', '.join(AA_ATTACKS)}")
+        unknown = sorted(set(self.attacks) - set(AA_ATTACKS))
+        if unknown:
+            raise UserError(f"unknown AutoAttack attack(s) {unknown}: choose from {', '.join(AA_ATTACKS)}")
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """Run the ensemble (worst case over its attacks, each only on still-robust points) and return x_adv.
+
+        Randomness comes from ``seed`` (pyautoattack seeds itself), not from ``generator``.
+        """
+        from pyautoattack import AutoAttack as _AA
+
+        logging.getLogger("auto-attack").setLevel(logging.WARNING)
+        with eval_mode(model) as model:
+            adversary = _AA(_ContiguousInput(model), norm=_AA_NORM[self.norm], eps=self.eps, version=self.version,
+                            attacks=self.attacks or None, seed=self.seed, device=x.device)
+            x_adv, _ = adversary.run_standard_evaluation(x.contiguous(), y, batch_size=self.batch_size)
+        return x_adv

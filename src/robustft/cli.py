@@ -1,0 +1,170 @@
+"""Command-line interface: parse arguments, call the library, print a short summary. No logic lives here."""
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from .errors import UserError
+
+__all__ = ["main"]
+
+
+def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
+    """Dataset selection flags shared by every command that reads data."""
+    p.add_argument("--data", required=True, help="cifar10 | cifar100 | svhn | image-folder dir/.zip | .npz dir/file")
+    p.add_argument("--data-root", default=None, help="root of named datasets (default $ROBUSTFT_DATA or user cache)")
+    p.add_argument("--split", default=split, help="train | val | test | train_full (val is carved from train)")
+    p.add_argument("--n", type=int, default=None, help="deterministic subset: indices round(i*len/n), i < n")
+    p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of train carved out as validation")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the stratified train/val split")
+    p.add_argument("--image-size", type=int, default=None, help="resize images to this size when decoding")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    """Model/checkpoint flags shared by every command that loads a model."""
+    p.add_argument("--checkpoint", default=None, help="state dict (.pt/.pth/.ckpt/.safetensors); weights only")
+    p.add_argument("--arch", required=True, help="architecture name (see `robustft models`)")
+    p.add_argument("--normalization", default=None,
+                   help="none | cifar10 | cifar100 | imagenet | 'm1,m2,m3/s1,s2,s3' (default: checkpoint's)")
+
+
+def _add_attack_args(p: argparse.ArgumentParser) -> None:
+    """Threat-model flags."""
+    p.add_argument("--attack", action="append", default=None, help="pgd | fgsm | autoattack (repeatable; default pgd)")
+    p.add_argument("--eps", default="8/255", help="perturbation budget in [0,1] pixel units, e.g. 8/255")
+    p.add_argument("--norm", default="linf", choices=["linf", "l2"])
+    p.add_argument("--steps", type=int, default=20, help="PGD steps")
+    p.add_argument("--step-size", default=None, help="PGD step (default max(2.5*eps/steps, eps/4))")
+    p.add_argument("--restarts", type=int, default=1, help="PGD restarts (per-sample worst case kept)")
+    p.add_argument("--aa-version", default="standard", help="AutoAttack version: standard | plus | rand | custom")
+    p.add_argument("--aa-attacks", default=None, help="comma list for --aa-version custom, e.g. apgd-ce,apgd-t")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Clean + robust accuracy of a checkpoint on a dataset split."""
+    import torch
+
+    from ._io import atomic_write_json
+    from .attacks import create_attack, parse_eps
+    from .data import load_dataset
+    from .eval import evaluate
+    from .models import load_model
+    from .runtime import provenance, resolve_device, seed_everything
+
+    device = resolve_device(args.device)
+    seed_everything(args.seed)
+    data = load_dataset(args.data, args.split, root=args.data_root, n=args.n, val_fraction=args.val_fraction,
+                        split_seed=args.split_seed, image_size=args.image_size, device=device)
+    model = load_model(args.arch, args.checkpoint, num_classes=data.num_classes,
+                       normalization=args.normalization).to(device)
+    channels_last = not args.no_channels_last
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    eps = parse_eps(args.eps)
+    attacks = [create_attack(name, eps=eps, norm=args.norm, steps=args.steps,
+                             step_size=parse_eps(args.step_size) if args.step_size else None,
+                             restarts=args.restarts, seed=args.seed, aa_version=args.aa_version,
+                             aa_attacks=args.aa_attacks.split(",") if args.aa_attacks else None)
+               for name in (args.attack or ["pgd"])]
+    result = evaluate(model, data, attacks, batch_size=args.batch_size, seed=args.seed, channels_last=channels_last)
+    record = {**result.to_dict(), "checkpoint": args.checkpoint, "arch": args.arch, "data": args.data,
+              "split": args.split, "subset_n": args.n, "device": str(device), "provenance": provenance(args.seed)}
+    print(f"n={result.n}  clean {result.clean_acc:.4f}  " + "  ".join(
+        f"{k} {v:.4f}" for k, v in result.robust_acc.items()) + f"  worst-case {result.worst_case_acc:.4f}"
+          f"  ({result.timing['total']:.1f} s)")
+    if args.json:
+        atomic_write_json(record, args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+_SHORTCUTS = {"method": "method", "data": "data.name", "arch": "model.arch", "checkpoint": "model.checkpoint",
+              "epochs": "train.epochs", "seed": "train.seed", "device": "train.device", "name": "train.name",
+              "out_dir": "train.out_dir"}
+
+
+def _run_config(args: argparse.Namespace):
+    """Config file + shortcut flags + ``--set`` overrides (in that order of precedence, last wins)."""
+    from .engine import load_config
+
+    shortcuts = [f"{key}={getattr(args, flag)}" for flag, key in _SHORTCUTS.items() if getattr(args, flag) is not None]
+    return load_config(args.config, shortcuts + (args.set or []))
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    """Fine-tune a source checkpoint with a method; select on validation; export and test the selected model."""
+    from .engine import run
+
+    cfg = _run_config(args)
+    if args.command == "pretrain" and cfg.model.checkpoint is not None:
+        raise UserError("pretrain trains from scratch: remove model.checkpoint (use `robustft finetune` to start "
+                        "from a checkpoint)")
+    if args.command == "finetune" and cfg.model.checkpoint is None:
+        raise UserError("finetune needs a source model: set model.checkpoint (or --checkpoint); "
+                        "use `robustft pretrain` to train from scratch")
+    if not cfg.data.name or not cfg.model.arch:
+        raise UserError("a run needs data.name and model.arch (from --config, --data/--arch or --set)")
+    run(cfg, run_dir=args.run_dir, resume=args.resume)
+    return 0
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    """List registered architectures."""
+    from .models import list_models
+
+    print("\n".join(list_models()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``robustft`` argument parser with one sub-command per task."""
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="robustft", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"robustft {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("evaluate", help="clean / PGD / AutoAttack accuracy of a checkpoint")
+    _add_model_args(p)
+    _add_data_args(p, split="test")
+    _add_attack_args(p)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-channels-last", action="store_true", help="keep NCHW (channels_last is faster on CPU/GPU)")
+    p.add_argument("--json", type=Path, default=None, help="write the results (with provenance) to this JSON file")
+    p.set_defaults(func=cmd_evaluate)
+
+    for name, text in (("finetune", "fine-tune a robust source model (validation-only selection)"),
+                       ("pretrain", "adversarial training from scratch (PGD-AT / TRADES)")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("--config", type=Path, default=None, help="YAML config (see configs/)")
+        p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. optim.lr=0.01")
+        for flag, key in _SHORTCUTS.items():
+            p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, default=None, help=f"shortcut for --set {key}=...")
+        p.add_argument("--run-dir", type=Path, default=None, help="run directory (default <out_dir>/<name>)")
+        p.add_argument("--resume", action="store_true", help="continue the run in the run directory")
+        p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("models", help="list architectures")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: user errors become one line on stderr and exit status 2."""
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except UserError as e:
+        print(f"robustft: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("robustft: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""Datasets as in-memory uint8 tensors, deterministic splits, and vectorised on-device augmentation and batching.
+
+``load_dataset(spec, split)`` is the single entry point for every dataset (named, image folder, zip, npz);
+``iterate_batches`` turns the result into float batches, with ``Augment`` applied on the batch's device.
+"""
+
+from .dataset import ArrayDataset
+from .load import NAMED_DATASETS, load_dataset, open_source
+from .loader import iterate_batches, num_batches, shard
+from .paths import default_cache_dir, default_data_root
+from .source import Source
+from .splits import SPLITS, stratified_split, subset_indices
+from .transforms import Augment, random_crop, random_hflip, resize
+
+__all__ = [
+    "ArrayDataset", "Augment", "NAMED_DATASETS", "SPLITS", "Source", "default_cache_dir", "default_data_root",
+    "iterate_batches", "load_dataset", "num_batches", "open_source", "random_crop", "random_hflip", "resize",
+    "shard", "stratified_split", "subset_indices",
+]

@@ -1,0 +1,41 @@
+"""The in-memory dataset every loader returns: one uint8 image tensor plus int64 labels."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+
+__all__ = ["ArrayDataset"]
+
+
+@dataclass(eq=False)
+class ArrayDataset:
+    """Images ``x`` (uint8, N×C×H×W, contiguous), labels ``y`` (int64, N), class names and a short dataset name."""
+
+    x: torch.Tensor = field(repr=False)
+    y: torch.Tensor = field(repr=False)
+    classes: list[str]
+    name: str
+
+    def __post_init__(self) -> None:
+        if self.x.dtype != torch.uint8 or self.x.dim() != 4:
+            raise ValueError(f"x must be uint8 N×C×H×W, got {self.x.dtype} {tuple(self.x.shape)}")
+        if self.y.dtype != torch.int64 or self.y.shape != self.x.shape[:1]:
+            raise ValueError(f"y must be int64 of shape ({self.x.shape[0]},), got {self.y.dtype} {tuple(self.y.shape)}")
+
+    def __len__(self) -> int:
+        return self.y.shape[0]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (``len(classes)``), which may exceed the labels actually present."""
+        return len(self.classes)
+
+    def to(self, device: torch.device | str) -> "ArrayDataset":
+        """A copy with ``x`` and ``y`` on ``device`` (no copy when already there)."""
+        return replace(self, x=self.x.to(device), y=self.y.to(device))
+
+    def subset(self, indices: torch.Tensor | Sequence[int]) -> "ArrayDataset":
+        """The samples at ``indices``, in that order."""
+        idx = torch.as_tensor(indices, dtype=torch.int64, device=self.x.device)
+        return replace(self, x=self.x[idx], y=self.y[idx])

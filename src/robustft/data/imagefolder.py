@@ -1,0 +1,178 @@
+"""Image-folder datasets, ``<split>/<class>/<image>``, read from a directory or straight out of a zip.
+
+Images are decoded once with PIL (``convert("RGB")``) into one uint8 tensor per split. With ``image_size``
+every image is resized to ``image_size``×``image_size`` at decode time (PIL bilinear, which antialiases when
+shrinking), so folders of mixed sizes load; without it, mixed sizes are an error. Decoded splits are cached
+on disk (see ``cache.cached``), keyed on the zip's path, size and mtime, or a directory's file stats.
+"""
+
+import functools
+import hashlib
+import io
+import logging
+import os
+import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..errors import UserError
+from .cache import cached
+from .source import Arrays, Source
+
+__all__ = ["IMAGE_EXTENSIONS", "image_folder"]
+
+log = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
+SPLIT_DIRS = ("train", "val", "test")
+
+
+class _Tree(Protocol):
+    """A file tree to read images from: a directory or a zip archive."""
+
+    path: Path
+
+    def names(self) -> list[str]: ...  # every file, as a posix path relative to the tree's root
+
+    def reader(self) -> AbstractContextManager[Callable[[str], bytes]]: ...
+
+    def fingerprint(self) -> tuple: ...  # changes whenever the tree's contents may have changed
+
+    def describe(self, name: str) -> str: ...
+
+
+class _DirTree:
+    """An image folder on disk, listed up front because its files' stats are its fingerprint."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._names = [Path(d, f).relative_to(path).as_posix() for d, _, files in os.walk(path) for f in files]
+
+    def names(self) -> list[str]:
+        return self._names
+
+    @contextmanager
+    def reader(self) -> Iterator[Callable[[str], bytes]]:
+        yield lambda name: (self.path / name).read_bytes()
+
+    def fingerprint(self) -> tuple:
+        digest = hashlib.sha256()
+        for name in sorted(self.names()):
+            st = (self.path / name).stat()
+            digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+        return "dir", str(self.path.resolve()), digest.hexdigest()
+
+    def describe(self, name: str) -> str:
+        return str(self.path / name)
+
+
+class _ZipTree:
+    """An image folder inside a zip, read member by member without extracting anything to disk."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    @contextmanager
+    def _open(self) -> Iterator[zipfile.ZipFile]:
+        try:
+            archive = zipfile.ZipFile(self.path)
+        except (OSError, zipfile.BadZipFile) as e:
+            raise UserError(f"cannot open {self.path} as a zip archive ({e}); check the file or re-create it") from e
+        with archive:
+            yield archive
+
+    def names(self) -> list[str]:
+        with self._open() as archive:
+            return [info.filename for info in archive.infolist() if not info.is_dir()]
+
+    @contextmanager
+    def reader(self) -> Iterator[Callable[[str], bytes]]:
+        with self._open() as archive:
+            yield archive.read
+
+    def fingerprint(self) -> tuple:
+        st = self.path.stat()
+        return "zip", str(self.path.resolve()), st.st_size, st.st_mtime_ns
+
+    def describe(self, name: str) -> str:
+        return f"{name} inside {self.path}"
+
+
+def _index(tree: _Tree) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
+    """Class names (sorted train class directories) and, per split, (member name, label) in sorted path order."""
+    images = [n for n in tree.names() if n.lower().endswith(IMAGE_EXTENSIONS)
+              and not any(part.startswith(".") or part == "__MACOSX" for part in n.split("/"))]
+    tops = {n.split("/", 1)[0] for n in images}
+    # The split directories may sit at the top or inside one wrapper directory (``zip -r data.zip data/``).
+    prefix = f"{tops.pop()}/" if len(tops) == 1 and not tops & set(SPLIT_DIRS) else ""
+    by_split: dict[str, list[tuple[list[str], str]]] = {}
+    for name in images:
+        parts = name[len(prefix):].split("/")
+        if len(parts) >= 3 and parts[0] in SPLIT_DIRS:
+            by_split.setdefault(parts[0], []).append((parts[1:], name))
+    if not by_split:
+        raise UserError(f"no images found in {tree.path}: expected <split>/<class>/<image> with split one of "
+                        f"{', '.join(SPLIT_DIRS)} and images ending in {', '.join(IMAGE_EXTENSIONS)}")
+    reference = "train" if "train" in by_split else min(by_split)
+    classes = sorted({parts[0] for parts, _ in by_split[reference]})
+    label = {c: i for i, c in enumerate(classes)}
+    for split, items in by_split.items():
+        unknown = sorted({parts[0] for parts, _ in items} - label.keys())
+        if unknown:
+            raise UserError(f"{tree.path}: {split}/ has classes {unknown} that {reference}/ lacks; "
+                            f"every class must have a directory in {reference}/")
+    files = {split: [(name, label[parts[0]]) for parts, name in sorted(items)] for split, items in by_split.items()}
+    return classes, files
+
+
+def _decode_one(data: bytes, image_size: int | None) -> np.ndarray:
+    """One image as an H×W×3 uint8 array, resized to ``image_size`` square when given."""
+    with Image.open(io.BytesIO(data)) as image:
+        image = image.convert("RGB")
+        if image_size is not None and image.size != (image_size, image_size):
+            image = image.resize((image_size, image_size), Image.BILINEAR)
+        return np.asarray(image)
+
+
+def _decode(tree: _Tree, files: list[tuple[str, int]], image_size: int | None) -> dict[str, torch.Tensor]:
+    """Decode ``files`` into ``{"x": uint8 N×3×H×W, "y": int64 N}``."""
+    log.info("decoding %d images from %s", len(files), tree.path)
+    out: np.ndarray | None = None
+    with tree.reader() as read:
+        for i, (name, _) in enumerate(files):
+            try:
+                pixels = _decode_one(read(name), image_size)
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, zipfile.BadZipFile,
+                    zlib.error) as e:
+                raise UserError(f"cannot decode image {tree.describe(name)} ({e}); replace or delete it") from e
+            if out is None:
+                out = np.empty((len(files), *pixels.shape), np.uint8)
+            elif pixels.shape != out.shape[1:]:
+                raise UserError(f"image {tree.describe(name)} is {pixels.shape[1]}x{pixels.shape[0]} but "
+                                f"{tree.describe(files[0][0])} is {out.shape[2]}x{out.shape[1]}; "
+                                f"pass image_size (--image-size) to resize every image to one size")
+            out[i] = pixels
+    return {"x": torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(),
+            "y": torch.tensor([label for _, label in files], dtype=torch.int64)}
+
+
+def image_folder(path: Path, image_size: int | None = None, cache: bool = True) -> Source:
+    """An image folder (directory or ``.zip``); a cache hit on a zip does not even open the archive."""
+    tree: _Tree = _ZipTree(path) if path.is_file() else _DirTree(path)
+    index = functools.cache(lambda: _index(tree))  # list the tree at most once, and only on a cache miss
+    fingerprint = tree.fingerprint()
+    meta = cached((fingerprint, "meta"), lambda: {"classes": index()[0], "splits": sorted(index()[1])}, cache)
+
+    def load(split: str) -> Arrays:
+        data = cached((fingerprint, split, image_size), lambda: _decode(tree, index()[1][split], image_size), cache)
+        return data["x"], data["y"]
+
+    return Source(name=path.stem if path.is_file() else path.resolve().name, classes=meta["classes"],
+                  loaders={split: functools.partial(load, split) for split in meta["splits"]})

@@ -1,0 +1,99 @@
+"""``load_dataset``: one way to name a dataset (``cifar10``, a folder, a zip, an npz) and get a split of it."""
+
+import os
+from pathlib import Path
+
+import torch
+
+from ..errors import UserError
+from .arrays import npz_source
+from .dataset import ArrayDataset
+from .imagefolder import image_folder
+from .named import cifar10, cifar100, svhn
+from .paths import default_data_root
+from .source import Arrays, Source
+from .splits import SPLITS, stratified_split, subset_indices
+from .transforms import resize
+
+__all__ = ["NAMED_DATASETS", "load_dataset", "open_source"]
+
+NAMED_DATASETS = {"cifar10": cifar10, "cifar100": cifar100, "svhn": svhn}
+KINDS = ("imagefolder", "npz")  # explicit ``kind:PATH`` prefixes that override auto-detection
+
+
+def _named_root(root: str | Path | None) -> Path:
+    """The data root for named datasets; one given explicitly (argument or ``$ROBUSTFT_DATA``) must exist."""
+    explicit = root is not None or bool(os.environ.get("ROBUSTFT_DATA"))
+    path = Path(root).expanduser() if root is not None else default_data_root()
+    if explicit and not path.is_dir():
+        raise UserError(f"data root {path} does not exist; create it or pass an existing directory as root "
+                        f"(or $ROBUSTFT_DATA)")
+    return path
+
+
+def _detect(path: Path) -> str:
+    """``imagefolder`` or ``npz`` for an existing path, from its suffix or, for a directory, its contents."""
+    if path.is_dir():
+        return "npz" if any(path.glob("*.npz")) else "imagefolder"
+    if path.suffix.lower() in (".zip", ".npz"):
+        return "imagefolder" if path.suffix.lower() == ".zip" else "npz"
+    raise UserError(f"cannot tell what kind of dataset {path} is; pass an image-folder directory or .zip, "
+                    f"an .npz file or directory, or prefix the path with imagefolder: or npz:")
+
+
+def open_source(spec: str, *, root: str | Path | None = None, image_size: int | None = None,
+                cache: bool = True, download: bool = True) -> Source:
+    """Resolve ``spec`` (a named dataset, a path, or ``imagefolder:``/``npz:`` + path) to its :class:`Source`."""
+    if spec.lower() in NAMED_DATASETS:
+        return NAMED_DATASETS[spec.lower()](_named_root(root), download=download)
+    kind, sep, rest = spec.partition(":")
+    explicit = bool(sep) and kind in KINDS
+    path = Path(rest if explicit else spec).expanduser()
+    if not path.exists():
+        raise UserError(f"dataset {spec!r} is not one of {', '.join(NAMED_DATASETS)} and {path} does not exist; "
+                        f"pass a dataset name or the path of an image folder, .zip or .npz")
+    if (kind if explicit else _detect(path)) == "npz":
+        return npz_source(path)
+    return image_folder(path, image_size=image_size, cache=cache)
+
+
+def _split(source: Source, split: str, val_fraction: float, split_seed: int) -> Arrays:
+    """Form ``split`` from the source's raw splits (see :func:`load_dataset`)."""
+    explicit_val = "val" in source.loaders
+    if split == "test" or (split == "val" and explicit_val):
+        return source.load(split)
+    if split == "val" and val_fraction == 0:
+        raise UserError(f"dataset {source.name} has no val split of its own and val_fraction is 0; "
+                        f"pass val_fraction > 0 (e.g. 0.1) to carve one out of train")
+    x, y = source.load("train")
+    if split == "train_full" or explicit_val:
+        return x, y
+    train, val = stratified_split(y, val_fraction, split_seed)
+    idx = val if split == "val" else train
+    return x[idx], y[idx]
+
+
+def load_dataset(spec: str, split: str = "test", *, root: str | Path | None = None, n: int | None = None,
+                 val_fraction: float = 0.1, split_seed: int = 0, image_size: int | None = None, cache: bool = True,
+                 download: bool = True, device: torch.device | str = "cpu") -> ArrayDataset:
+    """Load one split of a dataset into memory as uint8 images and int64 labels on ``device``.
+
+    ``spec``: ``cifar10``, ``cifar100``, ``svhn`` (under ``root``, else ``default_data_root()``), or a path: an
+    image-folder directory or ``.zip`` (``<split>/<class>/<image>``), an ``.npz`` file, or a directory of them.
+    ``split``: ``test``; ``train_full`` (all training data); ``val`` (the source's own val split, else a
+    class-stratified ``val_fraction`` of train drawn with ``split_seed``); ``train`` (``train_full`` minus that
+    carve-out, or all of it when the source has its own val). ``n`` then keeps ``n`` evenly spaced samples of the
+    split in canonical order. ``image_size`` resizes every image to a square of that side (image folders at
+    decode time with PIL, arrays with :func:`resize`). ``cache`` keeps decoded image folders on disk;
+    ``download`` fetches a named dataset that is missing from the data root.
+    """
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    source = open_source(spec, root=root, image_size=image_size, cache=cache, download=download)
+    x, y = _split(source, split, val_fraction, split_seed)
+    if n is not None:
+        idx = subset_indices(len(y), n)
+        x, y = x[idx], y[idx]
+    if image_size is not None:
+        x = resize(x, image_size)
+    return ArrayDataset(x.contiguous(), y, source.classes, source.name).to(device)

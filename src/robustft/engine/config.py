@@ -1,0 +1,209 @@
+"""Run configuration: nested dataclasses, loaded from YAML, overridden by ``key=value``, validated at load."""
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import UserError
+from .optim import OptimConfig
+
+__all__ = ["RunConfig", "DataConfig", "ModelConfig", "AttackConfig", "EvalConfig", "TrainConfig",
+           "load_config", "apply_overrides", "to_dict", "from_dict"]
+
+
+@dataclass
+class DataConfig:
+    """Downstream data: which dataset, how it is split, subset and augmented."""
+
+    name: str = field(default="", metadata={"help": "dataset spec (cifar10, a .zip/.npz path, ...)"})
+    root: str | None = field(default=None, metadata={"help": "data root for named datasets"})
+    train_n: int | None = field(default=None, metadata={"help": "deterministic subset of the train split"})
+    val_fraction: float = field(default=0.1, metadata={"help": "fraction of train carved out for validation"})
+    val_n: int | None = field(default=None, metadata={"help": "subset of the validation split used per epoch"})
+    test_n: int | None = field(default=None, metadata={"help": "subset of the test split evaluated at the end"})
+    split_seed: int = field(default=0, metadata={"help": "seed of the stratified train/val split"})
+    image_size: int | None = field(default=None, metadata={"help": "resize at decode time"})
+    augment: str = field(default="crop_flip", metadata={"help": "crop_flip | flip | none"})
+    crop_padding: int = field(default=4, metadata={"help": "zero padding of the random crop"})
+    batch_size: int = field(default=128, metadata={"help": "training batch size (global, over all ranks)"})
+    eval_batch_size: int = field(default=256, metadata={"help": "evaluation batch size"})
+
+    def __post_init__(self) -> None:
+        if self.augment not in ("crop_flip", "flip", "none"):
+            raise UserError(f"data.augment must be crop_flip, flip or none, got {self.augment!r}")
+        if not 0 < self.val_fraction < 1:
+            raise UserError(f"data.val_fraction must be in (0, 1): selection needs a validation split "
+                            f"(got {self.val_fraction})")
+
+
+@dataclass
+class ModelConfig:
+    """Source model: architecture, checkpoint, input normalization, and what happens to its head."""
+
+    arch: str = field(default="", metadata={"help": "architecture name"})
+    checkpoint: str | None = field(default=None, metadata={"help": "source weights (None: random init)"})
+    normalization: str | None = field(default=None, metadata={"help": "override the checkpoint's normalization"})
+    head: str = field(default="auto", metadata={"help": "auto (new head if class counts differ) | new | keep"})
+
+    def __post_init__(self) -> None:
+        if self.head not in ("auto", "new", "keep"):
+            raise UserError(f"model.head must be auto, new or keep, got {self.head!r}")
+
+
+@dataclass
+class AttackConfig:
+    """Training threat model (validation uses the same ε/norm)."""
+
+    eps: str = field(default="8/255", metadata={"help": "budget in [0,1] pixel units"})
+    norm: str = field(default="linf", metadata={"help": "linf | l2"})
+    steps: int = field(default=10, metadata={"help": "PGD steps during training"})
+    step_size: str | None = field(default=None, metadata={"help": "PGD step (default max(2.5 eps/steps, eps/4))"})
+
+
+@dataclass
+class EvalConfig:
+    """Per-epoch validation, the selection rule, and the final test evaluation."""
+
+    val_steps: int = field(default=10, metadata={"help": "PGD steps of the per-epoch validation attack"})
+    select: str = field(default="robust_acc", metadata={"help": "robust_acc | clean_acc | sum (clean + robust)"})
+    test_steps: int = field(default=20, metadata={"help": "PGD steps at test time"})
+    test_attacks: list[str] = field(default_factory=lambda: ["pgd"], metadata={"help": "pgd | fgsm | autoattack"})
+    autoattack_n: int | None = field(default=None, metadata={"help": "test subset for autoattack (class-balanced)"})
+
+    def __post_init__(self) -> None:
+        if self.select not in ("robust_acc", "clean_acc", "sum"):
+            raise UserError(f"eval.select must be robust_acc, clean_acc or sum, got {self.select!r}")
+
+
+@dataclass
+class TrainConfig:
+    """Loop settings."""
+
+    epochs: int = field(default=10, metadata={"help": "epochs (of the main stage)"})
+    seed: int = field(default=0, metadata={"help": "seed of init, shuffling, augmentation and attacks"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
+    amp: str = field(default="auto", metadata={"help": "auto (bf16 on CUDA, off on CPU) | off | bf16 | fp16"})
+    channels_last: bool = field(default=True, metadata={"help": "channels_last memory format"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    out_dir: str = field(default="runs", metadata={"help": "parent of run directories"})
+    name: str | None = field(default=None, metadata={"help": "run directory name (default: method-data-seed)"})
+    log_every: int = field(default=50, metadata={"help": "iterations between log lines"})
+
+    def __post_init__(self) -> None:
+        if self.amp not in ("auto", "off", "bf16", "fp16"):
+            raise UserError(f"train.amp must be auto, off, bf16 or fp16, got {self.amp!r}")
+        if self.epochs < 1:
+            raise UserError(f"train.epochs must be >= 1, got {self.epochs}")
+
+
+@dataclass
+class RunConfig:
+    """Everything one fine-tuning (or pre-training) run needs."""
+
+    method: str = field(default="pgd_at", metadata={"help": "registered method name"})
+    method_args: dict[str, Any] = field(default_factory=dict, metadata={"help": "method-specific options"})
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    attack: AttackConfig = field(default_factory=AttackConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _coerce(value: Any, tp: Any, where: str) -> Any:
+    """Check/convert one value against a type annotation (the few kinds configs use)."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        errors = []
+        for arg in typing.get_args(tp):
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, where)
+            except UserError as e:
+                errors.append(str(e))
+        raise UserError(errors[0])
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise UserError(f"config key {where!r} must be a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"config key {where!r} must be a list, got {value!r}")
+        args = typing.get_args(tp)
+        items = [_coerce(v, args[0] if origin is list else args[i], f"{where}[{i}]") for i, v in enumerate(value)]
+        return items if origin is list else tuple(items)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise UserError(f"config key {where!r} must be a mapping, got {value!r}")
+        return dict(value)
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
+    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
+        raise UserError(f"config key {where!r} must be {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, rejecting unknown keys with the valid ones listed."""
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        prefix = f"{where}." if where else ""
+        raise UserError(f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
+                        f"valid under {where or 'the top level'}: {', '.join(names)}")
+    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain nested dict (YAML/JSON-ready) of a config."""
+    return dataclasses.asdict(cfg)
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` strings (values parsed as YAML) to a nested dict; returns the updated dict."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override {item!r} must look like section.key=value (e.g. optim.lr=0.01)")
+        try:
+            value = yaml.safe_load(raw) if raw else None
+        except yaml.YAMLError as e:
+            raise UserError(f"cannot parse the value of override {item!r}: {e}") from None
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UserError(f"override {item!r}: {p!r} is not a section")
+        node[leaf] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML file (optional), apply ``overrides``, and validate into a RunConfig."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"config file {path} does not exist")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise UserError(f"config file {path} is not valid YAML: {e}") from None
+        if not isinstance(data, dict):
+            raise UserError(f"config file {path} must hold a mapping at the top level")
+    return from_dict(RunConfig, apply_overrides(data, overrides or []))

@@ -1,0 +1,99 @@
+"""Optimizers and per-iteration learning-rate schedules."""
+
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ..errors import UserError
+
+__all__ = ["OptimConfig", "build_optimizer", "build_scheduler", "lr_factor"]
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "multistep", "cosine", "onecycle")
+
+
+@dataclass
+class OptimConfig:
+    """Optimizer and schedule; epochs-valued fields may be fractional (schedules are stepped every iteration)."""
+
+    name: str = field(default="sgd", metadata={"help": "sgd | adamw"})
+    lr: float = field(default=0.01, metadata={"help": "peak learning rate"})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    nesterov: bool = field(default=False, metadata={"help": "SGD Nesterov momentum"})
+    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"help": "AdamW betas"})
+    weight_decay: float = field(default=5e-4, metadata={"help": "decoupled for AdamW, L2 for SGD"})
+    no_decay_norm_bias: bool = field(default=False, metadata={"help": "no weight decay on norm layers and biases"})
+    schedule: str = field(default="multistep", metadata={"help": "constant | multistep | cosine | onecycle"})
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75],
+                                    metadata={"help": "multistep: epochs, or fractions of training if all <= 1"})
+    gamma: float = field(default=0.1, metadata={"help": "multistep decay factor"})
+    warmup_epochs: float = field(default=0.0, metadata={"help": "linear warm-up length in epochs"})
+    warmup_start: float = field(default=0.1, metadata={"help": "warm-up starts at lr*warmup_start (> 0)"})
+    onecycle_peak: float = field(default=0.3, metadata={"help": "onecycle: fraction of training at the peak"})
+
+    def __post_init__(self) -> None:
+        if self.name not in OPTIMIZERS:
+            raise UserError(f"optim.name must be one of {OPTIMIZERS}, got {self.name!r}")
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"optim.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.lr <= 0 or self.weight_decay < 0:
+            raise UserError(f"optim.lr must be > 0 and optim.weight_decay >= 0 (got {self.lr}, {self.weight_decay})")
+        if not 0 < self.warmup_start <= 1:
+            raise UserError(f"optim.warmup_start must be in (0, 1]: warm-up never starts at lr 0 ({self.warmup_start})")
+        if not 0 < self.onecycle_peak < 1:
+            raise UserError(f"optim.onecycle_peak must be in (0, 1), got {self.onecycle_peak}")
+
+
+def _param_groups(params: Iterable[tuple[str, nn.Parameter]], model: nn.Module, cfg: OptimConfig) -> list[dict]:
+    """One group, or two when norm-layer weights and biases are excluded from weight decay."""
+    params = [(n, p) for n, p in params if p.requires_grad]
+    if not params:
+        raise UserError("no trainable parameters: the method froze everything")
+    if not cfg.no_decay_norm_bias:
+        return [{"params": [p for _, p in params], "weight_decay": cfg.weight_decay}]
+    # found by module type, not by name: any parameter of a normalization layer, and every bias
+    norm_types = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+    no_decay = {id(p) for m in model.modules() if isinstance(m, norm_types) for p in m.parameters(recurse=False)}
+    no_decay |= {id(p) for n, p in params if n.endswith("bias")}
+    return [{"params": [p for _, p in params if id(p) not in no_decay], "weight_decay": cfg.weight_decay},
+            {"params": [p for _, p in params if id(p) in no_decay], "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, params: Iterable[tuple[str, nn.Parameter]],
+                    cfg: OptimConfig) -> torch.optim.Optimizer:
+    """SGD or AdamW over the given named parameters (no silent fallback to another optimizer)."""
+    groups = [g for g in _param_groups(params, model, cfg) if g["params"]]
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+def lr_factor(cfg: OptimConfig, epochs: float) -> Callable[[float], float]:
+    """The multiplier of the peak lr as a function of (fractional) epoch."""
+    milestones = [m * epochs if all(v <= 1 for v in cfg.milestones) else m for m in cfg.milestones]
+    warm = cfg.warmup_epochs
+
+    def factor(t: float) -> float:
+        if t < warm:  # linear warm-up from warmup_start (never 0) to 1
+            return cfg.warmup_start + (1 - cfg.warmup_start) * t / warm
+        if cfg.schedule == "multistep":
+            return cfg.gamma ** sum(t >= m for m in milestones)
+        progress = min(max((t - warm) / max(epochs - warm, 1e-12), 0.0), 1.0)
+        if cfg.schedule == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * progress))
+        if cfg.schedule == "onecycle":  # linear up from 1/25 to the peak, then linear down to 0
+            p = cfg.onecycle_peak
+            return 0.04 + 0.96 * progress / p if progress < p else (1 - progress) / (1 - p)
+        return 1.0
+
+    return factor
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, epochs: float,
+                    iters_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """A LambdaLR stepped once per iteration."""
+    factor = lr_factor(cfg, epochs)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: factor(it / iters_per_epoch))

@@ -1,0 +1,225 @@
+"""The one training loop: every method and robust pre-training run through ``fit``.
+
+Choices that matter for speed (adversarial training is dominated by attack passes): data stays on the device as uint8
+and is augmented with tensor ops, the model and batches are channels_last, AMP on CUDA, one mode switch per attack
+(inside the attack), training statistics accumulate on the device and are synchronized once per log interval.
+"""
+
+import contextlib
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .._io import atomic_save, atomic_write
+from ..attacks import PGD
+from ..data import ArrayDataset, Augment, iterate_batches
+from ..errors import UserError
+from ..eval import evaluate
+from ..methods import Method
+from .config import RunConfig
+from .distributed import DistInfo, all_reduce_sum, barrier
+from .optim import build_optimizer, build_scheduler
+
+__all__ = ["fit", "FitResult", "autocast_for", "rank_slice"]
+
+LAST, BEST, METRICS = "last.pt", "best.pt", "metrics.jsonl"
+
+
+@dataclass
+class FitResult:
+    """Outcome of one training stage: the selected epoch, its validation metrics, and the whole history."""
+
+    best_epoch: int
+    best: dict[str, float]
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Setup helpers
+# ---------------------------------------------------------------------------------------------------------------
+def autocast_for(device: torch.device, amp: str) -> tuple[Callable[[], contextlib.AbstractContextManager], bool]:
+    """(autocast context factory, needs grad scaling). ``auto`` = bf16 on CUDA, off elsewhere (CPU autocast is slow)."""
+    if amp == "auto":
+        amp = "bf16" if device.type == "cuda" else "off"
+    if amp == "off":
+        return contextlib.nullcontext, False
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return (lambda: torch.autocast(device.type, dtype=dtype)), amp == "fp16"
+
+
+def augment_for(cfg: RunConfig) -> Augment | None:
+    """The training augmentation named in the config."""
+    if cfg.data.augment == "none":
+        return None
+    return Augment(crop_padding=cfg.data.crop_padding if cfg.data.augment == "crop_flip" else 0, hflip=True)
+
+
+def rank_slice(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """This rank's share of a global batch (interleaved, like DistributedSampler)."""
+    return x if info.world_size == 1 else x[info.rank::info.world_size]
+
+
+def select_value(metrics: dict[str, float], rule: str) -> float:
+    """The validation number the selection rule maximizes."""
+    if rule == "sum":
+        return metrics["val_clean_acc"] + metrics["val_robust_acc"]
+    return metrics[f"val_{rule}"]
+
+
+def _validate(model: nn.Module, val: ArrayDataset, attack: PGD, cfg: RunConfig, info: DistInfo,
+              epoch: int) -> dict[str, float]:
+    """Clean and PGD accuracy on this rank's validation shard, summed over ranks."""
+    shard = val.subset(torch.arange(info.rank, len(val), info.world_size, device=val.y.device))
+    res = evaluate(model, shard, [attack], batch_size=cfg.data.eval_batch_size, seed=cfg.train.seed + epoch,
+                   channels_last=cfg.train.channels_last, progress=False)
+    counts = torch.tensor([res.correct["clean"].sum(), res.correct[attack.name].sum(), len(shard)],
+                          dtype=torch.float64, device=info.device)
+    clean, robust, n = all_reduce_sum(counts, info).tolist()
+    return {"val_clean_acc": clean / n, "val_robust_acc": robust / n}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpointing: everything needed to continue bit-exactly after a kill at any point
+# ---------------------------------------------------------------------------------------------------------------
+def _training_state(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
+                    generators: dict[str, torch.Generator], epoch: int, history: list[dict], best: dict) -> dict:
+    """The resumable state after ``epoch`` epochs."""
+    return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "generators": {k: g.get_state() for k, g in generators.items()},
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "epoch": epoch, "history": history, "best": best}
+
+
+def _restore(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
+             generators: dict[str, torch.Generator]) -> None:
+    """Load a training state saved by ``_training_state``."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state["scaler"] is not None:
+        scaler.load_state_dict(state["scaler"])
+    for k, g in generators.items():
+        g.set_state(state["generators"][k])
+    torch.set_rng_state(state["torch_rng"])
+    if state["cuda_rng"]:
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+def _write_metrics(run_dir: Path, history: list[dict]) -> None:
+    """Rewrite metrics.jsonl from the history (atomic, so a resumed run never shows epochs twice)."""
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.writelines(json.dumps(h) + "\n" for h in history)
+    atomic_write(run_dir / METRICS, write)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------------------------
+def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset, cfg: RunConfig, run_dir: Path,
+        info: DistInfo, *, resume: bool = False, log: Callable[[str], None] = print) -> FitResult:
+    """Train ``model`` (already prepared by ``method`` and on the device) and keep the best validation epoch.
+
+    Writes ``last.pt`` (full training state) every epoch and ``best.pt`` (model weights) on improvement, both
+    atomically; with ``resume`` it continues from ``last.pt`` and reaches the same result as an uninterrupted run.
+    """
+    run_dir.mkdir(parents=True, exist_ok=True)
+    epochs, batch_size = cfg.train.epochs, cfg.data.batch_size
+    if batch_size % info.world_size:
+        raise UserError(f"data.batch_size {batch_size} must be divisible by the number of processes {info.world_size}")
+    iters = len(train) // batch_size
+    if iters == 0:
+        raise UserError(f"data.batch_size {batch_size} is larger than the training split ({len(train)} images)")
+    optimizer = build_optimizer(model, method.trainable_parameters(model), cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, epochs, iters)
+    autocast, scaled = autocast_for(info.device, cfg.train.amp)
+    scaler = torch.amp.GradScaler(info.device.type) if scaled else None
+    train_model: nn.Module = model
+    if info.world_size > 1:
+        train_model = nn.parallel.DistributedDataParallel(model, device_ids=[info.device.index]
+                                                          if info.device.type == "cuda" else None)
+    if cfg.train.compile:
+        train_model = torch.compile(train_model)
+    # data order/augmentation is shared by all ranks (same global batches); attack starts differ per rank
+    generators = {"data": torch.Generator().manual_seed(cfg.train.seed),  # CPU: same draws on any device
+                  "attack": torch.Generator(info.device).manual_seed(cfg.train.seed * 1000 + 1 + info.rank)}
+    val_attack = PGD(eps=method.attack.eps, norm=method.attack.norm, steps=cfg.eval.val_steps,
+                     name="pgd_val")
+    history: list[dict[str, Any]] = []
+    best: dict[str, Any] = {}
+    start_epoch = 0
+    if resume and (run_dir / LAST).exists():
+        state = torch.load(run_dir / LAST, map_location=info.device, weights_only=True)
+        _restore(state, model, optimizer, scheduler, scaler, generators)
+        start_epoch, history, best = state["epoch"], state["history"], state["best"]
+        log(f"resumed from {run_dir / LAST} after epoch {start_epoch}")
+    augment = augment_for(cfg)
+
+    for epoch in range(start_epoch, epochs):
+        t0 = time.perf_counter()
+        method.train_mode(model)
+        sums = torch.zeros(3, dtype=torch.float64, device=info.device)  # loss, accuracy-like stat, batches
+        batches = iterate_batches(train, batch_size, shuffle=True, generator=generators["data"], augment=augment,
+                                  drop_last=True, channels_last=cfg.train.channels_last)
+        bar = tqdm(batches, total=iters, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
+                   disable=not (info.is_main and sys.stderr.isatty()))
+        for it, (x, y) in enumerate(bar):
+            x, y = rank_slice(x, info), rank_slice(y, info)
+            with autocast():
+                loss, stats = method.loss(train_model, x, y, generators["attack"])
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            scheduler.step()
+            acc = stats.get("adv_acc", stats.get("acc", torch.zeros((), device=loss.device)))
+            sums += torch.stack([stats["loss"].double(), acc.double(), torch.ones((), dtype=torch.float64,
+                                                                                  device=loss.device)])
+            if (it + 1) % cfg.train.log_every == 0 or it + 1 == iters:
+                mean_loss = (sums[0] / sums[2]).item()  # one host sync per log interval
+                if not math.isfinite(mean_loss):
+                    raise UserError(f"training diverged: loss is {mean_loss} at epoch {epoch + 1}, iteration "
+                                    f"{it + 1}; lower optim.lr or check the data (no checkpoint was written for "
+                                    f"this epoch; the last good one is {run_dir / LAST})")
+                if bar.disable and info.is_main and cfg.train.log_every < iters:
+                    log(f"epoch {epoch + 1} it {it + 1}/{iters} loss {mean_loss:.4f}")
+                bar.set_postfix(loss=f"{mean_loss:.3f}")
+        loss_sum, acc_sum, n_batches = all_reduce_sum(sums, info).tolist()
+        train_s = time.perf_counter() - t0
+        metrics = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "train_loss": loss_sum / n_batches,
+                   "train_acc": acc_sum / n_batches, "train_s": train_s,
+                   "train_images_per_s": iters * batch_size / train_s}
+        metrics.update(_validate(model, val, val_attack, cfg, info, epoch))
+        metrics.update(method.epoch_metrics(model))
+        metrics["epoch_s"] = time.perf_counter() - t0
+        history.append(metrics)
+        improved = not best or select_value(metrics, cfg.eval.select) > select_value(best, cfg.eval.select)
+        if improved:
+            best = dict(metrics)
+        if info.is_main:
+            if improved:
+                atomic_save(model.state_dict(), run_dir / BEST)
+            atomic_save(_training_state(model, optimizer, scheduler, scaler, generators, epoch + 1, history, best),
+                        run_dir / LAST)
+            _write_metrics(run_dir, history)
+            log(f"epoch {epoch + 1}/{epochs}  loss {metrics['train_loss']:.4f}  val clean "
+                f"{metrics['val_clean_acc']:.4f}  val pgd{cfg.eval.val_steps} {metrics['val_robust_acc']:.4f}"
+                f"{'  *' if improved else ''}  ({metrics['epoch_s']:.0f} s, "
+                f"{metrics['train_images_per_s']:.0f} img/s)")
+        barrier(info)
+    return FitResult(best_epoch=int(best["epoch"]), best=best, history=history)

@@ -1,0 +1,156 @@
+"""The method interface every fine-tuning method implements, the shared training objectives, and the registry.
+
+A method only says what differs: how the model is prepared (frozen parts, converted layers, heads), which modules
+train, the loss of one batch, and how the trained model is finalized. The engine owns everything else.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attacks import PGD
+from ..errors import UserError
+
+__all__ = ["Method", "MethodConfig", "Stage", "register_method", "create_method", "list_methods", "OBJECTIVES"]
+
+OBJECTIVES = ("clean", "pgd", "trades")
+
+
+@dataclass
+class MethodConfig:
+    """Options every method has: the training objective and the TRADES trade-off β."""
+
+    objective: str = field(default="pgd", metadata={"help": "clean | pgd (Madry AT) | trades"})
+    beta: float = field(default=6.0, metadata={"help": "TRADES β (weight of the KL term)"})
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES:
+            raise UserError(f"method objective must be one of {OBJECTIVES}, got {self.objective!r}")
+
+
+@dataclass
+class Stage:
+    """One training stage of a multi-stage method: its own method and overrides of the run config."""
+
+    name: str
+    method: "Method"
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+class Method:
+    """Base method: full fine-tuning with the configured objective. Subclasses override only what differs."""
+
+    config_cls: type[MethodConfig] = MethodConfig
+
+    def __init__(self, cfg: MethodConfig, attack: PGD) -> None:
+        self.cfg = cfg
+        # the training threat model; TRADES maximizes the KL term it trains on, so its attack uses that loss
+        self.attack = replace(attack, loss="kl") if cfg.objective == "trades" else attack
+
+    # -- structure ---------------------------------------------------------------------------------------------
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """Freeze/convert/attach what the method needs; the base trains every parameter."""
+        model.requires_grad_(True)
+        return model
+
+    def trainable_parameters(self, model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+        """Named parameters the optimizer updates."""
+        return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+    def train_mode(self, model: nn.Module) -> None:
+        """Set module modes for a training epoch (frozen parts may stay in eval)."""
+        model.train()
+
+    def stages(self) -> list[Stage]:
+        """Multi-stage methods return several stages; most have one."""
+        return [Stage("main", self)]
+
+    def epoch_metrics(self, model: nn.Module) -> dict[str, float]:
+        """Extra numbers logged after each epoch (diagnostics); none by default."""
+        return {}
+
+    def finalize(self, model: nn.Module) -> nn.Module:
+        """Turn the trained model into the exported one (e.g. merge adapters, drop a wing)."""
+        return model
+
+    # -- objective ---------------------------------------------------------------------------------------------
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+             generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Loss of one batch and detached per-batch statistics to log."""
+        return _OBJECTIVES[self.cfg.objective](self, model, x, y, generator)
+
+
+def _clean(method: Method, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+           generator: torch.Generator | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Cross-entropy on clean inputs."""
+    logits = model(x)
+    loss = F.cross_entropy(logits, y)
+    return loss, {"loss": loss.detach(), "acc": (logits.argmax(1) == y).float().mean()}
+
+
+def _pgd(method: Method, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+         generator: torch.Generator | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Madry adversarial training: cross-entropy on PGD examples."""
+    x_adv = method.attack.perturb(model, x, y, generator=generator)
+    logits = model(x_adv)
+    loss = F.cross_entropy(logits, y)
+    return loss, {"loss": loss.detach(), "adv_acc": (logits.argmax(1) == y).float().mean()}
+
+
+def trades_loss(model: nn.Module, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
+                beta: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """TRADES (Zhang et al. 2019): CE(f(x), y) + β·KL(f(x) ‖ f(x_adv)), batch-mean KL."""
+    logits = model(x)
+    logits_adv = model(x_adv)
+    natural = F.cross_entropy(logits, y)
+    robust = F.kl_div(F.log_softmax(logits_adv.float(), 1), F.softmax(logits.float(), 1), reduction="batchmean")
+    loss = natural + beta * robust
+    return loss, {"loss": loss.detach(), "acc": (logits.argmax(1) == y).float().mean(),
+                  "adv_acc": (logits_adv.argmax(1) == y).float().mean()}
+
+
+def _trades(method: Method, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+            generator: torch.Generator | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """TRADES with examples from the KL attack."""
+    x_adv = method.attack.perturb(model, x, y, generator=generator)
+    return trades_loss(model, x, x_adv, y, method.cfg.beta)
+
+
+_OBJECTIVES: dict[str, Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]]] = {
+    "clean": _clean, "pgd": _pgd, "trades": _trades}
+
+
+# -- registry --------------------------------------------------------------------------------------------------
+_REGISTRY: dict[str, tuple[type[Method], dict[str, Any]]] = {}
+
+
+def register_method(name: str, method_cls: type[Method], **defaults: Any) -> None:
+    """Register ``method_cls`` under ``name``; ``defaults`` preset config fields (e.g. objective)."""
+    if name in _REGISTRY:
+        raise ValueError(f"method {name!r} is already registered")
+    known = {f.name for f in fields(method_cls.config_cls)}
+    if set(defaults) - known:
+        raise ValueError(f"defaults {sorted(set(defaults) - known)} are not fields of {method_cls.config_cls.__name__}")
+    _REGISTRY[name] = (method_cls, defaults)
+
+
+def list_methods() -> list[str]:
+    """Registered method names."""
+    return sorted(_REGISTRY)
+
+
+def create_method(name: str, attack: PGD, **options: Any) -> Method:
+    """Build method ``name`` with its registered defaults overridden by ``options`` (validated)."""
+    if name not in _REGISTRY:
+        raise UserError(f"unknown method {name!r}: choose from {', '.join(list_methods())}")
+    method_cls, defaults = _REGISTRY[name]
+    cfg_cls = method_cls.config_cls
+    known = {f.name for f in fields(cfg_cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise UserError(f"unknown option(s) {unknown} for method {name!r}: valid are {sorted(known)}")
+    return method_cls(cfg_cls(**{**defaults, **options}), attack)

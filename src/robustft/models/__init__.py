@@ -1,0 +1,40 @@
+"""Architectures, the model registry, input normalization and checkpoint I/O.
+
+Every model takes RGB in [0, 1], normalizes it with its first submodule (``normalize``), and exposes
+``get_classifier()`` / ``reset_classifier(n)`` and a ``pretrained_cfg`` (:class:`ModelCfg`).
+"""
+
+# Importing the architecture modules registers their constructors.
+from robustft.models import preact_resnet, resnet, vision_transformer, wide_resnet  # noqa: F401
+from robustft.models.base import ImageClassifier, ModelCfg, replace_head
+from robustft.models.checkpoint import (
+    LoadResult,
+    load_state_dict_into,
+    read_state_dict,
+    save_state_dict,
+    unwrap_state_dict,
+)
+from robustft.models.hub import KNOWN_WEIGHTS, cache_dir
+from robustft.models.normalization import NORMALIZATIONS, Normalize, resolve_normalization, set_normalization
+from robustft.models.registry import create_model, list_models, load_model, register_model
+
+__all__ = [
+    "ImageClassifier",
+    "ModelCfg",
+    "replace_head",
+    "LoadResult",
+    "load_state_dict_into",
+    "read_state_dict",
+    "save_state_dict",
+    "unwrap_state_dict",
+    "KNOWN_WEIGHTS",
+    "cache_dir",
+    "NORMALIZATIONS",
+    "Normalize",
+    "resolve_normalization",
+    "set_normalization",
+    "create_model",
+    "list_models",
+    "load_model",
+    "register_model",
+]

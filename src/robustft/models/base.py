@@ -1,0 +1,72 @@
+"""What every registered model shares: input normalization first, a named linear head, and a config record."""
+
+from dataclasses import dataclass, replace
+from typing import TypeVar
+
+from torch import Tensor, nn
+
+from robustft.errors import UserError
+from robustft.models.normalization import Normalize, NormSpec, resolve_normalization
+
+__all__ = ["ModelCfg", "ImageClassifier", "build_model", "replace_head"]
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    """Facts about a model that callers need without inspecting it (timm's ``pretrained_cfg``)."""
+
+    classifier: str  # attribute name of the linear head, e.g. "fc" or "linear"
+    input_size: tuple[int, int, int]  # (C, H, W) the architecture was designed for
+    normalization: str  # the architecture's default; the statistics in use live in the normalize buffers
+    architecture: str = ""  # registered name, set by build_model
+    tag: str | None = None  # pretrained-weight tag of "arch.tag" names, set by create_model
+    # Checkpoint keys the reference implementation saves but never uses in forward (dropped when loading).
+    unused_checkpoint_prefixes: tuple[str, ...] = ()
+
+
+class ImageClassifier(nn.Module):
+    """Base of every registered model: ``normalize`` first, ``forward_features`` to pooled features, a linear head."""
+
+    def __init__(self, cfg: ModelCfg, normalization: NormSpec = None) -> None:
+        super().__init__()
+        self.pretrained_cfg = cfg
+        # Registered before any layer, so it is the first submodule: inputs are normalized before anything else.
+        spec = cfg.normalization if normalization is None else normalization
+        self.normalize = Normalize(*resolve_normalization(spec))
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Map images in [0, 1] of shape [B, 3, H, W] to pooled features [B, D] (the head's input)."""
+        raise NotImplementedError
+
+    def get_classifier(self) -> nn.Linear:
+        """The linear head."""
+        return getattr(self, self.pretrained_cfg.classifier)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the head by a freshly initialized ``nn.Linear`` with ``num_classes`` outputs (same device/dtype)."""
+        if num_classes < 1:
+            raise UserError(f"num_classes must be at least 1, got {num_classes}")
+        old = self.get_classifier()
+        head = nn.Linear(old.in_features, num_classes, bias=old.bias is not None,
+                         device=old.weight.device, dtype=old.weight.dtype)
+        setattr(self, self.pretrained_cfg.classifier, head)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits for images in [0, 1]."""
+        return self.get_classifier()(self.forward_features(x))
+
+
+Model = TypeVar("Model", bound=ImageClassifier)
+
+
+def build_model(model_cls: type[Model], variant: str, **kwargs) -> Model:
+    """Instantiate ``model_cls(**kwargs)`` and record the registered ``variant`` name in its config."""
+    model = model_cls(**kwargs)
+    model.pretrained_cfg = replace(model.pretrained_cfg, architecture=variant)
+    return model
+
+
+def replace_head(model: ImageClassifier, num_classes: int) -> ImageClassifier:
+    """Give ``model`` a new, freshly initialized head with ``num_classes`` outputs; returns the same model."""
+    model.reset_classifier(num_classes)
+    return model

@@ -1,0 +1,206 @@
+"""Checkpoints in, checkpoints out: safe reading, wrapper unwrapping, strict loading with named errors, saving.
+
+Reading never executes code from the file: ``.safetensors`` holds only tensors, and everything else goes through
+``torch.load(weights_only=True)``. A file that needs more (a pickled module, optimizer class, argparse namespace)
+is refused with a message rather than loaded with ``weights_only=False``.
+"""
+
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import safetensors.torch
+import torch
+from safetensors import SafetensorError
+from torch import Tensor, nn
+
+from robustft._io import atomic_save, atomic_write
+from robustft.errors import UserError
+from robustft.models.base import ImageClassifier
+from robustft.models.normalization import Normalize
+
+__all__ = ["LoadResult", "read_state_dict", "unwrap_state_dict", "load_state_dict_into", "save_state_dict"]
+
+# Where training scripts put the network's weights inside a checkpoint dict, in the order they are tried.
+WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "state_dict_ema")
+# Prefixes added by wrappers: DataParallel/DDP ("module."), torch.compile ("_orig_mod."), wrapper modules ("model.").
+WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
+
+# numpy scalars (e.g. an accuracy stored as np.float64) are a dtype plus raw bytes: rebuilding them runs no user code.
+_NUMPY_SCALAR = np.float64(0).__reduce__()[0]
+_SAFE_NUMPY_GLOBALS = [
+    (_NUMPY_SCALAR, "numpy.core.multiarray.scalar"),  # the name numpy 1.x writes
+    (_NUMPY_SCALAR, "numpy._core.multiarray.scalar"),  # the name numpy 2.x writes
+    np.dtype,
+    *(type(np.dtype(t)) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8,
+                                  np.float16, np.float32, np.float64)),
+]
+
+
+class LoadResult(NamedTuple):
+    """Keys that ``load_state_dict_into(strict=False)`` left untouched."""
+
+    missing_keys: list[str]
+    unexpected_keys: list[str]
+
+
+def _torch_load(path: Path) -> Any:
+    """``torch.load`` restricted to tensors, containers and numpy scalars; anything else is a UserError."""
+    try:
+        with torch.serialization.safe_globals(_SAFE_NUMPY_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # Running code from a pickle takes a global (a function or class); torch names the first one it refused.
+        found = re.search(r"GLOBAL ([\w.]+)|but got (<class [^>]+>)", str(err))
+        if found is None:
+            detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
+            raise UserError(f"{path} is not a PyTorch checkpoint ({detail.group(1) if detail else err})") from err
+        raise UserError(
+            f"refusing to load {path}: it needs arbitrary code execution to unpickle "
+            f"(it references {found.group(1) or found.group(2)}); re-save it as a plain state_dict or safetensors"
+        ) from None
+    except (RuntimeError, EOFError, KeyError, ValueError) as err:
+        raise UserError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from err
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
+    """Read a checkpoint file (``.safetensors`` or ``torch.save`` output) and return the network's state dict."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist")
+    if path.suffix == ".safetensors":
+        try:
+            obj = safetensors.torch.load_file(path, device="cpu")
+        except SafetensorError as err:
+            raise UserError(f"{path} is not a readable safetensors file ({err})") from err
+    else:
+        obj = _torch_load(path)
+    return unwrap_state_dict(obj, source=str(path))
+
+
+def _find_tensor_dict(obj: Any) -> dict[str, Tensor] | None:
+    """The first non-empty ``{str: Tensor}`` dict found at ``obj`` or (recursively) under a ``WRAPPER_KEYS`` entry."""
+    if not isinstance(obj, Mapping):
+        return None
+    if obj and all(isinstance(k, str) and isinstance(v, Tensor) for k, v in obj.items()):
+        return dict(obj)
+    return next((found for key in WRAPPER_KEYS if (found := _find_tensor_dict(obj.get(key))) is not None), None)
+
+
+def _strip_wrapper_prefixes(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Remove a ``WRAPPER_PREFIXES`` entry while *every* key starts with it (``module.model.x`` -> ``x``).
+
+    A prefix shared by all keys is the attribute name of something wrapping the whole network, so dropping it
+    cannot merge keys or break the layout. A genuine submodule called ``model`` never has that property in a
+    robustft checkpoint (the ``normalize`` buffers sit beside it), so such keys are left alone.
+    """
+    while prefix := next((p for p in WRAPPER_PREFIXES if all(k.startswith(p) for k in state)), None):
+        state = {k.removeprefix(prefix): v for k, v in state.items()}
+    return state
+
+
+def _from_robustness_library(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """MadryLab ``robustness`` AttackerModel -> robustft layout.
+
+    Its ``model.*`` is the network, ``attacker.model.*`` the same network again (dropped, with the attacker's
+    own normalizer), and ``normalizer.new_mean`` / ``new_std`` are [3, 1, 1] buffers applied before the network.
+    """
+    network = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    network["normalize.mean"] = state["normalizer.new_mean"].reshape(1, -1, 1, 1)
+    network["normalize.std"] = state["normalizer.new_std"].reshape(1, -1, 1, 1)
+    return network
+
+
+def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, Tensor]:
+    """Find the network's state dict inside a loaded checkpoint object and bring its keys to robustft's layout."""
+    state = _find_tensor_dict(obj)
+    if state is None:
+        keys = list(obj)[:10] if isinstance(obj, Mapping) else type(obj).__name__
+        raise UserError(
+            f"no state dict found in {source}: expected a dict of tensors, possibly under one of "
+            f"{', '.join(WRAPPER_KEYS)}; found {keys}"
+        )
+    state = _strip_wrapper_prefixes(state)
+    if "normalizer.new_mean" in state:
+        state = _from_robustness_library(state)
+    return state
+
+
+def _state_keys(model: nn.Module, modules: list[nn.Module]) -> set[str]:
+    """Full state-dict keys of the given submodules of ``model``, found by identity rather than by name."""
+    wanted = {id(m) for m in modules}
+    return {
+        f"{name}.{key}" if name else key
+        for name, module in model.named_modules()
+        if id(module) in wanted
+        for key in module.state_dict()
+    }
+
+
+def _name_list(keys: list[str], limit: int = 8) -> str:
+    """``a, b, c`` with at most ``limit`` names, then how many more."""
+    shown = ", ".join(keys[:limit])
+    return shown if len(keys) <= limit else f"{shown}, ... ({len(keys) - limit} more)"
+
+
+def load_state_dict_into(
+    model: ImageClassifier,
+    state_dict: Mapping[str, Tensor],
+    *,
+    strict: bool = True,
+    skip_classifier: bool = False,
+) -> LoadResult:
+    """Copy ``state_dict`` into ``model``, raising one UserError that names every missing, unexpected or misshapen key.
+
+    A checkpoint without ``normalize.*`` buffers keeps the model's configured normalization. ``skip_classifier``
+    loads everything but the head (fine-tuning on new classes). ``strict=False`` tolerates missing and
+    unexpected keys (returned), never shape mismatches.
+    """
+    cfg = model.pretrained_cfg
+    state = {k: v for k, v in state_dict.items() if not k.startswith(cfg.unused_checkpoint_prefixes)}
+    head_keys = _state_keys(model, [model.get_classifier()])
+    norm_keys = _state_keys(model, [m for m in model.modules() if isinstance(m, Normalize)])
+    ignored = set() if norm_keys & state.keys() else norm_keys
+    if skip_classifier:
+        ignored |= head_keys
+        state = {k: v for k, v in state.items() if k not in head_keys}
+    expected = {k: v.shape for k, v in model.state_dict().items() if k not in ignored}
+
+    missing = sorted(expected.keys() - state.keys())
+    unexpected = sorted(state.keys() - expected.keys())
+    misshapen = [k for k in expected if k in state and state[k].shape != expected[k]]
+    head_weight = f"{cfg.classifier}.weight"
+    # Only the head's output size differs: the checkpoint was trained on a different number of classes.
+    if (head_weight in misshapen and set(misshapen) <= head_keys and not (strict and (missing or unexpected))
+            and state[head_weight].shape[1:] == expected[head_weight][1:]):
+        raise UserError(
+            f"class-count mismatch: the checkpoint's classifier `{cfg.classifier}` has "
+            f"{state[head_weight].shape[0]} outputs but the model/data has {expected[head_weight][0]} classes; "
+            f"evaluate it on data with {state[head_weight].shape[0]} classes, or fine-tune it first "
+            "(`robustft finetune` replaces the head)"
+        )
+    problems = []
+    if misshapen:
+        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k])}" for k in misshapen]
+        problems.append(f"shape mismatch (checkpoint vs model): {_name_list(shapes)}")
+    if strict and missing:
+        problems.append(f"missing keys: {_name_list(missing)}")
+    if strict and unexpected:
+        problems.append(f"unexpected keys: {_name_list(unexpected)}")
+    if problems:
+        raise UserError(f"checkpoint does not fit {cfg.architecture or type(model).__name__} ({'; '.join(problems)})")
+    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+    return LoadResult(missing, unexpected)
+
+
+def save_state_dict(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Write ``model``'s plain state dict to ``path`` atomically; safetensors if it ends in ``.safetensors``."""
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    if str(path).endswith(".safetensors"):
+        state = {k: v.contiguous() for k, v in state.items()}
+        return atomic_write(path, lambda tmp: safetensors.torch.save_file(state, tmp))
+    return atomic_save(state, path)

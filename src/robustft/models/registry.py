@@ -1,0 +1,119 @@
+"""Model registry: ``@register_model`` constructors, ``create_model("arch[.tag]")`` and ``load_model``.
+
+Names follow timm: ``arch`` selects a registered constructor, an optional ``.tag`` selects published weights
+from ``hub.KNOWN_WEIGHTS`` (e.g. ``resnet50.madry_linf4_in1k``).
+"""
+
+import difflib
+import os
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TypeVar
+
+from robustft.errors import UserError
+from robustft.models.base import ImageClassifier
+from robustft.models.checkpoint import load_state_dict_into, read_state_dict
+from robustft.models.hub import KNOWN_WEIGHTS, fetch_weights
+from robustft.models.normalization import NormSpec, set_normalization
+
+__all__ = ["register_model", "list_models", "create_model", "load_model"]
+
+_model_entrypoints: dict[str, Callable[..., ImageClassifier]] = {}
+
+Constructor = TypeVar("Constructor", bound=Callable[..., ImageClassifier])
+
+
+def register_model(fn: Constructor) -> Constructor:
+    """Register a model constructor under its function name."""
+    name = fn.__name__
+    if name in _model_entrypoints:
+        first = _model_entrypoints[name].__module__
+        raise ValueError(f"model {name!r} is registered twice ({first} and {fn.__module__})")
+    _model_entrypoints[name] = fn
+    return fn
+
+
+def list_models() -> list[str]:
+    """Sorted names of all registered architectures."""
+    return sorted(_model_entrypoints)
+
+
+def _entrypoint(arch: str) -> Callable[..., ImageClassifier]:
+    """The constructor registered as ``arch``, or a UserError naming the available ones."""
+    if arch not in _model_entrypoints:
+        close = difflib.get_close_matches(arch, _model_entrypoints, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise UserError(f"unknown model {arch!r}; {hint}available: {', '.join(list_models())}")
+    return _model_entrypoints[arch]
+
+
+def _weights_name(arch: str, tag: str, pretrained: bool) -> str | None:
+    """The ``KNOWN_WEIGHTS`` entry to use: ``arch.tag`` if tagged, else the arch's first one if ``pretrained``."""
+    known = [name for name in KNOWN_WEIGHTS if name.partition(".")[0] == arch]
+    if tag:
+        if f"{arch}.{tag}" not in KNOWN_WEIGHTS:
+            raise UserError(f"unknown weights {arch}.{tag}; known for {arch}: {', '.join(known) or 'none'}")
+        return f"{arch}.{tag}"
+    if pretrained and not known:
+        raise UserError(f"no published weights are known for {arch!r}; load a checkpoint file with load_model instead")
+    return known[0] if pretrained else None
+
+
+def create_model(
+    name: str,
+    num_classes: int | None = None,
+    *,
+    normalization: NormSpec = None,
+    pretrained: bool = False,
+    **kwargs,
+) -> ImageClassifier:
+    """Build the model registered as ``name`` (``arch`` or ``arch.tag``); keyword options go to its constructor.
+
+    ``num_classes`` and ``normalization`` default to the tagged weights' values, else the architecture's. With
+    ``pretrained=True`` the weights are downloaded once into ``hub.cache_dir()`` and loaded; a ``num_classes``
+    different from theirs then gives a freshly initialized head, as in timm.
+    """
+    arch, _, tag = name.partition(".")
+    entrypoint = _entrypoint(arch)
+    weights_name = _weights_name(arch, tag, pretrained)
+    if weights_name is None:
+        if num_classes is not None:
+            kwargs["num_classes"] = num_classes
+        return entrypoint(normalization=normalization, **kwargs)
+    weights = KNOWN_WEIGHTS[weights_name]
+    model = entrypoint(num_classes=weights.num_classes,
+                       normalization=weights.normalization if normalization is None else normalization, **kwargs)
+    model.pretrained_cfg = replace(model.pretrained_cfg, tag=weights_name.partition(".")[2])
+    if pretrained:
+        load_state_dict_into(model, read_state_dict(fetch_weights(weights_name)))
+        if normalization is not None:  # an explicit choice overrides the statistics stored in the checkpoint
+            set_normalization(model, normalization)
+    if num_classes is not None and num_classes != weights.num_classes:
+        model.reset_classifier(num_classes)
+    return model
+
+
+def load_model(
+    arch: str,
+    checkpoint: str | os.PathLike | None = None,
+    *,
+    num_classes: int | None = None,
+    normalization: NormSpec = None,
+    **kwargs,
+) -> ImageClassifier:
+    """Build ``arch`` and load ``checkpoint`` (any format ``read_state_dict`` reads) strictly into it.
+
+    ``num_classes=None`` takes the class count from the checkpoint's head. ``normalization=None`` keeps the
+    checkpoint's ``normalize`` buffers, or the architecture default when it has none; an explicit value wins.
+    """
+    model = create_model(arch, num_classes, normalization=normalization, **kwargs)
+    if checkpoint is None:
+        return model
+    state_dict = read_state_dict(checkpoint)
+    head_weight = state_dict.get(f"{model.pretrained_cfg.classifier}.weight")
+    if num_classes is None and head_weight is not None and head_weight.ndim == 2:
+        model.reset_classifier(head_weight.shape[0])
+    load_state_dict_into(model, state_dict)
+    if normalization is not None:
+        set_normalization(model, normalization)
+    return model

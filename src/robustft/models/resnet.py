@@ -1,0 +1,175 @@
+"""ResNets with torchvision's parameter names, for ImageNet (7x7 stem) and CIFAR (3x3 stem).
+
+Layouts, so that published checkpoints load without key surgery:
+- ``resnet18`` / ``resnet50``: torchvision ``resnet.py`` (He et al. 2016, v1.5 bottleneck with the stride on the
+  3x3 conv); MadryLab ``robustness`` ImageNet checkpoints use the same names.
+- ``cifar_resnet20/32/56``: He et al.'s 6n+2 CIFAR ResNets with torchvision names and a 1x1-conv+BN downsample
+  (the layout of the reference adversarially trained checkpoint shipped with robustft's benchmarks).
+- ``cifar_resnet18``: kuangliu/pytorch-cifar ``ResNet18`` (projection named ``shortcut``, head named ``linear``),
+  the network of the RiFT and AutoAttack examples.
+"""
+
+from torch import Tensor, nn
+
+from robustft.errors import UserError
+from robustft.models.base import ImageClassifier, ModelCfg, build_model
+from robustft.models.layers import conv1x1, conv3x3, init_conv_bn, make_stage, projection
+from robustft.models.normalization import NormSpec
+from robustft.models.registry import register_model
+
+__all__ = ["BasicBlock", "KuangliuBasicBlock", "Bottleneck", "ResNet"]
+
+
+class BasicBlock(nn.Module):
+    """conv3x3-bn-relu-conv3x3-bn, plus the shortcut, then relu (torchvision names)."""
+
+    expansion = 1
+    shortcut_name = "downsample"  # torchvision's name for the projection shortcut
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = conv3x3(in_planes, planes, stride)
+        self.bn1 = nn.BatchNorm2d(planes)
+        # Not in-place anywhere in robustft's models: forward hooks must see activations unmodified.
+        self.relu = nn.ReLU()
+        self.conv2 = conv3x3(planes, planes)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.add_module(self.shortcut_name, projection(in_planes, planes, stride))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Residual block forward."""
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + getattr(self, self.shortcut_name)(x))
+
+
+class KuangliuBasicBlock(BasicBlock):
+    """The same block as kuangliu/pytorch-cifar names it: the projection is called ``shortcut``."""
+
+    shortcut_name = "shortcut"
+
+
+class Bottleneck(nn.Module):
+    """conv1x1-conv3x3(stride)-conv1x1 with 4x expansion, plus the ``downsample`` shortcut (torchvision v1.5)."""
+
+    expansion = 4
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        out_planes = planes * self.expansion
+        self.conv1 = conv1x1(in_planes, planes)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = conv3x3(planes, planes, stride)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = conv1x1(planes, out_planes)
+        self.bn3 = nn.BatchNorm2d(out_planes)
+        self.relu = nn.ReLU()
+        self.downsample = projection(in_planes, out_planes, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Residual block forward."""
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + self.downsample(x))
+
+
+class ResNet(ImageClassifier):
+    """Stem, residual stages ``layer1..layerN`` (first at stride 1, the rest at stride 2), average pool, linear head.
+
+    ``stem="imagenet"``: 7x7 stride-2 conv + 3x3 max-pool (224-px inputs); ``stem="cifar"``: one 3x3 stride-1 conv
+    (32-px inputs). ``classifier`` names the head attribute (``fc`` for torchvision, ``linear`` for kuangliu).
+    """
+
+    def __init__(
+        self,
+        block: type[BasicBlock | Bottleneck] = BasicBlock,
+        layers: tuple[int, ...] = (2, 2, 2, 2),
+        widths: tuple[int, ...] = (64, 128, 256, 512),
+        stem: str = "imagenet",
+        classifier: str = "fc",
+        num_classes: int = 1000,
+        normalization: NormSpec = None,
+    ) -> None:
+        if stem not in ("imagenet", "cifar"):
+            raise UserError(f"unknown ResNet stem {stem!r}: use 'imagenet' or 'cifar'")
+        imagenet = stem == "imagenet"
+        cfg = ModelCfg(
+            classifier=classifier,
+            input_size=(3, 224, 224) if imagenet else (3, 32, 32),
+            normalization="imagenet" if imagenet else "none",
+        )
+        super().__init__(cfg, normalization)
+        width = widths[0]
+        if imagenet:
+            self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
+        else:
+            self.conv1 = conv3x3(3, width)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1) if imagenet else nn.Identity()
+        self.stage_names = tuple(f"layer{i + 1}" for i in range(len(layers)))
+        for i, (name, planes, depth) in enumerate(zip(self.stage_names, widths, layers, strict=True)):
+            stage, width = make_stage(block, width, planes, depth, stride=1 if i == 0 else 2)
+            self.add_module(name, stage)
+        setattr(self, classifier, nn.Linear(width, num_classes))
+        init_conv_bn(self)
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Pooled features of images in [0, 1]."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(self.normalize(x)))))
+        for name in self.stage_names:
+            x = getattr(self, name)(x)
+        return x.mean(dim=(2, 3))
+
+
+def _create_resnet(variant: str, **kwargs) -> ResNet:
+    """Build a registered ResNet variant."""
+    return build_model(ResNet, variant, **kwargs)
+
+
+def _create_cifar_resnet(variant: str, depth: int, width: int, **kwargs) -> ResNet:
+    """He et al.'s CIFAR ResNet-(6n+2): three stages of n BasicBlocks with widths w, 2w, 4w."""
+    if (depth - 2) % 6:
+        raise UserError(f"CIFAR ResNet depth must be 6n+2 (20, 32, 44, 56, ...), got {depth}")
+    n = (depth - 2) // 6
+    widths = (width, 2 * width, 4 * width)
+    model_args = dict(block=BasicBlock, layers=(n, n, n), widths=widths, stem="cifar", num_classes=10)
+    return _create_resnet(variant, **dict(model_args, **kwargs))
+
+
+@register_model
+def resnet18(**kwargs) -> ResNet:
+    """ResNet-18, torchvision layout (11.7M parameters with 1000 classes)."""
+    return _create_resnet("resnet18", block=BasicBlock, layers=(2, 2, 2, 2), **kwargs)
+
+
+@register_model
+def resnet50(**kwargs) -> ResNet:
+    """ResNet-50, torchvision layout (25.6M parameters with 1000 classes); MadryLab robust weights load into it."""
+    return _create_resnet("resnet50", block=Bottleneck, layers=(3, 4, 6, 3), **kwargs)
+
+
+@register_model
+def cifar_resnet18(**kwargs) -> ResNet:
+    """ResNet-18 for 32-px inputs, kuangliu/pytorch-cifar layout (``shortcut``, ``linear``)."""
+    model_args = dict(block=KuangliuBasicBlock, layers=(2, 2, 2, 2), stem="cifar", classifier="linear", num_classes=10)
+    return _create_resnet("cifar_resnet18", **dict(model_args, **kwargs))
+
+
+@register_model
+def cifar_resnet20(width: int = 16, **kwargs) -> ResNet:
+    """CIFAR ResNet-20 (0.27M parameters at width 16)."""
+    return _create_cifar_resnet("cifar_resnet20", depth=20, width=width, **kwargs)
+
+
+@register_model
+def cifar_resnet32(width: int = 16, **kwargs) -> ResNet:
+    """CIFAR ResNet-32."""
+    return _create_cifar_resnet("cifar_resnet32", depth=32, width=width, **kwargs)
+
+
+@register_model
+def cifar_resnet56(width: int = 16, **kwargs) -> ResNet:
+    """CIFAR ResNet-56."""
+    return _create_cifar_resnet("cifar_resnet56", depth=56, width=width, **kwargs)

@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny BN conv net and a batch, and the location of ../shared benchmark data."""
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+SHARED = Path(os.environ.get("ROBUSTFT_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+
+
+class TinyNet(nn.Module):
+    """Conv-BN-ReLU-pool-linear: small enough for exhaustive attack tests, has BN so modes matter."""
+
+    def __init__(self, num_classes: int = 4) -> None:
+        super().__init__()
+        self.features = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                      nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.fc = nn.Linear(32, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+@pytest.fixture
+def tiny_model() -> nn.Module:
+    torch.manual_seed(0)
+    model = TinyNet()
+    with torch.no_grad():  # non-trivial BN statistics so train and eval modes differ
+        model.features[1].running_mean.uniform_(-0.5, 0.5)
+        model.features[1].running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.fixture
+def batch() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(32, 3, 8, 8, generator=g), torch.randint(0, 4, (32,), generator=g)
+
+
+@pytest.fixture
+def shared_dir() -> Path:
+    """../shared (benchmark data); skipped when absent, but a hard failure under CI, where it must exist."""
+    if not SHARED.is_dir():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"CI run without the shared data directory {SHARED}")
+        pytest.skip(f"benchmark data {SHARED} not present")
+    return SHARED

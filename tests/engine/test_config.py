@@ -1,0 +1,48 @@
+"""Config loading: YAML + overrides, validation with clear messages."""
+
+import pytest
+
+from robustft.engine import RunConfig, apply_overrides, from_dict, load_config, to_dict
+from robustft.errors import UserError
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("method: trades\ndata: {name: cifar100, batch_size: 64}\noptim: {lr: 0.1, milestones: [30, 50]}\n")
+    cfg = load_config(path, ["optim.lr=0.003", "train.epochs=3", "method_args.beta=3", "attack.eps=4/255"])
+    assert cfg.method == "trades" and cfg.data.name == "cifar100" and cfg.data.batch_size == 64
+    assert cfg.optim.lr == 0.003 and cfg.optim.milestones == [30.0, 50.0] and cfg.train.epochs == 3
+    assert cfg.method_args == {"beta": 3} and cfg.attack.eps == "4/255"
+
+
+def test_round_trip():
+    cfg = load_config(None, ["data.name=x", "model.arch=cifar_resnet20"])
+    assert from_dict(RunConfig, to_dict(cfg)) == cfg
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["optim.lrr=0.1"], "unknown config key.*optim.lrr"),
+    (["optim.lr=fast"], "optim.lr.*float"),
+    (["train.epochs=2.5"], "train.epochs.*int"),
+    (["optim.name=lbfgs"], "optim.name"),
+    (["optim.warmup_start=0"], "warm-up never starts at lr 0"),
+    (["data.val_fraction=0"], "validation split"),
+    (["nonsense"], "section.key=value"),
+    (["eval.select=test_acc"], "eval.select"),
+])
+def test_bad_values_are_user_errors(overrides, match):
+    with pytest.raises(UserError, match=match):
+        load_config(None, overrides)
+
+
+def test_missing_or_bad_file(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("a: [1, 2\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_apply_overrides_nests():
+    assert apply_overrides({}, ["a.b.c=1", "a.d=[1, 2]"]) == {"a": {"b": {"c": 1}, "d": [1, 2]}}

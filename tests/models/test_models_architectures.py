@@ -1,0 +1,159 @@
+"""Every registered architecture runs forward/backward, handles channels_last, and has the reference layout."""
+
+import pytest
+import torch
+from torch import nn
+
+from robustft.models import Normalize, create_model, list_models, replace_head
+
+# name -> (constructor options, input resolution): small inputs keep the whole table to a few seconds on 2 cores.
+TEST_CASES = {
+    "cifar_resnet18": ({}, 32),
+    "cifar_resnet20": ({}, 32),
+    "cifar_resnet32": ({}, 32),
+    "cifar_resnet56": ({}, 32),
+    "preact_resnet18": ({}, 32),
+    "wide_resnet28_10": ({}, 32),
+    "wide_resnet34_10": ({}, 32),
+    "resnet18": ({}, 64),
+    "resnet50": ({}, 64),
+    "vit": ({}, 32),
+    "vit_small_patch16_224": ({"img_size": 32}, 32),
+    "vit_base_patch16_224": ({"img_size": 32}, 32),
+}
+
+
+def test_table_covers_every_registered_model():
+    assert set(TEST_CASES) == set(list_models())
+
+
+@pytest.mark.parametrize("name", sorted(TEST_CASES))
+def test_forward_backward_and_channels_last(name):
+    options, size = TEST_CASES[name]
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=3, **options).eval()
+    x = torch.rand(2, 3, size, size, requires_grad=True)
+
+    logits = model(x)
+    assert logits.shape == (2, 3)
+    logits.logsumexp(dim=1).sum().backward()
+    for param_name, param in model.named_parameters():
+        assert param.grad is not None, f"{param_name} gets no gradient"
+        assert torch.isfinite(param.grad).all(), f"{param_name} has a non-finite gradient"
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+    with torch.no_grad():
+        logits_cl = model(x.detach().contiguous(memory_format=torch.channels_last))
+    torch.testing.assert_close(logits_cl, logits.detach(), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(TEST_CASES))
+def test_model_contract(name):
+    """normalize first with [1,3,1,1] buffers (not parameters), a named linear head, a complete pretrained_cfg."""
+    with torch.device("meta"):
+        model = create_model(name, num_classes=5, **TEST_CASES[name][0])
+    first_name, first = next(iter(model.named_children()))
+    assert (first_name, type(first)) == ("normalize", Normalize)
+    assert first.mean.shape == first.std.shape == (1, 3, 1, 1)
+    assert not any(n.startswith("normalize.") for n, _ in model.named_parameters())
+    cfg = model.pretrained_cfg
+    assert cfg.architecture == name
+    assert cfg.input_size[0] == 3 and cfg.normalization in ("none", "imagenet")
+    head = model.get_classifier()
+    assert isinstance(head, nn.Linear) and head is getattr(model, cfg.classifier) and head.out_features == 5
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("resnet18", 11_689_512),
+        ("resnet50", 25_557_032),
+        ("cifar_resnet18", 11_173_962),
+        ("wide_resnet34_10", 46_160_474),
+        ("vit_small_patch16_224", 22_050_664),
+        ("vit_base_patch16_224", 86_567_656),
+    ],
+)
+def test_parameter_count_matches_reference_implementation(name, expected):
+    """Counts of torchvision / kuangliu / TRADES / timm with their default class counts (1000 or 10)."""
+    with torch.device("meta"):
+        model = create_model(name)
+    assert sum(p.numel() for p in model.parameters()) == expected
+
+
+@pytest.mark.parametrize(
+    "name, present, absent",
+    [
+        (
+            "resnet50",
+            {"conv1.weight": (64, 3, 7, 7), "layer4.2.bn3.running_var": (2048,),
+             "layer1.0.downsample.0.weight": (256, 64, 1, 1), "layer1.0.downsample.1.weight": (256,),
+             "layer3.5.conv2.weight": (256, 256, 3, 3), "fc.weight": (1000, 2048), "fc.bias": (1000,)},
+            ["layer1.1.downsample.0.weight", "layer4.3.conv1.weight"],
+        ),
+        (
+            "resnet18",
+            {"layer2.0.downsample.0.weight": (128, 64, 1, 1), "layer4.1.bn2.num_batches_tracked": (),
+             "fc.weight": (1000, 512)},
+            ["layer1.0.downsample.0.weight", "layer1.0.conv3.weight"],
+        ),
+        (
+            "cifar_resnet18",
+            {"conv1.weight": (64, 3, 3, 3), "bn1.weight": (64,), "layer2.0.shortcut.0.weight": (128, 64, 1, 1),
+             "layer2.0.shortcut.1.running_mean": (128,), "linear.weight": (10, 512)},
+            ["fc.weight", "layer1.0.shortcut.0.weight", "layer2.0.downsample.0.weight"],
+        ),
+        (
+            "preact_resnet18",
+            {"conv1.weight": (64, 3, 3, 3), "layer1.0.bn1.weight": (64,), "layer2.0.bn1.weight": (64,),
+             "layer2.0.shortcut.0.weight": (128, 64, 1, 1), "bn.weight": (512,), "linear.weight": (10, 512)},
+            ["bn1.weight", "layer2.0.shortcut.1.weight", "layer1.0.shortcut.0.weight"],
+        ),
+        (
+            "wide_resnet34_10",
+            {"conv1.weight": (16, 3, 3, 3), "block1.layer.0.bn1.weight": (16,),
+             "block1.layer.0.convShortcut.weight": (160, 16, 1, 1),
+             "block2.layer.0.convShortcut.weight": (320, 160, 1, 1),
+             "block3.layer.4.conv2.weight": (640, 640, 3, 3), "bn1.running_var": (640,), "fc.weight": (10, 640)},
+            ["block1.layer.1.convShortcut.weight", "block3.layer.5.conv1.weight", "sub_block1.layer.0.conv1.weight"],
+        ),
+        (
+            "vit_base_patch16_224",
+            {"patch_embed.proj.weight": (768, 3, 16, 16), "patch_embed.proj.bias": (768,), "cls_token": (1, 1, 768),
+             "pos_embed": (1, 197, 768), "blocks.11.norm1.weight": (768,), "blocks.11.attn.qkv.weight": (2304, 768),
+             "blocks.0.attn.proj.bias": (768,), "blocks.0.mlp.fc1.weight": (3072, 768),
+             "blocks.0.mlp.fc2.weight": (768, 3072), "norm.bias": (768,), "head.weight": (1000, 768)},
+            ["blocks.12.norm1.weight", "fc_norm.weight"],
+        ),
+    ],
+)
+def test_parameter_names_follow_reference_layout(name, present, absent):
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in create_model(name).state_dict().items()}
+    assert {k: shapes.get(k) for k in present} == present
+    assert not set(absent) & shapes.keys()
+
+
+def test_cifar_resnet20_width_and_depth_options():
+    with torch.device("meta"):
+        wide = create_model("cifar_resnet20", width=32)
+        deep = create_model("cifar_resnet56")
+    assert wide.state_dict()["layer3.0.conv1.weight"].shape == (128, 64, 3, 3)
+    assert "layer1.8.conv2.weight" in deep.state_dict() and "layer1.9.conv2.weight" not in deep.state_dict()
+
+
+def test_replace_head_keeps_device_dtype_and_reinitializes():
+    model = create_model("cifar_resnet20").to(torch.float64)
+    old = model.get_classifier()
+    assert replace_head(model, 100) is model
+    new = model.get_classifier()
+    assert new is model.fc and new is not old
+    assert (new.in_features, new.out_features) == (64, 100)
+    assert new.weight.dtype == torch.float64 and new.weight.device == old.weight.device
+    assert model(torch.rand(2, 3, 32, 32, dtype=torch.float64)).shape == (2, 100)
+
+
+def test_reset_classifier_uses_each_layouts_head_name():
+    model = create_model("cifar_resnet18")
+    model.reset_classifier(4)
+    assert model.linear.out_features == 4 and not hasattr(model, "fc")

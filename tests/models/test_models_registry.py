@@ -1,0 +1,96 @@
+"""Registry lookup, weight tags and the pretrained-weights cache."""
+
+import re
+from urllib.error import URLError
+
+import pytest
+import torch
+
+from robustft.errors import UserError
+from robustft.models import KNOWN_WEIGHTS, create_model, list_models, register_model, save_state_dict
+from robustft.models.hub import PretrainedWeights
+
+
+def test_list_models_is_sorted_and_complete():
+    names = list_models()
+    assert names == sorted(names)
+    assert {"cifar_resnet20", "cifar_resnet18", "preact_resnet18", "wide_resnet34_10", "resnet50", "vit"} <= set(names)
+
+
+def test_unknown_model_lists_names_and_suggests_a_close_match():
+    expected = r"unknown model 'resnet5'; did you mean 'resnet50'\? available: .*cifar_resnet20"
+    with pytest.raises(UserError, match=expected):
+        create_model("resnet5")
+
+
+def test_registering_a_name_twice_is_refused():
+    def resnet18(**kwargs):
+        return None
+
+    with pytest.raises(ValueError, match="registered twice"):
+        register_model(resnet18)
+
+
+def test_num_classes_and_options_reach_the_constructor():
+    model = create_model("cifar_resnet20", 7, width=8)
+    assert model.fc.out_features == 7 and model.fc.in_features == 32
+
+
+def test_madry_tags_are_known():
+    assert KNOWN_WEIGHTS["resnet50.madry_linf4_in1k"].url.endswith("/imagenet_linf_4.pt")
+    assert KNOWN_WEIGHTS["resnet50.madry_l2_3_in1k"].url.endswith("/imagenet_l2_3_0.pt")
+
+
+def test_unknown_tag_lists_known_ones():
+    expected = r"unknown weights resnet50\.foo; known for resnet50: resnet50\.madry_linf4_in1k"
+    with pytest.raises(UserError, match=expected):
+        create_model("resnet50.foo")
+    with pytest.raises(UserError, match="no published weights are known for 'cifar_resnet56'"):
+        create_model("cifar_resnet56", pretrained=True)
+
+
+@pytest.fixture
+def fake_weights(monkeypatch, tmp_path):
+    """A known-weights entry for cifar_resnet20 and an empty cache in tmp_path; returns the cached file's path."""
+    monkeypatch.setenv("ROBUSTFT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(KNOWN_WEIGHTS, "cifar_resnet20.test_c10", PretrainedWeights(
+        url="https://example.invalid/weights/r20.pt", num_classes=10, normalization="cifar10", description="test"))
+    return tmp_path / "cache" / "cifar_resnet20.test_c10.pt"
+
+
+def test_tag_without_pretrained_uses_the_weights_settings(fake_weights):
+    model = create_model("cifar_resnet20.test_c10")
+    assert (model.pretrained_cfg.architecture, model.pretrained_cfg.tag) == ("cifar_resnet20", "test_c10")
+    assert torch.allclose(model.normalize.mean.flatten(), torch.tensor([0.4914, 0.4822, 0.4465]))
+    assert not fake_weights.exists()  # nothing is downloaded without pretrained=True
+
+
+def test_offline_download_says_where_to_put_the_file(fake_weights, monkeypatch):
+    def offline(url, dst, progress=True):
+        raise URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    url = re.escape("https://example.invalid/weights/r20.pt")
+    expected = rf"could not download .*{url}.*place it at {re.escape(str(fake_weights))}"
+    with pytest.raises(UserError, match=expected):
+        create_model("cifar_resnet20.test_c10", pretrained=True)
+
+
+def test_pretrained_loads_from_cache_and_replaces_a_differently_sized_head(fake_weights, monkeypatch):
+    monkeypatch.setattr(torch.hub, "download_url_to_file", pytest.fail)  # the cached file must be used as is
+    torch.manual_seed(0)
+    source = create_model("cifar_resnet20", normalization="cifar10").eval()
+    save_state_dict(source, fake_weights)
+    x = torch.rand(2, 3, 32, 32)
+
+    model = create_model("cifar_resnet20.test_c10", pretrained=True).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+    assert model.pretrained_cfg.tag == "test_c10"
+
+    five = create_model("cifar_resnet20", 5, pretrained=True)  # first known tag of the arch
+    assert five.fc.out_features == 5
+    assert torch.equal(five.layer3[2].conv2.weight, source.layer3[2].conv2.weight)
+
+    plain = create_model("cifar_resnet20.test_c10", pretrained=True, normalization="none")
+    assert torch.equal(plain.normalize.std, torch.ones(1, 3, 1, 1))
