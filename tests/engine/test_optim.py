@@ -42,7 +42,7 @@ def test_scheduler_is_stepped_per_iteration():
         opt.step()
         sched.step()
     assert lrs[0] == 1.0 and lrs[5] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
-    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
 
 
 def test_no_decay_groups_by_module_type():

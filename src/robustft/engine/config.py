@@ -49,6 +49,7 @@ class ModelConfig:
     checkpoint: str | None = field(default=None, metadata={"help": "source weights (None: random init)"})
     normalization: str | None = field(default=None, metadata={"help": "override the checkpoint's normalization"})
     head: str = field(default="auto", metadata={"help": "auto (new head if class counts differ) | new | keep"})
+    options: dict[str, Any] = field(default_factory=dict, metadata={"help": "architecture options, e.g. width"})
 
     def __post_init__(self) -> None:
         if self.head not in ("auto", "new", "keep"):

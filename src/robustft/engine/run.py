@@ -36,8 +36,10 @@ def default_run_dir(cfg: RunConfig) -> Path:
 def build_source_model(cfg: RunConfig, num_classes: int) -> nn.Module:
     """The source model with a head for ``num_classes`` (kept, or replaced as ``model.head`` says)."""
     if cfg.model.checkpoint is None:  # training from scratch (robust pre-training)
-        return load_model(cfg.model.arch, None, num_classes=num_classes, normalization=cfg.model.normalization)
-    model = load_model(cfg.model.arch, cfg.model.checkpoint, normalization=cfg.model.normalization)
+        return load_model(cfg.model.arch, None, num_classes=num_classes, normalization=cfg.model.normalization,
+                          **cfg.model.options)
+    model = load_model(cfg.model.arch, cfg.model.checkpoint, normalization=cfg.model.normalization,
+                       **cfg.model.options)
     source_classes = model.get_classifier().out_features
     if cfg.model.head == "keep" and source_classes != num_classes:
         raise UserError(f"model.head=keep but the checkpoint has {source_classes} classes and the data "
@@ -118,10 +120,10 @@ def _prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo
 
 def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Callable[[str], None]) -> dict[str, Any]:
     """The body of ``run`` inside the process group."""
-    if (run_dir / RESULTS).exists() and resume:
+    _prepare_run_dir(cfg, run_dir, resume, info)
+    if (run_dir / RESULTS).exists():
         log(f"{run_dir} is already complete")
         return json.loads((run_dir / RESULTS).read_text())
-    _prepare_run_dir(cfg, run_dir, resume, info)
     start = time.perf_counter()
     seed_everything(cfg.train.seed)
     device = info.device

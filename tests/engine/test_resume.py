@@ -1,0 +1,54 @@
+"""A run killed with SIGKILL mid-epoch and resumed ends exactly where an uninterrupted run ends."""
+
+import json
+import subprocess
+import time
+
+import torch
+
+from support import finetune_args, robustft_cmd, run_env, run_ok
+
+
+def _final(run_dir):
+    results = json.loads((run_dir / "results.json").read_text())
+    weights = torch.load(run_dir / "model.pt", weights_only=True)
+    return results["test"], results["stages"]["main"]["best_epoch"], weights
+
+
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tiny_task, tmp_path):
+    data, ckpt = tiny_task
+    run_ok(robustft_cmd(*finetune_args(data, ckpt, tmp_path, "straight", "--epochs", "3")))
+
+    args = finetune_args(data, ckpt, tmp_path, "killed", "--epochs", "3")
+    proc = subprocess.Popen(robustft_cmd(*args), env=run_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = tmp_path / "killed" / "last.pt"
+    deadline = time.time() + 120
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()
+    time.sleep(0.2)  # inside epoch 2 (an epoch takes ~1 s here)
+    proc.kill()
+    proc.wait()
+    state = torch.load(last, weights_only=True)
+    assert state["epoch"] == 1, "the kill should land in epoch 2"
+    assert not (tmp_path / "killed" / "results.json").exists()
+
+    run_ok(robustft_cmd(*args, "--resume"))
+    test_a, best_a, w_a = _final(tmp_path / "straight")
+    test_b, best_b, w_b = _final(tmp_path / "killed")
+    assert best_a == best_b
+    assert test_a["clean_acc"] == test_b["clean_acc"] and test_a["robust_acc"] == test_b["robust_acc"]
+    assert all(torch.equal(w_a[k], w_b[k]) for k in w_a), "weights must be bit-identical"
+    history = [json.loads(line) for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+
+
+def test_resume_refuses_a_changed_config(tiny_task, tmp_path):
+    data, ckpt = tiny_task
+    run_ok(robustft_cmd(*finetune_args(data, ckpt, tmp_path, "r", "--epochs", "1")))
+    proc = subprocess.run(robustft_cmd(*finetune_args(data, ckpt, tmp_path, "r", "--epochs", "2", "--resume")),
+                          env=run_env(), capture_output=True, text=True)
+    assert proc.returncode == 2 and "config differs" in proc.stderr
+    proc = subprocess.run(robustft_cmd(*finetune_args(data, ckpt, tmp_path, "r", "--epochs", "1")),
+                          env=run_env(), capture_output=True, text=True)
+    assert proc.returncode == 2 and "already holds a run" in proc.stderr

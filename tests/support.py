@@ -1,0 +1,34 @@
+"""Helpers for end-to-end tests that run the robustft CLI in child processes."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+
+def robustft_cmd(*args: str, launcher: tuple[str, ...] = ()) -> list[str]:
+    """argv running the robustft CLI from this source tree with the current interpreter."""
+    return [sys.executable, *launcher, "-m", "robustft.cli", *args]
+
+
+def run_env() -> dict[str, str]:
+    """Environment for child runs: this source tree, one thread per process (fixed, so results are reproducible)."""
+    return {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+            "OMP_NUM_THREADS": "1"}
+
+
+def finetune_args(data: Path, ckpt: Path, out: Path, name: str, *extra: str) -> list[str]:
+    """A small adversarial fine-tuning run (a few seconds per epoch on one core)."""
+    return ["finetune", "--data", str(data), "--arch", "cifar_resnet20", "--checkpoint", str(ckpt),
+            "--out-dir", str(out), "--name", name, "--set", "model.options.width=4", "--set", "attack.steps=2",
+            "--set", "data.batch_size=32", "--set", "optim.lr=0.05", "--set", "eval.val_steps=2",
+            "--set", "eval.test_steps=2", *extra]
+
+
+def run_ok(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    """Run a child and fail the test with its output if it fails."""
+    proc = subprocess.run(cmd, env=run_env(), capture_output=True, text=True, **kw)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc
