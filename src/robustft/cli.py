@@ -109,6 +109,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Fine-tune the bundled robust model on the bundled task with standard and pgd_at; table + plot."""
+    from .demo import run_demo
+
+    run_demo(args.out_dir, overrides=args.set or [])
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """List registered architectures."""
     from .models import list_models
@@ -146,6 +154,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--run-dir", type=Path, default=None, help="run directory (default <out_dir>/<name>)")
         p.add_argument("--resume", action="store_true", help="continue the run in the run directory")
         p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("demo", help="bundled demo: standard vs pgd_at fine-tuning, table + plot (no network)")
+    p.add_argument("--out-dir", type=Path, default=Path("runs/demo"), help="where the two runs and the report go")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a demo config key")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("models", help="list architectures")
     p.set_defaults(func=cmd_models)

@@ -1,9 +1,9 @@
-"""iterate_batches (coverage, exact mid-epoch resume, formats) and shard."""
+"""iterate_batches: coverage, exact mid-epoch resume, formats."""
 
 import pytest
 import torch
 
-from robustft.data import ArrayDataset, Augment, iterate_batches, num_batches, shard
+from robustft.data import ArrayDataset, Augment, iterate_batches, num_batches
 
 
 @pytest.fixture
@@ -49,12 +49,3 @@ def test_randomness_without_a_generator_is_refused(ds):
         iterate_batches(ds, 8, shuffle=True)
     with pytest.raises(ValueError, match="start"):
         iterate_batches(ds, 8, start=99)
-
-
-def test_shards_are_disjoint_equal_and_deterministic(ds):
-    shards = [shard(ds, rank, 4) for rank in range(4)]
-    assert [len(s) for s in shards] == [25] * 4  # 103 = 4 * 25 + 3: the last 3 samples are dropped
-    assert torch.equal(torch.cat([s.y for s in shards]).sort().values, torch.arange(100))
-    assert torch.equal(shards[1].y, shard(ds, 1, 4).y) and shards[1].y[:3].tolist() == [1, 5, 9]
-    with pytest.raises(ValueError):
-        shard(ds, 4, 4)

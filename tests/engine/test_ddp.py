@@ -10,6 +10,7 @@ differ; there we require only that it trains (loss falls) and that rank 0 alone 
 import json
 
 import torch
+
 from support import finetune_args, robustft_cmd, run_ok
 
 TORCHRUN = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")

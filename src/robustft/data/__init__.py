@@ -6,7 +6,7 @@
 
 from .dataset import ArrayDataset
 from .load import NAMED_DATASETS, load_dataset, open_source
-from .loader import iterate_batches, num_batches, shard
+from .loader import iterate_batches, num_batches
 from .paths import default_cache_dir, default_data_root
 from .source import Source
 from .splits import SPLITS, stratified_split, subset_indices
@@ -15,5 +15,5 @@ from .transforms import Augment, random_crop, random_hflip, resize
 __all__ = [
     "ArrayDataset", "Augment", "NAMED_DATASETS", "SPLITS", "Source", "default_cache_dir", "default_data_root",
     "iterate_batches", "load_dataset", "num_batches", "open_source", "random_crop", "random_hflip", "resize",
-    "shard", "stratified_split", "subset_indices",
+    "stratified_split", "subset_indices",
 ]

@@ -7,7 +7,7 @@ import torch
 from .dataset import ArrayDataset
 from .transforms import Augment
 
-__all__ = ["iterate_batches", "num_batches", "shard"]
+__all__ = ["iterate_batches", "num_batches"]
 
 
 def num_batches(length: int, batch_size: int, drop_last: bool = False) -> int:
@@ -55,17 +55,3 @@ def _batches(ds: ArrayDataset, batch_size: int, order: torch.Tensor | None, augm
             x = x.contiguous(memory_format=torch.channels_last)
         yield x, ds.y[idx]
 
-
-def shard(ds: ArrayDataset, rank: int, world_size: int) -> ArrayDataset:
-    """Rank ``rank``'s share for data-parallel training: samples ``rank, rank + world_size, ...``.
-
-    Shards are disjoint and equally long: the last ``len(ds) % world_size`` samples are dropped (at most
-    ``world_size - 1``). Striding rather than blocks keeps every shard class-balanced even when ``ds`` is
-    sorted by class, as image folders are. Evaluate on the unsharded set when every sample must count.
-    """
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is outside 0..{world_size - 1}")
-    if len(ds) < world_size:
-        raise ValueError(f"cannot shard {len(ds)} samples over {world_size} ranks")
-    per_rank = len(ds) // world_size
-    return ds.subset(torch.arange(rank, per_rank * world_size, world_size, device=ds.x.device))

@@ -1,0 +1,6 @@
+"""Tables and plots from run directories; nothing here recomputes a metric."""
+
+from .plots import plot_clean_vs_robust, plot_training_curves
+from .tables import load_run, markdown_table, summary_row
+
+__all__ = ["load_run", "summary_row", "markdown_table", "plot_clean_vs_robust", "plot_training_curves"]

@@ -1,0 +1,110 @@
+"""Baseline methods: which parameters train, which modes modules are in, what each objective computes."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from robustft.attacks import PGD
+from robustft.errors import UserError
+from robustft.methods import create_method, list_methods, trades_loss
+from robustft.models import create_model
+
+# one table drives the structural tests: method -> (trainable parameter names predicate, objective)
+CASES = {
+    "standard": (lambda n: True, "clean"),
+    "pgd_at": (lambda n: True, "pgd"),
+    "trades": (lambda n: True, "trades"),
+    "linear_probe": (lambda n: n.startswith("fc."), "clean"),
+    "adv_linear_probe": (lambda n: n.startswith("fc."), "pgd"),
+}
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return create_model("cifar_resnet20", num_classes=5, width=4)
+
+
+@pytest.fixture
+def batch():
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(16, 3, 32, 32, generator=g), torch.randint(0, 5, (16,), generator=g)
+
+
+def test_all_baselines_registered():
+    assert set(CASES) | {"lp_ft", "partial"} <= set(list_methods())
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_trainable_sets_and_one_step(name, model, batch):
+    should_train, objective = CASES[name]
+    method = create_method(name, PGD(steps=2))
+    assert method.cfg.objective == objective
+    model = method.prepare(model)
+    names = {n for n, _ in method.trainable_parameters(model)}
+    assert names == {n for n, _ in model.named_parameters() if should_train(n)}
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    method.train_mode(model)
+    opt = torch.optim.SGD([p for _, p in method.trainable_parameters(model)], lr=0.1)
+    loss, stats = method.loss(model, *batch, torch.Generator().manual_seed(0))
+    loss.backward()
+    opt.step()
+    after = model.state_dict()
+    for k in before:
+        changed = not torch.equal(before[k], after[k])
+        if k in names:
+            assert changed, f"{k} should train"
+        elif k.endswith(("running_mean", "running_var", "num_batches_tracked")):
+            # BN statistics move only where the method trains the backbone in train mode
+            assert changed == (name not in ("linear_probe", "adv_linear_probe")), k
+        else:
+            assert not changed, f"{k} must stay frozen"
+    assert torch.isfinite(loss) and set(stats) >= {"loss"}
+
+
+def test_linear_probe_keeps_backbone_in_eval(model):
+    method = create_method("adv_linear_probe", PGD(steps=1))
+    method.train_mode(method.prepare(model))
+    assert model.fc.training
+    assert not any(m.training for n, m in model.named_modules() if not n.startswith("fc") and n)
+
+
+def test_trades_attack_uses_kl_and_loss_matches_definition(model, batch):
+    method = create_method("trades", PGD(steps=2), beta=3.0)
+    assert method.attack.loss == "kl"
+    x, y = batch
+    model.eval()  # deterministic forward for the comparison
+    x_adv = (x + 0.01).clamp(0, 1)
+    loss, _ = trades_loss(model, x, x_adv, y, beta=3.0)
+    with torch.no_grad():
+        expected = F.cross_entropy(model(x), y) + 3.0 * F.kl_div(F.log_softmax(model(x_adv), 1),
+                                                                 F.softmax(model(x), 1), reduction="batchmean")
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_partial_patterns_and_frozen_bn_stats(model, batch):
+    method = create_method("partial", PGD(steps=1), patterns=["layer3.*", "fc.*"], objective="clean")
+    method.prepare(model)
+    trained = {n for n, _ in method.trainable_parameters(model)}
+    assert trained == {n for n, _ in model.named_parameters() if n.startswith(("layer3.", "fc."))}
+    method.train_mode(model)
+    assert model.layer3[0].bn1.training and not model.layer1[0].bn1.training and not model.bn1.training
+    with pytest.raises(UserError, match="matches no parameter"):
+        create_method("partial", PGD(), patterns=["nope.*"]).prepare(model)
+
+
+def test_lp_ft_has_two_stages():
+    method = create_method("lp_ft", PGD(steps=1), lp_epochs=2, lp_lr=0.1, lp_objective="trades")
+    lp, ft = method.stages()
+    assert (lp.name, ft.name) == ("lp", "ft")
+    assert lp.overrides == {"train.epochs": 2, "optim.lr": 0.1}
+    assert lp.method.attack.loss == "kl" and ft.method.attack.loss == "ce"
+
+
+def test_bad_method_options():
+    with pytest.raises(UserError, match="unknown method"):
+        create_method("twinz", PGD())
+    with pytest.raises(UserError, match="unknown option"):
+        create_method("pgd_at", PGD(), lam=1.0)
+    with pytest.raises(UserError, match="objective"):
+        create_method("standard", PGD(), objective="hinge")
