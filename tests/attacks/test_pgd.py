@@ -86,7 +86,8 @@ def test_attack_uses_eval_mode_and_restores_each_module(tiny_model, batch):
     tiny_model.train()
     tiny_model.features[1].eval()  # e.g. a frozen backbone part kept in eval inside a training model
     seen = []
-    hook = tiny_model.features[1].register_forward_hook(lambda m, i, o: seen.append(m.training))
+    bn = tiny_model.features[1]
+    hook = tiny_model.fc.register_forward_hook(lambda m, i, o: seen.append(m.training or bn.training))
     stats = tiny_model.features[1].running_mean.clone()
     PGD(steps=2).perturb(tiny_model, x, y)
     hook.remove()

@@ -8,6 +8,7 @@ from torch import nn
 
 from ..errors import UserError
 from .base import NORMS, eval_mode
+from .fold import folded_view
 
 __all__ = ["AutoAttack", "AA_VERSIONS", "AA_ATTACKS"]
 
@@ -64,7 +65,7 @@ class AutoAttack:
 
         logging.getLogger("auto-attack").setLevel(logging.WARNING)
         with eval_mode(model) as model:
-            adversary = _AA(_ContiguousInput(model), norm=_AA_NORM[self.norm], eps=self.eps, version=self.version,
-                            attacks=self.attacks or None, seed=self.seed, device=x.device)
+            adversary = _AA(_ContiguousInput(folded_view(model)), norm=_AA_NORM[self.norm], eps=self.eps,
+                            version=self.version, attacks=self.attacks or None, seed=self.seed, device=x.device)
             x_adv, _ = adversary.run_standard_evaluation(x.contiguous(), y, batch_size=self.batch_size)
         return x_adv
