@@ -16,6 +16,8 @@ def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument("--data-root", default=None, help="root of named datasets (default $ROBUSTFT_DATA or user cache)")
     p.add_argument("--split", default=split, help="train | val | test | train_full (val is carved from train)")
     p.add_argument("--n", type=int, default=None, help="deterministic subset: indices round(i*len/n), i < n")
+    p.add_argument("--class-balanced", action="store_true",
+                   help="with --n: the first n/C images of every class instead (e.g. for AutoAttack on a budget)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of train carved out as validation")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the stratified train/val split")
     p.add_argument("--image-size", type=int, default=None, help="resize images to this size when decoding")
@@ -48,14 +50,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ._io import atomic_write_json
     from .attacks import create_attack, parse_eps
     from .data import load_dataset
-    from .eval import evaluate
+    from .eval import balanced_subset, evaluate
     from .models import load_model
     from .runtime import provenance, resolve_device, seed_everything
 
     device = resolve_device(args.device)
     seed_everything(args.seed)
-    data = load_dataset(args.data, args.split, root=args.data_root, n=args.n, val_fraction=args.val_fraction,
-                        split_seed=args.split_seed, image_size=args.image_size, device=device)
+    balanced = args.class_balanced and args.n is not None
+    data = load_dataset(args.data, args.split, root=args.data_root, n=None if balanced else args.n,
+                        val_fraction=args.val_fraction, split_seed=args.split_seed, image_size=args.image_size,
+                        device=device)
+    if balanced:
+        data = balanced_subset(data, args.n)
     model = load_model(args.arch, args.checkpoint, num_classes=data.num_classes,
                        normalization=args.normalization).to(device)
     channels_last = not args.no_channels_last
@@ -80,6 +86,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 _SHORTCUTS = {"method": "method", "data": "data.name", "arch": "model.arch", "checkpoint": "model.checkpoint",
+              "init_head": "model.init_head", "peft": "method_args.peft", "module": "method_args.module",
               "epochs": "train.epochs", "seed": "train.seed", "device": "train.device", "name": "train.name",
               "out_dir": "train.out_dir"}
 
@@ -97,12 +104,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from .engine import run
 
     cfg = _run_config(args)
-    if args.command == "pretrain" and cfg.model.checkpoint is not None:
-        raise UserError("pretrain trains from scratch: remove model.checkpoint (use `robustft finetune` to start "
-                        "from a checkpoint)")
-    if args.command == "finetune" and cfg.model.checkpoint is None:
-        raise UserError("finetune needs a source model: set model.checkpoint (or --checkpoint); "
-                        "use `robustft pretrain` to train from scratch")
+    has_source = cfg.model.checkpoint is not None or "." in cfg.model.arch
+    if args.command == "pretrain" and has_source:
+        raise UserError("pretrain trains from scratch: remove model.checkpoint and any weight tag from model.arch "
+                        "(use `robustft finetune` to start from a source model)")
+    if args.command == "finetune" and not has_source:
+        raise UserError("finetune needs a source model: set model.checkpoint (--checkpoint) or a tagged arch such "
+                        "as resnet50.madry_linf4_in1k; use `robustft pretrain` to train from scratch")
     if not cfg.data.name or not cfg.model.arch:
         raise UserError("a run needs data.name and model.arch (from --config, --data/--arch or --set)")
     run(cfg, run_dir=args.run_dir, resume=args.resume)

@@ -50,6 +50,8 @@ class ModelConfig:
     normalization: str | None = field(default=None, metadata={"help": "override the checkpoint's normalization"})
     head: str = field(default="auto", metadata={"help": "auto (new head if class counts differ) | new | keep"})
     options: dict[str, Any] = field(default_factory=dict, metadata={"help": "architecture options, e.g. width"})
+    init_head: str | None = field(default=None, metadata={
+        "help": "initialize the classifier from a checkpoint, or roli:RUN_DIR (that run's stage-1 probed head)"})
 
     def __post_init__(self) -> None:
         if self.head not in ("auto", "new", "keep"):
@@ -94,6 +96,8 @@ class TrainConfig:
     out_dir: str = field(default="runs", metadata={"help": "parent of run directories"})
     name: str | None = field(default=None, metadata={"help": "run directory name (default: method-data-seed)"})
     log_every: int = field(default=50, metadata={"help": "iterations between log lines"})
+    diagnostics: bool = field(default=False, metadata={
+        "help": "log per-epoch conv weight norm, gradient norm and effective step lr*|g|/|w| (TWINS' argument)"})
 
     def __post_init__(self) -> None:
         if self.amp not in ("auto", "off", "bf16", "fp16"):

@@ -15,8 +15,8 @@ from ..attacks import PGD, create_attack, parse_eps
 from ..data import ArrayDataset, load_dataset
 from ..errors import UserError
 from ..eval import balanced_subset, evaluate
-from ..methods import Stage, create_method
-from ..models import load_model, replace_head, save_state_dict
+from ..methods import RunContext, Stage, create_method
+from ..models import create_model, load_classifier, load_model, replace_head, save_state_dict
 from ..runtime import provenance, seed_everything
 from .config import RunConfig, apply_overrides, from_dict, to_dict
 from .distributed import DistInfo, barrier, cleanup, init_distributed
@@ -34,19 +34,37 @@ def default_run_dir(cfg: RunConfig) -> Path:
 
 
 def build_source_model(cfg: RunConfig, num_classes: int) -> nn.Module:
-    """The source model with a head for ``num_classes`` (kept, or replaced as ``model.head`` says)."""
-    if cfg.model.checkpoint is None:  # training from scratch (robust pre-training)
-        return load_model(cfg.model.arch, None, num_classes=num_classes, normalization=cfg.model.normalization,
-                          **cfg.model.options)
-    model = load_model(cfg.model.arch, cfg.model.checkpoint, normalization=cfg.model.normalization,
-                       **cfg.model.options)
+    """The source model with a head for ``num_classes`` (kept, or replaced as ``model.head`` says).
+
+    Sources: ``model.checkpoint`` (a file), else published weights named by a tagged arch such as
+    ``resnet50.madry_linf4_in1k`` (downloaded once), else random init (robust pre-training from scratch).
+    """
+    m = cfg.model
+    if m.checkpoint is not None:
+        model = load_model(m.arch, m.checkpoint, normalization=m.normalization, **m.options)
+    elif "." in m.arch:
+        model = create_model(m.arch, normalization=m.normalization, pretrained=True, **m.options)
+    else:
+        return load_model(m.arch, None, num_classes=num_classes, normalization=m.normalization, **m.options)
     source_classes = model.get_classifier().out_features
-    if cfg.model.head == "keep" and source_classes != num_classes:
-        raise UserError(f"model.head=keep but the checkpoint has {source_classes} classes and the data "
+    if m.head == "keep" and source_classes != num_classes:
+        raise UserError(f"model.head=keep but the source model has {source_classes} classes and the data "
                         f"{num_classes}; use model.head=auto or new")
-    if cfg.model.head == "new" or source_classes != num_classes:
+    if m.head == "new" or source_classes != num_classes:
         model = replace_head(model, num_classes)
+    if m.init_head:
+        load_head(model, m.init_head)
     return model
+
+
+def load_head(model: nn.Module, source: str) -> None:
+    """Copy a classifier from a checkpoint, or from ``roli:RUN_DIR`` (the best stage-1 head of a RoLI/LP-FT run)."""
+    path = Path(source)
+    if source.startswith("roli:"):
+        path = Path(source.removeprefix("roli:")) / "stage1_lp" / BEST
+        if not path.is_file():
+            raise UserError(f"{source}: {path} does not exist (expected a finished RoLI or LP-FT run directory)")
+    load_classifier(model, path)
 
 
 def _stage_config(cfg: RunConfig, stage: Stage) -> RunConfig:
@@ -136,6 +154,9 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Calla
     attack = PGD(eps=eps, norm=cfg.attack.norm, steps=cfg.attack.steps,
                  step_size=parse_eps(cfg.attack.step_size) if cfg.attack.step_size else None, name="pgd_train")
     method = create_method(cfg.method, attack, **cfg.method_args)
+    ctx = RunContext(train=train, val=val, cfg=cfg, run_dir=run_dir, device=device, is_main=info.is_main, log=log,
+                     source_state={k: v.detach().clone() for k, v in model.state_dict().items()})
+    method.setup(model, ctx)
     stages = method.stages()
     results: dict[str, Any] = {"method": cfg.method, "run_dir": str(run_dir), "stages": {}}
     for i, stage in enumerate(stages):
@@ -148,7 +169,7 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Calla
         model.load_state_dict(torch.load(stage_dir / BEST, map_location=device, weights_only=True))
         results["stages"][stage.name] = {"best_epoch": result.best_epoch, "best_val": result.best,
                                          "run_dir": str(stage_dir)}
-    model = method.finalize(model)
+    model = method.finalize(model, ctx)
     if info.is_main:
         results.update(_test(model, cfg, eps, device))
         results["wall_s"] = time.perf_counter() - start

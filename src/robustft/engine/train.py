@@ -165,11 +165,14 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
         start_epoch, history, best = state["epoch"], state["history"], state["best"]
         log(f"resumed from {run_dir / LAST} after epoch {start_epoch}")
     augment = augment_for(cfg)
+    # diagnostics: the convolution weights the optimizer updates (TWINS argues from their norms)
+    conv_weights = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d) and m.weight.requires_grad]
+    diagnostics = cfg.train.diagnostics and bool(conv_weights)
 
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         method.train_mode(model)
-        sums = torch.zeros(3, dtype=torch.float64, device=info.device)  # loss, accuracy-like stat, batches
+        sums = torch.zeros(4, dtype=torch.float64, device=info.device)  # loss, accuracy-like stat, batches, |grad|
         batches = iterate_batches(train, batch_size, shuffle=True, generator=generators["data"], augment=augment,
                                   drop_last=True, channels_last=cfg.train.channels_last)
         bar = tqdm(batches, total=iters, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
@@ -181,15 +184,22 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
             optimizer.zero_grad(set_to_none=True)
             if scaler is not None:
                 scaler.scale(loss).backward()
+                if diagnostics:
+                    scaler.unscale_(optimizer)
+            else:
+                loss.backward()
+            grad_norm = (torch.nn.utils.get_total_norm([w.grad for w in conv_weights if w.grad is not None])
+                         if diagnostics else torch.zeros((), device=loss.device))
+            if scaler is not None:
                 scaler.step(optimizer)
                 scaler.update()
             else:
-                loss.backward()
                 optimizer.step()
             scheduler.step()
             acc = stats.get("adv_acc", stats.get("acc", torch.zeros((), device=loss.device)))
             sums += torch.stack([stats["loss"].double(), acc.double(), torch.ones((), dtype=torch.float64,
-                                                                                  device=loss.device)])
+                                                                                  device=loss.device),
+                                 grad_norm.double()])
             if (it + 1) % cfg.train.log_every == 0 or it + 1 == iters:
                 mean_loss = (sums[0] / sums[2]).item()  # one host sync per log interval
                 if not math.isfinite(mean_loss):
@@ -199,11 +209,15 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
                 if bar.disable and info.is_main and cfg.train.log_every < iters:
                     log(f"epoch {epoch + 1} it {it + 1}/{iters} loss {mean_loss:.4f}")
                 bar.set_postfix(loss=f"{mean_loss:.3f}")
-        loss_sum, acc_sum, n_batches = all_reduce_sum(sums, info).tolist()
+        loss_sum, acc_sum, n_batches, grad_sum = all_reduce_sum(sums, info).tolist()
         train_s = time.perf_counter() - t0
         metrics = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "train_loss": loss_sum / n_batches,
                    "train_acc": acc_sum / n_batches, "train_s": train_s,
                    "train_images_per_s": iters * batch_size / train_s}
+        if diagnostics:  # grad norm: mean over the epoch's steps (and ranks); weight norm: at the epoch's end
+            weight_norm = torch.nn.utils.get_total_norm([w.detach() for w in conv_weights]).item()
+            metrics.update(conv_weight_norm=weight_norm, conv_grad_norm=grad_sum / n_batches,
+                           effective_step=metrics["lr"] * grad_sum / n_batches / weight_norm)
         metrics.update(_validate(model, val, val_attack, cfg, info, epoch))
         metrics.update(method.epoch_metrics(model))
         metrics["epoch_s"] = time.perf_counter() - t0

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from ..attacks import Attack, eval_mode
 from ..data import ArrayDataset, iterate_batches
+from ..errors import UserError
 
 __all__ = ["EvalResult", "evaluate"]
 
@@ -98,7 +99,7 @@ def balanced_subset(data: ArrayDataset, n: int) -> ArrayDataset:
     per_class[present] = n // len(present)
     per_class[present[: n % len(present)]] += 1
     if (per_class > counts).any():
-        raise ValueError(f"cannot take {n} class-balanced images: some class has fewer than {per_class.max()} images")
+        raise UserError(f"cannot take {n} class-balanced images: some class has fewer than {per_class.max()} images")
     y = data.y.cpu()
     rank_in_class = torch.zeros_like(y)
     for c in present.tolist():  # per class, not per sample

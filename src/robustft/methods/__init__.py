@@ -1,10 +1,22 @@
 """Fine-tuning methods behind one interface (``Method``), registered by name."""
 
-from . import full, linear_probe, lp_ft, partial  # noqa: F401  (registration side effects)
-from .base import OBJECTIVES, Method, MethodConfig, Stage, create_method, list_methods, register_method, trades_loss
+from . import full, linear_probe, lp_ft, partial, twins  # noqa: F401  (registration side effects)
+from .base import (
+                   OBJECTIVES,
+                   Method,
+                   MethodConfig,
+                   RunContext,
+                   Stage,
+                   create_method,
+                   list_methods,
+                   register_method,
+                   trades_loss,
+)
 from .linear_probe import LinearProbe
 from .lp_ft import LpFt, LpFtConfig
 from .partial import Partial, PartialConfig
+from .twins import Twins, TwinsConfig, TwoWingBatchNorm2d
 
-__all__ = ["Method", "MethodConfig", "Stage", "create_method", "list_methods", "register_method", "trades_loss",
-           "OBJECTIVES", "LinearProbe", "LpFt", "LpFtConfig", "Partial", "PartialConfig"]
+__all__ = ["Method", "MethodConfig", "RunContext", "Stage", "create_method", "list_methods", "register_method",
+           "trades_loss", "OBJECTIVES", "LinearProbe", "LpFt", "LpFtConfig", "Partial", "PartialConfig", "Twins",
+           "TwinsConfig", "TwoWingBatchNorm2d"]

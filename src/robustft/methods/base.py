@@ -6,6 +6,7 @@ train, the loss of one batch, and how the trained model is finalized. The engine
 
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -13,9 +14,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..attacks import PGD
+from ..data import ArrayDataset
 from ..errors import UserError
 
-__all__ = ["Method", "MethodConfig", "Stage", "register_method", "create_method", "list_methods", "OBJECTIVES"]
+__all__ = ["Method", "MethodConfig", "Stage", "RunContext", "register_method", "create_method", "list_methods",
+           "OBJECTIVES"]
 
 OBJECTIVES = ("clean", "pgd", "trades")
 
@@ -30,6 +33,21 @@ class MethodConfig:
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise UserError(f"method objective must be one of {OBJECTIVES}, got {self.objective!r}")
+
+
+@dataclass
+class RunContext:
+    """What a method may use besides the model: the training and validation splits (never test), the run config,
+    the source model's weights before any training, where to write its own artifacts, and how to log."""
+
+    train: ArrayDataset
+    val: ArrayDataset
+    cfg: Any  # robustft.engine.RunConfig (not imported: the engine depends on methods, not the reverse)
+    run_dir: Path
+    source_state: dict[str, torch.Tensor]
+    device: torch.device
+    is_main: bool = True
+    log: Callable[[str], None] = print
 
 
 @dataclass
@@ -52,6 +70,9 @@ class Method:
         self.attack = replace(attack, loss="kl") if cfg.objective == "trades" else attack
 
     # -- structure ---------------------------------------------------------------------------------------------
+    def setup(self, model: nn.Module, ctx: RunContext) -> None:
+        """Data-dependent decisions on the source model before any stage trains (e.g. RiFT's module choice)."""
+
     def prepare(self, model: nn.Module) -> nn.Module:
         """Freeze/convert/attach what the method needs; the base trains every parameter."""
         model.requires_grad_(True)
@@ -73,8 +94,8 @@ class Method:
         """Extra numbers logged after each epoch (diagnostics); none by default."""
         return {}
 
-    def finalize(self, model: nn.Module) -> nn.Module:
-        """Turn the trained model into the exported one (e.g. merge adapters, drop a wing)."""
+    def finalize(self, model: nn.Module, ctx: RunContext) -> nn.Module:
+        """Turn the trained model into the exported one (e.g. merge adapters, drop a wing, interpolate)."""
         return model
 
     # -- objective ---------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ from robustft.models import preact_resnet, resnet, vision_transformer, wide_resn
 from robustft.models.base import ImageClassifier, ModelCfg, replace_head
 from robustft.models.checkpoint import (
     LoadResult,
+    load_classifier,
     load_state_dict_into,
     read_state_dict,
     save_state_dict,
@@ -23,6 +24,7 @@ __all__ = [
     "ModelCfg",
     "replace_head",
     "LoadResult",
+    "load_classifier",
     "load_state_dict_into",
     "read_state_dict",
     "save_state_dict",

@@ -23,7 +23,8 @@ from robustft.errors import UserError
 from robustft.models.base import ImageClassifier
 from robustft.models.normalization import Normalize
 
-__all__ = ["LoadResult", "read_state_dict", "unwrap_state_dict", "load_state_dict_into", "save_state_dict"]
+__all__ = ["LoadResult", "read_state_dict", "unwrap_state_dict", "load_state_dict_into", "save_state_dict",
+           "load_classifier"]
 
 # Where training scripts put the network's weights inside a checkpoint dict, in the order they are tried.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "state_dict_ema")
@@ -204,3 +205,16 @@ def save_state_dict(model: nn.Module, path: str | os.PathLike) -> Path:
         state = {k: v.contiguous() for k, v in state.items()}
         return atomic_write(path, lambda tmp: safetensors.torch.save_file(state, tmp))
     return atomic_save(state, path)
+
+
+def load_classifier(model: nn.Module, path: str | os.PathLike) -> None:
+    """Copy only the classifier (``<head>.weight``/``.bias``) of the checkpoint at ``path`` into ``model``'s head."""
+    state = read_state_dict(path)
+    name = model.pretrained_cfg.classifier
+    head = {k: state[f"{name}.{k}"] for k in ("weight", "bias") if f"{name}.{k}" in state}
+    if not head:
+        raise UserError(f"{path} has no classifier weights {name}.weight / {name}.bias")
+    try:
+        model.get_classifier().load_state_dict(head)
+    except RuntimeError as e:
+        raise UserError(f"the classifier in {path} does not fit this model's head: {e}") from None

@@ -5,7 +5,7 @@ from typing import Any
 
 from ..errors import UserError
 
-__all__ = ["plot_clean_vs_robust", "plot_training_curves"]
+__all__ = ["plot_clean_vs_robust", "plot_training_curves", "plot_norm_diagnostics"]
 
 
 def _pyplot():
@@ -52,6 +52,30 @@ def plot_training_curves(histories: dict[str, list[dict[str, Any]]], path: str |
     ax.set_ylabel("validation accuracy (%)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_norm_diagnostics(histories: dict[str, list[dict[str, Any]]], path: str | Path) -> Path:
+    """TWINS' argument in three panels per epoch: conv weight norm, gradient norm, effective step lr·|g|/|w|."""
+    plt = _pyplot()
+    keys = [("conv_weight_norm", "conv weight norm"), ("conv_grad_norm", "conv gradient norm (epoch mean)"),
+            ("effective_step", "effective step lr·|g|/|w|")]
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=120)
+    for label, history in histories.items():
+        rows = [h for h in history if "conv_weight_norm" in h]
+        if not rows:
+            raise UserError(f"run {label!r} has no norm diagnostics: train it with train.diagnostics=true")
+        for ax, (key, _) in zip(axes, keys, strict=True):
+            ax.plot([h["epoch"] for h in rows], [h[key] for h in rows], marker="o", label=label)
+    for ax, (_, title) in zip(axes, keys, strict=True):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[2].set_yscale("log")
+    axes[0].legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -1,0 +1,121 @@
+"""CPU transfer benchmark: the shared robust CIFAR-10 ResNet-20 fine-tuned to CIFAR-100, one suite of runs at a time.
+
+Every run is `robustft finetune --config configs/cpu/cifar100_transfer.yaml --method M [--set ...]` (same data,
+budget, seed, attack and validation-only selection rule), resumable: a finished run is reused. Within a suite each
+method may have a small sweep; the variant reported for a method is the one with the best *validation* robust
+accuracy, and only those are attacked with AutoAttack (class-balanced test subset) when the suite asks for it.
+Results go to bench/results/transfer_<suite>/{results.md,results.json,clean_vs_robust.png}.
+
+Usage: python bench/transfer.py SUITE [--shared ../shared] [--seed 0]
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from robustft._io import atomic_write, atomic_write_json
+from robustft.report import load_run, markdown_table, plot_clean_vs_robust, summary_row
+from robustft.runtime import provenance
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = "configs/cpu/cifar100_transfer.yaml"
+# suite -> (runs {label: (method, overrides)}, AutoAttack images per selected run (0: none))
+SUITES: dict[str, tuple[dict[str, tuple[str, list[str]]], int]] = {
+    "baselines": ({"standard": ("standard", []), "pgd_at": ("pgd_at", [])}, 0),
+    "twins": ({
+        "pgd_at lr=0.05": ("pgd_at", []),
+        "pgd_at lr=0.01": ("pgd_at", ["optim.lr=0.01"]),
+        "twins λ=1 lr=0.05": ("twins", ["method_args.lam=1.0", "train.diagnostics=true"]),
+        "twins λ=1 lr=0.01": ("twins", ["method_args.lam=1.0", "optim.lr=0.01", "train.diagnostics=true"]),
+        "twins λ=0.4 lr=0.05": ("twins", ["method_args.lam=0.4", "train.diagnostics=true"]),
+    }, 100),
+}
+
+
+def _slug(label: str) -> str:
+    """A directory name for a run label."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in label.replace("λ", "lam"))
+
+
+def _finetune(label: str, method: str, overrides: list[str], args: argparse.Namespace) -> tuple[str, Path]:
+    """Run (or reuse) one fine-tuning; returns its command line and run directory."""
+    run_dir = args.runs / f"{_slug(label)}-s{args.seed}"
+    cmd = ["robustft", "finetune", "--config", CONFIG, "--method", method,
+           "--data", str(args.shared / "data" / "cifar100"),
+           "--checkpoint", str(args.shared / "models" / "cifar10_resnet20_linf_at.pt"),
+           "--seed", str(args.seed), "--run-dir", str(run_dir), "--resume",
+           *[a for o in overrides for a in ("--set", o)]]
+    subprocess.run([sys.executable, "-m", "robustft.cli", *cmd[1:]], cwd=ROOT, check=True)
+    return " ".join(cmd), run_dir
+
+
+def _autoattack(run_dir: Path, n: int, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """AutoAttack (standard) + PGD-20 of a run's exported model on n class-balanced test images (cached)."""
+    out = run_dir / f"autoattack_n{n}.json"
+    cmd = ["robustft", "evaluate", "--arch", "cifar_resnet20", "--checkpoint", str(run_dir / "model.pt"),
+           "--data", str(args.shared / "data" / "cifar100"), "--split", "test", "--n", str(n), "--class-balanced",
+           "--attack", "pgd", "--attack", "autoattack", "--steps", "20", "--eps", "8/255", "--seed", str(args.seed),
+           "--json", str(out)]
+    if not out.exists():
+        subprocess.run([sys.executable, "-m", "robustft.cli", *cmd[1:]], cwd=ROOT, check=True)
+    return " ".join(cmd), json.loads(out.read_text())
+
+
+def main() -> None:
+    """Run a suite and write its report."""
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("suite", choices=sorted(SUITES))
+    parser.add_argument("--shared", type=Path, default=Path(os.environ.get("ROBUSTFT_SHARED", ROOT.parent / "shared")))
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench_transfer")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    runs, aa_n = SUITES[args.suite]
+    out = ROOT / "bench" / "results" / f"transfer_{args.suite}"
+    start = time.perf_counter()
+    commands, rows = [], []
+    for label, (method, overrides) in runs.items():
+        cmd, run_dir = _finetune(label, method, overrides, args)
+        commands.append(cmd)
+        rows.append({**summary_row(load_run(run_dir), label=label), "run_dir": str(run_dir)})
+    # per method, the variant with the best validation robust accuracy (never a test number)
+    selected = {}
+    for row in rows:
+        best = selected.get(row["method"])
+        if best is None or row["val_robust"] > best["val_robust"]:
+            selected[row["method"]] = row
+    for row in rows:
+        row["selected"] = row is selected[row["method"]]
+        if aa_n and row["selected"]:
+            cmd, aa = _autoattack(Path(row["run_dir"]), aa_n, args)
+            commands.append(cmd)
+            row.update(aa_clean=aa["clean_acc"], aa_pgd20=aa["robust_acc"]["pgd20"],
+                       test_autoattack=aa["robust_acc"]["autoattack"], n_autoattack=aa["n"])
+    out.mkdir(parents=True, exist_ok=True)
+    robust_key = next(k for k in rows[0] if k.startswith("test_pgd"))
+    chosen = [r for r in rows if r["selected"]]
+    plot_clean_vs_robust(chosen, out / "clean_vs_robust.png", robust_key,
+                         title=f"ResNet-20 robust CIFAR-10 → CIFAR-100: {args.suite} (test)")
+    record = {"suite": args.suite, "rows": rows, "commands": commands, "wall_s": time.perf_counter() - start,
+              "provenance": provenance(args.seed)}
+    atomic_write_json(record, out / "results.json")
+    table_rows = [{k: v for k, v in r.items() if k not in ("run_dir", "method")} for r in rows]
+    text = (f"# Transfer suite `{args.suite}`: robust CIFAR-10 ResNet-20 → CIFAR-100 (CPU)\n\n"
+            f"Generated by `python bench/transfer.py {args.suite}`. Accuracies in %; test = {rows[0]['n_test']} "
+            "CIFAR-100 test images; epoch and variant selection on validation robust accuracy only"
+            + (f"; AutoAttack (standard, Linf 8/255) on {aa_n} class-balanced test images for the selected "
+               "variant of each method" if aa_n else "") + ".\n\n" + markdown_table(table_rows)
+            + "\nCommands:\n\n```bash\n" + "\n".join(commands) + "\n```\n"
+            + f"\nMachine: {record['provenance']['platform']}, {record['provenance']['cpu_count']} CPUs, torch "
+              f"{record['provenance']['torch']}, seed {args.seed}; wall time of this invocation "
+              f"{record['wall_s']:.0f} s (finished runs are reused).\n")
+    atomic_write(out / "results.md", lambda tmp: Path(tmp).write_text(text))
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
