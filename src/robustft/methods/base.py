@@ -90,10 +90,6 @@ class Method:
         """Multi-stage methods return several stages; most have one."""
         return [Stage("main", self)]
 
-    def epoch_metrics(self, model: nn.Module) -> dict[str, float]:
-        """Extra numbers logged after each epoch (diagnostics); none by default."""
-        return {}
-
     def finalize(self, model: nn.Module, ctx: RunContext) -> nn.Module:
         """Turn the trained model into the exported one (e.g. merge adapters, drop a wing, interpolate)."""
         return model
