@@ -20,6 +20,8 @@ TEST_CASES = {
     "vit": ({}, 32),
     "vit_small_patch16_224": ({"img_size": 32}, 32),
     "vit_base_patch16_224": ({"img_size": 32}, 32),
+    "swin": ({}, 32),
+    "swin_base_patch4_window7_224": ({"img_size": 32, "window_size": 2}, 32),
 }
 
 

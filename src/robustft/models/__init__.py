@@ -18,6 +18,7 @@ from robustft.models.checkpoint import (
 from robustft.models.hub import KNOWN_WEIGHTS, cache_dir
 from robustft.models.normalization import NORMALIZATIONS, Normalize, resolve_normalization, set_normalization
 from robustft.models.registry import create_model, list_models, load_model, register_model
+from robustft.models.timm_keys import from_timm_layout, read_timm_checkpoint  # also registers swin (via its import)
 
 __all__ = [
     "ImageClassifier",
@@ -39,4 +40,6 @@ __all__ = [
     "list_models",
     "load_model",
     "register_model",
+    "from_timm_layout",
+    "read_timm_checkpoint",
 ]

@@ -109,7 +109,9 @@ def load_model(
     model = create_model(arch, num_classes, normalization=normalization, **kwargs)
     if checkpoint is None:
         return model
-    state_dict = read_state_dict(checkpoint)
+    from robustft.models.timm_keys import from_timm_layout  # here: timm_keys imports swin, which registers itself
+
+    state_dict = from_timm_layout(read_state_dict(checkpoint), model)  # timm/ARES/RobustBench layouts → ours
     head_weight = state_dict.get(f"{model.pretrained_cfg.classifier}.weight")
     if num_classes is None and head_weight is not None and head_weight.ndim == 2:
         model.reset_classifier(head_weight.shape[0])

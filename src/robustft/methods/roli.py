@@ -1,0 +1,160 @@
+"""RoLI (Hua et al., CVPR 2024, "Initialization Matters for Adversarial Transfer Learning") and its RanLI baselines.
+
+Stage ``lp`` is adversarial linear probing: the backbone is frozen and stays in eval mode (fixed BN statistics), a
+fresh head trains on PGD examples attacked through the whole model, and the engine keeps the epoch with the best
+validation robust accuracy. Stage ``ft`` is adversarial fine-tuning that starts from that head, with one of four
+parameter sets (``peft``): ``full`` (everything), ``bias`` (every module's ``bias`` + the head), ``lora`` (rank-r
+updates of attention q/v, or of every conv of a CNN, + the head) or ``adapter`` (bottleneck adapters after every MLP or
+residual block + the head). LoRA and adapters start as the identity, so stage ``ft`` begins with exactly the
+function stage ``lp`` selected. ``init: random`` (registered as ``ranli``) skips the probe: the RanLI baseline
+fine-tunes from a random head. ``stage1_from: RUN_DIR`` reuses an earlier run's probed head instead of probing again.
+
+BN statistics in stage ``ft``: ``full`` and ``bias`` train in train mode (BN layers with trainable parameters adapt,
+as in the official code, where the encoder trains in train mode for these two); for ``lora`` and ``adapter`` BN layers
+have no trainable parameter and keep the source statistics (eval mode), as the official code keeps its whole encoder
+in eval mode for them. Export: LoRA is merged into the weights (a plain model of the source architecture); adapters
+cannot be merged (a nonlinearity sits between their projections), so the exported state dict keeps them
+(``...base_layer...`` / ``...adapter.{down,up}...`` keys) and ``export_architecture`` rebuilds that structure.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from ..errors import UserError
+from ..models import load_classifier
+from .base import Method, MethodConfig, RunContext, Stage, register_method
+from .linear_probe import LinearProbe
+from .partial import freeze_idle_norm_stats
+from .peft import adapter_modules, add_adapters, add_lora, bias_parameters, lora_layers, merge_lora
+
+__all__ = ["RoLI", "RoLIConfig", "PEFT_VARIANTS", "stage1_checkpoint"]
+
+PEFT_VARIANTS = ("full", "bias", "lora", "adapter")
+INITS = ("roli", "random")
+LP_OPTIMIZERS = ("sgd", "adamw")
+
+
+def stage1_checkpoint(run_dir: str | Path) -> Path:
+    """Where a RoLI (or LP-FT) run keeps its selected stage-1 model."""
+    return Path(run_dir) / "stage1_lp" / "best.pt"
+
+
+@dataclass
+class RoLIConfig(MethodConfig):
+    """RoLI options. The probe stage has its own optimizer settings; the fine-tuning stage uses the run's ``optim``."""
+
+    peft: str = field(default="full", metadata={"help": "stage-2 parameters: full | bias | lora | adapter"})
+    init: str = field(default="roli", metadata={
+        "help": "roli: stage 2 starts from the adversarially probed head; random: RanLI (no probe stage)"})
+    lp_epochs: int = field(default=20, metadata={"help": "epochs of the adversarial linear-probing stage"})
+    lp_lr: float = field(default=0.05, metadata={"help": "peak learning rate of the probing stage"})
+    lp_optimizer: str = field(default="sgd", metadata={"help": "optimizer of the probing stage (paper: sgd)"})
+    lp_weight_decay: float = field(default=0.01, metadata={
+        "help": "weight decay of the probing stage (head weight only; its bias is not decayed, as in the official "
+                "code)"})
+    lora_rank: int = field(default=16, metadata={"help": "LoRA rank r"})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA α (updates are scaled by α / r)"})
+    lora_dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA input (train mode only)"})
+    adapter_reduction: int = field(default=8, metadata={"help": "adapter bottleneck width = width // reduction"})
+    stage1_from: str | None = field(default=None, metadata={
+        "help": "run directory of an earlier RoLI run: skip probing, start stage 2 from its stage1_lp/best.pt head"})
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.peft not in PEFT_VARIANTS:
+            raise UserError(f"roli peft must be one of {PEFT_VARIANTS}, got {self.peft!r}")
+        if self.init not in INITS:
+            raise UserError(f"roli init must be one of {INITS}, got {self.init!r}")
+        if self.lp_optimizer not in LP_OPTIMIZERS:
+            raise UserError(f"roli lp_optimizer must be one of {LP_OPTIMIZERS}, got {self.lp_optimizer!r}")
+        if self.lp_epochs < 1 or self.lp_lr <= 0 or self.lp_weight_decay < 0:
+            raise UserError(f"roli needs lp_epochs >= 1, lp_lr > 0, lp_weight_decay >= 0 (got {self.lp_epochs}, "
+                            f"{self.lp_lr}, {self.lp_weight_decay})")
+        if self.lora_rank < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
+            raise UserError(f"roli needs lora_rank >= 1, lora_alpha > 0, 0 <= lora_dropout < 1 (got {self.lora_rank},"
+                            f" {self.lora_alpha}, {self.lora_dropout})")
+        if self.adapter_reduction < 1:
+            raise UserError(f"roli adapter_reduction must be >= 1, got {self.adapter_reduction}")
+        if self.stage1_from is not None:
+            if self.init == "random":
+                raise UserError("stage1_from reuses a probed head, but init=random (RanLI) starts from a random one")
+            if not stage1_checkpoint(self.stage1_from).is_file():
+                raise UserError(f"stage1_from: {stage1_checkpoint(self.stage1_from)} does not exist (expected the "
+                                f"directory of a finished RoLI run)")
+
+
+class RoLI(Method):
+    """Adversarial linear probing (stage ``lp``), then adversarial fine-tuning of the chosen parameters (``ft``)."""
+
+    config_cls = RoLIConfig
+
+    # -- stages ------------------------------------------------------------------------------------------------
+    def setup(self, model: nn.Module, ctx: RunContext) -> None:
+        """With ``stage1_from``, the head of that run's selected probe replaces the fresh one."""
+        if self.cfg.stage1_from is not None:
+            path = stage1_checkpoint(self.cfg.stage1_from)
+            load_classifier(model, path)
+            ctx.log(f"roli: stage-1 head loaded from {path}")
+
+    def probe(self) -> LinearProbe:
+        """The stage-1 method: head only, backbone in eval mode, same adversarial objective as stage 2."""
+        return LinearProbe(MethodConfig(objective=self.cfg.objective, beta=self.cfg.beta), self.attack)
+
+    def stages(self) -> list[Stage]:
+        """``lp`` then ``ft``; only ``ft`` for RanLI or when the probed head comes from an earlier run."""
+        finetune = Stage("ft", self)
+        if self.cfg.init == "random" or self.cfg.stage1_from is not None:
+            return [finetune]
+        overrides = {"optim.name": self.cfg.lp_optimizer, "optim.lr": self.cfg.lp_lr,
+                     "optim.weight_decay": self.cfg.lp_weight_decay, "train.epochs": self.cfg.lp_epochs,
+                     # only the head trains: this exempts its bias from weight decay, as the official SGD path does
+                     "optim.no_decay_norm_bias": True}
+        return [Stage("lp", self.probe(), overrides), finetune]
+
+    # -- stage 2 -----------------------------------------------------------------------------------------------
+    def prepare(self, model: nn.Module) -> nn.Module:
+        """Attach the PEFT layers (identity at first) and set which parameters train; the head always trains."""
+        peft = self.cfg.peft
+        if peft == "full":
+            return model.requires_grad_(True)
+        if peft == "lora":
+            add_lora(model, self.cfg.lora_rank, self.cfg.lora_alpha, self.cfg.lora_dropout)
+        elif peft == "adapter":
+            add_adapters(model, self.cfg.adapter_reduction)
+        model.requires_grad_(False)
+        if peft == "bias":
+            trained = bias_parameters(model)
+            if not trained:
+                raise UserError(f"bias tuning: {type(model).__name__} has no bias parameters")
+            for p in trained:
+                p.requires_grad_(True)
+        for m in lora_layers(model):
+            m.lora_A.requires_grad_(True)
+            m.lora_B.requires_grad_(True)
+        for m in adapter_modules(model):
+            m.requires_grad_(True)
+        model.get_classifier().requires_grad_(True)
+        return model
+
+    def train_mode(self, model: nn.Module) -> None:
+        """Train mode; in the parameter-efficient variants, BN layers without trainable parameters keep their stats."""
+        model.train()
+        if self.cfg.peft != "full":
+            freeze_idle_norm_stats(model)
+
+    def finalize(self, model: nn.Module, ctx: RunContext) -> nn.Module:
+        """LoRA merged into the weights (plain source architecture); adapters stay (they cannot be merged)."""
+        return merge_lora(model) if self.cfg.peft == "lora" else model
+
+    def export_architecture(self, model: nn.Module) -> nn.Module:
+        """Give a freshly built source-architecture model the structure ``finalize`` exports, so the exported state
+        dict loads strictly into it (adapters; nothing for the other variants)."""
+        if self.cfg.peft == "adapter":
+            add_adapters(model, self.cfg.adapter_reduction)
+        return model
+
+
+register_method("roli", RoLI, init="roli")
+register_method("ranli", RoLI, init="random")

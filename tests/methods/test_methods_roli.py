@@ -1,0 +1,349 @@
+"""RoLI / RanLI: the probe leaves the backbone untouched, stage 2 starts from the probed function, each PEFT variant
+trains exactly its parameters (all of which learn), LoRA is q/v-only and merges exactly, and whole runs work."""
+
+import json
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+import robustft.methods.roli  # noqa: F401  (registers roli / ranli until methods/__init__ imports it)
+from robustft.attacks import PGD
+from robustft.errors import UserError
+from robustft.methods import LinearProbe, create_method
+from robustft.methods.peft import LoRAConv2d, LoRALinear, adapter_modules, lora_layers
+from robustft.methods.roli import RoLI, stage1_checkpoint
+from robustft.models import create_model, load_state_dict_into
+from support import finetune_args, run_ok
+
+VARIANTS = ("full", "bias", "lora", "adapter")
+ARCHS = {"cnn": ("cifar_resnet20", dict(width=4)), "vit": ("vit", dict(depth=2, embed_dim=48, num_heads=3)),
+         "swin": ("swin", {})}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one intra-op thread is fastest, and spares a shared machine (as run_env does for children)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _model(kind: str, seed: int = 0) -> nn.Module:
+    arch, options = ARCHS[kind]
+    torch.manual_seed(seed)
+    model = create_model(arch, num_classes=5, **options)
+    with torch.no_grad():  # pre-trained-looking BN statistics, so frozen vs adapting statistics is visible
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+def _batch(n: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, 3, 32, 32, generator=g), torch.randint(0, 5, (n,), generator=g)
+
+
+def _steps(method, model: nn.Module, n: int = 2, lr: float = 0.05, weight_decay: float = 0.0) -> list[float]:
+    """``n`` SGD steps of ``method`` on ``model`` (already prepared); returns the losses."""
+    opt = torch.optim.SGD([p for _, p in method.trainable_parameters(model)], lr=lr, momentum=0.9,
+                          weight_decay=weight_decay)
+    g, losses = torch.Generator().manual_seed(0), []
+    for i in range(n):
+        method.train_mode(model)
+        loss, _ = method.loss(model, *_batch(seed=i), g)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses
+
+
+def _peft_params(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """LoRA A/B and adapter parameters, by module type."""
+    ids = {id(p) for m in lora_layers(model) for p in [*m.lora_A.parameters(), *m.lora_B.parameters()]}
+    ids |= {id(p) for m in adapter_modules(model) for p in m.parameters()}
+    return [(n, p) for n, p in model.named_parameters() if id(p) in ids]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# config and stages
+# ---------------------------------------------------------------------------------------------------------------
+def test_registered_stages_and_overrides():
+    roli = create_method("roli", PGD(steps=1), peft="lora", lp_epochs=3, lp_lr=0.1, lp_weight_decay=1e-3)
+    lp, ft = roli.stages()
+    assert (lp.name, ft.name) == ("lp", "ft") and ft.method is roli
+    assert isinstance(lp.method, LinearProbe) and lp.method.cfg.objective == "pgd"
+    assert lp.overrides == {"optim.name": "sgd", "optim.lr": 0.1, "optim.weight_decay": 1e-3, "train.epochs": 3,
+                            "optim.no_decay_norm_bias": True}
+    ranli = create_method("ranli", PGD(steps=1), peft="bias")
+    assert isinstance(ranli, RoLI) and ranli.cfg.init == "random"
+    assert [s.name for s in ranli.stages()] == ["ft"]
+
+
+@pytest.mark.parametrize(("options", "match"), [
+    (dict(peft="prompt"), "peft"), (dict(init="zero"), "init"), (dict(lp_optimizer="adam"), "lp_optimizer"),
+    (dict(lp_epochs=0), "lp_epochs"), (dict(lora_rank=0), "lora_rank"), (dict(lora_dropout=1.0), "lora_dropout"),
+    (dict(adapter_reduction=0), "adapter_reduction"), (dict(stage1_from="/nonexistent"), "does not exist"),
+    (dict(init="random", stage1_from="/x"), "init=random")])
+def test_bad_options(options, match):
+    with pytest.raises(UserError, match=match):
+        create_method("roli", PGD(), **options)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# stage 1: adversarial linear probing
+# ---------------------------------------------------------------------------------------------------------------
+def test_stage1_changes_only_the_head():
+    model = _model("cnn")
+    probe = create_method("roli", PGD(steps=2)).stages()[0].method
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    model = probe.prepare(model)
+    assert {n for n, _ in probe.trainable_parameters(model)} == {"fc.weight", "fc.bias"}
+    _steps(probe, model, n=3, weight_decay=1e-2)
+    after = model.state_dict()
+    for k, v in before.items():
+        if k.startswith("fc."):
+            assert not torch.equal(v, after[k]), f"{k} must train"
+        else:  # weights, BN statistics and num_batches_tracked: bit-identical
+            assert torch.equal(v, after[k]), f"{k} changed in stage 1"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# stage 2: which parameters train, identity start, gradients, LoRA q/v, merge
+# ---------------------------------------------------------------------------------------------------------------
+def _expected_trainable(kind: str, peft: str, names: list[str], head: str) -> set[str]:
+    """What each variant trains, spelled out by name (the method finds them by module type)."""
+    if peft == "full":
+        return set(names)
+    heads = {f"{head}.weight", f"{head}.bias"}
+    if peft == "bias":
+        return {n for n in names if n.rpartition(".")[2] == "bias"} | heads
+    marker = (".lora_A.", ".lora_B.") if peft == "lora" else (".adapter.",)
+    return {n for n in names if any(s in n for s in marker)} | heads
+
+
+@pytest.mark.parametrize("peft", VARIANTS)
+@pytest.mark.parametrize("kind", list(ARCHS))
+def test_trainable_parameter_sets(kind, peft):
+    model = _model(kind)
+    method = create_method("roli", PGD(steps=1), peft=peft)
+    model = method.prepare(model)
+    names = [n for n, _ in model.named_parameters()]
+    trained = {n for n, _ in method.trainable_parameters(model)}
+    head = model.pretrained_cfg.classifier
+    assert trained == _expected_trainable(kind, peft, names, head)
+    if peft == "bias" and kind == "swin":
+        assert not any(n.endswith("relative_position_bias_table") for n in trained), "a position table, not a bias"
+    if peft == "lora":
+        layers = lora_layers(model)
+        if kind == "cnn":  # every conv of the backbone: stem, 18 block convs, 2 projection shortcuts
+            assert len(layers) == 21 and all(isinstance(m, LoRAConv2d) for m in layers)
+        else:
+            assert all(isinstance(m, LoRALinear) for m in layers)
+            assert len(layers) == (2 if kind == "vit" else 6)  # one fused qkv per block
+            assert all(m.slices == ((0, m.base_layer.out_features // 3), (2 * m.base_layer.out_features // 3,
+                                                                            m.base_layer.out_features))
+                       for m in layers)
+    if peft == "adapter":
+        assert len(adapter_modules(model)) == {"cnn": 9, "vit": 2, "swin": 6}[kind]
+    assert method.prepare(model) is model and {n for n, _ in method.trainable_parameters(model)} == trained, \
+        "preparing twice must not wrap the wrappers"
+
+
+@pytest.mark.parametrize("peft", VARIANTS)
+@pytest.mark.parametrize("kind", list(ARCHS))
+def test_stage2_starts_from_the_stage1_function(kind, peft):
+    """Stage 1 trains a head; stage 2's prepare keeps that head and, with PEFT layers at identity, the same logits."""
+    model = _model(kind)
+    method = create_method("roli", PGD(steps=1), peft=peft)
+    probe = method.stages()[0].method
+    _steps(probe, probe.prepare(model), n=2)
+    head = {k: v.clone() for k, v in model.get_classifier().state_dict().items()}
+    x = _batch(4, seed=5)[0]
+    model.eval()
+    with torch.no_grad():
+        stage1_logits = model(x)
+    model = method.prepare(model)
+    assert all(torch.equal(v, model.get_classifier().state_dict()[k]) for k, v in head.items())
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), stage1_logits)
+    losses = _steps(method, model, n=2)  # and stage 2 trains (PGD through the PEFT layers, BN modes, ...)
+    assert all(torch.isfinite(torch.tensor(losses)))
+
+
+@pytest.mark.parametrize("peft", ["lora", "adapter"])
+@pytest.mark.parametrize("kind", list(ARCHS))
+def test_every_peft_parameter_learns(kind, peft):
+    """The official code zero-initializes both LoRA matrices (and the adapter's down-projection), so their gradients
+    stay zero forever. Here B / up get gradients at once, and A / down as soon as B / up have moved."""
+    model = _model(kind)
+    method = create_method("roli", PGD(steps=1), peft=peft)
+    model = method.prepare(model)
+    params = _peft_params(model)
+    assert params
+    method.train_mode(model)
+    first = "lora_B" if peft == "lora" else "adapter.up"
+    loss, _ = method.loss(model, *_batch(), torch.Generator().manual_seed(0))
+    loss.backward()
+    for n, p in params:
+        if first in n:
+            assert p.grad is not None and p.grad.abs().sum() > 0, f"{n}: no gradient at step 0"
+    torch.optim.SGD([p for _, p in method.trainable_parameters(model)], lr=0.1).step()
+    model.zero_grad()
+    loss, _ = method.loss(model, *_batch(seed=1), torch.Generator().manual_seed(1))
+    loss.backward()
+    dead = [n for n, p in params if p.grad is None or p.grad.abs().sum() == 0]
+    assert not dead, f"PEFT parameters without gradient after one update: {dead}"
+
+
+def _randomize_lora(model: nn.Module) -> None:
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for m in lora_layers(model):
+            for p in [*m.lora_A.parameters(), *m.lora_B.parameters()]:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+
+
+@pytest.mark.parametrize("kind", ["vit", "swin"])
+def test_lora_acts_on_q_and_v_not_k(kind):
+    model = _model(kind).eval()
+    create_method("roli", PGD(), peft="lora").prepare(model)
+    _randomize_lora(model)
+    layer = lora_layers(model)[0]
+    d = layer.base_layer.out_features // 3
+    tokens = torch.randn(2, 7, layer.base_layer.in_features)
+    with torch.no_grad():
+        out, base = layer(tokens), layer.base_layer(tokens)
+    assert torch.equal(out[..., d:2 * d], base[..., d:2 * d]), "k must be untouched"
+    assert not torch.allclose(out[..., :d], base[..., :d]) and not torch.allclose(out[..., 2 * d:], base[..., 2 * d:])
+
+
+@pytest.mark.parametrize("kind", list(ARCHS))
+def test_lora_merge_gives_a_plain_model_with_the_same_logits(kind):
+    model = _model(kind)
+    method = create_method("roli", PGD(), peft="lora")
+    model = method.prepare(model)
+    _randomize_lora(model)
+    x = _batch(4, seed=2)[0]
+    model.eval()
+    with torch.no_grad():
+        expected = model(x)
+    merged = method.finalize(model, None).eval()
+    assert not lora_layers(merged)
+    plain = _model(kind, seed=9).eval()
+    load_state_dict_into(plain, merged.state_dict())  # strict: the source architecture's keys exactly
+    with torch.no_grad():
+        assert torch.allclose(plain(x), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", list(ARCHS))
+def test_adapter_export_reloads_into_rebuilt_architecture(kind):
+    model = _model(kind)
+    method = create_method("roli", PGD(), peft="adapter")
+    model = method.prepare(model)
+    with torch.no_grad():
+        for m in adapter_modules(model):
+            m.up.weight.normal_(0, 0.1)
+    exported = method.finalize(model, None).eval()
+    rebuilt = method.export_architecture(_model(kind, seed=9)).eval()
+    load_state_dict_into(rebuilt, exported.state_dict())
+    x = _batch(4)[0]
+    with torch.no_grad():
+        assert torch.equal(rebuilt(x), exported(x))
+
+
+@pytest.mark.parametrize(("peft", "bn_adapts"), [("full", True), ("bias", True), ("lora", False), ("adapter", False)])
+def test_stage2_bn_modes(peft, bn_adapts):
+    model = _model("cnn")
+    method = create_method("roli", PGD(), peft=peft)
+    method.train_mode(method.prepare(model))
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(m.training == bn_adapts for m in bns)
+    assert model.fc.training
+
+
+def test_stage1_from_loads_that_runs_head(tmp_path):
+    source = _model("cnn", seed=4)
+    stage1_checkpoint(tmp_path).parent.mkdir(parents=True)
+    torch.save(source.state_dict(), stage1_checkpoint(tmp_path))
+    method = create_method("roli", PGD(), stage1_from=str(tmp_path))
+    assert [s.name for s in method.stages()] == ["ft"]
+    model = _model("cnn", seed=0)
+    method.setup(model, SimpleNamespace(log=lambda s: None))
+    assert torch.equal(model.fc.weight, source.fc.weight) and torch.equal(model.fc.bias, source.fc.bias)
+    assert not torch.equal(model.conv1.weight, source.conv1.weight), "only the head is taken"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# whole runs through the CLI
+# ---------------------------------------------------------------------------------------------------------------
+# The CLI with roli registered (methods/__init__ does not import it yet); every run in one child process.
+_CLI = ("import json, sys, robustft.methods.roli; from robustft.cli import main; "
+        "sys.exit(max(main(args) for args in json.loads(sys.argv[1])))")
+_SMALL = ("--epochs", "1", "--set", "method_args.lp_epochs=1", "--set", "data.train_n=64", "--set", "data.test_n=16")
+TINY_LR = "1.0e-30"  # (YAML needs the dot) stage 2 moves nothing: its exported head must be the head it started from
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_task, tmp_path_factory):
+    data, ckpt = tiny_task
+    out = tmp_path_factory.mktemp("roli_runs")
+    argv = [finetune_args(data, ckpt, out, peft, "--method", "roli", "--peft", peft, *_SMALL) for peft in VARIANTS]
+    argv[0] += ["--set", f"optim.lr={TINY_LR}"]  # full: check the hand-over of the head through the engine
+    argv.append(finetune_args(data, ckpt, out, "ranli", "--method", "ranli", "--peft", "bias", *_SMALL))
+    argv.append(finetune_args(data, ckpt, out, "reuse", "--method", "roli", "--peft", "lora", *_SMALL,
+                              "--set", f"method_args.stage1_from={out / 'lora'}", "--set", f"optim.lr={TINY_LR}"))
+    run_ok([sys.executable, "-c", _CLI, json.dumps(argv)])
+    return out
+
+
+def _head(path) -> dict[str, torch.Tensor]:
+    state = torch.load(path, weights_only=True)
+    return {k: v for k, v in state.items() if k.startswith("fc.")}
+
+
+def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
+    return a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=0, atol=1e-12) for k in a)
+
+
+@pytest.mark.parametrize("peft", VARIANTS)
+def test_cli_runs_both_stages_and_exports(runs, peft):
+    run_dir = runs / peft
+    results = json.loads((run_dir / "results.json").read_text())
+    assert list(results["stages"]) == ["lp", "ft"]
+    for stage in ("stage1_lp", "stage2_ft"):
+        assert (run_dir / stage / "best.pt").is_file() and (run_dir / stage / "metrics.jsonl").is_file()
+    stage1 = torch.load(run_dir / "stage1_lp" / "best.pt", weights_only=True)
+    source = create_model("cifar_resnet20", num_classes=4, width=4).state_dict()
+    assert stage1.keys() == source.keys()
+    exported = torch.load(run_dir / "model.pt", weights_only=True)
+    method = create_method("roli", PGD(), peft=peft)
+    plain = method.export_architecture(create_model("cifar_resnet20", num_classes=4, width=4))
+    load_state_dict_into(plain, exported)  # lora merged (plain keys), adapters rebuilt, full/bias plain
+    if peft == "lora":
+        assert exported.keys() == source.keys()
+
+
+def test_cli_stage2_starts_from_stage1_head(runs):
+    assert _same(_head(runs / "full" / "stage2_ft" / "best.pt"), _head(runs / "full" / "stage1_lp" / "best.pt"))
+    assert not _same(_head(runs / "bias" / "stage2_ft" / "best.pt"), _head(runs / "bias" / "stage1_lp" / "best.pt"))
+
+
+def test_cli_ranli_has_no_probe_stage(runs):
+    run_dir = runs / "ranli"
+    assert not (run_dir / "stage1_lp").exists() and (run_dir / "best.pt").is_file()
+    assert list(json.loads((run_dir / "results.json").read_text())["stages"]) == ["ft"]
+
+
+def test_cli_stage1_from_reuses_the_probed_head(runs):
+    run_dir = runs / "reuse"
+    assert not (run_dir / "stage1_lp").exists()
+    assert list(json.loads((run_dir / "results.json").read_text())["stages"]) == ["ft"]
+    assert _same(_head(run_dir / "model.pt"), _head(runs / "lora" / "stage1_lp" / "best.pt"))
