@@ -50,8 +50,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ._io import atomic_write_json
     from .attacks import create_attack, parse_eps
     from .data import load_dataset
-    from .eval import balanced_subset, evaluate
-    from .models import load_model
+    from .engine import load_exported_model
+    from .eval import balanced_subset, evaluate, evaluate_corruptions
     from .runtime import provenance, resolve_device, seed_everything
 
     device = resolve_device(args.device)
@@ -62,8 +62,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                         device=device)
     if balanced:
         data = balanced_subset(data, args.n)
-    model = load_model(args.arch, args.checkpoint, num_classes=data.num_classes,
-                       normalization=args.normalization).to(device)
+    model = load_exported_model(args.arch, args.checkpoint, num_classes=data.num_classes,
+                                normalization=args.normalization).to(device)
     channels_last = not args.no_channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -79,9 +79,57 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"n={result.n}  clean {result.clean_acc:.4f}  " + "  ".join(
         f"{k} {v:.4f}" for k, v in result.robust_acc.items()) + f"  worst-case {result.worst_case_acc:.4f}"
           f"  ({result.timing['total']:.1f} s)")
+    if args.corruptions:
+        corrupted = evaluate_corruptions(model, data, args.corruptions, args.severity, seed=args.seed,
+                                         batch_size=args.batch_size, channels_last=channels_last,
+                                         corruption_dir=args.corruption_dir,
+                                         n=args.n if args.corruption_dir else None)
+        record["corruptions"] = corrupted.to_dict()
+        print(corrupted.table())
+        print(f"mean corruption accuracy {corrupted.mean:.4f} over {len(corrupted.accuracy)} corruptions x "
+              f"{len(corrupted.severities)} severities ({corrupted.timing_s:.1f} s)")
     if args.json:
         atomic_write_json(record, args.json)
         print(f"wrote {args.json}")
+    return 0
+
+
+def cmd_mrc(args: argparse.Namespace) -> int:
+    """Module robust criticality of every Conv2d/Linear module of a checkpoint: table, bar plot, JSON."""
+    from .attacks import parse_eps
+    from .data import load_dataset
+    from .engine import load_exported_model
+    from .eval import balanced_subset
+    from .eval.mrc import mrc_examples, mrc_profile
+    from .methods.rift import save_mrc
+    from .runtime import provenance, resolve_device, seed_everything
+
+    if args.split == "test":
+        raise UserError("MRC examples come from training data (train or val), never from the test split")
+    device = resolve_device(args.device)
+    seed_everything(args.seed)
+    balanced = args.class_balanced and args.n is not None
+    data = load_dataset(args.data, args.split, root=args.data_root, val_fraction=args.val_fraction,
+                        split_seed=args.split_seed, image_size=args.image_size, device=device)
+    if balanced:
+        data = balanced_subset(data, args.n)
+    model = load_exported_model(args.arch, args.checkpoint, num_classes=data.num_classes,
+                                normalization=args.normalization).to(device)
+    x_adv, y = mrc_examples(model, data, None if balanced else args.n, eps=parse_eps(args.attack_eps),
+                            steps=args.attack_steps, step_size=parse_eps(args.attack_step_size), seed=args.seed,
+                            batch_size=args.batch_size)
+    profile = mrc_profile(model, x_adv, y, modules=args.modules.split(",") if args.modules else None, eps=args.eps,
+                          steps=args.steps, lr=args.lr, batch_size=args.batch_size, impl=args.impl,
+                          log=print if args.verbose else None)
+    profile.examples = {"data": args.data, "split": args.split, "n": len(y), "class_balanced": balanced,
+                        "attack": f"pgd{args.attack_steps} linf {args.attack_eps} step {args.attack_step_size}",
+                        "seed": args.seed}
+    paths = save_mrc(profile, args.out_dir, extra={"checkpoint": args.checkpoint, "arch": args.arch,
+                                                   "provenance": provenance(args.seed)})
+    print(profile.table())
+    print(f"lowest MRC: {profile.lowest()}  (origin loss {profile.origin_loss:.4f}, acc {profile.origin_acc:.4f}; "
+          f"{profile.wall_s:.1f} s)")
+    print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
 
 
@@ -150,7 +198,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW (channels_last is faster on CPU/GPU)")
     p.add_argument("--json", type=Path, default=None, help="write the results (with provenance) to this JSON file")
+    p.add_argument("--corruptions", default=None,
+                   help="also common-corruption accuracy: all | comma list (e.g. gaussian_noise,fog); generated with "
+                        "the CIFAR-10-C parameters unless --corruption-dir")
+    p.add_argument("--severity", default="all", help="corruption severities: all | 1-5 | 3 | 1,3,5")
+    p.add_argument("--corruption-dir", default=None,
+                   help="published CIFAR-10-C-style directory (<name>.npy + labels.npy) to evaluate instead "
+                        "(--n then subsets each severity)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("mrc", help="module robust criticality (RiFT) of every Conv2d/Linear module: table, plot, JSON")
+    _add_model_args(p)
+    _add_data_args(p, split="train")
+    p.set_defaults(n=512)
+    p.add_argument("--eps", type=float, default=0.1, help="relative weight-perturbation radius ‖Δw‖ ≤ eps‖w‖")
+    p.add_argument("--steps", type=int, default=10, help="gradient-ascent iterations per module")
+    p.add_argument("--lr", type=float, default=1.0, help="gradient-ascent step")
+    p.add_argument("--impl", default="fast", choices=["fast", "reference"],
+                   help="fast: only the module's downstream subgraph runs; reference: whole-model passes")
+    p.add_argument("--modules", default=None, help="comma list of module names (default: every Conv2d/Linear)")
+    p.add_argument("--attack-eps", default="8/255", help="L∞ budget of the PGD examples")
+    p.add_argument("--attack-steps", type=int, default=10, help="PGD steps of the examples")
+    p.add_argument("--attack-step-size", default="2/255", help="PGD step of the examples")
+    p.add_argument("--batch-size", type=int, default=512, help="examples per forward (memory only)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--seed", type=int, default=0, help="seed of the PGD random starts")
+    p.add_argument("--out-dir", type=Path, default=Path("mrc"), help="where mrc.json, mrc.txt and mrc.png go")
+    p.add_argument("--verbose", action="store_true", help="print each module's result as it is computed")
+    p.set_defaults(func=cmd_mrc)
 
     for name, text in (("finetune", "fine-tune a robust source model (validation-only selection)"),
                        ("pretrain", "adversarial training from scratch (PGD-AT / TRADES)")):

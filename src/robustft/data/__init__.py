@@ -4,6 +4,7 @@
 ``iterate_batches`` turns the result into float batches, with ``Augment`` applied on the batch's device.
 """
 
+from .cifar_c import available_corruptions, load_corrupted
 from .dataset import ArrayDataset
 from .load import NAMED_DATASETS, load_dataset, open_source
 from .loader import iterate_batches, num_batches
@@ -13,7 +14,8 @@ from .splits import SPLITS, stratified_split, subset_indices
 from .transforms import Augment, random_crop, random_hflip, resize
 
 __all__ = [
-    "ArrayDataset", "Augment", "NAMED_DATASETS", "SPLITS", "Source", "default_cache_dir", "default_data_root",
+    "ArrayDataset", "Augment", "available_corruptions", "load_corrupted",
+    "NAMED_DATASETS", "SPLITS", "Source", "default_cache_dir", "default_data_root",
     "iterate_batches", "load_dataset", "num_batches", "open_source", "random_crop", "random_hflip", "resize",
     "stratified_split", "subset_indices",
 ]

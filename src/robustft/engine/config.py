@@ -73,14 +73,32 @@ class EvalConfig:
     """Per-epoch validation, the selection rule, and the final test evaluation."""
 
     val_steps: int = field(default=10, metadata={"help": "PGD steps of the per-epoch validation attack"})
-    select: str = field(default="robust_acc", metadata={"help": "robust_acc | clean_acc | sum (clean + robust)"})
+    select: str = field(default="auto", metadata={
+        "help": "auto (clean_acc for clean objectives, robust_acc otherwise) | robust_acc | clean_acc | sum"})
     test_steps: int = field(default=20, metadata={"help": "PGD steps at test time"})
     test_attacks: list[str] = field(default_factory=lambda: ["pgd"], metadata={"help": "pgd | fgsm | autoattack"})
     autoattack_n: int | None = field(default=None, metadata={"help": "test subset for autoattack (class-balanced)"})
+    corruptions: list[str] = field(default_factory=list, metadata={
+        "help": "common corruptions tested at the end: [all] or names (see robustft.eval.corruptions)"})
+    corruption_severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5], metadata={
+        "help": "corruption severities (1..5); the reported mean is over every corruption and severity"})
+    corruption_n: int | None = field(default=None, metadata={
+        "help": "evenly spaced test images corrupted (per severity with corruption_dir); default: the test split"})
+    corruption_dir: str | None = field(default=None, metadata={
+        "help": "published CIFAR-10-C-style directory (<name>.npy + labels.npy) instead of generated corruptions"})
+    test_source: bool = field(default=False, metadata={
+        "help": "also test the source model (before fine-tuning) with the same attacks/corruptions: before and "
+                "after in one results.json (test_source)"})
 
     def __post_init__(self) -> None:
-        if self.select not in ("robust_acc", "clean_acc", "sum"):
-            raise UserError(f"eval.select must be robust_acc, clean_acc or sum, got {self.select!r}")
+        if self.select not in ("auto", "robust_acc", "clean_acc", "sum"):
+            raise UserError(f"eval.select must be auto, robust_acc, clean_acc or sum, got {self.select!r}")
+        if self.corruptions:
+            from ..eval.corruptions import parse_corruptions, parse_severities
+
+            if self.corruption_dir is None:
+                parse_corruptions(self.corruptions)
+            parse_severities(self.corruption_severities)
 
 
 @dataclass
@@ -153,6 +171,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):

@@ -16,13 +16,23 @@ from ..data import ArrayDataset, load_dataset
 from ..errors import UserError
 from ..eval import balanced_subset, evaluate
 from ..methods import RunContext, Stage, create_method
-from ..models import create_model, load_classifier, load_model, replace_head, save_state_dict
+from ..methods.roli import stage1_checkpoint
+from ..models import (
+    create_model,
+    load_classifier,
+    load_model,
+    load_state_dict_into,
+    read_state_dict,
+    replace_head,
+    save_state_dict,
+    set_normalization,
+)
 from ..runtime import provenance, seed_everything
 from .config import RunConfig, apply_overrides, from_dict, to_dict
 from .distributed import DistInfo, barrier, cleanup, init_distributed
 from .train import BEST, fit
 
-__all__ = ["run", "default_run_dir", "build_source_model", "export_model"]
+__all__ = ["run", "default_run_dir", "build_source_model", "export_model", "load_exported_model"]
 
 RESULTS, CONFIG, MODEL, CARD = "results.json", "config.yaml", "model.pt", "model.json"
 
@@ -61,7 +71,7 @@ def load_head(model: nn.Module, source: str) -> None:
     """Copy a classifier from a checkpoint, or from ``roli:RUN_DIR`` (the best stage-1 head of a RoLI/LP-FT run)."""
     path = Path(source)
     if source.startswith("roli:"):
-        path = Path(source.removeprefix("roli:")) / "stage1_lp" / BEST
+        path = stage1_checkpoint(source.removeprefix("roli:"))
         if not path.is_file():
             raise UserError(f"{source}: {path} does not exist (expected a finished RoLI or LP-FT run directory)")
     load_classifier(model, path)
@@ -89,6 +99,25 @@ def export_model(model: nn.Module, cfg: RunConfig, classes: list[str], run_dir: 
     atomic_write_json(card, run_dir / CARD)
 
 
+def load_exported_model(arch: str, checkpoint: str | Path | None, *, num_classes: int | None = None,
+                        normalization: str | None = None) -> nn.Module:
+    """Load a checkpoint for evaluation. A robustft export (``model.json`` card beside it) is rebuilt with its run's
+    architecture options and its method's export structure (e.g. RoLI adapters); anything else via ``load_model``."""
+    card_path = Path(checkpoint).with_suffix(".json") if checkpoint else None
+    if card_path is None or not card_path.is_file():
+        return load_model(arch, checkpoint, num_classes=num_classes, normalization=normalization)
+    card = json.loads(card_path.read_text())
+    recipe = card.get("recipe", {})
+    if card.get("arch", arch) != arch:
+        raise UserError(f"{checkpoint} was exported for --arch {card['arch']}, not {arch}")
+    model = create_model(arch, num_classes or card["num_classes"], **recipe.get("model", {}).get("options", {}))
+    method = create_method(card["method"], PGD(), **recipe.get("method_args", {}))
+    load_state_dict_into(method.export_architecture(model), read_state_dict(checkpoint))
+    if normalization is not None:
+        set_normalization(model, normalization)
+    return model
+
+
 def _load(cfg: RunConfig, split: str, n: int | None, device: torch.device) -> ArrayDataset:
     """One split of the configured dataset on ``device``."""
     d = cfg.data
@@ -97,17 +126,32 @@ def _load(cfg: RunConfig, split: str, n: int | None, device: torch.device) -> Ar
 
 
 def _test(model: nn.Module, cfg: RunConfig, eps: float, device: torch.device) -> dict[str, Any]:
-    """Clean/PGD (and optional AutoAttack on a class-balanced subset) on the test split — the only test use."""
+    """Clean/PGD (and optional AutoAttack on a class-balanced subset, optional common corruptions) on the test
+    split — the only test use. With ``eval.test_source`` the source model, rebuilt from its checkpoint, gets the same
+    evaluation under ``test_source``: before/after in one record, each model tested once."""
+    from ..eval import evaluate_corruptions
+
     test = _load(cfg, "test", cfg.data.test_n, device)
     options = dict(eps=eps, norm=cfg.attack.norm, steps=cfg.eval.test_steps, seed=cfg.train.seed)
     attacks = [create_attack(a, **options) for a in cfg.eval.test_attacks if a != "autoattack"]
-    out = {"test": evaluate(model, test, attacks, batch_size=cfg.data.eval_batch_size, seed=cfg.train.seed,
-                            channels_last=cfg.train.channels_last).to_dict()}
-    if "autoattack" in cfg.eval.test_attacks:
-        subset = balanced_subset(test, cfg.eval.autoattack_n or len(test))
-        out["test_autoattack"] = evaluate(model, subset, [create_attack("autoattack", **options)],
-                                          batch_size=cfg.data.eval_batch_size, seed=cfg.train.seed,
-                                          channels_last=cfg.train.channels_last).to_dict()
+    batch, cl, seed = cfg.data.eval_batch_size, cfg.train.channels_last, cfg.train.seed
+
+    def measure(m: nn.Module) -> dict[str, Any]:
+        out = {"test": evaluate(m, test, attacks, batch_size=batch, seed=seed, channels_last=cl).to_dict()}
+        if "autoattack" in cfg.eval.test_attacks:
+            subset = balanced_subset(test, cfg.eval.autoattack_n or len(test))
+            out["test_autoattack"] = evaluate(m, subset, [create_attack("autoattack", **options)], batch_size=batch,
+                                              seed=seed, channels_last=cl).to_dict()
+        if cfg.eval.corruptions:
+            out["test_corruptions"] = evaluate_corruptions(
+                m, test, cfg.eval.corruptions, cfg.eval.corruption_severities, seed=seed, batch_size=batch,
+                channels_last=cl, corruption_dir=cfg.eval.corruption_dir, n=cfg.eval.corruption_n).to_dict()
+        return out
+
+    out = measure(model)
+    if cfg.eval.test_source:
+        source = build_source_model(cfg, test.num_classes).to(device)
+        out["test_source"] = measure(source.to(memory_format=torch.channels_last) if cl else source)
     return out
 
 
@@ -171,6 +215,7 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Calla
                                          "run_dir": str(stage_dir)}
     model = method.finalize(model, ctx)
     if info.is_main:
+        results.update(method.results())
         results.update(_test(model, cfg, eps, device))
         results["wall_s"] = time.perf_counter() - start
         results["provenance"] = provenance(cfg.train.seed)

@@ -165,6 +165,7 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
         start_epoch, history, best = state["epoch"], state["history"], state["best"]
         log(f"resumed from {run_dir / LAST} after epoch {start_epoch}")
     augment = augment_for(cfg)
+    rule = method.select_rule if cfg.eval.select == "auto" else cfg.eval.select
     # diagnostics: the convolution weights the optimizer updates (TWINS argues from their norms)
     conv_weights = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d) and m.weight.requires_grad]
     diagnostics = cfg.train.diagnostics and bool(conv_weights)
@@ -221,7 +222,7 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
         metrics.update(_validate(model, val, val_attack, cfg, info, epoch))
         metrics["epoch_s"] = time.perf_counter() - t0
         history.append(metrics)
-        improved = not best or select_value(metrics, cfg.eval.select) > select_value(best, cfg.eval.select)
+        improved = not best or select_value(metrics, rule) > select_value(best, rule)
         if improved:
             best = dict(metrics)
         if info.is_main:

@@ -94,6 +94,19 @@ class Method:
         """Turn the trained model into the exported one (e.g. merge adapters, drop a wing, interpolate)."""
         return model
 
+    def export_architecture(self, model: nn.Module) -> nn.Module:
+        """Give a fresh source-architecture model the structure ``finalize`` exports (e.g. unmergeable adapters)."""
+        return model
+
+    def results(self) -> dict[str, Any]:
+        """Method-specific record merged into results.json (e.g. RiFT's module, α*, α-curve); none by default."""
+        return {}
+
+    @property
+    def select_rule(self) -> str:
+        """What ``eval.select: auto`` maximizes: clean accuracy for clean objectives, robust accuracy otherwise."""
+        return "clean_acc" if self.cfg.objective == "clean" else "robust_acc"
+
     # -- objective ---------------------------------------------------------------------------------------------
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor,
              generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

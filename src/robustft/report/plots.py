@@ -5,7 +5,7 @@ from typing import Any
 
 from ..errors import UserError
 
-__all__ = ["plot_clean_vs_robust", "plot_training_curves", "plot_norm_diagnostics"]
+__all__ = ["plot_clean_vs_robust", "plot_training_curves", "plot_norm_diagnostics", "plot_alpha_curves", "plot_mrc"]
 
 
 def _pyplot():
@@ -76,6 +76,54 @@ def plot_norm_diagnostics(histories: dict[str, list[dict[str, Any]]], path: str 
         ax.grid(alpha=0.3)
     axes[2].set_yscale("log")
     axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_alpha_curves(curve: list[dict[str, Any]], path: str | Path, chosen: float | None = None,
+                      tolerance: float | None = None, title: str = "RiFT interpolation (validation)") -> Path:
+    """Validation clean and robust accuracy against the interpolation weight α (0 = source, 1 = fine-tuned), with
+    the chosen α* marked and the admissible robust-accuracy floor (robust at α=0 minus the tolerance) drawn."""
+    plt = _pyplot()
+    alphas = [r["alpha"] for r in curve]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    ax.plot(alphas, [100 * r["val_clean_acc"] for r in curve], marker="o", label="clean")
+    ax.plot(alphas, [100 * r["val_robust_acc"] for r in curve], marker="s", label="robust (PGD)")
+    base = next((r for r in curve if r["alpha"] == 0), None)
+    if base is not None and tolerance is not None:
+        ax.axhline(100 * (base["val_robust_acc"] - tolerance), color="gray", linestyle=":", linewidth=1,
+                   label="robust floor (α=0 − tolerance)")
+    if chosen is not None:
+        ax.axvline(chosen, color="black", linestyle="--", linewidth=1, label=f"α* = {chosen:g}")
+    ax.set_xlabel("α  (θ = α·θ_ft + (1−α)·θ_AT)")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_mrc(profile: dict[str, Any], path: str | Path, title: str | None = None) -> Path:
+    """Bar plot of module robust criticality in network order (an MRC profile's ``to_dict()``); the chosen (or
+    lowest) module highlighted."""
+    plt = _pyplot()
+    modules = profile["modules"]
+    chosen = profile.get("chosen") or profile.get("lowest")
+    names = [m["name"] for m in modules]
+    fig, ax = plt.subplots(figsize=(max(6.0, 0.32 * len(names) + 2), 4.2), dpi=120)
+    colors = ["tab:red" if n == chosen else "tab:blue" for n in names]
+    ax.bar(range(len(names)), [m["mrc"] for m in modules], color=colors)
+    ax.set_xticks(range(len(names)))
+    ax.set_xticklabels(names, rotation=75, ha="right", fontsize=7)
+    ax.set_ylabel("MRC (max loss increase)")
+    ax.set_title(title or f"module robust criticality (ε={profile['eps']:g}, {profile['steps']} steps, "
+                          f"n={profile['n']}); red: {chosen}", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

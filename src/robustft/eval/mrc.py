@@ -1,0 +1,446 @@
+"""Module robust criticality (MRC, Zhu et al., ICCV 2023): how much the loss on fixed adversarial examples can rise
+when one module's weight alone moves inside a relative ball, ‖Δw‖₂ ≤ ε‖w‖₂.
+
+For every Conv2d/Linear weight w, projected gradient *ascent* on Δw (everything else fixed, the model in eval mode)
+from Δw = 0: ``steps`` iterations of Δw ← Proj(Δw + lr·∇L(w + Δw)), L the mean cross-entropy over all examples
+(a full-batch gradient, accumulated over chunks of ``batch_size``). Each iterate's loss is evaluated;
+MRC(w) = max over the iterates, Δw = 0 included, of L(w + Δw) − L(w) ≥ 0.
+
+Two implementations of exactly that procedure:
+
+- ``reference``: the straightforward one, as the official code runs it — a full-model forward with the perturbed
+  weight for every ascent step, and another full forward to evaluate each iterate.
+- ``fast`` (default): only the chosen weight changes, so everything upstream of the module is constant. The model is
+  traced once (torch.fx) and, per module, split into a *head* (computed once, no grad: the module's input and every
+  other upstream value the rest of the network reads, e.g. a residual shortcut) and a *tail* (the module, called with
+  the perturbed weight, and everything downstream). Ascent runs the tail only; in the tail every other conv→BN pair
+  is folded into one convolution with constant weights (BN is in eval mode), and the forward of ascent step t+1 is
+  also the evaluation of iterate t, so no separate evaluation pass is needed. A module the trace cannot isolate
+  (untraceable model, a module called more than once) falls back to the reference procedure for that module; the
+  profile says so.
+"""
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.fx
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+
+from ..attacks import PGD, eval_mode
+from ..attacks.fold import eval_affine
+from ..data import ArrayDataset, iterate_batches, subset_indices
+from ..errors import UserError
+
+__all__ = ["MRCProfile", "ModuleMRC", "mrc_profile", "mrc_scores", "mrc_examples", "candidate_modules",
+           "project_relative", "IMPLEMENTATIONS"]
+
+IMPLEMENTATIONS = ("fast", "reference")
+WEIGHT_TYPES = (nn.Conv2d, nn.Linear)
+
+
+@dataclass
+class ModuleMRC:
+    """One module's result: MRC, the worst iterate's loss/accuracy, and the Δw that reached it."""
+
+    name: str
+    mrc: float
+    max_loss: float
+    acc_at_max: float
+    best_step: int  # 0: no iterate raised the loss above the unperturbed one
+    weight_norm: float
+    delta_norm: float
+    numel: int
+    impl: str  # "fast", or "reference" (also when the fast path fell back)
+    note: str = ""
+    wall_s: float = 0.0
+    delta: torch.Tensor | None = field(default=None, repr=False)
+
+
+@dataclass
+class MRCProfile:
+    """Every module's MRC on one set of adversarial examples, in network (call) order."""
+
+    n: int
+    eps: float
+    steps: int
+    lr: float
+    impl: str
+    origin_loss: float
+    origin_acc: float
+    modules: list[ModuleMRC]
+    wall_s: float = 0.0
+    examples: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def scores(self) -> dict[str, float]:
+        """Module name → MRC."""
+        return {m.name: m.mrc for m in self.modules}
+
+    def ranking(self) -> list[str]:
+        """Module names from least to most robust-critical (ties keep network order)."""
+        return [m.name for m in sorted(self.modules, key=lambda m: m.mrc)]
+
+    def lowest(self) -> str:
+        """The non-robust-critical module: the lowest MRC (the earliest in network order on ties)."""
+        return self.ranking()[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready record (Δw tensors left out)."""
+        d = {k: v for k, v in asdict(self).items() if k != "modules"}
+        d["modules"] = [{k: v for k, v in asdict(m).items() if k != "delta"} for m in self.modules]
+        d["ranking"] = self.ranking()
+        d["lowest"] = self.lowest() if self.modules else None
+        return d
+
+    def table(self) -> str:
+        """A plain-text table in network order, the lowest MRC marked."""
+        lowest = self.lowest() if self.modules else None
+        width = max([len("module"), *(len(m.name) for m in self.modules)])
+        lines = [f"{'module':<{width}}  {'MRC':>8}  {'max loss':>8}  {'acc drop':>8}  {'params':>9}  impl",
+                 f"{'(unperturbed)':<{width}}  {'':>8}  {self.origin_loss:8.4f}  {'':>8}  {'':>9}"]
+        for m in self.modules:
+            mark = "  <- lowest" if m.name == lowest else ""
+            lines.append(f"{m.name:<{width}}  {m.mrc:8.4f}  {m.max_loss:8.4f}  "
+                         f"{100 * (self.origin_acc - m.acc_at_max):7.2f}%  {m.numel:9,d}  {m.impl}{mark}")
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Shared pieces
+# ---------------------------------------------------------------------------------------------------------------
+def project_relative(delta: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """Scale ``delta`` back onto the ball ‖Δ‖₂ ≤ eps·‖w‖₂ when it lies outside (the official projection)."""
+    radius = eps * weight.norm()
+    norm = delta.norm()
+    return delta * (radius / norm) if norm > radius else delta
+
+
+def candidate_modules(model: nn.Module, example: torch.Tensor) -> list[str]:
+    """Names of the Conv2d/Linear modules the forward of ``example`` calls, in call order (unused modules, such as
+    the unused blocks some WideResNet files define, are left out)."""
+    called: list[str] = []
+    handles = [m.register_forward_hook(lambda mod, inp, out, n=name: called.append(n))
+               for name, m in model.named_modules() if isinstance(m, WEIGHT_TYPES)]
+    try:
+        with torch.no_grad(), eval_mode(model) as bare:
+            bare(example)
+    finally:
+        for h in handles:
+            h.remove()
+    return list(dict.fromkeys(called))
+
+
+def mrc_examples(model: nn.Module, data: ArrayDataset, n: int | None = 512, *, eps: float = 8 / 255, steps: int = 10,
+                 step_size: float = 2 / 255, seed: int = 0,
+                 batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """The fixed adversarial examples MRC is measured on: PGD (L∞, random start; default PGD-10 ε 8/255 step 2/255)
+    against ``model`` on ``n`` evenly spaced samples of ``data`` — pass a *training* split, never test."""
+    if n is not None:
+        data = data.subset(subset_indices(len(data), min(n, len(data))).to(data.y.device))
+    attack = PGD(eps=eps, steps=steps, step_size=step_size, norm="linf", name="mrc_pgd")
+    generator = torch.Generator(device=data.x.device).manual_seed(seed)
+    xs, ys = [], []
+    for x, y in iterate_batches(data, batch_size):
+        xs.append(attack.perturb(model, x, y, generator=generator).detach())
+        ys.append(y)
+    return torch.cat(xs), torch.cat(ys)
+
+
+def _chunks(n: int, size: int) -> list[slice]:
+    """Consecutive slices of at most ``size`` covering ``range(n)``."""
+    return [slice(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+@torch.no_grad()
+def _loss_and_correct(forward: Callable[[slice], torch.Tensor], y: torch.Tensor,
+                      chunks: list[slice]) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy of ``forward(chunk)`` over all chunks."""
+    total, correct = 0.0, 0.0
+    for s in chunks:
+        logits = forward(s).float()
+        total += F.cross_entropy(logits, y[s], reduction="sum").item()
+        correct += (logits.argmax(1) == y[s]).sum().item()
+    return total / len(y), correct / len(y)
+
+
+def _ascend(weight: torch.Tensor, y: torch.Tensor, chunks: list[slice], eps: float, steps: int, lr: float,
+            forward: Callable[[torch.Tensor, slice], torch.Tensor], origin: tuple[float, float],
+            reuse_forward: bool) -> tuple[float, float, int, torch.Tensor]:
+    """Projected gradient ascent on Δw; returns (max loss, accuracy there, its step, its Δw) — Δw = 0 included.
+
+    ``forward(delta, chunk)`` gives the logits of a chunk with weight w + delta. With ``reuse_forward`` the loss of
+    iterate t is taken from the (gradient) forward of step t+1, which evaluates exactly that iterate; otherwise each
+    iterate is evaluated by a separate no-grad pass, as the official code does.
+    """
+    n = len(y)
+    delta = torch.zeros_like(weight)
+    best = (origin[0], origin[1], 0, delta.clone())
+    pending: int | None = None  # iterate whose loss the next gradient forward will give (reuse_forward)
+    for step in range(1, steps + 1):
+        d = delta.detach().requires_grad_(True)
+        grad = torch.zeros_like(weight)
+        loss_sum, correct = 0.0, 0.0
+        for s in chunks:
+            logits = forward(d, s).float()
+            loss = F.cross_entropy(logits, y[s], reduction="sum")
+            (g,) = torch.autograd.grad(loss / n, d)
+            grad += g
+            loss_sum += loss.item()
+            correct += (logits.argmax(1) == y[s]).sum().item()
+        if pending is not None and loss_sum / n > best[0]:
+            best = (loss_sum / n, correct / n, pending, delta.clone())
+        with torch.no_grad():
+            delta = project_relative(delta + lr * grad, weight, eps)
+        if reuse_forward:
+            pending = step
+            continue
+        loss_t, acc_t = _loss_and_correct(lambda s, d=delta: forward(d, s), y, chunks)
+        if loss_t > best[0]:
+            best = (loss_t, acc_t, step, delta.clone())
+    if reuse_forward and pending is not None:  # the last iterate has no following step: evaluate it
+        loss_t, acc_t = _loss_and_correct(lambda s: forward(delta, s), y, chunks)
+        if loss_t > best[0]:
+            best = (loss_t, acc_t, pending, delta.clone())
+    return best
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fast path: the downstream subgraph of one module
+# ---------------------------------------------------------------------------------------------------------------
+class _Tracer(torch.fx.Tracer):
+    """Trace through containers; a module owning parameters or buffers stays one call (so it can be targeted)."""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        return (super().is_leaf_module(m, qualname) or any(True for _ in m.parameters(recurse=False))
+                or any(True for _ in m.buffers(recurse=False)))
+
+
+class _WithWeight(nn.Module):
+    """Calls ``module`` with its weight replaced by a given tensor (and its following eval-mode BN folded in, when
+    there is one): the only differentiable step of the tail."""
+
+    def __init__(self, module: nn.Module, norm: nn.Module | None) -> None:
+        super().__init__()
+        self.module, self.norm = module, norm
+
+    def forward(self, weight: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        if self.norm is None:
+            return functional_call(self.module, {"weight": weight}, args, kwargs)
+        scale, shift = eval_affine(self.norm)
+        conv: nn.Conv2d = self.module
+        bias = shift if conv.bias is None else shift + conv.bias * scale
+        return conv._conv_forward(args[0], weight * scale.view(-1, 1, 1, 1), bias)
+
+
+class _ConstFoldedConv(nn.Module):
+    """conv → eval-mode BN as one convolution whose folded weight and bias are computed once (they are constants
+    while MRC runs)."""
+
+    def __init__(self, conv: nn.Conv2d, norm: nn.Module) -> None:
+        super().__init__()
+        with torch.no_grad():
+            scale, shift = eval_affine(norm)
+            self.register_buffer("weight", conv.weight * scale.view(-1, 1, 1, 1))
+            self.register_buffer("bias", shift if conv.bias is None else shift + conv.bias * scale)
+        self.conv = conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv._conv_forward(x, self.weight, self.bias)
+
+
+def _foldable_norm(node: torch.fx.Node, modules: dict[str, nn.Module]) -> torch.fx.Node | None:
+    """The BN node that is the only user of conv ``node`` and folds into it, else None."""
+    if not isinstance(modules.get(node.target), nn.Conv2d) or len(node.users) != 1 or len(node.args) != 1 \
+            or node.kwargs:
+        return None
+    (user,) = node.users
+    if user.op == "call_module" and len(user.args) == 1 and not user.kwargs \
+            and eval_affine(modules.get(user.target)) is not None:
+        return user
+    return None
+
+
+class _Split:
+    """A traced model cut at one module: ``head(x)`` → the frontier values, ``tail(weight, *frontier)`` → logits."""
+
+    def __init__(self, gm: torch.fx.GraphModule, target: str) -> None:
+        modules = dict(gm.named_modules())
+        nodes = list(gm.graph.nodes)
+        calls = [n for n in nodes if n.op == "call_module" and n.target == target]
+        if len(calls) != 1:
+            raise _NoSplit(f"called {len(calls)} times in the traced graph")
+        start = calls[0]
+        downstream = {start}
+        for n in nodes:  # topological order: a node is downstream when any input is
+            if any(a in downstream for a in n.all_input_nodes):
+                downstream.add(n)
+        frontier = list(dict.fromkeys(a for n in nodes if n in downstream for a in n.all_input_nodes
+                                      if a not in downstream))
+        # head: every upstream node, returning the frontier
+        head = torch.fx.Graph()
+        env: dict[torch.fx.Node, torch.fx.Node] = {}
+        for n in nodes:
+            if n not in downstream and n.op != "output":
+                env[n] = head.node_copy(n, lambda a: env[a])
+        head.output(tuple(env[f] for f in frontier))
+        self.head = torch.fx.GraphModule(gm, head)
+        self.head.graph.eliminate_dead_code()
+        self.head.recompile()
+        # tail: the module (perturbed weight, own BN folded in) and everything downstream, other conv→BN folded
+        tail = torch.fx.Graph()
+        root: dict[str, Any] = {}
+        weight = tail.placeholder("weight")
+        env = {f: tail.placeholder(f"frontier_{i}") for i, f in enumerate(frontier)}
+        skip: set[torch.fx.Node] = set()
+        for n in nodes:
+            if n not in downstream or n in skip:
+                continue
+            norm = _foldable_norm(n, modules) if n.op == "call_module" else None
+            if n is start:
+                root["mrc_target"] = _WithWeight(modules[target], modules[norm.target] if norm else None)
+                out = tail.call_module("mrc_target", (weight, *torch.fx.map_arg(n.args, lambda a: env[a])),
+                                       torch.fx.map_arg(n.kwargs, lambda a: env[a]))
+            elif norm is not None:
+                name = f"folded_{len(root)}"
+                root[name] = _ConstFoldedConv(modules[n.target], modules[norm.target])
+                out = tail.call_module(name, (env[n.args[0]],))
+            else:
+                out = tail.node_copy(n, lambda a: env[a])
+                if n.op in ("call_module", "get_attr"):
+                    root[n.target] = modules[n.target] if n.op == "call_module" else _fetch(gm, n.target)
+            env[n] = out
+            if norm is not None:
+                env[norm] = out
+                skip.add(norm)
+        self.tail = torch.fx.GraphModule(root, tail)
+
+
+class _NoSplit(Exception):
+    """The traced graph cannot isolate a module (the fast path falls back to the reference one)."""
+
+
+def _fetch(gm: nn.Module, target: str) -> Any:
+    """The attribute a ``get_attr`` node names."""
+    obj: Any = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _trace(model: nn.Module) -> torch.fx.GraphModule | None:
+    """fx trace of ``model`` with parameterized modules as leaves; None when the model does not trace."""
+    try:
+        return torch.fx.GraphModule(model, _Tracer().trace(model))
+    except Exception:  # dynamic control flow: every module uses the reference procedure
+        return None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Entry points
+# ---------------------------------------------------------------------------------------------------------------
+def mrc_profile(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, *, modules: Sequence[str] | None = None,
+                eps: float = 0.1, steps: int = 10, lr: float = 1.0, batch_size: int = 512, impl: str = "fast",
+                keep_delta: bool = False, log: Callable[[str], None] | None = None) -> MRCProfile:
+    """MRC of every Conv2d/Linear module (or of ``modules``) of ``model`` on fixed examples ``(x_adv, y)``.
+
+    Defaults follow the official code: ε = 0.1 (relative), 10 ascent iterations of step (learning rate) 1 on the mean
+    cross-entropy; ``batch_size`` only bounds memory (the gradient is always the full-batch one). ``keep_delta``
+    stores each module's worst Δw in the result. The model's weights are never modified.
+    """
+    if impl not in IMPLEMENTATIONS:
+        raise UserError(f"MRC implementation must be one of {IMPLEMENTATIONS}, got {impl!r}")
+    if eps <= 0 or steps < 1 or lr <= 0 or batch_size < 1:
+        raise UserError(f"MRC needs eps > 0, steps >= 1, lr > 0 and batch_size >= 1 (got {eps}, {steps}, {lr}, "
+                        f"{batch_size})")
+    if len(y) == 0:
+        raise UserError("MRC needs at least one example")
+    start = time.perf_counter()
+    with eval_mode(model) as bare, torch.enable_grad():
+        names = candidate_modules(bare, x_adv[:1])
+        if modules is not None:
+            unknown = [m for m in modules if m not in names]
+            if unknown:
+                raise UserError(f"MRC modules {unknown} are not Conv2d/Linear modules the forward uses "
+                                f"(examples: {', '.join(names[:4])}, ...)")
+            names = [m for m in names if m in set(modules)]
+        chunks = _chunks(len(y), batch_size)
+        origin = _loss_and_correct(lambda s: bare(x_adv[s]), y, chunks)
+        gm = _trace(bare) if impl == "fast" else None
+        named = dict(bare.named_modules())
+        results = []
+        for name in names:
+            t0 = time.perf_counter()
+            result, note = None, ""
+            if gm is not None:
+                try:
+                    result = _fast_module(gm, name, named[name], x_adv, y, chunks, eps, steps, lr, origin)
+                except _NoSplit as e:
+                    note = f"fast path unavailable ({e}); reference procedure used"
+            else:
+                note = "" if impl == "reference" else "model does not trace with torch.fx; reference procedure used"
+            if result is None:
+                result = _reference_module(bare, name, named[name], x_adv, y, chunks, eps, steps, lr, origin)
+                result.note = note
+            if not keep_delta:
+                result.delta = None
+            result.wall_s = time.perf_counter() - t0
+            results.append(result)
+            if log is not None:
+                log(f"MRC {name:<28} {result.mrc:8.4f}  ({result.impl}, {time.perf_counter() - t0:.1f} s)")
+    return MRCProfile(n=len(y), eps=eps, steps=steps, lr=lr, impl=impl, origin_loss=origin[0], origin_acc=origin[1],
+                      modules=results, wall_s=time.perf_counter() - start)
+
+
+def mrc_scores(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> dict[str, float]:
+    """Module name → MRC (see ``mrc_profile`` for the options)."""
+    return mrc_profile(model, x_adv, y, **kwargs).scores
+
+
+def _record(name: str, weight: torch.Tensor, best: tuple[float, float, int, torch.Tensor], origin: tuple[float, float],
+            impl: str) -> ModuleMRC:
+    """A ModuleMRC from the ascent's best iterate."""
+    max_loss, acc, step, delta = best
+    return ModuleMRC(name=name, mrc=max(max_loss - origin[0], 0.0), max_loss=max_loss, acc_at_max=acc,
+                     best_step=step, weight_norm=weight.norm().item(), delta_norm=delta.norm().item(),
+                     numel=weight.numel(), impl=impl, delta=delta)
+
+
+def _reference_module(model: nn.Module, name: str, module: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                      chunks: list[slice], eps: float, steps: int, lr: float,
+                      origin: tuple[float, float]) -> ModuleMRC:
+    """The plain procedure: the whole model with the perturbed weight, for every ascent step and every evaluation."""
+    weight = module.weight.detach()
+    key = f"{name}.weight"
+
+    def forward(delta: torch.Tensor, s: slice) -> torch.Tensor:
+        return functional_call(model, {key: weight + delta}, (x[s],))
+
+    best = _ascend(weight, y, chunks, eps, steps, lr, forward, origin, reuse_forward=False)
+    return _record(name, weight, best, origin, "reference")
+
+
+def _fast_module(gm: torch.fx.GraphModule, name: str, module: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                 chunks: list[slice], eps: float, steps: int, lr: float, origin: tuple[float, float]) -> ModuleMRC:
+    """The tail-only procedure: the frontier computed once, ascent and evaluation through the downstream subgraph."""
+    split = _Split(gm, name)
+    weight = module.weight.detach()
+    with torch.no_grad():
+        parts = {s.start: split.head(x[s]) for s in chunks}  # frontier per chunk, computed once
+
+    def forward(delta: torch.Tensor, s: slice) -> torch.Tensor:
+        return split.tail(weight + delta, *parts[s.start])
+
+    best = _ascend(weight, y, chunks, eps, steps, lr, forward, origin, reuse_forward=True)
+    return _record(name, weight, best, origin, "fast")
+
+
+def mrc_margin(profile: MRCProfile) -> float:
+    """Gap between the two lowest MRC values (how clear-cut the choice is); inf with one module."""
+    values = sorted(m.mrc for m in profile.modules)
+    return values[1] - values[0] if len(values) > 1 else math.inf

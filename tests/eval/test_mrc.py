@@ -1,0 +1,174 @@
+"""MRC: the norm bound holds, MRC ≥ 0, the fast (downstream-subgraph) path equals the reference procedure."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from robustft.cli import main
+from robustft.data import ArrayDataset
+from robustft.errors import UserError
+from robustft.eval.mrc import candidate_modules, mrc_examples, mrc_profile, project_relative
+from robustft.models import create_model, save_state_dict
+from support import robustft_cmd, run_ok
+
+
+@pytest.fixture(scope="module")
+def resnet() -> nn.Module:
+    """A tiny CIFAR ResNet-20 (residual shortcuts, 1x1 downsample convs, a linear head) with non-trivial BN stats."""
+    torch.manual_seed(0)
+    model = create_model("cifar_resnet20", num_classes=4, width=4)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def examples() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.rand(40, 3, 16, 16, generator=g), torch.randint(0, 4, (40,), generator=g)
+
+
+@pytest.fixture(scope="module")
+def profiles(resnet, examples):
+    """Fast and reference profiles on the same examples and iterations; chunks of 16 (40 = 16 + 16 + 8)."""
+    x, y = examples
+    kw = dict(steps=3, lr=5.0, batch_size=16, keep_delta=True)
+    return mrc_profile(resnet, x, y, impl="fast", **kw), mrc_profile(resnet, x, y, impl="reference", **kw)
+
+
+def test_every_conv_and_linear_in_call_order(resnet, examples):
+    names = candidate_modules(resnet, examples[0][:1])
+    expected = [n for n, m in resnet.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert sorted(names) == sorted(expected) and len(names) == 22
+    assert names[0] == "conv1" and names[-1] == "fc"
+    assert names.index("layer2.0.downsample.0") > names.index("layer2.0.conv1")
+
+
+def test_delta_respects_the_relative_norm_bound(resnet, profiles):
+    fast, ref = profiles
+    named = dict(resnet.named_modules())
+    on_boundary = 0
+    for prof in (fast, ref):
+        for m in prof.modules:
+            w = named[m.name].weight
+            assert m.delta is not None and m.delta.shape == w.shape
+            radius = prof.eps * w.norm().item()
+            assert m.delta.norm().item() <= radius * (1 + 1e-5), m.name
+            assert m.delta_norm == pytest.approx(m.delta.norm().item())
+            on_boundary += m.delta.norm().item() > 0.99 * radius
+    assert on_boundary > 10, "lr 5 should push most modules to the boundary, so the projection is exercised"
+
+
+def test_mrc_nonnegative_and_consistent(profiles):
+    fast, _ = profiles
+    for m in fast.modules:
+        assert m.mrc >= 0
+        assert m.mrc == pytest.approx(m.max_loss - fast.origin_loss, abs=1e-6) or m.best_step == 0
+        assert 0 <= m.best_step <= fast.steps
+        if m.best_step == 0:
+            assert m.mrc == 0 and m.delta_norm == 0
+    assert max(fast.scores.values()) > 0
+
+
+def test_fast_matches_reference(profiles):
+    fast, ref = profiles
+    assert all(m.impl == "fast" for m in fast.modules), [m.note for m in fast.modules if m.impl != "fast"]
+    assert all(m.impl == "reference" for m in ref.modules)
+    assert fast.origin_loss == ref.origin_loss
+    for a, b in zip(fast.modules, ref.modules, strict=True):
+        assert a.name == b.name
+        assert a.mrc == pytest.approx(b.mrc, rel=1e-4, abs=1e-5), a.name
+        assert a.acc_at_max == pytest.approx(b.acc_at_max)
+        assert torch.allclose(a.delta, b.delta, rtol=1e-3, atol=1e-6), a.name
+    assert fast.ranking() == ref.ranking()
+    assert fast.lowest() == ref.lowest()
+
+
+def test_weights_untouched_and_modes_restored(resnet, examples):
+    before = {k: v.clone() for k, v in resnet.state_dict().items()}
+    resnet.train()
+    try:
+        mrc_profile(resnet, *examples, modules=["layer1.0.conv1", "fc"], steps=2)
+        assert resnet.training, "the model's mode is restored"
+        assert all(torch.equal(before[k], v) for k, v in resnet.state_dict().items())
+    finally:
+        resnet.eval()
+
+
+def test_projection():
+    w = torch.ones(10)  # ‖w‖ = √10
+    inside = torch.full((10,), 0.01)
+    assert torch.equal(project_relative(inside, w, 0.1), inside)
+    out = project_relative(torch.ones(10), w, 0.1)
+    assert out.norm().item() == pytest.approx(0.1 * w.norm().item())
+
+
+class _Shared(nn.Module):
+    """Calls one conv twice (the fast path cannot cut there) and branches on data (cannot be traced at all)."""
+
+    def __init__(self, branch: bool) -> None:
+        super().__init__()
+        self.branch = branch
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.head = nn.Linear(3, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(self.conv(x)).relu()
+        if self.branch and x.sum() > 0:  # data-dependent control flow
+            x = x * 2
+        return self.head(x.mean((2, 3)))
+
+
+@pytest.mark.parametrize("branch", [False, True], ids=["shared-module", "untraceable"])
+def test_fallback_to_reference(branch, examples):
+    torch.manual_seed(0)
+    model = _Shared(branch).eval()
+    x, y = examples
+    fast = mrc_profile(model, x, y, steps=2, impl="fast")
+    ref = mrc_profile(model, x, y, steps=2, impl="reference")
+    conv = next(m for m in fast.modules if m.name == "conv")
+    assert conv.impl == "reference" and "reference" in conv.note
+    head = next(m for m in fast.modules if m.name == "head")
+    assert head.impl == ("reference" if branch else "fast")
+    assert fast.scores == pytest.approx(ref.scores, rel=1e-4, abs=1e-6)
+
+
+def test_examples_from_data_are_deterministic_and_in_the_ball(resnet):
+    g = torch.Generator().manual_seed(0)
+    data = ArrayDataset(torch.randint(0, 256, (30, 3, 16, 16), generator=g, dtype=torch.uint8),
+                        torch.randint(0, 4, (30,), generator=g), list("abcd"), "rand")
+    x1, y1 = mrc_examples(resnet, data, 12, steps=2, seed=3, batch_size=5)
+    x2, _ = mrc_examples(resnet, data, 12, steps=2, seed=3, batch_size=5)
+    assert x1.shape == (12, 3, 16, 16) and torch.equal(x1, x2)
+    clean = data.x[torch.round(torch.arange(12) * 30 / 12).long()].float() / 255
+    assert (x1 - clean).abs().max() <= 8 / 255 + 1e-6 and x1.min() >= 0 and x1.max() <= 1
+    assert torch.equal(y1, data.y[torch.round(torch.arange(12) * 30 / 12).long()])
+
+
+def test_bad_arguments(resnet, examples):
+    with pytest.raises(UserError, match="not Conv2d/Linear"):
+        mrc_profile(resnet, *examples, modules=["layer1.0.bn1"])
+    with pytest.raises(UserError, match="implementation"):
+        mrc_profile(resnet, *examples, impl="faster")
+
+
+def test_cli_mrc_writes_profile(tiny_task, tmp_path, capsys):
+    data, _ = tiny_task
+    ckpt = tmp_path / "model.pt"  # `robustft mrc` builds the default width
+    torch.manual_seed(0)
+    save_state_dict(create_model("cifar_resnet20", num_classes=4), ckpt)
+    out = tmp_path / "mrc"
+    args = ["mrc", "--arch", "cifar_resnet20", "--checkpoint", str(ckpt), "--data", str(data), "--n", "8",
+            "--steps", "1", "--attack-steps", "1", "--out-dir", str(out)]
+    proc = run_ok(robustft_cmd(*args))
+    record = json.loads((out / "mrc.json").read_text())
+    assert len(record["modules"]) == 22 and record["n"] == 8 and record["examples"]["split"] == "train"
+    assert record["chosen"] == record["lowest"] == record["ranking"][0]
+    assert f"lowest MRC: {record['lowest']}" in proc.stdout and (out / "mrc.txt").is_file()
+    assert main([*args, "--split", "test"]) == 2
+    assert "never from the test split" in capsys.readouterr().err
