@@ -26,6 +26,16 @@ class TinyNet(nn.Module):
         return self.fc(self.features(x))
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Test tensors are tiny: one intra-op thread is fastest and spares a shared machine (as run_env does for
+    child processes)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def tiny_model() -> nn.Module:
     torch.manual_seed(0)

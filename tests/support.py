@@ -5,6 +5,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+from torch import nn
+
+from robustft.models import create_model
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 
@@ -32,3 +37,15 @@ def run_ok(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     proc = subprocess.run(cmd, env=run_env(), capture_output=True, text=True, **kw)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
+
+
+def tiny_resnet(num_classes: int = 4) -> nn.Module:
+    """A width-4 CIFAR ResNet-20 (seeded) whose BN layers carry non-trivial, pre-trained-looking statistics."""
+    torch.manual_seed(0)
+    model = create_model("cifar_resnet20", num_classes=num_classes, width=4)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.3, 0.3)
+                m.running_var.uniform_(0.5, 2.0)
+    return model

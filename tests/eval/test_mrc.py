@@ -11,20 +11,13 @@ from robustft.data import ArrayDataset
 from robustft.errors import UserError
 from robustft.eval.mrc import candidate_modules, mrc_examples, mrc_profile, project_relative
 from robustft.models import create_model, save_state_dict
-from support import robustft_cmd, run_ok
+from support import robustft_cmd, run_ok, tiny_resnet
 
 
 @pytest.fixture(scope="module")
 def resnet() -> nn.Module:
     """A tiny CIFAR ResNet-20 (residual shortcuts, 1x1 downsample convs, a linear head) with non-trivial BN stats."""
-    torch.manual_seed(0)
-    model = create_model("cifar_resnet20", num_classes=4, width=4)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.3, 0.3)
-                m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+    return tiny_resnet().eval()
 
 
 @pytest.fixture(scope="module")

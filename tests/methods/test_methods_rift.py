@@ -18,21 +18,14 @@ from robustft.errors import UserError
 from robustft.methods import RunContext, create_method
 from robustft.methods.rift import choose_alpha, interpolate_state
 from robustft.models import create_model
-from support import finetune_args, run_ok
+from support import finetune_args, run_ok, tiny_resnet
 
 MODULE = "layer2.0.conv1"
 
 
 @pytest.fixture
 def source() -> nn.Module:
-    torch.manual_seed(0)
-    model = create_model("cifar_resnet20", num_classes=4, width=4)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.3, 0.3)
-                m.running_var.uniform_(0.5, 2.0)
-    return model
+    return tiny_resnet()
 
 
 def _data(n: int, seed: int) -> ArrayDataset:

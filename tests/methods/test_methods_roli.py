@@ -23,15 +23,6 @@ ARCHS = {"cnn": ("cifar_resnet20", dict(width=4)), "vit": ("vit", dict(depth=2, 
          "swin": ("swin", {})}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest, and spares a shared machine (as run_env does for children)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(kind: str, seed: int = 0) -> nn.Module:
     arch, options = ARCHS[kind]
     torch.manual_seed(seed)

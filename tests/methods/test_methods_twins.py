@@ -8,19 +8,12 @@ from robustft.attacks import PGD
 from robustft.methods import TwoWingBatchNorm2d, create_method
 from robustft.methods.twins import frozen_split
 from robustft.models import create_model, load_state_dict_into
-from support import finetune_args, robustft_cmd, run_ok
+from support import finetune_args, robustft_cmd, run_ok, tiny_resnet
 
 
 @pytest.fixture
 def source():
-    torch.manual_seed(0)
-    model = create_model("cifar_resnet20", num_classes=5, width=4)
-    with torch.no_grad():  # pre-trained-looking statistics
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.3, 0.3)
-                m.running_var.uniform_(0.5, 2.0)
-    return model
+    return tiny_resnet(num_classes=5)
 
 
 def _train(method, model, batch_sizes):

@@ -12,15 +12,6 @@ from robustft.models.swin import SwinBlock, window_partition, window_reverse
 from robustft.models.timm_keys import from_timm_layout, read_timm_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one intra-op thread is fastest, and spares a shared machine (as run_env does for children)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def tiny():
     torch.manual_seed(0)

@@ -19,6 +19,14 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path: str | Path) -> Path:
+    """Lay out, write and close a figure."""
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_clean_vs_robust(rows: list[dict[str, Any]], path: str | Path, robust_key: str,
                          title: str = "clean vs robust accuracy (test)") -> Path:
     """Scatter with one labelled point per run: test clean accuracy against ``robust_key``."""
@@ -33,10 +41,7 @@ def plot_clean_vs_robust(rows: list[dict[str, Any]], path: str | Path, robust_ke
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.margins(0.2)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def plot_training_curves(histories: dict[str, list[dict[str, Any]]], path: str | Path) -> Path:
@@ -52,10 +57,7 @@ def plot_training_curves(histories: dict[str, list[dict[str, Any]]], path: str |
     ax.set_ylabel("validation accuracy (%)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def plot_norm_diagnostics(histories: dict[str, list[dict[str, Any]]], path: str | Path) -> Path:
@@ -76,10 +78,7 @@ def plot_norm_diagnostics(histories: dict[str, list[dict[str, Any]]], path: str 
         ax.grid(alpha=0.3)
     axes[2].set_yscale("log")
     axes[0].legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def plot_alpha_curves(curve: list[dict[str, Any]], path: str | Path, chosen: float | None = None,
@@ -102,10 +101,7 @@ def plot_alpha_curves(curve: list[dict[str, Any]], path: str | Path, chosen: flo
     ax.set_title(title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
 
 
 def plot_mrc(profile: dict[str, Any], path: str | Path, title: str | None = None) -> Path:
@@ -124,7 +120,4 @@ def plot_mrc(profile: dict[str, Any], path: str | Path, title: str | None = None
     ax.set_title(title or f"module robust criticality (ε={profile['eps']:g}, {profile['steps']} steps, "
                           f"n={profile['n']}); red: {chosen}", fontsize=9)
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save(plt, fig, path)
