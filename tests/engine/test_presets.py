@@ -22,4 +22,5 @@ def test_preset_is_valid(path):
 def test_presets_exist():
     names = {p.parent.name + "/" + p.stem for p in CONFIGS}
     assert {"paper/twins_cifar10", "paper/twins_trades_cifar10", "paper/twins_caltech256",
-            "cpu/cifar100_transfer", "cpu/demo_source"} <= names
+            "cpu/cifar100_transfer", "cpu/demo_source", "paper/rift_cifar10", "cpu/rift_cifar10",
+            "cpu/roli_cifar100", "paper/roli_lora_cifar100"} <= names
