@@ -29,8 +29,8 @@ SUITES: dict[str, tuple[dict[str, tuple[str, list[str]]], int]] = {
     "baselines": ({"standard": ("standard", []), "pgd_at": ("pgd_at", [])}, 0),
     "twins": ({
         "pgd_at": ("pgd_at", []),  # the same run as in the baselines suite (reused)
-        "twins λ=1": ("twins", ["method_args.lam=1.0", "train.diagnostics=true"]),
-        "twins λ=0.4": ("twins", ["method_args.lam=0.4", "train.diagnostics=true"]),
+        "twins λ=1": ("twins", ["method_args.lam=1.0"]),
+        "twins λ=0.4": ("twins", ["method_args.lam=0.4"]),
     }, 100),
 }
 
