@@ -19,7 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from robustft._io import atomic_write, atomic_write_json
-from robustft.report import load_run, markdown_table, plot_clean_vs_robust, summary_row
+from robustft.report import (
+    load_run,
+    markdown_table,
+    plot_clean_vs_robust,
+    plot_norm_diagnostics,
+    plot_training_curves,
+    summary_row,
+)
 from robustft.runtime import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -98,6 +105,10 @@ def main() -> None:
     chosen = [r for r in rows if r["selected"]]
     plot_clean_vs_robust(chosen, out / "clean_vs_robust.png", robust_key,
                          title=f"ResNet-20 robust CIFAR-10 → CIFAR-100: {args.suite} (test)")
+    histories = {r["run"]: load_run(r["run_dir"])["history"]["main"] for r in rows}
+    plot_training_curves(histories, out / "training_curves.png")
+    if all("conv_weight_norm" in h[0] for h in histories.values()):
+        plot_norm_diagnostics(histories, out / "norm_diagnostics.png")
     record = {"suite": args.suite, "rows": rows, "commands": commands, "wall_s": time.perf_counter() - start,
               "provenance": provenance(args.seed)}
     atomic_write_json(record, out / "results.json")
