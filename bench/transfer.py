@@ -12,9 +12,11 @@ Usage: python bench/transfer.py SUITE [--shared ../shared] [--seed 0]
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +33,34 @@ from robustft.runtime import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/cpu/cifar100_transfer.yaml"
-# suite -> (runs {label: (method, overrides)}, AutoAttack images per selected run (0: none))
-SUITES: dict[str, tuple[dict[str, tuple[str, list[str]]], int]] = {
-    "baselines": ({"standard": ("standard", []), "pgd_at": ("pgd_at", [])}, 0),
+ROLI_CONFIG = "configs/cpu/roli_cifar100.yaml"
+
+
+@dataclass(frozen=True)
+class Run:
+    """One fine-tuning of a suite. Runs of one ``group`` (default: the method) are variants of one method: only the
+    one with the best validation robust accuracy is reported as that method's (and attacked with AutoAttack).
+    ``{run:LABEL}`` in an override stands for the run directory of the suite's run LABEL."""
+
+    method: str
+    overrides: tuple[str, ...] = ()
+    config: str = CONFIG
+    group: str | None = None
+
+
+# suite -> (runs {label: Run}, AutoAttack images per selected run (0: none))
+SUITES: dict[str, tuple[dict[str, Run], int]] = {
+    "baselines": ({"standard": Run("standard"), "pgd_at": Run("pgd_at")}, 0),
     "twins": ({
-        "pgd_at": ("pgd_at", []),  # the same run as in the baselines suite (reused)
-        "twins λ=1": ("twins", ["method_args.lam=1.0"]),
-        "twins λ=0.4": ("twins", ["method_args.lam=0.4"]),
+        "pgd_at": Run("pgd_at"),  # the same run as in the baselines suite (reused)
+        "twins λ=1": Run("twins", ("method_args.lam=1.0",)),
+        "twins λ=0.4": Run("twins", ("method_args.lam=0.4",)),
+    }, 100),
+    "roli": ({
+        **{f"{init} {peft}": Run(init, (f"method_args.peft={peft}",), ROLI_CONFIG, group=f"{init} {peft}")
+           for peft in ("full", "bias", "lora") for init in ("ranli", "roli")},
+        "twins + roli head": Run("twins", ("method_args.lam=1.0", "model.init_head=roli:{run:roli full}"),
+                                 group="twins + roli head"),
     }, 100),
 }
 
@@ -47,10 +70,16 @@ def _slug(label: str) -> str:
     return "".join(c if c.isalnum() or c in "._-" else "_" for c in label.replace("λ", "lam"))
 
 
-def _finetune(label: str, method: str, overrides: list[str], args: argparse.Namespace) -> tuple[str, Path]:
+def _run_dir(label: str, args: argparse.Namespace) -> Path:
+    """Where run ``label`` lives."""
+    return args.runs / f"{_slug(label)}-s{args.seed}"
+
+
+def _finetune(label: str, spec: Run, args: argparse.Namespace) -> tuple[str, Path]:
     """Run (or reuse) one fine-tuning; returns its command line and run directory."""
-    run_dir = args.runs / f"{_slug(label)}-s{args.seed}"
-    cmd = ["robustft", "finetune", "--config", CONFIG, "--method", method,
+    run_dir = _run_dir(label, args)
+    overrides = [re.sub(r"\{run:([^}]*)\}", lambda m: str(_run_dir(m.group(1), args)), o) for o in spec.overrides]
+    cmd = ["robustft", "finetune", "--config", spec.config, "--method", spec.method,
            "--data", str(args.shared / "data" / "cifar100"),
            "--checkpoint", str(args.shared / "models" / "cifar10_resnet20_linf_at.pt"),
            "--seed", str(args.seed), "--run-dir", str(run_dir), "--resume",
@@ -83,18 +112,19 @@ def main() -> None:
     out = ROOT / "bench" / "results" / f"transfer_{args.suite}"
     start = time.perf_counter()
     commands, rows = [], []
-    for label, (method, overrides) in runs.items():
-        cmd, run_dir = _finetune(label, method, overrides, args)
+    for label, spec in runs.items():
+        cmd, run_dir = _finetune(label, spec, args)
         commands.append(cmd)
-        rows.append({**summary_row(load_run(run_dir), label=label), "run_dir": str(run_dir)})
+        rows.append({**summary_row(load_run(run_dir), label=label), "group": spec.group or spec.method,
+                     "run_dir": str(run_dir)})
     # per method, the variant with the best validation robust accuracy (never a test number)
     selected = {}
     for row in rows:
-        best = selected.get(row["method"])
+        best = selected.get(row["group"])
         if best is None or row["val_robust"] > best["val_robust"]:
-            selected[row["method"]] = row
+            selected[row["group"]] = row
     for row in rows:
-        row["selected"] = row is selected[row["method"]]
+        row["selected"] = row is selected[row["group"]]
         if aa_n and row["selected"]:
             cmd, aa = _autoattack(Path(row["run_dir"]), aa_n, args)
             commands.append(cmd)
@@ -112,7 +142,7 @@ def main() -> None:
     record = {"suite": args.suite, "rows": rows, "commands": commands, "wall_s": time.perf_counter() - start,
               "provenance": provenance(args.seed)}
     atomic_write_json(record, out / "results.json")
-    table_rows = [{k: v for k, v in r.items() if k not in ("run_dir", "method")} for r in rows]
+    table_rows = [{k: v for k, v in r.items() if k not in ("run_dir", "method", "group")} for r in rows]
     text = (f"# Transfer suite `{args.suite}`: robust CIFAR-10 ResNet-20 → CIFAR-100 (CPU)\n\n"
             f"Generated by `python bench/transfer.py {args.suite}`. Accuracies in %; test = {rows[0]['n_test']} "
             "CIFAR-100 test images; epoch and variant selection on validation robust accuracy only"
