@@ -173,6 +173,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Comparison table (markdown + CSV) and plots from finished run directories."""
+    from .report import write_report
+
+    for path in write_report(args.run_dirs, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """List registered architectures."""
     from .models import list_models
@@ -242,6 +251,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-dir", type=Path, default=Path("runs/demo"), help="where the two runs and the report go")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a demo config key")
     p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("report", help="comparison table and plots from run directories")
+    p.add_argument("run_dirs", nargs="+", type=Path, help="finished run directories (with results.json)")
+    p.add_argument("--out", type=Path, default=Path("report"), help="output directory")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("models", help="list architectures")
     p.set_defaults(func=cmd_models)

@@ -35,6 +35,8 @@ def summary_row(results: dict[str, Any], label: str | None = None) -> dict[str, 
     if "test_autoattack" in results:
         row["test_autoattack"] = results["test_autoattack"]["robust_acc"]["autoattack"]
         row["n_autoattack"] = results["test_autoattack"]["n"]
+    if "test_corruptions" in results:
+        row["test_corruption_mean"] = results["test_corruptions"]["mean"]
     return row
 
 
