@@ -173,7 +173,8 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         method.train_mode(model)
-        sums = torch.zeros(4, dtype=torch.float64, device=info.device)  # loss, accuracy-like stat, batches, |grad|
+        # loss, accuracy-like stat, batches, |grad| (diagnostics), lr (summed over steps; one sync per log interval)
+        sums = torch.zeros(5, dtype=torch.float64, device=info.device)
         batches = iterate_batches(train, batch_size, shuffle=True, generator=generators["data"], augment=augment,
                                   drop_last=True, channels_last=cfg.train.channels_last)
         bar = tqdm(batches, total=iters, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
@@ -191,6 +192,7 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
                 loss.backward()
             grad_norm = (torch.nn.utils.get_total_norm([w.grad for w in conv_weights if w.grad is not None])
                          if diagnostics else torch.zeros((), device=loss.device))
+            lr = optimizer.param_groups[0]["lr"]
             if scaler is not None:
                 scaler.step(optimizer)
                 scaler.update()
@@ -200,7 +202,7 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
             acc = stats.get("adv_acc", stats.get("acc", torch.zeros((), device=loss.device)))
             sums += torch.stack([stats["loss"].double(), acc.double(), torch.ones((), dtype=torch.float64,
                                                                                   device=loss.device),
-                                 grad_norm.double()])
+                                 grad_norm.double(), torch.tensor(lr, dtype=torch.float64, device=loss.device)])
             if (it + 1) % cfg.train.log_every == 0 or it + 1 == iters:
                 mean_loss = (sums[0] / sums[2]).item()  # one host sync per log interval
                 if not math.isfinite(mean_loss):
@@ -210,15 +212,15 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
                 if bar.disable and info.is_main and cfg.train.log_every < iters:
                     log(f"epoch {epoch + 1} it {it + 1}/{iters} loss {mean_loss:.4f}")
                 bar.set_postfix(loss=f"{mean_loss:.3f}")
-        loss_sum, acc_sum, n_batches, grad_sum = all_reduce_sum(sums, info).tolist()
+        loss_sum, acc_sum, n_batches, grad_sum, lr_sum = all_reduce_sum(sums, info).tolist()
         train_s = time.perf_counter() - t0
         metrics = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "train_loss": loss_sum / n_batches,
                    "train_acc": acc_sum / n_batches, "train_s": train_s,
                    "train_images_per_s": iters * batch_size / train_s}
-        if diagnostics:  # grad norm: mean over the epoch's steps (and ranks); weight norm: at the epoch's end
+        if diagnostics:  # grad norm and lr: means over the epoch's steps (and ranks); weight norm: at the epoch's end
             weight_norm = torch.nn.utils.get_total_norm([w.detach() for w in conv_weights]).item()
             metrics.update(conv_weight_norm=weight_norm, conv_grad_norm=grad_sum / n_batches,
-                           effective_step=metrics["lr"] * grad_sum / n_batches / weight_norm)
+                           effective_step=lr_sum / n_batches * grad_sum / n_batches / weight_norm)
         metrics.update(_validate(model, val, val_attack, cfg, info, epoch))
         metrics["epoch_s"] = time.perf_counter() - t0
         history.append(metrics)
