@@ -56,6 +56,8 @@ SUITES: dict[str, tuple[dict[str, Run], int]] = {
         "pgd_at": Run("pgd_at"),  # the same run as in the baselines suite (reused)
         "twins λ=1": Run("twins", ("method_args.lam=1.0",)),
         "twins λ=0.4": Run("twins", ("method_args.lam=0.4",)),
+        "pgd_at lr=0.01": Run("pgd_at", ("optim.lr=0.01",)),
+        "twins λ=1 lr=0.01": Run("twins", ("method_args.lam=1.0", "optim.lr=0.01")),
     }, 100),
     "roli": ({
         **{f"{init} {peft}": Run(init, (f"method_args.peft={peft}",), ROLI_CONFIG, group=f"{init} {peft}")
