@@ -188,6 +188,8 @@ def test_end_to_end_cli(tiny_task, tmp_path):
     curve = json.loads((run_dir / "alpha_curve.json").read_text())
     assert curve["module"] == mrc["chosen"] and [r["alpha"] for r in curve["curve"]] == [0.0, 0.5, 1.0]
     results = json.loads((run_dir / "results.json").read_text())
+    history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert all(h["rift_rel_change"] > 0 for h in history), "the chosen weight moves every epoch"
     for record in (results, results["test_source"]):
         assert {"clean_acc", "robust_acc"} <= set(record["test"])
         assert set(record["test_corruptions"]["accuracy"]) == {"gaussian_noise", "contrast"}

@@ -222,6 +222,7 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
             metrics.update(conv_weight_norm=weight_norm, conv_grad_norm=grad_sum / n_batches,
                            effective_step=lr_sum / n_batches * grad_sum / n_batches / weight_norm)
         metrics.update(_validate(model, val, val_attack, cfg, info, epoch))
+        metrics.update(method.epoch_metrics(model))
         metrics["epoch_s"] = time.perf_counter() - t0
         history.append(metrics)
         improved = not best or select_value(metrics, rule) > select_value(best, rule)

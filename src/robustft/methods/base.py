@@ -90,6 +90,10 @@ class Method:
         """Multi-stage methods return several stages; most have one."""
         return [Stage("main", self)]
 
+    def epoch_metrics(self, model: nn.Module) -> dict[str, float]:
+        """Extra per-epoch numbers for metrics.jsonl (e.g. RiFT's relative weight change); none by default."""
+        return {}
+
     def finalize(self, model: nn.Module, ctx: RunContext) -> nn.Module:
         """Turn the trained model into the exported one (e.g. merge adapters, drop a wing, interpolate)."""
         return model
