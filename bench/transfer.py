@@ -163,7 +163,8 @@ def main() -> None:
         if aa_n and row["selected"]:
             cmd, aa = _autoattack(Path(row["run_dir"]), aa_n, args)
             commands.append(cmd)
-            row.update(aa_clean=aa["clean_acc"], aa_pgd20=aa["robust_acc"]["pgd20"],
+            # the AutoAttack subset's own clean and PGD-20 numbers, so AA compares with PGD on the same images
+            row.update(test_aa_subset_clean=aa["clean_acc"], test_aa_subset_pgd20=aa["robust_acc"]["pgd20"],
                        test_autoattack=aa["robust_acc"]["autoattack"], n_autoattack=aa["n"])
     out.mkdir(parents=True, exist_ok=True)
     robust_key = next(k for k in rows[0] if k.startswith("test_pgd"))
