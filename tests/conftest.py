@@ -26,10 +26,11 @@ class TinyNet(nn.Module):
         return self.fc(self.features(x))
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     """Test tensors are tiny: one intra-op thread is fastest and spares a shared machine (as run_env does for
-    child processes)."""
+    child processes). Session-wide, so every fixture and test computes with the same thread count (bit-exact
+    comparisons of logits depend on it)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
