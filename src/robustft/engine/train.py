@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from .._io import atomic_save, atomic_write
 from ..attacks import PGD
-from ..data import ArrayDataset, Augment, iterate_batches
+from ..data import ArrayDataset, Augment, iterate_batches, num_batches
 from ..errors import UserError
 from ..eval import evaluate
 from ..methods import Method
@@ -78,7 +78,9 @@ def select_value(metrics: dict[str, float], rule: str) -> float:
 def _validate(model: nn.Module, val: ArrayDataset, attack: PGD, cfg: RunConfig, info: DistInfo,
               epoch: int) -> dict[str, float]:
     """Clean and PGD accuracy on this rank's validation shard, summed over ranks."""
-    shard = val.subset(torch.arange(info.rank, len(val), info.world_size, device=val.y.device))
+    # one process: the whole split as it is (no per-epoch copy); N processes: an interleaved share each
+    shard = val if info.world_size == 1 else val.subset(torch.arange(info.rank, len(val), info.world_size,
+                                                                      device=val.y.device))
     res = evaluate(model, shard, [attack], batch_size=cfg.data.eval_batch_size, seed=cfg.train.seed + epoch,
                    channels_last=cfg.train.channels_last, progress=False)
     counts = torch.tensor([res.correct["clean"].sum(), res.correct[attack.name].sum(), len(shard)],
@@ -138,7 +140,7 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
     epochs, batch_size = cfg.train.epochs, cfg.data.batch_size
     if batch_size % info.world_size:
         raise UserError(f"data.batch_size {batch_size} must be divisible by the number of processes {info.world_size}")
-    iters = len(train) // batch_size
+    iters = num_batches(len(train), batch_size, drop_last=True)
     if iters == 0:
         raise UserError(f"data.batch_size {batch_size} is larger than the training split ({len(train)} images)")
     optimizer = build_optimizer(model, method.trainable_parameters(model), cfg.optim)

@@ -10,7 +10,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..attacks import Attack, eval_mode
-from ..data import ArrayDataset, iterate_batches
+from ..data import ArrayDataset, iterate_batches, num_batches
 from ..errors import UserError
 
 __all__ = ["EvalResult", "evaluate"]
@@ -60,7 +60,7 @@ def evaluate(model: nn.Module, data: ArrayDataset, attacks: Sequence[Attack] = (
     batches = iterate_batches(data, batch_size, channels_last=channels_last)
     with eval_mode(model):
         # disable=None: tqdm shows a bar on a TTY only, so logs stay clean
-        for x, y in tqdm(batches, total=-(-len(data) // batch_size), desc="evaluate",
+        for x, y in tqdm(batches, total=num_batches(len(data), batch_size), desc="evaluate",
                          disable=None if progress is None else not progress, leave=False):
             t = time.perf_counter()
             with torch.no_grad():
