@@ -34,7 +34,6 @@ from robustft.runtime import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = "configs/cpu/cifar100_transfer.yaml"
-ROLI_CONFIG = "configs/cpu/roli_cifar100.yaml"
 
 
 @dataclass(frozen=True)
@@ -59,13 +58,6 @@ SUITES: dict[str, tuple[dict[str, Run], int]] = {
         "pgd_at lr=0.01": Run("pgd_at", ("optim.lr=0.01",)),
         "twins λ=1 lr=0.01": Run("twins", ("method_args.lam=1.0", "optim.lr=0.01")),
     }, 100),
-    "roli": ({
-        **{f"{init} {peft}": Run(init, (f"method_args.peft={peft}",), ROLI_CONFIG, group=f"{init} {peft}")
-           for peft in ("full", "bias", "lora") for init in ("ranli", "roli")},
-        "twins λ=1": Run("twins", ("method_args.lam=1.0",)),  # the same run as in the twins suite (reused)
-        "twins + roli head": Run("twins", ("method_args.lam=1.0", "model.init_head=roli:{run:roli full}"),
-                                 group="twins + roli head"),
-    }, 100),
 }
 
 
@@ -86,15 +78,6 @@ CLAIMS: dict[str, list[tuple[str, Callable[[dict[str, dict[str, Any]]], bool]]]]
         ("TWINS beats pgd_at in robust accuracy, PGD-20 and AutoAttack (paper)",
          lambda g: _beats(g["twins"], g["pgd_at"], ROBUST)),
     ],
-    "roli": [
-        (f"RoLI beats RanLI ({peft}) in clean and robust accuracy (paper)",
-         lambda g, p=peft: _beats(g[f"roli {p}"], g[f"ranli {p}"], ("test_clean", *ROBUST)))
-        for peft in ("full", "bias", "lora")
-    ] + [("RoLI beats RanLI on average over full/bias/lora, clean and robust (paper)",
-          lambda g: all(sum(g[f"roli {p}"][k] - g[f"ranli {p}"][k] for p in ("full", "bias", "lora")) > 0
-                        for k in ("test_clean", *ROBUST))),
-         ("a RoLI head improves TWINS (clean and robust; unpublished combination)",
-          lambda g: _beats(g["twins + roli head"], g["twins"], ("test_clean", *ROBUST)))],
 }
 
 

@@ -182,6 +182,30 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run (or resume) a benchmark protocol's grid and write its report."""
+    import os
+    import shlex
+
+    from .engine.protocol import load_protocol, run_protocol
+    from .report.protocol import write_protocol_report
+    from .runtime import provenance
+
+    protocol = load_protocol(args.protocol)
+    data_root = Path(args.data_root or os.environ.get("ROBUSTFT_BENCH_DATA") or "../shared/data")
+    models_root = Path(args.models_root or os.environ.get("ROBUSTFT_BENCH_MODELS") or data_root.parent / "models")
+    roots = {"data": str(data_root.resolve()), "models": str(models_root.resolve())}
+    out = args.out or Path("runs") / "bench" / protocol.name
+    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else protocol.seeds
+    record = run_protocol(protocol, out, roots, seeds=seeds)
+    record.update(protocol=protocol.name, seeds=seeds, roots=roots, command="robustft " + shlex.join(sys.argv[1:]),
+                  cells_wall_s=sum(r.get("wall_s", 0) + r.get("autoattack_s", 0) for r in record["rows"]),
+                  provenance=provenance(seeds[0]))
+    for path in write_protocol_report(protocol, record, args.report_dir or out):
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     """List registered architectures."""
     from .models import list_models
@@ -256,6 +280,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="+", type=Path, help="finished run directories (with results.json)")
     p.add_argument("--out", type=Path, default=Path("report"), help="output directory")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("bench", help="run a benchmark protocol (methods x tasks x seeds), resumable; table + plots")
+    p.add_argument("--protocol", required=True, help="a shipped protocol (cpu-small) or a protocol YAML file")
+    p.add_argument("--data-root", default=None,
+                   help="benchmark data root (default $ROBUSTFT_BENCH_DATA, else ../shared/data)")
+    p.add_argument("--models-root", default=None,
+                   help="source checkpoints root (default $ROBUSTFT_BENCH_MODELS, else <data-root>/../models)")
+    p.add_argument("--out", type=Path, default=None, help="where the cells' runs go (default runs/bench/<protocol>)")
+    p.add_argument("--report-dir", type=Path, default=None, help="where results.json/.md and plots go (default --out)")
+    p.add_argument("--seeds", default=None, help="comma list overriding the protocol's seeds")
+    p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("models", help="list architectures")
     p.set_defaults(func=cmd_models)

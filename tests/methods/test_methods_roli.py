@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
 from torch import nn
 
 import robustft.methods.roli  # noqa: F401  (registers roli / ranli until methods/__init__ imports it)
@@ -270,6 +271,21 @@ def test_stage1_from_loads_that_runs_head(tmp_path):
     method.setup(model, SimpleNamespace(log=lambda s: None))
     assert torch.equal(model.fc.weight, source.fc.weight) and torch.equal(model.fc.bias, source.fc.bias)
     assert not torch.equal(model.conv1.weight, source.conv1.weight), "only the head is taken"
+
+
+def test_stage1_from_an_adv_linear_probe_run(tmp_path):
+    probe, other = tmp_path / "probe", tmp_path / "pgd_at"
+    source = _model("cnn", seed=4)
+    for run_dir, method in ((probe, "adv_linear_probe"), (other, "pgd_at")):
+        run_dir.mkdir()
+        (run_dir / "config.yaml").write_text(yaml.safe_dump({"method": method}))
+        torch.save(source.state_dict(), run_dir / "best.pt")
+    assert stage1_checkpoint(probe) == probe / "best.pt"
+    model = _model("cnn", seed=0)
+    create_method("roli", PGD(), stage1_from=str(probe)).setup(model, SimpleNamespace(log=lambda s: None))
+    assert torch.equal(model.fc.weight, source.fc.weight)
+    with pytest.raises(UserError, match="RoLI or adv_linear_probe run"):  # a fine-tuned head is no probed head
+        create_method("roli", PGD(), stage1_from=str(other))
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -166,7 +166,8 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise UserError(f"config key {where!r} must be a mapping, got {value!r}")
-        return dict(value)
+        args = typing.get_args(tp)
+        return {k: _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()} if args else dict(value)
     if tp is Any:
         return value
     if tp is float and isinstance(value, int) and not isinstance(value, bool):

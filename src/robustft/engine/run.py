@@ -73,7 +73,8 @@ def load_head(model: nn.Module, source: str) -> None:
     if source.startswith("roli:"):
         path = stage1_checkpoint(source.removeprefix("roli:"))
         if not path.is_file():
-            raise UserError(f"{source}: {path} does not exist (expected a finished RoLI or LP-FT run directory)")
+            raise UserError(f"{source}: {path} does not exist (expected a finished RoLI, LP-FT or "
+                            f"adv_linear_probe run directory)")
     load_classifier(model, path)
 
 
@@ -203,6 +204,7 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Calla
     method.setup(model, ctx)
     stages = method.stages()
     results: dict[str, Any] = {"method": cfg.method, "run_dir": str(run_dir), "stages": {}}
+    resumed_s = 0.0  # epochs finished by an earlier, interrupted invocation count towards the run's wall time
     for i, stage in enumerate(stages):
         stage_dir = run_dir if len(stages) == 1 else run_dir / f"stage{i + 1}_{stage.name}"
         stage_cfg = _stage_config(cfg, stage)
@@ -213,11 +215,12 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Calla
         model.load_state_dict(torch.load(stage_dir / BEST, map_location=device, weights_only=True))
         results["stages"][stage.name] = {"best_epoch": result.best_epoch, "best_val": result.best,
                                          "run_dir": str(stage_dir)}
+        resumed_s += result.resumed_s
     model = method.finalize(model, ctx)
     if info.is_main:
         results.update(method.results())
         results.update(_test(model, cfg, eps, device))
-        results["wall_s"] = time.perf_counter() - start
+        results["wall_s"] = time.perf_counter() - start + resumed_s
         results["provenance"] = provenance(cfg.train.seed)
         final_val = results["stages"][stages[-1].name]["best_val"]
         export_model(model, cfg, train.classes, run_dir, {"val": final_val, "test": results["test"]})

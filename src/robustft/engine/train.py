@@ -36,11 +36,13 @@ LAST, BEST, METRICS = "last.pt", "best.pt", "metrics.jsonl"
 
 @dataclass
 class FitResult:
-    """Outcome of one training stage: the selected epoch, its validation metrics, and the whole history."""
+    """Outcome of one training stage: the selected epoch, its validation metrics, the whole history, and the seconds
+    of the epochs an earlier (interrupted) invocation completed."""
 
     best_epoch: int
     best: dict[str, float]
     history: list[dict[str, Any]] = field(default_factory=list)
+    resumed_s: float = 0.0
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -241,4 +243,5 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
                 f"{'  *' if improved else ''}  ({metrics['epoch_s']:.0f} s, "
                 f"{metrics['train_images_per_s']:.0f} img/s)")
         barrier(info)
-    return FitResult(best_epoch=int(best["epoch"]), best=best, history=history)
+    return FitResult(best_epoch=int(best["epoch"]), best=best, history=history,
+                     resumed_s=sum(h["epoch_s"] for h in history[:start_epoch]))

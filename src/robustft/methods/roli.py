@@ -20,6 +20,7 @@ cannot be merged (a nonlinearity sits between their projections), so the exporte
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from torch import nn
 
 from ..errors import UserError
@@ -37,8 +38,13 @@ LP_OPTIMIZERS = ("sgd", "adamw")
 
 
 def stage1_checkpoint(run_dir: str | Path) -> Path:
-    """Where a RoLI (or LP-FT) run keeps its selected stage-1 model."""
-    return Path(run_dir) / "stage1_lp" / "best.pt"
+    """Where a run keeps its selected adversarially probed head: stage 1 of a RoLI (or LP-FT) run, or the selected
+    model of an ``adv_linear_probe`` run (the same procedure run on its own)."""
+    run_dir = Path(run_dir)
+    config = run_dir / "config.yaml"
+    if config.is_file() and yaml.safe_load(config.read_text()).get("method") == "adv_linear_probe":
+        return run_dir / "best.pt"
+    return run_dir / "stage1_lp" / "best.pt"
 
 
 @dataclass
@@ -82,7 +88,7 @@ class RoLIConfig(MethodConfig):
                 raise UserError("stage1_from reuses a probed head, but init=random (RanLI) starts from a random one")
             if not stage1_checkpoint(self.stage1_from).is_file():
                 raise UserError(f"stage1_from: {stage1_checkpoint(self.stage1_from)} does not exist (expected the "
-                                f"directory of a finished RoLI run)")
+                                f"directory of a finished RoLI or adv_linear_probe run)")
 
 
 class RoLI(Method):

@@ -29,12 +29,14 @@ def _save(plt, fig, path: str | Path) -> Path:
 
 def plot_clean_vs_robust(rows: list[dict[str, Any]], path: str | Path, robust_key: str,
                          title: str = "clean vs robust accuracy (test)") -> Path:
-    """Scatter with one labelled point per run: test clean accuracy against ``robust_key``."""
+    """Scatter with one labelled point per run: test clean accuracy against ``robust_key``; error bars where rows
+    carry ``<key>_spread`` (the seed spread of a mean)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=120)
     for row in rows:
         x, y = 100 * row["test_clean"], 100 * row[robust_key]
-        ax.scatter(x, y, s=40)
+        ax.errorbar(x, y, xerr=100 * row.get("test_clean_spread", 0), yerr=100 * row.get(f"{robust_key}_spread", 0),
+                    fmt="o", markersize=6, capsize=3)
         ax.annotate(row["run"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=9)
     ax.set_xlabel("clean accuracy (%)")
     ax.set_ylabel(f"{robust_key.removeprefix('test_')} accuracy (%)")
