@@ -78,9 +78,9 @@ def test_grid_runs_reuses_and_redoes_a_lost_cell(tiny_task, tmp_path):
     assert changed == {lost / "results.json", lost / "autoattack_n8.json"}
 
 
-def test_report_aggregates_and_checks_claims(tiny_task, tmp_path):
+def test_report_aggregates_and_checks_claims():
     rows = [{"task": "t", "label": lab, "method": lab, "seed": s, "test_clean": c, "test_pgd": p, "n_test": 10,
-             "pgd_name": "pgd20", **({"test_autoattack": aa} if aa is not None else {})}
+             "pgd_name": "pgd20", **({"test_autoattack": aa, "n_autoattack": 10} if aa is not None else {})}
             for lab, s, c, p, aa in [("a", 0, 0.5, 0.2, 0.1), ("a", 1, 0.7, 0.3, None),
                                      ("b", 0, 0.4, 0.25, 0.15), ("b", 1, 0.6, 0.25, None)]]
     table = aggregate(rows)
@@ -91,8 +91,10 @@ def test_report_aggregates_and_checks_claims(tiny_task, tmp_path):
                            Claim("a more robust", "t", ["a"], ["b"], ["pgd", "autoattack"]),
                            Claim("a as robust", "t", ["a"], ["b"], ["pgd"], tolerance=0.05)], rows)
     assert [c["held"] for c in claims] == [True, False, True]
+    assert [c["within_noise"] for c in claims] == [True, True, False]  # 2 SE at n = 10 is 32 points
     assert claims[1]["metrics"]["pgd"]["per_seed"] == {0: pytest.approx(-0.05), 1: pytest.approx(0.05)}
     assert claims[1]["metrics"]["autoattack"]["difference"] == pytest.approx(-0.05)
+    assert claims[0]["metrics"]["clean"]["noise"] == pytest.approx(1 / 10 ** 0.5)  # 2 SE bound at n_test = 10
 
 
 def test_report_files_state_the_claims(tiny_task, tmp_path):
@@ -107,7 +109,7 @@ def test_report_files_state_the_claims(tiny_task, tmp_path):
     text = (tmp_path / "report" / "results.md").read_text()
     held = json.loads((tmp_path / "report" / "results.json").read_text())["claims"][0]["held"]
     assert "roli beats the probe: roli bias vs adv_linear_probe | clean: " in text
-    assert f"**{'held' if held else 'did not hold'}**" in text
+    assert ("**held" if held else "**did not hold**") in text
 
 
 def test_protocol_errors(tmp_path):

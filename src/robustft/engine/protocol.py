@@ -205,6 +205,7 @@ def _rows(results: dict[str, Any], label: str, spec: CellSpec, aa: dict[str, Any
     rows = [{**row(label, results["test"], results.get("test_corruptions"), aa.get("model")),
              "best_epoch": last["best_epoch"], "val_clean": last["best_val"]["val_clean_acc"],
              "val_robust": last["best_val"]["val_robust_acc"], "wall_s": results["wall_s"], "metrics": str(metrics),
+             "finished_utc": results["provenance"]["time_utc"],
              "train_images_per_s": sum(h["train_images_per_s"] for h in history) / len(history)}]
     if spec.source_row:
         src = results["test_source"]

@@ -27,38 +27,49 @@ def _save(plt, fig, path: str | Path) -> Path:
     return Path(path)
 
 
+MARKERS = "osD^vP*Xh<>p"
+
+
+def _styles(n: int) -> list[dict[str, Any]]:
+    """``n`` distinguishable (color, marker) pairs."""
+    plt = _pyplot()
+    colors = plt.get_cmap("tab10" if n <= 10 else "tab20").colors
+    return [{"color": colors[i % len(colors)], "marker": MARKERS[i % len(MARKERS)]} for i in range(n)]
+
+
 def plot_clean_vs_robust(rows: list[dict[str, Any]], path: str | Path, robust_key: str,
                          title: str = "clean vs robust accuracy (test)") -> Path:
-    """Scatter with one labelled point per run: test clean accuracy against ``robust_key``; error bars where rows
-    carry ``<key>_spread`` (the seed spread of a mean)."""
+    """Scatter with one point per run (legend beside the axes): test clean accuracy against ``robust_key``; error
+    bars where rows carry ``<key>_spread`` (the seed spread of a mean)."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(5.5, 4.5), dpi=120)
-    for row in rows:
-        x, y = 100 * row["test_clean"], 100 * row[robust_key]
-        ax.errorbar(x, y, xerr=100 * row.get("test_clean_spread", 0), yerr=100 * row.get(f"{robust_key}_spread", 0),
-                    fmt="o", markersize=6, capsize=3)
-        ax.annotate(row["run"], (x, y), textcoords="offset points", xytext=(5, 5), fontsize=9)
+    fig, ax = plt.subplots(figsize=(8.5, 4.8), dpi=120)
+    for row, style in zip(rows, _styles(len(rows)), strict=True):
+        ax.errorbar(100 * row["test_clean"], 100 * row[robust_key], xerr=100 * row.get("test_clean_spread", 0),
+                    yerr=100 * row.get(f"{robust_key}_spread", 0), fmt=style["marker"], color=style["color"],
+                    markersize=7, capsize=3, label=row["run"])
     ax.set_xlabel("clean accuracy (%)")
     ax.set_ylabel(f"{robust_key.removeprefix('test_')} accuracy (%)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.margins(0.2)
+    ax.margins(0.15)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     return _save(plt, fig, path)
 
 
 def plot_training_curves(histories: dict[str, list[dict[str, Any]]], path: str | Path) -> Path:
-    """Per-epoch validation clean (dashed) and robust (solid) accuracy of several runs."""
+    """Per-epoch validation robust (left) and clean (right) accuracy of several runs, one legend beside them."""
     plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-    for label, history in histories.items():
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), dpi=120, sharex=True)
+    for (label, history), style in zip(histories.items(), _styles(len(histories)), strict=True):
         epochs = [h["epoch"] for h in history]
-        line = ax.plot(epochs, [100 * h["val_robust_acc"] for h in history], marker="o", label=f"{label} robust")
-        ax.plot(epochs, [100 * h["val_clean_acc"] for h in history], linestyle="--", color=line[0].get_color(),
-                label=f"{label} clean")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
+        for ax, key in zip(axes, ("val_robust_acc", "val_clean_acc"), strict=True):
+            ax.plot(epochs, [100 * h[key] for h in history], marker=style["marker"], color=style["color"],
+                    markersize=4, label=label)
+    for ax, title in zip(axes, ("validation robust accuracy (%)", "validation clean accuracy (%)"), strict=True):
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     return _save(plt, fig, path)
 
 
@@ -67,19 +78,20 @@ def plot_norm_diagnostics(histories: dict[str, list[dict[str, Any]]], path: str 
     plt = _pyplot()
     keys = [("conv_weight_norm", "conv weight norm"), ("conv_grad_norm", "conv gradient norm (epoch mean)"),
             ("effective_step", "effective step lr·|g|/|w|")]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8), dpi=120)
-    for label, history in histories.items():
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8), dpi=120)
+    for (label, history), style in zip(histories.items(), _styles(len(histories)), strict=True):
         rows = [h for h in history if "conv_weight_norm" in h]
         if not rows:
             raise UserError(f"run {label!r} has no norm diagnostics: train it with train.diagnostics=true")
         for ax, (key, _) in zip(axes, keys, strict=True):
-            ax.plot([h["epoch"] for h in rows], [h[key] for h in rows], marker="o", label=label)
+            ax.plot([h["epoch"] for h in rows], [h[key] for h in rows], marker=style["marker"], color=style["color"],
+                    markersize=4, label=label)
     for ax, (_, title) in zip(axes, keys, strict=True):
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
     axes[2].set_yscale("log")
-    axes[0].legend(fontsize=8)
+    axes[2].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     return _save(plt, fig, path)
 
 
