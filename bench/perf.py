@@ -246,7 +246,9 @@ def markdown(record: dict[str, Any]) -> str:
         "formula for every method: `trades` and `twins_trades` do more (an extra clean forward for the KL attack's "
         "target and a clean forward+backward in the loss), so their fraction is lower by construction; "
         "`adv_linear_probe` (no backward into the frozen backbone) and `ranli` with bias/LoRA (no weight gradients "
-        "of the frozen weights) do less in the training step and may exceed it. × seed-style: images/s over the "
+        "of the frozen weights) do less in the training step. A fraction above 1 means an attack pass costs less "
+        "than the model assumes: the engine attacks a BN-folded eval-mode view (conv+BN as one conv) and takes "
+        "gradients w.r.t. the input only. × seed-style: images/s over the "
         "seed-style PGD-AT loop's. Δ: increase over the level right before training started (model, optimizer "
         "state, activations, attack buffers).", ""]
     if record["mrc"] is not None:
@@ -280,11 +282,16 @@ def main() -> None:
     parser.add_argument("--amp", action="store_true", help="bf16 autocast (engine and seed-style loop)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--report-only", action="store_true", help="rewrite perf.md from <out-dir>/perf.json")
     args = parser.parse_args()
     if args.images < args.batch_size:
         parser.error(f"--images {args.images} must be at least --batch-size {args.batch_size}")
     if args.worker:
         print(json.dumps(worker(args)))
+        return
+    if args.report_only:
+        record = json.loads((args.out_dir / "perf.json").read_text())
+        atomic_write(args.out_dir / "perf.md", lambda tmp: Path(tmp).write_text(markdown(record)))
         return
     labels = list(dict.fromkeys(["standard", *args.methods.split(",")]))
     try:
