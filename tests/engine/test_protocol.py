@@ -39,8 +39,8 @@ def _write(tmp_path: Path, data: dict) -> Path:
 
 
 def _numbers(rows: list[dict]) -> list[dict]:
-    """Rows without their timings (which differ between invocations)."""
-    return [{k: v for k, v in r.items() if not k.endswith(("_s", "_per_s"))} for r in rows]
+    """Rows without their timings and time stamps (which differ between invocations)."""
+    return [{k: v for k, v in r.items() if not k.endswith(("_s", "_per_s", "_utc"))} for r in rows]
 
 
 def _files(out: Path) -> dict[Path, int]:
