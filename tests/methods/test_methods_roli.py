@@ -16,7 +16,7 @@ from robustft.errors import UserError
 from robustft.methods import LinearProbe, create_method
 from robustft.methods.peft import LoRAConv2d, LoRALinear, adapter_modules, lora_layers
 from robustft.methods.roli import RoLI, stage1_checkpoint
-from robustft.models import create_model, load_state_dict_into
+from robustft.models import create_model, load_state_dict_into, save_state_dict
 from support import finetune_args, run_ok
 
 VARIANTS = ("full", "bias", "lora", "adapter")
@@ -354,3 +354,24 @@ def test_cli_stage1_from_reuses_the_probed_head(runs):
     assert not (run_dir / "stage1_lp").exists()
     assert list(json.loads((run_dir / "results.json").read_text())["stages"]) == ["ft"]
     assert _same(_head(run_dir / "model.pt"), _head(runs / "lora" / "stage1_lp" / "best.pt"))
+
+
+def test_cli_small_vit_runs_every_variant(tiny_task, tmp_path):
+    """A small ViT (random init) through the whole pipeline: roli and ranli × every peft variant, exported and
+    tested; LoRA merged into a plain ViT, the adapters kept."""
+    data, _ = tiny_task
+    torch.manual_seed(0)
+    ckpt = tmp_path / "vit.pt"
+    save_state_dict(create_model("vit", num_classes=4, depth=2, embed_dim=48, num_heads=3), ckpt)
+    vit = ["--arch", "vit", "--set", "model.options={depth: 2, embed_dim: 48, num_heads: 3}"]
+    argv = [[*finetune_args(data, ckpt, tmp_path, f"{method}-{peft}", "--method", method, "--peft", peft, *_SMALL),
+             *vit] for method in ("roli", "ranli") for peft in VARIANTS]
+    run_ok([sys.executable, "-c", _CLI, json.dumps(argv)])
+    for method in ("roli", "ranli"):
+        for peft in VARIANTS:
+            results = json.loads((tmp_path / f"{method}-{peft}" / "results.json").read_text())
+            assert list(results["stages"]) == (["lp", "ft"] if method == "roli" else ["ft"])
+            assert 0 <= results["test"]["clean_acc"] <= 1 and results["test"]["n"] == 16
+            exported = torch.load(tmp_path / f"{method}-{peft}" / "model.pt", weights_only=True)
+            plain = create_model("vit", num_classes=4, depth=2, embed_dim=48, num_heads=3).state_dict()
+            assert (exported.keys() == plain.keys()) == (peft != "adapter")
