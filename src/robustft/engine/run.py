@@ -169,7 +169,9 @@ def run(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False,
 def _prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo) -> None:
     """Refuse to clobber an earlier run; on resume, refuse a changed config."""
     saved = run_dir / CONFIG
-    if saved.exists():
+    existed = saved.exists()
+    barrier(info)  # every rank has looked before rank 0 writes (else a slow rank would find the new run and refuse)
+    if existed:
         if not resume:
             raise UserError(f"run directory {run_dir} already holds a run: pass --resume to continue it, or choose "
                             f"another train.name / train.out_dir")
