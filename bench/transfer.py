@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from robustft._io import atomic_write, atomic_write_json
+from robustft.engine.protocol import slug
 from robustft.report import (
     load_run,
     markdown_table,
@@ -81,14 +82,9 @@ CLAIMS: dict[str, list[tuple[str, Callable[[dict[str, dict[str, Any]]], bool]]]]
 }
 
 
-def _slug(label: str) -> str:
-    """A directory name for a run label."""
-    return "".join(c if c.isalnum() or c in "._-" else "_" for c in label.replace("λ", "lam"))
-
-
 def _run_dir(label: str, args: argparse.Namespace) -> Path:
     """Where run ``label`` lives."""
-    return args.runs / f"{_slug(label)}-s{args.seed}"
+    return args.runs / f"{slug(label)}-s{args.seed}"
 
 
 def _finetune(label: str, spec: Run, args: argparse.Namespace) -> tuple[str, Path]:

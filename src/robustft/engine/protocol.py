@@ -31,7 +31,7 @@ from .config import RunConfig, apply_overrides, from_dict
 from .run import CONFIG, RESULTS, build_source_model, load_exported_model, run
 
 __all__ = ["Protocol", "Task", "CellSpec", "Claim", "AutoAttackSpec", "load_protocol", "list_protocols",
-           "run_protocol", "cell_dir"]
+           "run_protocol", "cell_dir", "slug"]
 
 METRICS = ("clean", "pgd", "autoattack", "corruption")
 _SHIPPED = resources.files("robustft") / "assets" / "protocols"
@@ -131,10 +131,14 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
     return from_dict(Protocol, data)
 
 
+def slug(label: str) -> str:
+    """A directory name for a run label."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in label.replace("λ", "lam"))
+
+
 def cell_dir(out: Path, task: str, label: str, seed: int) -> Path:
     """Run directory of one cell."""
-    slug = "".join(c if c.isalnum() or c in "._-" else "_" for c in label.replace("λ", "lam"))
-    return out / "runs" / task / slug / f"seed{seed}"
+    return out / "runs" / task / slug(label) / f"seed{seed}"
 
 
 def _substitute(value: Any, roots: dict[str, str]) -> Any:
