@@ -54,6 +54,24 @@ def batch() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @pytest.fixture
+def npz_data(tmp_path) -> Path:
+    """An npz dataset dir: test.npz (20 random 32x32 images) and train.npz (40), labels i % 10."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "npz"
+    root.mkdir()
+    np.savez(root / "test.npz", x=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8), y=np.arange(20) % 10)
+    np.savez(root / "train.npz", x=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), y=np.arange(40) % 10)
+    return root
+
+
+@pytest.fixture
+def ckpt(tmp_path) -> Path:
+    """A 10-class CIFAR ResNet-20 state dict at its default width (what ``--arch cifar_resnet20`` builds)."""
+    torch.manual_seed(0)
+    return save_state_dict(create_model("cifar_resnet20", num_classes=10), tmp_path / "m.pt")
+
+
+@pytest.fixture
 def shared_dir() -> Path:
     """../shared (benchmark data); skipped when absent, but a hard failure under CI, where it must exist."""
     if not SHARED.is_dir():

@@ -49,3 +49,12 @@ def tiny_resnet(num_classes: int = 4) -> nn.Module:
                 m.running_mean.uniform_(-0.3, 0.3)
                 m.running_var.uniform_(0.5, 2.0)
     return model
+
+
+def error_line(err: str) -> str:
+    """The one ``robustft: error:`` line of a user error's stderr; any other line must be a warning, no traceback."""
+    lines = err.strip().splitlines()
+    errors = [line for line in lines if not line.startswith("robustft: warning: ")]
+    assert "Traceback" not in err
+    assert len(errors) == 1 and errors[0].startswith("robustft: error: "), err
+    return errors[0]

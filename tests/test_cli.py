@@ -8,31 +8,11 @@ import torch
 
 from robustft.cli import main
 from robustft.models import create_model, save_state_dict
-
-
-@pytest.fixture
-def npz_data(tmp_path):
-    import numpy as np
-    rng = np.random.default_rng(0)
-    root = tmp_path / "npz"
-    root.mkdir()
-    np.savez(root / "test.npz", x=rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8), y=np.arange(20) % 10)
-    np.savez(root / "train.npz", x=rng.integers(0, 256, (40, 32, 32, 3), dtype=np.uint8), y=np.arange(40) % 10)
-    return root
-
-
-@pytest.fixture
-def ckpt(tmp_path):
-    torch.manual_seed(0)
-    path = tmp_path / "m.pt"
-    save_state_dict(create_model("cifar_resnet20", num_classes=10), path)
-    return path
+from support import error_line
 
 
 def _error_line(capsys) -> str:
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("robustft: error: "), err
-    return err[0]
+    return error_line(capsys.readouterr().err)
 
 
 def test_evaluate_writes_json(tmp_path, npz_data, ckpt, capsys):
@@ -91,3 +71,35 @@ def test_bad_eps_and_attack(npz_data, ckpt, capsys):
     assert main(["evaluate", "--arch", "cifar_resnet20", "--checkpoint", str(ckpt), "--data", str(npz_data),
                  "--attack", "cw"]) == 2
     assert "unknown attack" in _error_line(capsys)
+
+
+def _exit_code(argv: list[str]) -> int:
+    """main's return value, or the status of the SystemExit that argparse raises for a bad flag."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        return e.code
+
+
+@pytest.mark.parametrize("extra,match", [
+    (["--eps", "8"], "8/255"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--n", "-3"], "--n"),
+    (["--steps", "0"], "--steps"),
+    (["--norm", "l7"], "--norm"),
+])
+def test_out_of_range_flags_are_one_line(npz_data, ckpt, capsys, extra, match):
+    assert _exit_code(["evaluate", "--arch", "cifar_resnet20", "--checkpoint", str(ckpt), "--data", str(npz_data),
+                       *extra]) == 2
+    assert match in _error_line(capsys)
+
+
+def test_unwritable_json_is_refused_before_evaluating(tmp_path, npz_data, ckpt, capsys, monkeypatch):
+    import robustft.eval
+
+    monkeypatch.setattr(robustft.eval, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking --json"))
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    assert main(["evaluate", "--arch", "cifar_resnet20", "--checkpoint", str(ckpt), "--data", str(npz_data),
+                 "--json", str(blocker / "r.json")]) == 2
+    assert "not a directory" in _error_line(capsys)

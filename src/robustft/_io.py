@@ -1,36 +1,73 @@
-"""Atomic file writes: a reader never sees a half-written checkpoint or results file."""
+"""File writes: atomic (a reader never sees a half-written checkpoint or results file), checked before the work
+starts, failing with one clear line on a full or read-only disk; and an exclusive lock for a run directory."""
 
+import errno
+import fcntl
 import json
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["atomic_write", "atomic_save", "atomic_write_json"]
+from .errors import UserError
+
+__all__ = ["atomic_write", "atomic_save", "atomic_write_json", "WriteError", "check_writable", "locked",
+           "remove_stale_temporaries"]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
+_TMP_SUFFIX = ".tmp"
+# what torch.save raises (a RuntimeError from its C++ zip writer) when the disk fills up or the file vanishes
+_TORCH_WRITE_FAILURES = ("PytorchStreamWriter", "inline_container", "file write failed", "unexpected pos")
+
+
+class WriteError(UserError, OSError):
+    """A file could not be written (disk full, read-only, not a directory): a user error that is also an OSError."""
+
+
+def _write_error(path: Path, err: BaseException) -> WriteError:
+    """One line saying what could not be written, why, and what to do."""
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+    if isinstance(err, RuntimeError) or getattr(err, "errno", None) == errno.ENOSPC:
+        reason = f"{reason} (is the disk full?)" if "disk" not in reason.lower() else reason
+    return WriteError(f"cannot write {path}: {reason}; free some space or choose a writable location")
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, fsync it, then rename it over ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the permissions open() would
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=_TMP_SUFFIX, dir=path.parent)
+        os.close(fd)
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file the permissions open() would
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as e:
+        _discard(tmp)
+        raise _write_error(path, e) from None
+    except RuntimeError as e:
+        _discard(tmp)
+        if any(s in str(e) for s in _TORCH_WRITE_FAILURES):
+            raise _write_error(path, e) from None
+        raise
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        _discard(tmp)
         raise
     return path
+
+
+def _discard(tmp: str | None) -> None:
+    """Remove a temporary file if it was created (never fails)."""
+    if tmp is not None:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -45,3 +82,54 @@ def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
             json.dump(obj, f, indent=2, sort_keys=False)
             f.write("\n")
     return atomic_write(path, write)
+
+
+def check_writable(path: str | os.PathLike, *, directory: bool = False) -> None:
+    """Before any work: make sure ``path`` (a file, or a ``directory``) can be created, by creating and removing a
+    probe file in its nearest existing ancestor. Nothing is left behind."""
+    path = Path(path)
+    if path.exists() and not directory and path.is_dir():
+        raise UserError(f"cannot write {path}: it is a directory; give a file name")
+    ancestor = path if directory else path.parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserError(f"cannot write {path}: {ancestor} is a file, not a directory; choose another location")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".robustft-probe.", dir=ancestor)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {ancestor} is not writable ({e.strerror}); choose a writable "
+                        f"location") from None
+
+
+def remove_stale_temporaries(directory: Path) -> list[Path]:
+    """Delete the temporary files of atomic writes that a killed process left in ``directory`` (and below).
+
+    Only safe while holding the directory's lock: no other writer can be mid-write there."""
+    stale = [p for p in directory.rglob(f".*{_TMP_SUFFIX}") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+@contextmanager
+def locked(directory: Path, what: str = "directory") -> Iterator[None]:
+    """Hold an exclusive lock on ``directory`` (``.lock`` inside it) for the block; a second holder is refused at
+    once. The kernel releases the lock when the process ends, however it ends, so a killed run never blocks."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lock_path = directory / ".lock"
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise UserError(f"{what} {directory} is in use by another robustft process (pid {holder}); wait for it "
+                            f"to finish or stop it first") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)

@@ -4,10 +4,49 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NoReturn
 
 from .errors import UserError
 
 __all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with robustft's error format: one line, then exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``robustft: error: ...`` (naming the command's --help) instead of the usage block."""
+        self.exit(2, f"robustft: error: {message} (see `{self.prog} --help`)\n")
+
+
+def _count(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive(text: str) -> float:
+    """An argparse type: a number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _limits(args: argparse.Namespace):
+    """The decoding limits the data flags set (the library's defaults for those not given)."""
+    from .data import DecodeLimits
+
+    given = {k: getattr(args, k) for k in ("max_file_mb", "max_image_pixels", "max_array_mb")}
+    return DecodeLimits(**{k: v for k, v in given.items() if v is not None})
 
 
 def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
@@ -15,12 +54,18 @@ def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument("--data", required=True, help="cifar10 | cifar100 | svhn | image-folder dir/.zip | .npz dir/file")
     p.add_argument("--data-root", default=None, help="root of named datasets (default $ROBUSTFT_DATA or user cache)")
     p.add_argument("--split", default=split, help="train | val | test | train_full (val is carved from train)")
-    p.add_argument("--n", type=int, default=None, help="deterministic subset: indices round(i*len/n), i < n")
+    p.add_argument("--n", type=_count, default=None, help="deterministic subset: indices round(i*len/n), i < n")
     p.add_argument("--class-balanced", action="store_true",
                    help="with --n: the first n/C images of every class instead (e.g. for AutoAttack on a budget)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of train carved out as validation")
     p.add_argument("--split-seed", type=int, default=0, help="seed of the stratified train/val split")
-    p.add_argument("--image-size", type=int, default=None, help="resize images to this size when decoding")
+    p.add_argument("--image-size", type=_count, default=None, help="resize images to this size when decoding")
+    p.add_argument("--max-file-mb", type=_positive, default=None,
+                   help="largest image file read, in MB, checked before reading (default: as data.max_file_mb)")
+    p.add_argument("--max-image-pixels", type=_count, default=None,
+                   help="largest image (width x height, from its header) decoded (default: as data.max_image_pixels)")
+    p.add_argument("--max-array-mb", type=_positive, default=None,
+                   help="largest .npz array read, in MB decompressed (default: as data.max_array_mb)")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -36,30 +81,45 @@ def _add_attack_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attack", action="append", default=None, help="pgd | fgsm | autoattack (repeatable; default pgd)")
     p.add_argument("--eps", default="8/255", help="perturbation budget in [0,1] pixel units, e.g. 8/255")
     p.add_argument("--norm", default="linf", choices=["linf", "l2"])
-    p.add_argument("--steps", type=int, default=20, help="PGD steps")
+    p.add_argument("--steps", type=_count, default=20, help="PGD steps")
     p.add_argument("--step-size", default=None, help="PGD step (default max(2.5*eps/steps, eps/4))")
-    p.add_argument("--restarts", type=int, default=1, help="PGD restarts (per-sample worst case kept)")
+    p.add_argument("--restarts", type=_count, default=1, help="PGD restarts (per-sample worst case kept)")
     p.add_argument("--aa-version", default="standard", help="AutoAttack version: standard | plus | rand | custom")
     p.add_argument("--aa-attacks", default=None, help="comma list for --aa-version custom, e.g. apgd-ce,apgd-t")
+
+
+def _describe_attack(attack) -> str:
+    """``pgd20 (step 0.0039, 1 restart)`` or ``autoattack (standard)``: what an evaluation attack does."""
+    if hasattr(attack, "step_size"):
+        return f"{attack.name} (step {attack.step_size:.4f}, {attack.restarts} restart{'s' * (attack.restarts > 1)})"
+    return f"{attack.name} ({getattr(attack, 'version', '')})"
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Clean + robust accuracy of a checkpoint on a dataset split."""
     import torch
 
-    from ._io import atomic_write_json
+    from ._io import atomic_write_json, check_writable
     from .attacks import create_attack, parse_eps
     from .data import load_dataset
     from .engine import load_exported_model
     from .eval import balanced_subset, evaluate, evaluate_corruptions
     from .runtime import provenance, resolve_device, seed_everything
 
+    eps = parse_eps(args.eps)
+    attacks = [create_attack(name, eps=eps, norm=args.norm, steps=args.steps,
+                             step_size=parse_eps(args.step_size) if args.step_size else None,
+                             restarts=args.restarts, seed=args.seed, aa_version=args.aa_version,
+                             aa_attacks=args.aa_attacks.split(",") if args.aa_attacks else None)
+               for name in (args.attack or ["pgd"])]
+    if args.json:
+        check_writable(args.json)
     device = resolve_device(args.device)
     seed_everything(args.seed)
     balanced = args.class_balanced and args.n is not None
     data = load_dataset(args.data, args.split, root=args.data_root, n=None if balanced else args.n,
                         val_fraction=args.val_fraction, split_seed=args.split_seed, image_size=args.image_size,
-                        device=device)
+                        device=device, limits=_limits(args))
     if balanced:
         data = balanced_subset(data, args.n)
     model = load_exported_model(args.arch, args.checkpoint, num_classes=data.num_classes,
@@ -67,12 +127,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     channels_last = not args.no_channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    eps = parse_eps(args.eps)
-    attacks = [create_attack(name, eps=eps, norm=args.norm, steps=args.steps,
-                             step_size=parse_eps(args.step_size) if args.step_size else None,
-                             restarts=args.restarts, seed=args.seed, aa_version=args.aa_version,
-                             aa_attacks=args.aa_attacks.split(",") if args.aa_attacks else None)
-               for name in (args.attack or ["pgd"])]
+    print(f"data: {len(data)} {args.split} images of {data.x.shape[-1]}x{data.x.shape[-2]} pixels, "
+          f"{data.num_classes} classes; threat model: {args.norm} eps {args.eps} ({eps:.4f}), "
+          + ", ".join(_describe_attack(a) for a in attacks))
     result = evaluate(model, data, attacks, batch_size=args.batch_size, seed=args.seed, channels_last=channels_last)
     record = {**result.to_dict(), "checkpoint": args.checkpoint, "arch": args.arch, "data": args.data,
               "split": args.split, "subset_n": args.n, "device": str(device), "provenance": provenance(args.seed)}
@@ -96,6 +153,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_mrc(args: argparse.Namespace) -> int:
     """Module robust criticality of every Conv2d/Linear module of a checkpoint: table, bar plot, JSON."""
+    from ._io import check_writable
     from .attacks import parse_eps
     from .data import load_dataset
     from .engine import load_exported_model
@@ -106,11 +164,12 @@ def cmd_mrc(args: argparse.Namespace) -> int:
 
     if args.split == "test":
         raise UserError("MRC examples come from training data (train or val), never from the test split")
+    check_writable(args.out_dir, directory=True)
     device = resolve_device(args.device)
     seed_everything(args.seed)
     balanced = args.class_balanced and args.n is not None
     data = load_dataset(args.data, args.split, root=args.data_root, val_fraction=args.val_fraction,
-                        split_seed=args.split_seed, image_size=args.image_size, device=device)
+                        split_seed=args.split_seed, image_size=args.image_size, device=device, limits=_limits(args))
     if balanced:
         data = balanced_subset(data, args.n)
     model = load_exported_model(args.arch, args.checkpoint, num_classes=data.num_classes,
@@ -137,6 +196,10 @@ _SHORTCUTS = {"method": "method", "data": "data.name", "arch": "model.arch", "ch
               "init_head": "model.init_head", "peft": "method_args.peft", "module": "method_args.module",
               "epochs": "train.epochs", "seed": "train.seed", "device": "train.device", "name": "train.name",
               "out_dir": "train.out_dir"}
+
+
+_SHORTCUT_HELP = {"epochs": "epochs of the main (last) stage, train.epochs; a multi-stage method's earlier stages have "
+                            "their own key (RoLI / LP-FT probe: method_args.lp_epochs), printed at the start"}
 
 
 def _run_config(args: argparse.Namespace):
@@ -175,8 +238,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """Comparison table (markdown + CSV) and plots from finished run directories."""
+    from ._io import check_writable
     from .report import write_report
 
+    check_writable(args.out, directory=True)
     for path in write_report(args.run_dirs, args.out):
         print(f"wrote {path}")
     return 0
@@ -187,6 +252,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     import os
     import shlex
 
+    from ._io import check_writable
     from .engine.protocol import load_protocol, run_protocol
     from .report.protocol import write_protocol_report
     from .runtime import provenance
@@ -196,6 +262,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     models_root = Path(args.models_root or os.environ.get("ROBUSTFT_BENCH_MODELS") or data_root.parent / "models")
     roots = {"data": str(data_root.resolve()), "models": str(models_root.resolve())}
     out = args.out or Path("runs") / "bench" / protocol.name
+    for directory in (out, args.report_dir or out):
+        check_writable(directory, directory=True)
     seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else protocol.seeds
     record = run_protocol(protocol, out, roots, seeds=seeds)
     record.update(protocol=protocol.name, seeds=seeds, roots=roots, command="robustft " + shlex.join(sys.argv[1:]),
@@ -218,15 +286,15 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``robustft`` argument parser with one sub-command per task."""
     from . import __version__
 
-    parser = argparse.ArgumentParser(prog="robustft", description=__doc__)
+    parser = _Parser(prog="robustft", description=__doc__)
     parser.add_argument("--version", action="version", version=f"robustft {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("evaluate", help="clean / PGD / AutoAttack accuracy of a checkpoint")
     _add_model_args(p)
     _add_data_args(p, split="test")
     _add_attack_args(p)
-    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--batch-size", type=_count, default=256)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW (channels_last is faster on CPU/GPU)")
@@ -244,16 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(p)
     _add_data_args(p, split="train")
     p.set_defaults(n=512)
-    p.add_argument("--eps", type=float, default=0.1, help="relative weight-perturbation radius ‖Δw‖ ≤ eps‖w‖")
-    p.add_argument("--steps", type=int, default=10, help="gradient-ascent iterations per module")
-    p.add_argument("--lr", type=float, default=1.0, help="gradient-ascent step")
+    p.add_argument("--eps", type=_positive, default=0.1, help="relative weight-perturbation radius ‖Δw‖ ≤ eps‖w‖")
+    p.add_argument("--steps", type=_count, default=10, help="gradient-ascent iterations per module")
+    p.add_argument("--lr", type=_positive, default=1.0, help="gradient-ascent step")
     p.add_argument("--impl", default="fast", choices=["fast", "reference"],
                    help="fast: only the module's downstream subgraph runs; reference: whole-model passes")
     p.add_argument("--modules", default=None, help="comma list of module names (default: every Conv2d/Linear)")
     p.add_argument("--attack-eps", default="8/255", help="L∞ budget of the PGD examples")
-    p.add_argument("--attack-steps", type=int, default=10, help="PGD steps of the examples")
+    p.add_argument("--attack-steps", type=_count, default=10, help="PGD steps of the examples")
     p.add_argument("--attack-step-size", default="2/255", help="PGD step of the examples")
-    p.add_argument("--batch-size", type=int, default=512, help="examples per forward (memory only)")
+    p.add_argument("--batch-size", type=_count, default=512, help="examples per forward (memory only)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--seed", type=int, default=0, help="seed of the PGD random starts")
     p.add_argument("--out-dir", type=Path, default=Path("mrc"), help="where mrc.json, mrc.txt and mrc.png go")
@@ -266,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", type=Path, default=None, help="YAML config (see configs/)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. optim.lr=0.01")
         for flag, key in _SHORTCUTS.items():
-            p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, default=None, help=f"shortcut for --set {key}=...")
+            p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, default=None, help=_SHORTCUT_HELP.get(
+                flag, f"shortcut for --set {key}=..."))
         p.add_argument("--run-dir", type=Path, default=None, help="run directory (default <out_dir>/<name>)")
         p.add_argument("--resume", action="store_true", help="continue the run in the run directory")
         p.set_defaults(func=cmd_finetune)

@@ -25,8 +25,8 @@ def test_round_trip():
     (["optim.lr=fast"], "optim.lr.*float"),
     (["train.epochs=2.5"], "train.epochs.*int"),
     (["optim.name=lbfgs"], "optim.name"),
-    (["optim.warmup_start=0"], "warm-up never starts at lr 0"),
-    (["data.val_fraction=0"], "validation split"),
+    (["optim.warmup_start=0"], r"optim.warmup_start.*> 0 .*warm-up starts at lr\*warmup_start"),
+    (["data.val_fraction=0"], "data.val_fraction.*carved out for validation"),
     (["nonsense"], "section.key=value"),
     (["eval.select=test_acc"], "eval.select"),
 ])

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..progress import track
 from .base import NORMS, eval_mode
 from .fold import folded_view
 
@@ -59,13 +60,30 @@ class AutoAttack:
                 generator: torch.Generator | None = None) -> torch.Tensor:
         """Run the ensemble (worst case over its attacks, each only on still-robust points) and return x_adv.
 
-        Randomness comes from ``seed`` (pyautoattack seeds itself), not from ``generator``.
+        Randomness comes from ``seed`` (pyautoattack seeds itself), not from ``generator``. The attacks run one
+        pyautoattack call each, so progress is reported per attack; every attack reseeds and the still-robust points
+        are batched in the same order, so x_adv is the one a single call over the whole ensemble gives.
         """
         from pyautoattack import AutoAttack as _AA
+        from pyautoattack.checks import check_square_sr
 
-        logging.getLogger("auto-attack").setLevel(logging.WARNING)
+        logging.getLogger("auto-attack").setLevel(logging.WARNING)  # its per-batch messages are debug-level
         with eval_mode(model) as model:
-            adversary = _AA(_ContiguousInput(folded_view(model)), norm=_AA_NORM[self.norm], eps=self.eps,
-                            version=self.version, attacks=self.attacks or None, seed=self.seed, device=x.device)
-            x_adv, _ = adversary.run_standard_evaluation(x.contiguous(), y, batch_size=self.batch_size)
+            predict = _ContiguousInput(folded_view(model))
+            adversary = _AA(predict, norm=_AA_NORM[self.norm], eps=self.eps, version=self.version,
+                            attacks=self.attacks or None, seed=self.seed, device=x.device)
+            x = x.contiguous()
+            x_adv = x.clone()
+            with torch.no_grad():
+                robust = predict(x).argmax(1) == y
+            accuracy = {"clean": robust.float().mean().item()}
+            for attack in track(list(adversary.attacks_to_run), desc=self.name, unit="attack"):
+                idx = robust.nonzero().squeeze(1)
+                if not len(idx):
+                    break
+                adversary.attacks_to_run = [attack]
+                x_adv[idx], y_adv = adversary.run_standard_evaluation(x[idx], y[idx], batch_size=self.batch_size)
+                robust[idx] = y_adv == y[idx]
+                accuracy[attack] = robust.float().mean().item()
+            check_square_sr(accuracy, logger=adversary.logger)  # pyautoattack's check over the whole ensemble
         return x_adv

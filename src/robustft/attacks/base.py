@@ -10,7 +10,7 @@ from torch import nn
 
 from ..errors import UserError
 
-__all__ = ["Attack", "eval_mode", "parse_eps", "NORMS"]
+__all__ = ["Attack", "eval_mode", "parse_eps", "check_budget", "NORMS"]
 
 NORMS = ("linf", "l2")
 
@@ -58,3 +58,12 @@ def parse_eps(value: str | float) -> float:
     if eps < 0:
         raise UserError(f"eps must be >= 0, got {value!r}")
     return eps
+
+
+def check_budget(eps: float, norm: str) -> None:
+    """Refuse a threat model that cannot be meant: an unknown norm, or an L∞ ε beyond the [0, 1] pixel range."""
+    if norm not in NORMS:
+        raise UserError(f"unknown norm {norm!r}: use one of {', '.join(NORMS)}")
+    if norm == "linf" and eps > 1:
+        raise UserError(f"L∞ eps {eps:g} is larger than the whole pixel range [0, 1]: give it in pixel units, e.g. "
+                        f"{eps:g}/255")

@@ -5,7 +5,7 @@ from typing import Any
 
 from ..errors import UserError
 from .autoattack import AutoAttack
-from .base import Attack
+from .base import Attack, check_budget
 from .pgd import PGD, fgsm
 
 __all__ = ["create_attack", "ATTACK_NAMES"]
@@ -17,6 +17,7 @@ def _pgd(o: dict[str, Any]) -> Attack:
 
 
 def _autoattack(o: dict[str, Any]) -> Attack:
+    check_budget(o["eps"], o["norm"])
     return AutoAttack(eps=o["eps"], norm=o["norm"], version=o.get("aa_version", "standard"),
                       attacks=list(o.get("aa_attacks") or []), seed=o.get("seed", 0))
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import UserError
-from .base import NORMS, eval_mode
+from .base import check_budget, eval_mode
 from .fold import folded_view
 
 __all__ = ["PGD", "fgsm", "default_step_size"]
@@ -47,8 +47,7 @@ class PGD:
 
     def __post_init__(self) -> None:
         self.norm = self.norm.lower()
-        if self.norm not in NORMS:
-            raise UserError(f"unknown norm {self.norm!r}: use one of {', '.join(NORMS)}")
+        check_budget(self.eps, self.norm)
         if self.loss not in LOSSES:
             raise UserError(f"unknown attack loss {self.loss!r}: use one of {', '.join(LOSSES)}")
         if self.steps < 1 or self.restarts < 1:

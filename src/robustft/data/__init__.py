@@ -6,6 +6,7 @@
 
 from .cifar_c import available_corruptions, load_corrupted
 from .dataset import ArrayDataset
+from .limits import DecodeLimits
 from .load import NAMED_DATASETS, load_dataset, open_source
 from .loader import iterate_batches, num_batches
 from .paths import default_cache_dir, default_data_root
@@ -14,7 +15,7 @@ from .splits import SPLITS, stratified_split, subset_indices
 from .transforms import Augment, random_crop, random_hflip, resize
 
 __all__ = [
-    "ArrayDataset", "Augment", "available_corruptions", "load_corrupted",
+    "ArrayDataset", "Augment", "DecodeLimits", "available_corruptions", "load_corrupted",
     "NAMED_DATASETS", "SPLITS", "Source", "default_cache_dir", "default_data_root",
     "iterate_batches", "load_dataset", "num_batches", "open_source", "random_crop", "random_hflip", "resize",
     "stratified_split", "subset_indices",

@@ -1,9 +1,11 @@
 """Image-folder datasets, ``<split>/<class>/<image>``, read from a directory or straight out of a zip.
 
-Images are decoded once with PIL (``convert("RGB")``) into one uint8 tensor per split. With ``image_size``
-every image is resized to ``image_size``×``image_size`` at decode time (PIL bilinear, which antialiases when
-shrinking), so folders of mixed sizes load; without it, mixed sizes are an error. Decoded splits are cached
-on disk (see ``cache.cached``), keyed on the zip's path, size and mtime, or a directory's file stats.
+Images are decoded once with PIL (``convert("RGB")``; 16-bit grayscale scaled to 8 bits) into one uint8 tensor
+per split, each checked against ``DecodeLimits`` first (file size, then the header's pixel count) so a bomb is
+never expanded. With ``image_size`` every image is resized to ``image_size``×``image_size`` at decode time (PIL
+bilinear, which antialiases when shrinking), so folders of mixed sizes load; without it, mixed sizes are an
+error. Decoded splits are cached on disk (see ``cache.cached``), keyed on the zip's path, size and mtime, or a
+directory's file stats.
 """
 
 import functools
@@ -11,6 +13,7 @@ import hashlib
 import io
 import logging
 import os
+import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -23,7 +26,9 @@ import torch
 from PIL import Image
 
 from ..errors import UserError
+from ..progress import track
 from .cache import cached
+from .limits import DecodeLimits
 from .source import Arrays, Source
 
 __all__ = ["IMAGE_EXTENSIONS", "image_folder"]
@@ -41,7 +46,7 @@ class _Tree(Protocol):
 
     def names(self) -> list[str]: ...  # every file, as a posix path relative to the tree's root
 
-    def reader(self) -> AbstractContextManager[Callable[[str], bytes]]: ...
+    def reader(self, limits: DecodeLimits) -> AbstractContextManager[Callable[[str], bytes]]: ...  # checks file sizes
 
     def fingerprint(self) -> tuple: ...  # changes whenever the tree's contents may have changed
 
@@ -59,8 +64,11 @@ class _DirTree:
         return self._names
 
     @contextmanager
-    def reader(self) -> Iterator[Callable[[str], bytes]]:
-        yield lambda name: (self.path / name).read_bytes()
+    def reader(self, limits: DecodeLimits) -> Iterator[Callable[[str], bytes]]:
+        def read(name: str) -> bytes:
+            limits.check_file(self.describe(name), (self.path / name).stat().st_size, zipped=False)
+            return (self.path / name).read_bytes()
+        yield read
 
     def fingerprint(self) -> tuple:
         digest = hashlib.sha256()
@@ -93,9 +101,13 @@ class _ZipTree:
             return [info.filename for info in archive.infolist() if not info.is_dir()]
 
     @contextmanager
-    def reader(self) -> Iterator[Callable[[str], bytes]]:
+    def reader(self, limits: DecodeLimits) -> Iterator[Callable[[str], bytes]]:
         with self._open() as archive:
-            yield archive.read
+            def read(name: str) -> bytes:
+                info = archive.getinfo(name)  # the central directory's size; zipfile never inflates past it
+                limits.check_file(self.describe(name), info.file_size, zipped=True)
+                return archive.read(info)
+            yield read
 
     def fingerprint(self) -> tuple:
         st = self.path.stat()
@@ -132,23 +144,42 @@ def _index(tree: _Tree) -> tuple[list[str], dict[str, list[tuple[str, int]]]]:
     return classes, files
 
 
-def _decode_one(data: bytes, image_size: int | None) -> np.ndarray:
+def _to_8bit(image: Image.Image) -> Image.Image:
+    """A 16-bit grayscale image (``I;16*``, or ``I`` holding 0..65535) as 8-bit ``L``, v -> round(v * 255 / 65535).
+
+    PIL's own ``convert`` clips these to 0..255, turning almost every pixel white. 16-bit RGB(A) PNGs need nothing:
+    PIL decodes them to 8-bit RGB(A) itself, keeping the high byte (at most 1 level below rounding).
+    """
+    if not image.mode.startswith("I"):
+        return image
+    values = np.clip(np.asarray(image, dtype=np.float64), 0, 65535)
+    return Image.fromarray(np.round(values * (255 / 65535)).astype(np.uint8))
+
+
+def _decode_one(what: str, data: bytes, image_size: int | None, limits: DecodeLimits) -> np.ndarray:
     """One image as an H×W×3 uint8 array, resized to ``image_size`` square when given."""
-    with Image.open(io.BytesIO(data)) as image:
-        image = image.convert("RGB")
+    # The pixel check below replaces PIL's DecompressionBombWarning (> Image.MAX_IMAGE_PIXELS); PIL still refuses
+    # images over twice that (~179M pixels) at open, whatever max_image_pixels says.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        image = Image.open(io.BytesIO(data))  # reads only the header: nothing is decoded before the check
+    with image:
+        limits.check_pixels(what, *image.size)
+        image = _to_8bit(image).convert("RGB")
         if image_size is not None and image.size != (image_size, image_size):
             image = image.resize((image_size, image_size), Image.BILINEAR)
         return np.asarray(image)
 
 
-def _decode(tree: _Tree, files: list[tuple[str, int]], image_size: int | None) -> dict[str, torch.Tensor]:
-    """Decode ``files`` into ``{"x": uint8 N×3×H×W, "y": int64 N}``."""
+def _decode(tree: _Tree, files: list[tuple[str, int]], image_size: int | None,
+            limits: DecodeLimits) -> dict[str, torch.Tensor]:
+    """Decode ``files`` into ``{"x": uint8 N×3×H×W, "y": int64 N}``, each checked against ``limits`` first."""
     log.info("decoding %d images from %s", len(files), tree.path)
     out: np.ndarray | None = None
-    with tree.reader() as read:
-        for i, (name, _) in enumerate(files):
+    with tree.reader(limits) as read:
+        for i, (name, _) in enumerate(track(files, desc=f"decoding {tree.path.name}", unit="image")):
             try:
-                pixels = _decode_one(read(name), image_size)
+                pixels = _decode_one(tree.describe(name), read(name), image_size, limits)
             except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, zipfile.BadZipFile,
                     zlib.error) as e:
                 raise UserError(f"cannot decode image {tree.describe(name)} ({e}); replace or delete it") from e
@@ -163,15 +194,20 @@ def _decode(tree: _Tree, files: list[tuple[str, int]], image_size: int | None) -
             "y": torch.tensor([label for _, label in files], dtype=torch.int64)}
 
 
-def image_folder(path: Path, image_size: int | None = None, cache: bool = True) -> Source:
-    """An image folder (directory or ``.zip``); a cache hit on a zip does not even open the archive."""
+def image_folder(path: Path, image_size: int | None = None, cache: bool = True,
+                 limits: DecodeLimits = DecodeLimits()) -> Source:
+    """An image folder (directory or ``.zip``); a cache hit on a zip does not even open the archive.
+
+    ``limits`` apply whenever images are decoded, i.e. on a cache miss: any new or changed file misses the cache.
+    """
     tree: _Tree = _ZipTree(path) if path.is_file() else _DirTree(path)
     index = functools.cache(lambda: _index(tree))  # list the tree at most once, and only on a cache miss
     fingerprint = tree.fingerprint()
     meta = cached((fingerprint, "meta"), lambda: {"classes": index()[0], "splits": sorted(index()[1])}, cache)
 
     def load(split: str) -> Arrays:
-        data = cached((fingerprint, split, image_size), lambda: _decode(tree, index()[1][split], image_size), cache)
+        data = cached((fingerprint, split, image_size), lambda: _decode(tree, index()[1][split], image_size, limits),
+                      cache)
         return data["x"], data["y"]
 
     return Source(name=path.stem if path.is_file() else path.resolve().name, classes=meta["classes"],

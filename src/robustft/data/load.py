@@ -9,6 +9,7 @@ from ..errors import UserError
 from .arrays import npz_source
 from .dataset import ArrayDataset
 from .imagefolder import image_folder
+from .limits import DecodeLimits
 from .named import cifar10, cifar100, svhn
 from .paths import default_data_root
 from .source import Arrays, Source
@@ -42,8 +43,11 @@ def _detect(path: Path) -> str:
 
 
 def open_source(spec: str, *, root: str | Path | None = None, image_size: int | None = None,
-                cache: bool = True, download: bool = True) -> Source:
-    """Resolve ``spec`` (a named dataset, a path, or ``imagefolder:``/``npz:`` + path) to its :class:`Source`."""
+                cache: bool = True, download: bool = True, limits: DecodeLimits | None = None) -> Source:
+    """Resolve ``spec`` (a named dataset, a path, or ``imagefolder:``/``npz:`` + path) to its :class:`Source`.
+
+    ``limits`` (None: the defaults) bound what image folders and npz files may decode to.
+    """
     if spec.lower() in NAMED_DATASETS:
         return NAMED_DATASETS[spec.lower()](_named_root(root), download=download)
     kind, sep, rest = spec.partition(":")
@@ -53,8 +57,8 @@ def open_source(spec: str, *, root: str | Path | None = None, image_size: int | 
         raise UserError(f"dataset {spec!r} is not one of {', '.join(NAMED_DATASETS)} and {path} does not exist; "
                         f"pass a dataset name or the path of an image folder, .zip or .npz")
     if (kind if explicit else _detect(path)) == "npz":
-        return npz_source(path)
-    return image_folder(path, image_size=image_size, cache=cache)
+        return npz_source(path, limits or DecodeLimits())
+    return image_folder(path, image_size=image_size, cache=cache, limits=limits or DecodeLimits())
 
 
 def _split(source: Source, split: str, val_fraction: float, split_seed: int) -> Arrays:
@@ -75,7 +79,8 @@ def _split(source: Source, split: str, val_fraction: float, split_seed: int) -> 
 
 def load_dataset(spec: str, split: str = "test", *, root: str | Path | None = None, n: int | None = None,
                  val_fraction: float = 0.1, split_seed: int = 0, image_size: int | None = None, cache: bool = True,
-                 download: bool = True, device: torch.device | str = "cpu") -> ArrayDataset:
+                 download: bool = True, device: torch.device | str = "cpu",
+                 limits: DecodeLimits | None = None) -> ArrayDataset:
     """Load one split of a dataset into memory as uint8 images and int64 labels on ``device``.
 
     ``spec``: ``cifar10``, ``cifar100``, ``svhn`` (under ``root``, else ``default_data_root()``), or a path: an
@@ -85,11 +90,12 @@ def load_dataset(spec: str, split: str = "test", *, root: str | Path | None = No
     carve-out, or all of it when the source has its own val). ``n`` then keeps ``n`` evenly spaced samples of the
     split in canonical order. ``image_size`` resizes every image to a square of that side (image folders at
     decode time with PIL, arrays with :func:`resize`). ``cache`` keeps decoded image folders on disk;
-    ``download`` fetches a named dataset that is missing from the data root.
+    ``download`` fetches a named dataset that is missing from the data root. ``limits`` (None: the defaults) are
+    the file-size, pixel-count and array-size limits checked before image folders and npz files are decoded.
     """
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    source = open_source(spec, root=root, image_size=image_size, cache=cache, download=download)
+    source = open_source(spec, root=root, image_size=image_size, cache=cache, download=download, limits=limits)
     x, y = _split(source, split, val_fraction, split_seed)
     if n is not None:
         idx = subset_indices(len(y), n)

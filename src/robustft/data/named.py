@@ -1,5 +1,8 @@
 """The named datasets (cifar10, cifar100, svhn) in their official on-disk layouts under a data root."""
 
+import codecs
+import functools
+import hashlib
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +12,7 @@ import numpy as np
 import scipy.io
 import torch
 
-from ..errors import UserError
+from ..errors import UserError, warn
 from .download import Remote, ensure_files
 from .source import Arrays, Source
 
@@ -42,15 +45,76 @@ SVHN_TRAIN = Remote("http://ufldl.stanford.edu/housenumbers/train_32x32.mat", "e
 SVHN_TEST = Remote("http://ufldl.stanford.edu/housenumbers/test_32x32.mat", "eb5a983be6a315427106f1b69d3a7b3b")
 
 
+# md5 of every file of the official releases (as published with torchvision), keyed by path under the data root.
+OFFICIAL_MD5 = {
+    "cifar-10-batches-py/data_batch_1": "c99cafc152244af753f735de768cd75f",
+    "cifar-10-batches-py/data_batch_2": "d4bba439e000b95fd0a9bffe97cbabec",
+    "cifar-10-batches-py/data_batch_3": "54ebc095f3ab1f0389bbae665268c751",
+    "cifar-10-batches-py/data_batch_4": "634d18415352ddfa80567beed471001a",
+    "cifar-10-batches-py/data_batch_5": "482c414d41f54cd18b22e5b47cb7c3cb",
+    "cifar-10-batches-py/test_batch": "40351d587109b95175f43aff81a1287e",
+    "cifar-10-batches-py/batches.meta": "5ff9c542aee3614f3951f8cda6e48888",
+    "cifar-100-python/train": "16019d7e3df5f24257cddd939b257f8d",
+    "cifar-100-python/test": "f0ef6b0ae62326f3e7ffdfab6717acfc",
+    "cifar-100-python/meta": "7973b15100ade9c7d40fb424638fde48",
+}
+
+_RECONSTRUCT = np.empty(0).__reduce__()[0]  # numpy.core.multiarray._reconstruct, numpy._core.* in numpy 2
+# Every global the CIFAR pickles may name. The official (Python 2) files need only numpy's; a Python 3 protocol-2
+# re-pickle also stores bytes as ``_codecs.encode(str, "latin1")``. Anything else could run arbitrary code.
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): codecs.encode,
+}
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    """A pickle asked for a global outside ``_ALLOWED_GLOBALS``."""
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Builds only what the CIFAR files hold (dicts, lists, bytes, numbers, numpy arrays); no other callable."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise _RefusedGlobal(f"{module}.{name}")
+        return _ALLOWED_GLOBALS[module, name]
+
+
+def _md5(path: Path) -> str:
+    """md5 of a file, read in 1 MiB chunks."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@functools.cache  # once per file and version of it (size, mtime), however often the file is loaded
+def _check_official(path: Path, expected: str, size: int, mtime_ns: int) -> None:
+    """Warn when ``path`` is not byte-identical to the official release (a re-pickle, a subset, a modified file)."""
+    if (actual := _md5(path)) != expected:
+        warn(f"{path} is not the official release (md5 {actual}, expected {expected}): "
+             f"results are not comparable with published numbers")
+
+
 def _unpickle(path: Path, keys: tuple[bytes, ...]) -> dict[bytes, Any]:
-    """One official CIFAR pickle (a dict with bytes keys), checked to hold ``keys``."""
+    """One CIFAR pickle (a dict with bytes keys), checked to hold ``keys``; md5 checked against the official file."""
     try:
         with open(path, "rb") as f:
-            data = pickle.load(f, encoding="bytes")  # the official files are Python 2 pickles with bytes keys
+            data = _CifarUnpickler(f, encoding="bytes").load()  # official files: Python 2 pickles with bytes keys
+    except _RefusedGlobal as e:
+        raise UserError(f"{path} is not an official CIFAR file: it asks to load the Python global {e}, which could "
+                        f"run code, so it was not loaded; delete it and download the official archive again") from e
     except Exception as e:  # a damaged pickle can fail with almost any exception type
         raise UserError(f"cannot read {path} ({type(e).__name__}: {e}); delete it and download it again") from e
     if not isinstance(data, dict) or not all(k in data for k in keys):
         raise UserError(f"{path} is not an official CIFAR file (expected keys {keys}); replace it with the original")
+    st = path.stat()
+    _check_official(path, OFFICIAL_MD5[f"{path.parent.name}/{path.name}"], st.st_size, st.st_mtime_ns)
     return data
 
 

@@ -1,15 +1,17 @@
 """Run configuration: nested dataclasses, loaded from YAML, overridden by ``key=value``, validated at load."""
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from ..attacks import ATTACK_NAMES, check_budget, parse_eps
+from ..data import DecodeLimits
 from ..errors import UserError
+from ..methods.base import method_config
+from ..schema import from_dict
 from .optim import OptimConfig
 
 __all__ = ["RunConfig", "DataConfig", "ModelConfig", "AttackConfig", "EvalConfig", "TrainConfig",
@@ -22,23 +24,33 @@ class DataConfig:
 
     name: str = field(default="", metadata={"help": "dataset spec (cifar10, a .zip/.npz path, ...)"})
     root: str | None = field(default=None, metadata={"help": "data root for named datasets"})
-    train_n: int | None = field(default=None, metadata={"help": "deterministic subset of the train split"})
-    val_fraction: float = field(default=0.1, metadata={"help": "fraction of train carved out for validation"})
-    val_n: int | None = field(default=None, metadata={"help": "subset of the validation split used per epoch"})
-    test_n: int | None = field(default=None, metadata={"help": "subset of the test split evaluated at the end"})
-    split_seed: int = field(default=0, metadata={"help": "seed of the stratified train/val split"})
-    image_size: int | None = field(default=None, metadata={"help": "resize at decode time"})
+    train_n: int | None = field(default=None, metadata={"help": "deterministic subset of the train split", "ge": 1})
+    val_fraction: float = field(default=0.1, metadata={"help": "fraction of train carved out for validation",
+                                                       "gt": 0, "lt": 1})
+    val_n: int | None = field(default=None, metadata={"help": "subset of the validation split used per epoch", "ge": 1})
+    test_n: int | None = field(default=None, metadata={"help": "subset of the test split evaluated at the end",
+                                                       "ge": 1})
+    split_seed: int = field(default=0, metadata={"help": "seed of the stratified train/val split", "ge": 0})
+    image_size: int | None = field(default=None, metadata={"help": "resize at decode time", "ge": 1})
     augment: str = field(default="crop_flip", metadata={"help": "crop_flip | flip | none"})
-    crop_padding: int = field(default=4, metadata={"help": "zero padding of the random crop"})
-    batch_size: int = field(default=128, metadata={"help": "training batch size (global, over all ranks)"})
-    eval_batch_size: int = field(default=256, metadata={"help": "evaluation batch size"})
+    crop_padding: int = field(default=4, metadata={"help": "zero padding of the random crop", "ge": 0})
+    batch_size: int = field(default=128, metadata={"help": "training batch size (global, over all ranks)", "ge": 1})
+    eval_batch_size: int = field(default=256, metadata={"help": "evaluation batch size", "ge": 1})
+    max_file_mb: float = field(default=DecodeLimits.max_file_mb, metadata={
+        "help": "largest image file read (a zip member's size is checked before reading)", "gt": 0})
+    max_image_pixels: int = field(default=DecodeLimits.max_image_pixels, metadata={
+        "help": "largest image (width x height from its header) decoded", "ge": 1})
+    max_array_mb: float = field(default=DecodeLimits.max_array_mb, metadata={
+        "help": "largest .npz array read (decompressed size, checked before reading)", "gt": 0})
+
+    def limits(self) -> DecodeLimits:
+        """The decoding limits these keys set."""
+        return DecodeLimits(max_file_mb=self.max_file_mb, max_image_pixels=self.max_image_pixels,
+                            max_array_mb=self.max_array_mb)
 
     def __post_init__(self) -> None:
         if self.augment not in ("crop_flip", "flip", "none"):
             raise UserError(f"data.augment must be crop_flip, flip or none, got {self.augment!r}")
-        if not 0 < self.val_fraction < 1:
-            raise UserError(f"data.val_fraction must be in (0, 1): selection needs a validation split "
-                            f"(got {self.val_fraction})")
 
 
 @dataclass
@@ -64,26 +76,37 @@ class AttackConfig:
 
     eps: str = field(default="8/255", metadata={"help": "budget in [0,1] pixel units"})
     norm: str = field(default="linf", metadata={"help": "linf | l2"})
-    steps: int = field(default=10, metadata={"help": "PGD steps during training"})
+    steps: int = field(default=10, metadata={"help": "PGD steps during training", "ge": 1})
     step_size: str | None = field(default=None, metadata={"help": "PGD step (default max(2.5 eps/steps, eps/4))"})
+
+    def __post_init__(self) -> None:
+        try:
+            check_budget(parse_eps(self.eps), self.norm)
+        except UserError as e:
+            raise UserError(f"attack.eps / attack.norm: {e}") from None
+        if self.step_size is not None and parse_eps(self.step_size) <= 0:
+            raise UserError(f"attack.step_size must be > 0, got {self.step_size!r}")
 
 
 @dataclass
 class EvalConfig:
     """Per-epoch validation, the selection rule, and the final test evaluation."""
 
-    val_steps: int = field(default=10, metadata={"help": "PGD steps of the per-epoch validation attack"})
+    val_steps: int = field(default=10, metadata={"help": "PGD steps of the per-epoch validation attack", "ge": 1})
     select: str = field(default="auto", metadata={
         "help": "auto (clean_acc for clean objectives, robust_acc otherwise) | robust_acc | clean_acc | sum"})
-    test_steps: int = field(default=20, metadata={"help": "PGD steps at test time"})
+    test_steps: int = field(default=20, metadata={"help": "PGD steps at test time", "ge": 1})
     test_attacks: list[str] = field(default_factory=lambda: ["pgd"], metadata={"help": "pgd | fgsm | autoattack"})
-    autoattack_n: int | None = field(default=None, metadata={"help": "test subset for autoattack (class-balanced)"})
+    autoattack_n: int | None = field(default=None, metadata={"help": "test subset for autoattack (class-balanced)",
+                                                             "ge": 1})
     corruptions: list[str] = field(default_factory=list, metadata={
         "help": "common corruptions tested at the end: [all] or names (see robustft.eval.corruptions)"})
     corruption_severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5], metadata={
-        "help": "corruption severities (1..5); the reported mean is over every corruption and severity"})
+        "help": "corruption severities (1..5); the reported mean is over every corruption and severity",
+        "ge": 1, "le": 5})
     corruption_n: int | None = field(default=None, metadata={
-        "help": "evenly spaced test images corrupted (per severity with corruption_dir); default: the test split"})
+        "help": "evenly spaced test images corrupted (per severity with corruption_dir); default: the test split",
+        "ge": 1})
     corruption_dir: str | None = field(default=None, metadata={
         "help": "published CIFAR-10-C-style directory (<name>.npy + labels.npy) instead of generated corruptions"})
     test_source: bool = field(default=False, metadata={
@@ -93,6 +116,10 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.select not in ("auto", "robust_acc", "clean_acc", "sum"):
             raise UserError(f"eval.select must be auto, robust_acc, clean_acc or sum, got {self.select!r}")
+        unknown = sorted(set(self.test_attacks) - set(ATTACK_NAMES))
+        if unknown:
+            raise UserError(f"eval.test_attacks: unknown attack(s) {', '.join(unknown)}; choose from "
+                            f"{', '.join(ATTACK_NAMES)}")
         if self.corruptions:
             from ..eval.corruptions import parse_corruptions, parse_severities
 
@@ -105,23 +132,22 @@ class EvalConfig:
 class TrainConfig:
     """Loop settings."""
 
-    epochs: int = field(default=10, metadata={"help": "epochs (of the main stage)"})
-    seed: int = field(default=0, metadata={"help": "seed of init, shuffling, augmentation and attacks"})
+    epochs: int = field(default=10, metadata={
+        "help": "epochs of the main (last) stage; a multi-stage method names its other stages' keys", "ge": 1})
+    seed: int = field(default=0, metadata={"help": "seed of init, shuffling, augmentation and attacks", "ge": 0})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
     amp: str = field(default="auto", metadata={"help": "auto (bf16 on CUDA, off on CPU) | off | bf16 | fp16"})
     channels_last: bool = field(default=True, metadata={"help": "channels_last memory format"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
     out_dir: str = field(default="runs", metadata={"help": "parent of run directories"})
     name: str | None = field(default=None, metadata={"help": "run directory name (default: method-data-seed)"})
-    log_every: int = field(default=50, metadata={"help": "iterations between log lines"})
+    log_every: int = field(default=50, metadata={"help": "iterations between loss checks (divergence guard)", "ge": 1})
     diagnostics: bool = field(default=False, metadata={
         "help": "log per-epoch conv weight norm, gradient norm and effective step lr*|g|/|w| (TWINS' argument)"})
 
     def __post_init__(self) -> None:
         if self.amp not in ("auto", "off", "bf16", "fp16"):
             raise UserError(f"train.amp must be auto, off, bf16 or fp16, got {self.amp!r}")
-        if self.epochs < 1:
-            raise UserError(f"train.epochs must be >= 1, got {self.epochs}")
 
 
 @dataclass
@@ -137,64 +163,17 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
-
-def _coerce(value: Any, tp: Any, where: str) -> Any:
-    """Check/convert one value against a type annotation (the few kinds configs use)."""
-    origin = typing.get_origin(tp)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in typing.get_args(tp):
-            return None
-        errors = []
-        for arg in typing.get_args(tp):
-            if arg is type(None):
-                continue
-            try:
-                return _coerce(value, arg, where)
-            except UserError as e:
-                errors.append(str(e))
-        raise UserError(errors[0])
-    if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise UserError(f"config key {where!r} must be a mapping, got {value!r}")
-        return from_dict(tp, value, where)
-    if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            raise UserError(f"config key {where!r} must be a list, got {value!r}")
-        args = typing.get_args(tp)
-        items = [_coerce(v, args[0] if origin is list else args[i], f"{where}[{i}]") for i, v in enumerate(value)]
-        return items if origin is list else tuple(items)
-    if origin is dict or tp is dict:
-        if not isinstance(value, dict):
-            raise UserError(f"config key {where!r} must be a mapping, got {value!r}")
-        args = typing.get_args(tp)
-        return {k: _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()} if args else dict(value)
-    if tp is Any:
-        return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
-    if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return str(value)
-    if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-        raise UserError(f"config key {where!r} must be {tp.__name__}, got {value!r}")
-    return value
+    def __post_init__(self) -> None:
+        method_config(self.method, self.method_args)  # unknown method, unknown or out-of-range option: fail at load
 
 
-def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys with the valid ones listed."""
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    unknown = sorted(set(data) - set(names))
-    if unknown:
-        prefix = f"{where}." if where else ""
-        raise UserError(f"unknown config key(s) {', '.join(prefix + k for k in unknown)}; "
-                        f"valid under {where or 'the top level'}: {', '.join(names)}")
-    kwargs = {k: _coerce(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
-    return cls(**kwargs)
+def yaml_problem(err: yaml.YAMLError) -> str:
+    """A YAML error as one line: what is wrong and where (PyYAML's own message spans several lines)."""
+    mark = getattr(err, "problem_mark", None)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    context = getattr(err, "context", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{problem}{where}" + (f" ({context})" if context else "")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -211,7 +190,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
         try:
             value = yaml.safe_load(raw) if raw else None
         except yaml.YAMLError as e:
-            raise UserError(f"cannot parse the value of override {item!r}: {e}") from None
+            raise UserError(f"cannot parse the value of override {item!r}: {yaml_problem(e)}") from None
         node = data
         *parents, leaf = key.split(".")
         for p in parents:
@@ -232,7 +211,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as e:
-            raise UserError(f"config file {path} is not valid YAML: {e}") from None
+            raise UserError(f"config file {path} is not valid YAML: {yaml_problem(e)}") from None
         if not isinstance(data, dict):
             raise UserError(f"config file {path} must hold a mapping at the top level")
     return from_dict(RunConfig, apply_overrides(data, overrides or []))

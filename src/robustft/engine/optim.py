@@ -20,31 +20,28 @@ class OptimConfig:
     """Optimizer and schedule; epochs-valued fields may be fractional (schedules are stepped every iteration)."""
 
     name: str = field(default="sgd", metadata={"help": "sgd | adamw"})
-    lr: float = field(default=0.01, metadata={"help": "peak learning rate"})
-    momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
+    lr: float = field(default=0.01, metadata={"help": "peak learning rate", "gt": 0})
+    momentum: float = field(default=0.9, metadata={"help": "SGD momentum", "ge": 0, "lt": 1})
     nesterov: bool = field(default=False, metadata={"help": "SGD Nesterov momentum"})
-    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"help": "AdamW betas"})
-    weight_decay: float = field(default=5e-4, metadata={"help": "decoupled for AdamW, L2 for SGD"})
+    betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"help": "AdamW betas", "ge": 0, "lt": 1})
+    weight_decay: float = field(default=5e-4, metadata={"help": "decoupled for AdamW, L2 for SGD", "ge": 0})
     no_decay_norm_bias: bool = field(default=False, metadata={"help": "no weight decay on norm layers and biases"})
     schedule: str = field(default="multistep", metadata={"help": "constant | multistep | cosine | onecycle"})
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75],
-                                    metadata={"help": "multistep: epochs, or fractions of training if all <= 1"})
-    gamma: float = field(default=0.1, metadata={"help": "multistep decay factor"})
-    warmup_epochs: float = field(default=0.0, metadata={"help": "linear warm-up length in epochs"})
-    warmup_start: float = field(default=0.1, metadata={"help": "warm-up starts at lr*warmup_start (> 0)"})
-    onecycle_peak: float = field(default=0.3, metadata={"help": "onecycle: fraction of training at the peak"})
+                                    metadata={"help": "multistep: epochs, or fractions of training if all <= 1",
+                                              "ge": 0})
+    gamma: float = field(default=0.1, metadata={"help": "multistep decay factor", "gt": 0, "le": 1})
+    warmup_epochs: float = field(default=0.0, metadata={"help": "linear warm-up length in epochs", "ge": 0})
+    warmup_start: float = field(default=0.1, metadata={"help": "warm-up starts at lr*warmup_start (> 0)",
+                                                       "gt": 0, "le": 1})
+    onecycle_peak: float = field(default=0.3, metadata={"help": "onecycle: fraction of training at the peak",
+                                                        "gt": 0, "lt": 1})
 
     def __post_init__(self) -> None:
         if self.name not in OPTIMIZERS:
             raise UserError(f"optim.name must be one of {OPTIMIZERS}, got {self.name!r}")
         if self.schedule not in SCHEDULES:
             raise UserError(f"optim.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if self.lr <= 0 or self.weight_decay < 0:
-            raise UserError(f"optim.lr must be > 0 and optim.weight_decay >= 0 (got {self.lr}, {self.weight_decay})")
-        if not 0 < self.warmup_start <= 1:
-            raise UserError(f"optim.warmup_start must be in (0, 1]: warm-up never starts at lr 0 ({self.warmup_start})")
-        if not 0 < self.onecycle_peak < 1:
-            raise UserError(f"optim.onecycle_peak must be in (0, 1), got {self.onecycle_peak}")
 
 
 def _param_groups(params: Iterable[tuple[str, nn.Parameter]], model: nn.Module, cfg: OptimConfig) -> list[dict]:

@@ -26,6 +26,7 @@ from ..attacks import create_attack, parse_eps
 from ..data import load_dataset
 from ..errors import UserError
 from ..eval import balanced_subset, evaluate
+from ..progress import duration
 from ..runtime import resolve_device
 from .config import RunConfig, apply_overrides, from_dict
 from .run import CONFIG, RESULTS, build_source_model, load_exported_model, run
@@ -226,20 +227,26 @@ def run_protocol(protocol: Protocol, out: Path, roots: dict[str, str], *, seeds:
                             f"ROBUSTFT_BENCH_{key.upper()}")
     start = time.perf_counter()
     rows = []
-    for seed in seeds or protocol.seeds:
-        for task_name, task in protocol.tasks.items():
-            for label, spec in task.cells.items():
-                run_dir = cell_dir(out, task_name, label, seed)
-                cfg = cell_config(protocol, task_name, label, seed, out, roots)
-                done = (run_dir / RESULTS).is_file()
-                log(f"[{protocol.name}] {task_name} / {label} / seed {seed}: " + ("finished, reused" if done else
-                    ("resuming" if (run_dir / CONFIG).is_file() else "running")))
-                results = run(cfg, run_dir=run_dir, resume=True, log=lambda s, p=f"  {label} s{seed}: ": log(p + s))
-                aa: dict[str, Any] = {}
-                if task.autoattack.n and (task.autoattack.seeds is None or seed in task.autoattack.seeds):
-                    aa["model"] = _autoattack(cfg, run_dir, task.autoattack, source=False)
-                    if spec.source_row:
-                        aa["source"] = _autoattack(cfg, run_dir, task.autoattack, source=True)
-                rows += [{"task": task_name, "seed": seed, "run_dir": str(run_dir), **r}
-                         for r in _rows(results, label, spec, aa)]
+    cells = [(seed, task_name, task, label, spec) for seed in seeds or protocol.seeds
+             for task_name, task in protocol.tasks.items() for label, spec in task.cells.items()]
+    computed_s, computed = 0.0, 0  # cells this invocation ran: their mean wall time gives the ETA
+    for i, (seed, task_name, task, label, spec) in enumerate(cells):
+        run_dir = cell_dir(out, task_name, label, seed)
+        cfg = cell_config(protocol, task_name, label, seed, out, roots)
+        done = (run_dir / RESULTS).is_file()
+        eta = f", ETA {duration(computed_s / computed * (len(cells) - i))}" if computed else ""
+        log(f"[{protocol.name}] cell {i + 1}/{len(cells)} {task_name} / {label} / seed {seed}: "
+            + ("finished, reused" if done else ("resuming" if (run_dir / CONFIG).is_file() else "running"))
+            + f" ({duration(time.perf_counter() - start)} so far{eta})")
+        t0 = time.perf_counter()
+        results = run(cfg, run_dir=run_dir, resume=True, log=lambda s, p=f"  {label} s{seed}: ": log(p + s))
+        aa: dict[str, Any] = {}
+        if task.autoattack.n and (task.autoattack.seeds is None or seed in task.autoattack.seeds):
+            aa["model"] = _autoattack(cfg, run_dir, task.autoattack, source=False)
+            if spec.source_row:
+                aa["source"] = _autoattack(cfg, run_dir, task.autoattack, source=True)
+        if not done:
+            computed_s, computed = computed_s + time.perf_counter() - t0, computed + 1
+        rows += [{"task": task_name, "seed": seed, "run_dir": str(run_dir), **r}
+                 for r in _rows(results, label, spec, aa)]
     return {"rows": rows, "wall_s": time.perf_counter() - start}

@@ -1,8 +1,9 @@
 """A whole run from a config: load data and the source model, train each stage, export, test once at the end."""
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -10,12 +11,12 @@ import torch
 import yaml
 from torch import nn
 
-from .._io import atomic_write, atomic_write_json
+from .._io import atomic_write, atomic_write_json, check_writable, locked, remove_stale_temporaries
 from ..attacks import PGD, create_attack, parse_eps
-from ..data import ArrayDataset, load_dataset
-from ..errors import UserError
+from ..data import ArrayDataset, load_dataset, open_source
+from ..errors import UserError, warn
 from ..eval import balanced_subset, evaluate
-from ..methods import RunContext, Stage, create_method
+from ..methods import Method, RunContext, Stage, create_method
 from ..methods.roli import stage1_checkpoint
 from ..models import (
     create_model,
@@ -29,12 +30,15 @@ from ..models import (
 )
 from ..runtime import provenance, seed_everything
 from .config import RunConfig, apply_overrides, from_dict, to_dict
-from .distributed import DistInfo, barrier, cleanup, init_distributed
-from .train import BEST, fit
+from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
+from .train import BEST, LAST, fit
 
 __all__ = ["run", "default_run_dir", "build_source_model", "export_model", "load_exported_model"]
 
 RESULTS, CONFIG, MODEL, CARD = "results.json", "config.yaml", "model.pt", "model.json"
+CARD_MARKER, CARD_VERSION = "robustft_card", 1  # only a JSON carrying the marker is a card; others are not ours
+MAX_CARD_BYTES = 16 << 20  # a card is a few kB (its state-dict key list); a larger JSON is not read
+MIN_USEFUL_VAL = 500  # below this, one standard error of a validation accuracy exceeds 2 points: selection is noise
 
 
 def default_run_dir(cfg: RunConfig) -> Path:
@@ -43,11 +47,13 @@ def default_run_dir(cfg: RunConfig) -> Path:
     return Path(cfg.train.out_dir) / (cfg.train.name or f"{cfg.method}-{stem}-s{cfg.train.seed}")
 
 
-def build_source_model(cfg: RunConfig, num_classes: int) -> nn.Module:
+def build_source_model(cfg: RunConfig, num_classes: int, *, trains_head: bool = True,
+                       log: Callable[[str], None] = print) -> nn.Module:
     """The source model with a head for ``num_classes`` (kept, or replaced as ``model.head`` says).
 
     Sources: ``model.checkpoint`` (a file), else published weights named by a tagged arch such as
     ``resnet50.madry_linf4_in1k`` (downloaded once), else random init (robust pre-training from scratch).
+    ``trains_head=False`` (a method that keeps the classifier fixed) refuses a head that would start random.
     """
     m = cfg.model
     if m.checkpoint is not None:
@@ -61,7 +67,14 @@ def build_source_model(cfg: RunConfig, num_classes: int) -> nn.Module:
         raise UserError(f"model.head=keep but the source model has {source_classes} classes and the data "
                         f"{num_classes}; use model.head=auto or new")
     if m.head == "new" or source_classes != num_classes:
+        if not trains_head and not m.init_head:
+            raise UserError(f"method {cfg.method} does not train the classifier, but the source's {source_classes}-"
+                            f"class head must be replaced for {num_classes} classes and would stay random: probe a "
+                            f"head first (robustft finetune --method adv_linear_probe ...) and pass --init-head "
+                            f"roli:THAT_RUN_DIR, or --init-head a checkpoint with a {num_classes}-class classifier")
         model = replace_head(model, num_classes)
+        log(f"model: a new {num_classes}-class head replaces the source's {source_classes}-class head "
+            f"({f'initialized from {m.init_head}' if m.init_head else 'random init'})")
     if m.init_head:
         load_head(model, m.init_head)
     return model
@@ -91,7 +104,7 @@ def export_model(model: nn.Module, cfg: RunConfig, classes: list[str], run_dir: 
     """Plain ``state_dict`` (loads without robustft) plus a JSON card like the shared reference model's."""
     save_state_dict(model, run_dir / MODEL)
     sd = model.state_dict()
-    card = {"arch": cfg.model.arch, "num_classes": len(classes), "classes": classes,
+    card = {CARD_MARKER: CARD_VERSION, "arch": cfg.model.arch, "num_classes": len(classes), "classes": classes,
             "input": "float RGB in [0,1], NCHW; normalization inside the model (normalize.mean / normalize.std)",
             "normalize": {k: sd[f"normalize.{k}"].flatten().tolist() for k in ("mean", "std")},
             "source_checkpoint": cfg.model.checkpoint, "method": cfg.method, "recipe": to_dict(cfg),
@@ -100,16 +113,49 @@ def export_model(model: nn.Module, cfg: RunConfig, classes: list[str], run_dir: 
     atomic_write_json(card, run_dir / CARD)
 
 
+def read_card(checkpoint: str | Path) -> dict[str, Any] | None:
+    """The robustft export card beside ``checkpoint`` (same stem, ``.json``), or None when there is none.
+
+    A JSON file there that does not carry the card marker (a model card of another project, an HF ``config.json``)
+    is not ours and is ignored; a file that carries it but is damaged or incomplete is a UserError."""
+    path = Path(checkpoint).with_suffix(".json")
+    if not path.is_file() or path.stat().st_size > MAX_CARD_BYTES:
+        return None
+    text = path.read_text(errors="replace")
+    if CARD_MARKER not in text:
+        return None
+    try:
+        card = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is a damaged robustft card ({e}); re-export the model or delete the card") from None
+    if not isinstance(card, dict):
+        raise UserError(f"{path} is a damaged robustft card (a JSON {type(card).__name__}, not an object); re-export "
+                        f"the model or delete the card")
+    if CARD_MARKER not in card:
+        return None
+    recipe = card.get("recipe") if isinstance(card.get("recipe"), dict) else {}
+    model = recipe.get("model", {})
+    expected = {"arch": str, "num_classes": int, "method": str, "recipe": dict}
+    problems = [k for k, tp in expected.items() if not isinstance(card.get(k), tp)]
+    problems += [f"recipe.{k}" for k, v in (("method_args", recipe.get("method_args", {})), ("model", model))
+                 if not isinstance(v, dict)]
+    if isinstance(model, dict) and not isinstance(model.get("options", {}), dict):
+        problems.append("recipe.model.options")
+    if problems:
+        raise UserError(f"{path} is an incomplete robustft card (missing or malformed: {', '.join(problems)}); "
+                        f"re-export the model or delete the card")
+    return card
+
+
 def load_exported_model(arch: str, checkpoint: str | Path | None, *, num_classes: int | None = None,
                         normalization: str | None = None) -> nn.Module:
-    """Load a checkpoint for evaluation. A robustft export (``model.json`` card beside it) is rebuilt with its run's
+    """Load a checkpoint for evaluation. A robustft export (its card beside it) is rebuilt with its run's
     architecture options and its method's export structure (e.g. RoLI adapters); anything else via ``load_model``."""
-    card_path = Path(checkpoint).with_suffix(".json") if checkpoint else None
-    if card_path is None or not card_path.is_file():
+    card = read_card(checkpoint) if checkpoint else None
+    if card is None:
         return load_model(arch, checkpoint, num_classes=num_classes, normalization=normalization)
-    card = json.loads(card_path.read_text())
-    recipe = card.get("recipe", {})
-    if card.get("arch", arch) != arch:
+    recipe = card["recipe"]
+    if card["arch"] != arch:
         raise UserError(f"{checkpoint} was exported for --arch {card['arch']}, not {arch}")
     model = create_model(arch, num_classes or card["num_classes"], **recipe.get("model", {}).get("options", {}))
     method = create_method(card["method"], PGD(), **recipe.get("method_args", {}))
@@ -123,7 +169,15 @@ def _load(cfg: RunConfig, split: str, n: int | None, device: torch.device) -> Ar
     """One split of the configured dataset on ``device``."""
     d = cfg.data
     return load_dataset(d.name, split, root=d.root, n=n, val_fraction=d.val_fraction, split_seed=d.split_seed,
-                        image_size=d.image_size, device=device)
+                        image_size=d.image_size, device=device, limits=d.limits())
+
+
+def _check_test_split(cfg: RunConfig) -> None:
+    """Fail before training, not after it, when the data has no test split (it is read only at the end)."""
+    source = open_source(cfg.data.name, root=cfg.data.root, image_size=cfg.data.image_size, limits=cfg.data.limits())
+    if "test" not in source.loaders:
+        raise UserError(f"{cfg.data.name} has no test split (it has {', '.join(sorted(source.loaders))}); add one "
+                        f"(test/<class>/... or test*.npz) so the selected model can be tested once at the end")
 
 
 def _test(model: nn.Module, cfg: RunConfig, eps: float, device: torch.device) -> dict[str, Any]:
@@ -166,45 +220,109 @@ def run(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False,
         cleanup(info)
 
 
-def _prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo) -> None:
-    """Refuse to clobber an earlier run; on resume, refuse a changed config."""
+def _started(run_dir: Path) -> bool:
+    """Whether a run directory holds work to protect: a finished epoch of any stage, or final results."""
+    return (run_dir / RESULTS).exists() or any(run_dir.rglob(LAST))
+
+
+def _check_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None]) -> bool:
+    """Whether ``run_dir`` holds a run to continue (read-only). Refuses to clobber a started run without
+    ``resume`` and to resume one with another config; a config without a finished epoch is not a run to protect."""
     saved = run_dir / CONFIG
-    existed = saved.exists()
+    if not saved.exists():
+        return False
+    if not _started(run_dir):
+        log(f"{run_dir} holds a config but no finished epoch (an earlier start failed or stopped early): "
+            f"starting it anew")
+        return False
+    if not resume:
+        raise UserError(f"run directory {run_dir} already holds a run: pass --resume to continue it, or choose "
+                        f"another train.name / train.out_dir")
+    if yaml.safe_load(saved.read_text()) != yaml.safe_load(yaml.safe_dump(to_dict(cfg))):
+        raise UserError(f"cannot resume {run_dir}: the config differs from the one it was started with "
+                        f"({saved}); start a new run instead")
+    return True
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir: Path, info: DistInfo) -> Iterator[None]:
+    """Rank 0 holds the run directory's lock for the whole run; if it cannot, every rank stops with its error."""
+    with contextlib.ExitStack() as stack:
+        failure: UserError | None = None
+        if info.is_main:
+            try:
+                stack.enter_context(locked(run_dir, "run directory"))
+            except UserError as e:
+                failure = e
+        flag = all_reduce_sum(torch.tensor([float(failure is not None)], device=info.device), info)
+        if flag.item():
+            raise failure or UserError(f"run directory {run_dir} is in use by another robustft process")
+        yield
+
+
+def _prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Callable[[str], None]) -> None:
+    """Under the lock: check the directory again (another process may have started it since), remove what killed
+    writers left, and write the config of a new run."""
+    started = _check_run_dir(cfg, run_dir, resume, lambda s: None)
     barrier(info)  # every rank has looked before rank 0 writes (else a slow rank would find the new run and refuse)
-    if existed:
-        if not resume:
-            raise UserError(f"run directory {run_dir} already holds a run: pass --resume to continue it, or choose "
-                            f"another train.name / train.out_dir")
-        if yaml.safe_load(saved.read_text()) != yaml.safe_load(yaml.safe_dump(to_dict(cfg))):
-            raise UserError(f"cannot resume {run_dir}: the config differs from the one it was started with "
-                            f"({saved}); start a new run instead")
-    elif info.is_main:
-        atomic_write(saved, lambda tmp: Path(tmp).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False)))
+    if info.is_main:
+        for path in remove_stale_temporaries(run_dir):
+            log(f"removed {path}, left by an interrupted write")
+        if not started:
+            atomic_write(run_dir / CONFIG,
+                         lambda tmp: Path(tmp).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False)))
     barrier(info)
 
 
+def _describe_threat(cfg: RunConfig, eps: float, attack: PGD) -> str:
+    """One line naming the threat model of training, validation and test."""
+    return (f"threat model: {cfg.attack.norm} eps {cfg.attack.eps} ({eps:.4f}); train PGD-{attack.steps} step "
+            f"{attack.step_size:.4f}, val PGD-{cfg.eval.val_steps}, test {', '.join(cfg.eval.test_attacks)} "
+            f"(PGD-{cfg.eval.test_steps})")
+
+
 def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Callable[[str], None]) -> dict[str, Any]:
-    """The body of ``run`` inside the process group."""
-    _prepare_run_dir(cfg, run_dir, resume, info)
-    if (run_dir / RESULTS).exists():
+    """The body of ``run`` inside the process group: check and open everything, then lock, write and train."""
+    if _check_run_dir(cfg, run_dir, resume, log) and (run_dir / RESULTS).exists():
         log(f"{run_dir} is already complete")
         return json.loads((run_dir / RESULTS).read_text())
     start = time.perf_counter()
     seed_everything(cfg.train.seed)
     device = info.device
     train, val = _load(cfg, "train", cfg.data.train_n, device), _load(cfg, "val", cfg.data.val_n, device)
-    log(f"data: {len(train)} train / {len(val)} val images, {train.num_classes} classes")
-    model = build_source_model(cfg, train.num_classes).to(device)
-    if cfg.train.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    _check_test_split(cfg)
+    log(f"data: {len(train)} train / {len(val)} val images of {train.x.shape[-1]}x{train.x.shape[-2]} pixels"
+        f"{'' if cfg.data.image_size is None else ' (data.image_size)'}, {train.num_classes} classes")
+    if len(val) < MIN_USEFUL_VAL:
+        warn(f"the validation split has only {len(val)} images: accuracies on it vary by about "
+             f"±{50 / len(val) ** 0.5:.1f} points (one standard error) from sampling alone, so epoch selection is "
+             f"mostly noise; raise data.val_fraction or data.val_n")
     eps = parse_eps(cfg.attack.eps)
     attack = PGD(eps=eps, norm=cfg.attack.norm, steps=cfg.attack.steps,
                  step_size=parse_eps(cfg.attack.step_size) if cfg.attack.step_size else None, name="pgd_train")
     method = create_method(cfg.method, attack, **cfg.method_args)
+    model = build_source_model(cfg, train.num_classes, trains_head=method.trains_head, log=log).to(device)
+    if cfg.train.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    log(_describe_threat(cfg, eps, attack))
+    check_writable(run_dir, directory=True)
+    with _run_lock(run_dir, info):
+        _prepare_run_dir(cfg, run_dir, resume, info, log)
+        return _train_and_test(cfg, run_dir, resume, info, log, model, method, train, val, eps, start)
+
+
+def _train_and_test(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Callable[[str], None],
+                    model: nn.Module, method: Method, train: ArrayDataset, val: ArrayDataset, eps: float,
+                    start: float) -> dict[str, Any]:
+    """Set the method up, train each stage, finalize, test once, export."""
+    device = info.device
     ctx = RunContext(train=train, val=val, cfg=cfg, run_dir=run_dir, device=device, is_main=info.is_main, log=log,
                      source_state={k: v.detach().clone() for k, v in model.state_dict().items()})
     method.setup(model, ctx)
     stages = method.stages()
+    if len(stages) > 1:
+        log("budget: " + ", ".join(f"stage {st.name} {_stage_config(cfg, st).train.epochs} epochs ({st.epochs_key})"
+                                   for st in stages))
     results: dict[str, Any] = {"method": cfg.method, "run_dir": str(run_dir), "stages": {}}
     resumed_s = 0.0  # epochs finished by an earlier, interrupted invocation count towards the run's wall time
     for i, stage in enumerate(stages):
@@ -212,7 +330,7 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Calla
         stage_cfg = _stage_config(cfg, stage)
         model = stage.method.prepare(model)
         log(f"stage {stage.name}: {sum(p.numel() for _, p in stage.method.trainable_parameters(model)):,} "
-            f"trainable parameters, {stage_cfg.train.epochs} epochs")
+            f"trainable parameters, {stage_cfg.train.epochs} epochs ({stage.epochs_key})")
         result = fit(stage.method, model, train, val, stage_cfg, stage_dir, info, resume=resume, log=log)
         model.load_state_dict(torch.load(stage_dir / BEST, map_location=device, weights_only=True))
         results["stages"][stage.name] = {"best_epoch": result.best_epoch, "best_val": result.best,

@@ -8,7 +8,6 @@ and is augmented with tensor ops, the model and batches are channels_last, AMP o
 import contextlib
 import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -17,7 +16,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from .._io import atomic_save, atomic_write
 from ..attacks import PGD
@@ -25,6 +23,7 @@ from ..data import ArrayDataset, Augment, iterate_batches, num_batches
 from ..errors import UserError
 from ..eval import evaluate
 from ..methods import Method
+from ..progress import duration, track
 from .config import RunConfig
 from .distributed import DistInfo, all_reduce_sum, barrier
 from .optim import build_optimizer, build_scheduler
@@ -84,7 +83,7 @@ def _validate(model: nn.Module, val: ArrayDataset, attack: PGD, cfg: RunConfig, 
     shard = val if info.world_size == 1 else val.subset(torch.arange(info.rank, len(val), info.world_size,
                                                                       device=val.y.device))
     res = evaluate(model, shard, [attack], batch_size=cfg.data.eval_batch_size, seed=cfg.train.seed + epoch,
-                   channels_last=cfg.train.channels_last, progress=False)
+                   channels_last=cfg.train.channels_last)
     counts = torch.tensor([res.correct["clean"].sum(), res.correct[attack.name].sum(), len(shard)],
                           dtype=torch.float64, device=info.device)
     clean, robust, n = all_reduce_sum(counts, info).tolist()
@@ -118,6 +117,14 @@ def _restore(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, sc
     torch.set_rng_state(state["torch_rng"])
     if state["cuda_rng"]:
         torch.cuda.set_rng_state_all(state["cuda_rng"])
+
+
+def _divergence(loss: float, epoch: int, it: int, history: list[dict], run_dir: Path) -> str:
+    """The one-line error for a non-finite loss, naming the checkpoint that is actually on disk."""
+    saved = (f"epoch {epoch} was not saved; the last saved epoch is {history[-1]['epoch']} (train loss "
+             f"{history[-1]['train_loss']:.3g}) in {run_dir / LAST}" if history else "no epoch was saved")
+    return (f"training diverged: loss is {loss} at epoch {epoch}, iteration {it}; lower optim.lr or check the data "
+            f"({saved})")
 
 
 def _write_metrics(run_dir: Path, history: list[dict]) -> None:
@@ -174,6 +181,7 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
     conv_weights = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d) and m.weight.requires_grad]
     diagnostics = cfg.train.diagnostics and bool(conv_weights)
 
+    fit_start = time.perf_counter()
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         method.train_mode(model)
@@ -181,8 +189,7 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
         sums = torch.zeros(5, dtype=torch.float64, device=info.device)
         batches = iterate_batches(train, batch_size, shuffle=True, generator=generators["data"], augment=augment,
                                   drop_last=True, channels_last=cfg.train.channels_last)
-        bar = tqdm(batches, total=iters, desc=f"epoch {epoch + 1}/{epochs}", leave=False,
-                   disable=not (info.is_main and sys.stderr.isatty()))
+        bar = track(batches, total=iters, desc=f"epoch {epoch + 1}/{epochs}")
         for it, (x, y) in enumerate(bar):
             x, y = rank_slice(x, info), rank_slice(y, info)
             with autocast():
@@ -210,12 +217,8 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
             if (it + 1) % cfg.train.log_every == 0 or it + 1 == iters:
                 mean_loss = (sums[0] / sums[2]).item()  # one host sync per log interval
                 if not math.isfinite(mean_loss):
-                    raise UserError(f"training diverged: loss is {mean_loss} at epoch {epoch + 1}, iteration "
-                                    f"{it + 1}; lower optim.lr or check the data (no checkpoint was written for "
-                                    f"this epoch; the last good one is {run_dir / LAST})")
-                if bar.disable and info.is_main and cfg.train.log_every < iters:
-                    log(f"epoch {epoch + 1} it {it + 1}/{iters} loss {mean_loss:.4f}")
-                bar.set_postfix(loss=f"{mean_loss:.3f}")
+                    raise UserError(_divergence(mean_loss, epoch + 1, it + 1, history, run_dir))
+                bar.set_postfix(f"loss {mean_loss:.3f}")
         loss_sum, acc_sum, n_batches, grad_sum, lr_sum = all_reduce_sum(sums, info).tolist()
         train_s = time.perf_counter() - t0
         metrics = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "train_loss": loss_sum / n_batches,
@@ -232,6 +235,9 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
         improved = not best or select_value(metrics, rule) > select_value(best, rule)
         if improved:
             best = dict(metrics)
+        # the stage's remaining epochs at this invocation's mean epoch time
+        left = (time.perf_counter() - fit_start) / (epoch + 1 - start_epoch) * (epochs - epoch - 1)
+        eta = f", ETA {duration(left)}" if epoch + 1 < epochs else ""
         if info.is_main:
             if improved:
                 atomic_save(model.state_dict(), run_dir / BEST)
@@ -241,7 +247,7 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
             log(f"epoch {epoch + 1}/{epochs}  loss {metrics['train_loss']:.4f}  val clean "
                 f"{metrics['val_clean_acc']:.4f}  val pgd{cfg.eval.val_steps} {metrics['val_robust_acc']:.4f}"
                 f"{'  *' if improved else ''}  ({metrics['epoch_s']:.0f} s, "
-                f"{metrics['train_images_per_s']:.0f} img/s)")
+                f"{metrics['train_images_per_s']:.0f} img/s{eta})")
         barrier(info)
     return FitResult(best_epoch=int(best["epoch"]), best=best, history=history,
                      resumed_s=sum(h["epoch_s"] for h in history[:start_epoch]))

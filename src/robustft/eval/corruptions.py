@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from ..data import ArrayDataset, subset_indices
 from ..errors import UserError
+from ..progress import track
 from .evaluate import evaluate
 
 __all__ = ["CORRUPTIONS", "CIFAR_C_BENCHMARK", "CIFAR_C_EXTRA", "NOT_IMPLEMENTED", "APPROXIMATE", "corrupt",
@@ -530,10 +531,11 @@ class CorruptionResult:
 def evaluate_corruptions(model: nn.Module, data: ArrayDataset | None, names: Sequence[str] | str = "all",
                          severities: Sequence[int] | str | int = "all", *, seed: int = 0, batch_size: int = 256,
                          channels_last: bool = False, corruption_dir: str | Path | None = None,
-                         n: int | None = None, progress: bool | None = False) -> CorruptionResult:
+                         n: int | None = None, progress: bool = True) -> CorruptionResult:
     """Clean accuracy of ``model`` on corrupted copies of ``data`` (generated, seed per corruption and severity),
     or on the published files in ``corruption_dir`` (CIFAR-10-C layout; ``data`` is then only used for its class
-    names and may be None). ``n`` keeps ``n`` evenly spaced images (per severity for the published files)."""
+    names and may be None). ``n`` keeps ``n`` evenly spaced images (per severity for the published files).
+    ``progress`` reports per corruption and severity."""
     from ..data.cifar_c import available_corruptions, load_corrupted
 
     start = time.perf_counter()
@@ -547,20 +549,19 @@ def evaluate_corruptions(model: nn.Module, data: ArrayDataset | None, names: Seq
         if n is not None:
             data = data.subset(subset_indices(len(data), min(n, len(data))).to(data.y.device))
     device = next(model.parameters()).device
-    accuracy: dict[str, dict[int, float]] = {}
+    accuracy: dict[str, dict[int, float]] = {name: {} for name in chosen}
     count = 0
-    for i, name in enumerate(chosen):
-        accuracy[name] = {}
-        for s in sevs:
-            if corruption_dir is not None:
-                corrupted = load_corrupted(corruption_dir, name, s, n=n,
-                                           classes=data.classes if data is not None else None).to(device)
-            else:
-                corrupted = corrupt_dataset(data, name, s, seed=seed * 1000 + 10 * i + s)
-            res = evaluate(model, corrupted, [], batch_size=batch_size, seed=seed, channels_last=channels_last,
-                           progress=progress)
-            accuracy[name][s] = res.clean_acc
-            count = res.n
+    sets = [(i, name, s) for i, name in enumerate(chosen) for s in sevs]
+    for i, name, s in track(sets, desc="corruptions", unit="set", enabled=progress):
+        if corruption_dir is not None:
+            corrupted = load_corrupted(corruption_dir, name, s, n=n,
+                                       classes=data.classes if data is not None else None).to(device)
+        else:
+            corrupted = corrupt_dataset(data, name, s, seed=seed * 1000 + 10 * i + s)
+        res = evaluate(model, corrupted, [], batch_size=batch_size, seed=seed, channels_last=channels_last,
+                       progress=False)
+        accuracy[name][s] = res.clean_acc
+        count = res.n
     per = {k: sum(v.values()) / len(v) for k, v in accuracy.items()}
     mean = sum(per.values()) / len(per)
     source = (str(corruption_dir) if corruption_dir is not None

@@ -7,11 +7,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ..attacks import Attack, eval_mode
 from ..data import ArrayDataset, iterate_batches, num_batches
 from ..errors import UserError
+from ..progress import track
 
 __all__ = ["EvalResult", "evaluate"]
 
@@ -44,11 +44,12 @@ def _describe(attack: Attack) -> dict[str, Any]:
 
 
 def evaluate(model: nn.Module, data: ArrayDataset, attacks: Sequence[Attack] = (), *, batch_size: int = 256,
-             seed: int = 0, channels_last: bool = False, progress: bool | None = None) -> EvalResult:
+             seed: int = 0, channels_last: bool = False, progress: bool = True) -> EvalResult:
     """Evaluate ``model`` (in eval mode) on ``data``, which must already sit on the model's device.
 
     Attacks run only on clean-correct samples (a misclassified sample is already non-robust), so every per-attack
     accuracy counts clean mistakes too; ``worst_case_acc`` is correct under clean input and every attack at once.
+    ``progress`` reports per batch (a bar on a terminal, a line every ``ROBUSTFT_PROGRESS_S`` seconds elsewhere).
     """
     names = [a.name for a in attacks]
     if len(set(names)) != len(names):
@@ -59,9 +60,8 @@ def evaluate(model: nn.Module, data: ArrayDataset, attacks: Sequence[Attack] = (
     start = time.perf_counter()
     batches = iterate_batches(data, batch_size, channels_last=channels_last)
     with eval_mode(model):
-        # disable=None: tqdm shows a bar on a TTY only, so logs stay clean
-        for x, y in tqdm(batches, total=num_batches(len(data), batch_size), desc="evaluate",
-                         disable=None if progress is None else not progress, leave=False):
+        for x, y in track(batches, num_batches(len(data), batch_size), "evaluate " + "+".join(["clean", *names]),
+                          enabled=progress):
             t = time.perf_counter()
             with torch.no_grad():
                 ok = model(x).argmax(1) == y

@@ -34,8 +34,9 @@ from torch.func import functional_call
 
 from ..attacks import PGD, eval_mode
 from ..attacks.fold import eval_affine
-from ..data import ArrayDataset, iterate_batches, subset_indices
+from ..data import ArrayDataset, iterate_batches, num_batches, subset_indices
 from ..errors import UserError
+from ..progress import track
 
 __all__ = ["MRCProfile", "ModuleMRC", "mrc_profile", "mrc_scores", "mrc_examples", "candidate_modules",
            "project_relative", "IMPLEMENTATIONS"]
@@ -146,7 +147,8 @@ def mrc_examples(model: nn.Module, data: ArrayDataset, n: int | None = 512, *, e
     attack = PGD(eps=eps, steps=steps, step_size=step_size, norm="linf", name="mrc_pgd")
     generator = torch.Generator(device=data.x.device).manual_seed(seed)
     xs, ys = [], []
-    for x, y in iterate_batches(data, batch_size):
+    batches = iterate_batches(data, batch_size)
+    for x, y in track(batches, num_batches(len(data), batch_size), f"mrc examples (pgd{steps})"):
         xs.append(attack.perturb(model, x, y, generator=generator).detach())
         ys.append(y)
     return torch.cat(xs), torch.cat(ys)
@@ -374,7 +376,7 @@ def mrc_profile(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, *, modul
         gm = _trace(bare) if impl == "fast" else None
         named = dict(bare.named_modules())
         results = []
-        for name in names:
+        for name in track(names, desc="mrc", unit="module"):
             t0 = time.perf_counter()
             result, note = None, ""
             if gm is not None:

@@ -16,9 +16,10 @@ from torch import nn
 from ..attacks import PGD
 from ..data import ArrayDataset
 from ..errors import UserError
+from ..schema import from_dict
 
-__all__ = ["Method", "MethodConfig", "Stage", "RunContext", "register_method", "create_method", "list_methods",
-           "OBJECTIVES"]
+__all__ = ["Method", "MethodConfig", "Stage", "RunContext", "register_method", "create_method", "method_config",
+           "list_methods", "OBJECTIVES"]
 
 OBJECTIVES = ("clean", "pgd", "trades")
 
@@ -28,7 +29,7 @@ class MethodConfig:
     """Options every method has: the training objective and the TRADES trade-off β."""
 
     objective: str = field(default="pgd", metadata={"help": "clean | pgd (Madry AT) | trades"})
-    beta: float = field(default=6.0, metadata={"help": "TRADES β (weight of the KL term)"})
+    beta: float = field(default=6.0, metadata={"help": "TRADES β (weight of the KL term)", "ge": 0})
 
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
@@ -52,17 +53,21 @@ class RunContext:
 
 @dataclass
 class Stage:
-    """One training stage of a multi-stage method: its own method and overrides of the run config."""
+    """One training stage of a multi-stage method: its own method, overrides of the run config, and the config key
+    that sets its number of epochs (said in the log, so a user knows which budget each stage gets)."""
 
     name: str
     method: "Method"
     overrides: dict[str, Any] = field(default_factory=dict)
+    epochs_key: str = "train.epochs"
 
 
 class Method:
     """Base method: full fine-tuning with the configured objective. Subclasses override only what differs."""
 
     config_cls: type[MethodConfig] = MethodConfig
+    # False for a method that keeps the classifier fixed: the engine then refuses a head that would start random
+    trains_head: bool = True
 
     def __init__(self, cfg: MethodConfig, attack: PGD) -> None:
         self.cfg = cfg
@@ -177,14 +182,15 @@ def list_methods() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_method(name: str, attack: PGD, **options: Any) -> Method:
-    """Build method ``name`` with its registered defaults overridden by ``options`` (validated)."""
+def method_config(name: str, options: dict[str, Any]) -> MethodConfig:
+    """The typed, checked config of method ``name``: its registered defaults overridden by ``options``."""
     if name not in _REGISTRY:
         raise UserError(f"unknown method {name!r}: choose from {', '.join(list_methods())}")
     method_cls, defaults = _REGISTRY[name]
-    cfg_cls = method_cls.config_cls
-    known = {f.name for f in fields(cfg_cls)}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise UserError(f"unknown option(s) {unknown} for method {name!r}: valid are {sorted(known)}")
-    return method_cls(cfg_cls(**{**defaults, **options}), attack)
+    return from_dict(method_cls.config_cls, {**defaults, **options}, "method_args")
+
+
+def create_method(name: str, attack: PGD, **options: Any) -> Method:
+    """Build method ``name`` with its registered defaults overridden by ``options`` (validated)."""
+    cfg = method_config(name, options)
+    return _REGISTRY[name][0](cfg, attack)

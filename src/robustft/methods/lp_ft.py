@@ -13,8 +13,8 @@ class LpFtConfig(MethodConfig):
     """The fine-tuning stage's objective is ``objective``; the probe stage has its own and its own budget."""
 
     lp_objective: str = field(default="pgd", metadata={"help": "probe objective: clean | pgd | trades"})
-    lp_epochs: int = field(default=5, metadata={"help": "epochs of the linear-probe stage"})
-    lp_lr: float = field(default=0.01, metadata={"help": "learning rate of the linear-probe stage"})
+    lp_epochs: int = field(default=5, metadata={"help": "epochs of the linear-probe stage", "ge": 1})
+    lp_lr: float = field(default=0.01, metadata={"help": "learning rate of the linear-probe stage", "gt": 0})
 
 
 class LpFt(Method):
@@ -26,7 +26,8 @@ class LpFt(Method):
         """Probe, then fine-tune."""
         probe_cfg = MethodConfig(objective=self.cfg.lp_objective, beta=self.cfg.beta)
         return [Stage("lp", LinearProbe(probe_cfg, self.attack),
-                      {"train.epochs": self.cfg.lp_epochs, "optim.lr": self.cfg.lp_lr}),
+                      {"train.epochs": self.cfg.lp_epochs, "optim.lr": self.cfg.lp_lr},
+                      epochs_key="method_args.lp_epochs"),
                 Stage("ft", Method(MethodConfig(objective=self.cfg.objective, beta=self.cfg.beta), self.attack))]
 
 

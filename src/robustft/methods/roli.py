@@ -23,6 +23,7 @@ from pathlib import Path
 import yaml
 from torch import nn
 
+from ..attacks import PGD
 from ..errors import UserError
 from ..models import load_classifier
 from .base import Method, MethodConfig, RunContext, Stage, register_method
@@ -54,16 +55,19 @@ class RoLIConfig(MethodConfig):
     peft: str = field(default="full", metadata={"help": "stage-2 parameters: full | bias | lora | adapter"})
     init: str = field(default="roli", metadata={
         "help": "roli: stage 2 starts from the adversarially probed head; random: RanLI (no probe stage)"})
-    lp_epochs: int = field(default=20, metadata={"help": "epochs of the adversarial linear-probing stage"})
-    lp_lr: float = field(default=0.05, metadata={"help": "peak learning rate of the probing stage"})
+    lp_epochs: int = field(default=20, metadata={
+        "help": "epochs of the adversarial linear-probing stage lp (train.epochs / --epochs sets stage ft)", "ge": 1})
+    lp_lr: float = field(default=0.05, metadata={"help": "peak learning rate of the probing stage", "gt": 0})
     lp_optimizer: str = field(default="sgd", metadata={"help": "optimizer of the probing stage (paper: sgd)"})
     lp_weight_decay: float = field(default=0.01, metadata={
         "help": "weight decay of the probing stage (head weight only; its bias is not decayed, as in the official "
-                "code)"})
-    lora_rank: int = field(default=16, metadata={"help": "LoRA rank r"})
-    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA α (updates are scaled by α / r)"})
-    lora_dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA input (train mode only)"})
-    adapter_reduction: int = field(default=8, metadata={"help": "adapter bottleneck width = width // reduction"})
+                "code)", "ge": 0})
+    lora_rank: int = field(default=16, metadata={"help": "LoRA rank r", "ge": 1})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA α (updates are scaled by α / r)", "gt": 0})
+    lora_dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA input (train mode only)",
+                                                       "ge": 0, "lt": 1})
+    adapter_reduction: int = field(default=8, metadata={"help": "adapter bottleneck width = width // reduction",
+                                                        "ge": 1})
     stage1_from: str | None = field(default=None, metadata={
         "help": "run directory of an earlier RoLI run: skip probing, start stage 2 from its stage1_lp/best.pt head"})
 
@@ -75,26 +79,21 @@ class RoLIConfig(MethodConfig):
             raise UserError(f"roli init must be one of {INITS}, got {self.init!r}")
         if self.lp_optimizer not in LP_OPTIMIZERS:
             raise UserError(f"roli lp_optimizer must be one of {LP_OPTIMIZERS}, got {self.lp_optimizer!r}")
-        if self.lp_epochs < 1 or self.lp_lr <= 0 or self.lp_weight_decay < 0:
-            raise UserError(f"roli needs lp_epochs >= 1, lp_lr > 0, lp_weight_decay >= 0 (got {self.lp_epochs}, "
-                            f"{self.lp_lr}, {self.lp_weight_decay})")
-        if self.lora_rank < 1 or self.lora_alpha <= 0 or not 0 <= self.lora_dropout < 1:
-            raise UserError(f"roli needs lora_rank >= 1, lora_alpha > 0, 0 <= lora_dropout < 1 (got {self.lora_rank},"
-                            f" {self.lora_alpha}, {self.lora_dropout})")
-        if self.adapter_reduction < 1:
-            raise UserError(f"roli adapter_reduction must be >= 1, got {self.adapter_reduction}")
-        if self.stage1_from is not None:
-            if self.init == "random":
-                raise UserError("stage1_from reuses a probed head, but init=random (RanLI) starts from a random one")
-            if not stage1_checkpoint(self.stage1_from).is_file():
-                raise UserError(f"stage1_from: {stage1_checkpoint(self.stage1_from)} does not exist (expected the "
-                                f"directory of a finished RoLI or adv_linear_probe run)")
+        if self.stage1_from is not None and self.init == "random":
+            raise UserError("stage1_from reuses a probed head, but init=random (RanLI) starts from a random one")
 
 
 class RoLI(Method):
     """Adversarial linear probing (stage ``lp``), then adversarial fine-tuning of the chosen parameters (``ft``)."""
 
     config_cls = RoLIConfig
+
+    def __init__(self, cfg: RoLIConfig, attack: PGD) -> None:
+        super().__init__(cfg, attack)
+        # checked when the run starts (a protocol writes configs that name probe runs not finished yet)
+        if cfg.stage1_from is not None and not stage1_checkpoint(cfg.stage1_from).is_file():
+            raise UserError(f"stage1_from: {stage1_checkpoint(cfg.stage1_from)} does not exist (expected the "
+                            f"directory of a finished RoLI or adv_linear_probe run)")
 
     # -- stages ------------------------------------------------------------------------------------------------
     def setup(self, model: nn.Module, ctx: RunContext) -> None:
@@ -117,7 +116,7 @@ class RoLI(Method):
                      "optim.weight_decay": self.cfg.lp_weight_decay, "train.epochs": self.cfg.lp_epochs,
                      # only the head trains: this exempts its bias from weight decay, as the official SGD path does
                      "optim.no_decay_norm_bias": True}
-        return [Stage("lp", self.probe(), overrides), finetune]
+        return [Stage("lp", self.probe(), overrides, epochs_key="method_args.lp_epochs"), finetune]
 
     # -- stage 2 -----------------------------------------------------------------------------------------------
     def prepare(self, model: nn.Module) -> nn.Module:

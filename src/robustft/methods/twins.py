@@ -101,7 +101,7 @@ class TwinsConfig(MethodConfig):
     """TWINS options: the frozen wing's loss weight and the official TWINS-TRADES attack switch."""
 
     lam: float = field(default=1.0, metadata={"help": "λ, weight of the frozen wing's loss (paper: 1.0 CIFAR, 0.4 "
-                                                      "Caltech-256)"})
+                                                      "Caltech-256)", "ge": 0})
     ce_attack: bool = field(default=False, metadata={
         "help": "TWINS-TRADES: attack with CE as the official scripts do (default: the TRADES KL attack)"})
 

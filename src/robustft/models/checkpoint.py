@@ -2,12 +2,14 @@
 
 Reading never executes code from the file: ``.safetensors`` holds only tensors, and everything else goes through
 ``torch.load(weights_only=True)``. A file that needs more (a pickled module, optimizer class, argparse namespace)
-is refused with a message rather than loaded with ``weights_only=False``.
+is refused with a message rather than loaded with ``weights_only=False``, and no message passes on torch's advice
+to do so. Weights that load but compute garbage are refused too: NaN/Inf values, integer values for float weights.
 """
 
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -42,6 +44,12 @@ _SAFE_NUMPY_GLOBALS = [
 ]
 
 
+# torch appends this to its load errors; it advises ``weights_only=False``, which would run the file's code.
+_TORCH_UNSAFE_ADVICE = getattr(torch.serialization, "UNSAFE_MESSAGE", "")
+_RESAVE_ADVICE = ("in a trusted environment, load it and re-save the weights with "
+                  "`torch.save(model.state_dict(), path)` or as safetensors")
+
+
 class LoadResult(NamedTuple):
     """Keys that ``load_state_dict_into(strict=False)`` left untouched."""
 
@@ -49,23 +57,54 @@ class LoadResult(NamedTuple):
     unexpected_keys: list[str]
 
 
+def _torch_reason(err: BaseException) -> str:
+    """torch's error text as one line, without its sentences about ``weights_only`` (their advice: turn it off)."""
+    text = str(err).split("WeightsUnpickler error:", 1)[-1].replace(_TORCH_UNSAFE_ADVICE, " ")
+    sentences = [s for line in text.splitlines() for s in re.split(r"(?<=[.?!])\s+", line.strip()) if s]
+    return " ".join(s for s in sentences if "weights_only" not in s and s != "Weights only load failed.")
+
+
 def _torch_load(path: Path) -> Any:
     """``torch.load`` restricted to tensors, containers and numpy scalars; anything else is a UserError."""
     try:
-        with torch.serialization.safe_globals(_SAFE_NUMPY_GLOBALS):
+        with torch.serialization.safe_globals(_SAFE_NUMPY_GLOBALS), warnings.catch_warnings():
+            # Our error below replaces torch's warning, which would be a second stderr line.
+            warnings.filterwarnings("ignore", message="'torch.load' received a zip file that looks like a TorchScript")
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         # Running code from a pickle takes a global (a function or class); torch names the first one it refused.
         found = re.search(r"GLOBAL ([\w.]+)|but got (<class [^>]+>)", str(err))
         if found is None:
-            detail = re.search(r"WeightsUnpickler error:\s*(.+)", str(err))
-            raise UserError(f"{path} is not a PyTorch checkpoint ({detail.group(1) if detail else err})") from err
+            raise UserError(f"{path} is not a PyTorch checkpoint ({_torch_reason(err)})") from err
         raise UserError(
             f"refusing to load {path}: it needs arbitrary code execution to unpickle "
             f"(it references {found.group(1) or found.group(2)}); re-save it as a plain state_dict or safetensors"
         ) from None
     except (RuntimeError, EOFError, KeyError, ValueError) as err:
-        raise UserError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {err})") from err
+        if "legacy .tar format" in str(err):
+            raise UserError(
+                f"{path} is in the legacy .tar format of torch < 0.4, which cannot be read without running code "
+                f"from the file; {_RESAVE_ADVICE}"
+            ) from None
+        if "TorchScript archive" in str(err):
+            raise UserError(
+                f"{path} is a TorchScript archive (torch.jit.save), not a state dict; {_RESAVE_ADVICE}"
+            ) from None
+        reason = _torch_reason(err)
+        raise UserError(
+            f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}{': ' + reason if reason else ''})"
+        ) from err
+
+
+def _check_finite(state: Mapping[str, Tensor], source: str) -> None:
+    """Refuse NaN or Inf in any floating tensor: such a network computes garbage, however well it loads."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        counts = [f"{k} ({int(state[k].isnan().sum())} NaN, {int(state[k].isinf().sum())} Inf)" for k in bad]
+        raise UserError(
+            f"checkpoint {source} has non-finite values in {_name_list(counts)}; it is not a usable model "
+            "(did training diverge?); use a checkpoint saved before the divergence"
+        )
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
@@ -80,7 +119,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
             raise UserError(f"{path} is not a readable safetensors file ({err})") from err
     else:
         obj = _torch_load(path)
-    return unwrap_state_dict(obj, source=str(path))
+    state = unwrap_state_dict(obj, source=str(path))
+    _check_finite(state, source=str(path))
+    return state
 
 
 def _find_tensor_dict(obj: Any) -> dict[str, Tensor] | None:
@@ -155,7 +196,7 @@ def load_state_dict_into(
     strict: bool = True,
     skip_classifier: bool = False,
 ) -> LoadResult:
-    """Copy ``state_dict`` into ``model``, raising one UserError that names every missing, unexpected or misshapen key.
+    """Copy ``state_dict`` into ``model``, raising one UserError naming every missing, unexpected, misshapen, int key.
 
     A checkpoint without ``normalize.*`` buffers keeps the model's configured normalization. ``skip_classifier``
     loads everything but the head (fine-tuning on new classes). ``strict=False`` tolerates missing and
@@ -169,11 +210,16 @@ def load_state_dict_into(
     if skip_classifier:
         ignored |= head_keys
         state = {k: v for k, v in state.items() if k not in head_keys}
-    expected = {k: v.shape for k, v in model.state_dict().items() if k not in ignored}
+    model_state = model.state_dict()
+    expected = {k: v.shape for k, v in model_state.items() if k not in ignored}
 
     missing = sorted(expected.keys() - state.keys())
     unexpected = sorted(state.keys() - expected.keys())
     misshapen = [k for k in expected if k in state and state[k].shape != expected[k]]
+    # Integer or bool values copied into float weights are cast silently (a quantized or corrupt export);
+    # integer buffers such as BatchNorm's num_batches_tracked are integer in the model too.
+    not_float = [k for k in expected if k in state and model_state[k].is_floating_point()
+                 and not state[k].is_floating_point()]
     head_weight = f"{cfg.classifier}.weight"
     # Only the head's output size differs: the checkpoint was trained on a different number of classes.
     if (head_weight in misshapen and set(misshapen) <= head_keys and not (strict and (missing or unexpected))
@@ -188,6 +234,10 @@ def load_state_dict_into(
     if misshapen:
         shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(expected[k])}" for k in misshapen]
         problems.append(f"shape mismatch (checkpoint vs model): {_name_list(shapes)}")
+    if not_float:
+        dtypes = [f"{k} {state[k].dtype} vs {model_state[k].dtype}" for k in not_float]
+        problems.append(f"non-floating weights (checkpoint vs model dtype): {_name_list(dtypes)}; "
+                        "export the floating-point weights")
     if strict and missing:
         problems.append(f"missing keys: {_name_list(missing)}")
     if strict and unexpected:

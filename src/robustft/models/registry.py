@@ -47,6 +47,17 @@ def _entrypoint(arch: str) -> Callable[..., ImageClassifier]:
     return _model_entrypoints[arch]
 
 
+def _construct(arch: str, entrypoint: Callable[..., ImageClassifier], **kwargs) -> ImageClassifier:
+    """Call the constructor; an option it does not take is a UserError (e.g. a typo in ``model.options``)."""
+    try:
+        return entrypoint(**kwargs)
+    except TypeError as e:
+        if "unexpected keyword argument" not in str(e):
+            raise
+        raise UserError(f"architecture {arch} does not take the option {str(e).rsplit(' ', 1)[-1]} "
+                        f"(model.options / --model-arg); see its constructor's arguments") from None
+
+
 def _weights_name(arch: str, tag: str, pretrained: bool) -> str | None:
     """The ``KNOWN_WEIGHTS`` entry to use: ``arch.tag`` if tagged, else the arch's first one if ``pretrained``."""
     known = [name for name in KNOWN_WEIGHTS if name.partition(".")[0] == arch]
@@ -79,9 +90,9 @@ def create_model(
     if weights_name is None:
         if num_classes is not None:
             kwargs["num_classes"] = num_classes
-        return entrypoint(normalization=normalization, **kwargs)
+        return _construct(arch, entrypoint, normalization=normalization, **kwargs)
     weights = KNOWN_WEIGHTS[weights_name]
-    model = entrypoint(num_classes=weights.num_classes,
+    model = _construct(arch, entrypoint, num_classes=weights.num_classes,
                        normalization=weights.normalization if normalization is None else normalization, **kwargs)
     model.pretrained_cfg = replace(model.pretrained_cfg, tag=weights_name.partition(".")[2])
     if pretrained:

@@ -1,0 +1,56 @@
+"""Only a JSON that says it is a robustft card is read as one; a damaged robustft card is one error line."""
+
+import json
+
+import pytest
+
+from robustft.cli import main
+from robustft.engine.run import CARD_MARKER
+from support import error_line
+
+
+def _evaluate(ckpt, data, *extra: str) -> int:
+    return main(["evaluate", "--arch", "cifar_resnet20", "--checkpoint", str(ckpt), "--data", str(data),
+                 "--steps", "1", *extra])
+
+
+@pytest.mark.parametrize("foreign", [
+    {"arch": "cifar_resnet20 (width 16, BasicBlock x3 per stage)", "classes": ["a"]},  # a model card of its own
+    {"architectures": ["ResNetForImageClassification"], "num_labels": 10},  # an HF config.json
+    ["not", "a", "card"],
+])
+def test_a_foreign_json_beside_the_checkpoint_is_not_read_as_a_card(ckpt, npz_data, capsys, foreign):
+    ckpt.with_suffix(".json").write_text(json.dumps(foreign))
+    assert _evaluate(ckpt, npz_data) == 0
+    assert "n=20" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("text,match", [
+    ('{"robustft_card": 1, "arch": ', "damaged robustft card"),
+    ('["robustft_card"]', "damaged robustft card"),
+    (json.dumps({CARD_MARKER: 1, "arch": "cifar_resnet20", "num_classes": 10, "recipe": {}}), "method"),
+    (json.dumps({CARD_MARKER: 1, "arch": "cifar_resnet20", "num_classes": 10, "method": "pgd_at",
+                 "recipe": {"model": {"options": [1]}}}), "recipe.model.options"),
+    (json.dumps({CARD_MARKER: 1, "arch": "cifar_resnet20", "num_classes": 10, "method": "pgd_at",
+                 "recipe": {"model": {"options": {"widht": 4}}}}), "widht"),
+    (json.dumps({CARD_MARKER: 1, "arch": "cifar_resnet20", "num_classes": 10, "method": "twins",
+                 "recipe": {"method_args": {"lamb": 1}}}), "method_args.lamb"),
+    (json.dumps({CARD_MARKER: 1, "arch": "wrn_28_10", "num_classes": 10, "method": "pgd_at", "recipe": {}}),
+     "exported for --arch wrn_28_10"),
+])
+def test_a_damaged_robustft_card_is_one_error_line(ckpt, npz_data, capsys, text, match):
+    ckpt.with_suffix(".json").write_text(text)
+    assert _evaluate(ckpt, npz_data) == 2
+    assert match in error_line(capsys.readouterr().err)
+
+
+def test_an_export_carries_the_marker(tiny_task, tmp_path):
+    from support import finetune_args
+
+    data, source = tiny_task
+    assert main(finetune_args(data, source, tmp_path, "r", "--epochs", "1")) == 0
+    card = json.loads((tmp_path / "r" / "model.json").read_text())
+    assert card[CARD_MARKER] == 1
+    # and evaluate rebuilds the width-4 export from its card (a plain --arch cifar_resnet20 would be width 16)
+    assert main(["evaluate", "--arch", "cifar_resnet20", "--checkpoint", str(tmp_path / "r" / "model.pt"),
+                 "--data", str(data), "--steps", "1"]) == 0
