@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from robustft._io import atomic_write, atomic_write_json
-from robustft.report import load_run, markdown_table
+from robustft.report import load_run, markdown_table, result_row
 from robustft.runtime import provenance
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,22 +48,20 @@ def main() -> None:
         rift = res["rift"]
         for png in ("mrc.png", "alpha_curve.png"):
             shutil.copyfile(run_dir / png, OUT / f"variant{i}_{png}")
-        for who, test, corr in (("source (α=0)", res["test_source"]["test"], res["test_source"]["test_corruptions"]),
-                                (f"{label}, α*={rift['alpha']:.1f}", res["test"], res["test_corruptions"])):
-            rows.append({"model": who, "module": rift["module"], "test_clean": test["clean_acc"],
-                         **{f"test_{k}": v for k, v in test["robust_acc"].items()},
-                         "test_corruption_mean": corr["mean"], "n_test": test["n"], "n_corrupted": corr["n"]})
+        for who, source in (("source (α=0)", True), (f"{label}, α*={rift['alpha']:.1f}", False)):
+            row = result_row(res, who, source=source)  # the report's row schema, test columns only
+            corrupted = (res["test_source"] if source else res)["test_corruptions"]["n"]
+            rows.append({"model": who, "module": rift["module"], **{k: row[k] for k in (
+                "test_clean", "test_pgd", "pgd_name", "test_corruption", "n_test")}, "n_corrupted": corrupted})
         records[label] = {"run_dir": str(run_dir), "rift": rift, "test": res["test"],
                           "test_corruptions": res["test_corruptions"], "test_source": res["test_source"],
                           "wall_s": res["wall_s"]}
     checks = {}
     before = rows[0]  # the source model; both runs test the same source on the same images
     for label, final in zip(VARIANTS, rows[1::2], strict=True):
-        robust = next(k for k in final if k.startswith("test_pgd"))
         checks[label] = {"clean_gain_points": 100 * (final["test_clean"] - before["test_clean"]),
-                         "corruption_gain_points": 100 * (final["test_corruption_mean"]
-                                                          - before["test_corruption_mean"]),
-                         "robust_change_points": 100 * (final[robust] - before[robust])}
+                         "corruption_gain_points": 100 * (final["test_corruption"] - before["test_corruption"]),
+                         "robust_change_points": 100 * (final["test_pgd"] - before["test_pgd"])}
         v = checks[label]
         v["held"] = (v["clean_gain_points"] >= 1 and v["corruption_gain_points"] >= 1
                      and abs(v["robust_change_points"]) <= 0.1)

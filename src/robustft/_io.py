@@ -115,19 +115,18 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
 
 
 @contextmanager
-def locked(directory: Path, what: str = "directory") -> Iterator[None]:
-    """Hold an exclusive lock on ``directory`` (``.lock`` inside it) for the block; a second holder is refused at
-    once. The kernel releases the lock when the process ends, however it ends, so a killed run never blocks."""
-    directory.mkdir(parents=True, exist_ok=True)
-    lock_path = directory / ".lock"
+def locked(lock_path: Path, what: str = "directory") -> Iterator[None]:
+    """Hold an exclusive lock on ``lock_path`` (its directory is created) for the block; a second holder is refused
+    at once. The kernel releases the lock when the process ends, however it ends, so a killed run never blocks."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise UserError(f"{what} {directory} is in use by another robustft process (pid {holder}); wait for it "
-                            f"to finish or stop it first") from None
+            raise UserError(f"{what} {lock_path.parent} is in use by another robustft process (pid {holder}); wait "
+                            f"for it to finish or stop it first") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield

@@ -1,4 +1,5 @@
-"""Command-line interface: parse arguments, call the library, print a short summary. No logic lives here."""
+"""Command-line interface: parse arguments, check what only the command line can get wrong, call the library, print
+a short summary."""
 
 import argparse
 import sys
@@ -247,29 +248,23 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _seeds(text: str) -> list[int]:
+    """An argparse type: a comma list of integer seeds, e.g. ``0,1,2``."""
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma list of integers, e.g. 0,1,2") from None
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run (or resume) a benchmark protocol's grid and write its report."""
-    import os
     import shlex
 
-    from ._io import check_writable
-    from .engine.protocol import load_protocol, run_protocol
-    from .report.protocol import write_protocol_report
-    from .runtime import provenance
+    from .bench import run_bench
 
-    protocol = load_protocol(args.protocol)
-    data_root = Path(args.data_root or os.environ.get("ROBUSTFT_BENCH_DATA") or "../shared/data")
-    models_root = Path(args.models_root or os.environ.get("ROBUSTFT_BENCH_MODELS") or data_root.parent / "models")
-    roots = {"data": str(data_root.resolve()), "models": str(models_root.resolve())}
-    out = args.out or Path("runs") / "bench" / protocol.name
-    for directory in (out, args.report_dir or out):
-        check_writable(directory, directory=True)
-    seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else protocol.seeds
-    record = run_protocol(protocol, out, roots, seeds=seeds)
-    record.update(protocol=protocol.name, seeds=seeds, roots=roots, command="robustft " + shlex.join(sys.argv[1:]),
-                  cells_wall_s=sum(r.get("wall_s", 0) + r.get("autoattack_s", 0) for r in record["rows"]),
-                  provenance=provenance(seeds[0]))
-    for path in write_protocol_report(protocol, record, args.report_dir or out):
+    for path in run_bench(args.protocol, data_root=args.data_root, models_root=args.models_root, out=args.out,
+                          report_dir=args.report_dir, seeds=args.seeds,
+                          command="robustft " + shlex.join(sys.argv[1:])):
         print(f"wrote {path}")
     return 0
 
@@ -279,6 +274,15 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .models import list_models
 
     print("\n".join(list_models()))
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """Print every config key with its type, default, range and help (with --method, that method's options)."""
+    from .engine.config import describe_config
+    from .schema import format_keys
+
+    print(format_keys(describe_config(args.method, args.section), markdown=args.format == "markdown"), end="")
     return 0
 
 
@@ -351,18 +355,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("bench", help="run a benchmark protocol (methods x tasks x seeds), resumable; table + plots")
-    p.add_argument("--protocol", required=True, help="a shipped protocol (cpu-small) or a protocol YAML file")
+    p.add_argument("--protocol", required=True, help="a shipped protocol (cpu-small, transfer-baselines, "
+                   "transfer-twins: robustft/assets/protocols) or a protocol YAML file")
     p.add_argument("--data-root", default=None,
                    help="benchmark data root (default $ROBUSTFT_BENCH_DATA, else ../shared/data)")
     p.add_argument("--models-root", default=None,
                    help="source checkpoints root (default $ROBUSTFT_BENCH_MODELS, else <data-root>/../models)")
     p.add_argument("--out", type=Path, default=None, help="where the cells' runs go (default runs/bench/<protocol>)")
     p.add_argument("--report-dir", type=Path, default=None, help="where results.json/.md and plots go (default --out)")
-    p.add_argument("--seeds", default=None, help="comma list overriding the protocol's seeds")
+    p.add_argument("--seeds", type=_seeds, default=None, help="comma list overriding the protocol's seeds")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("models", help="list architectures")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("config", help="every config key: type, default, range and help (--method: its options too)")
+    p.add_argument("--method", default=None, help="also list this method's options (method_args.*, its defaults)")
+    p.add_argument("--section", default=None, help="only this section: top, data, model, ..., method_args")
+    p.add_argument("--format", choices=["text", "markdown"], default="text",
+                   help="text: aligned columns; markdown: one table per section (the docs' key tables)")
+    p.set_defaults(func=cmd_config)
     return parser
 
 

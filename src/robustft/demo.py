@@ -11,7 +11,7 @@ from typing import Any
 
 from ._io import atomic_write
 from .engine import load_config, run
-from .report import load_run, markdown_table, plot_clean_vs_robust, plot_training_curves, summary_row
+from .report import load_run, markdown_table, plot_clean_vs_robust, plot_training_curves, result_row
 
 __all__ = ["run_demo", "DEMO_METHODS", "asset"]
 
@@ -35,12 +35,10 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
                                                *(overrides or [])])
         log(f"== {method} ==")
         run(cfg, resume=True, log=log)
-        rows.append(summary_row(load_run(out_dir / method)))
+        rows.append(result_row(load_run(out_dir / method)))
     table = markdown_table(rows)
     atomic_write(out_dir / "comparison.md", lambda tmp: Path(tmp).write_text(table))
-    robust_key = next(k for k in rows[0] if k.startswith("test_pgd"))
-    plot_clean_vs_robust(rows, out_dir / "comparison.png", robust_key,
-                         title="demo: robust source → dog..truck (test)")
+    plot_clean_vs_robust(rows, out_dir / "comparison.png", title="demo: robust source → dog..truck (test)")
     plot_training_curves({m: load_run(out_dir / m)["history"]["main"] for m in DEMO_METHODS},
                          out_dir / "training_curves.png")
     log("\n" + table)

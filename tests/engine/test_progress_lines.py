@@ -10,8 +10,8 @@ import torch
 import yaml
 
 from robustft import progress
+from robustft.bench import load_protocol, run_protocol
 from robustft.cli import main
-from robustft.engine.protocol import load_protocol, run_protocol
 from robustft.methods.base import Method
 from support import finetune_args
 

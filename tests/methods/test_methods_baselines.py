@@ -97,7 +97,7 @@ def test_lp_ft_has_two_stages():
     method = create_method("lp_ft", PGD(steps=1), lp_epochs=2, lp_lr=0.1, lp_objective="trades")
     lp, ft = method.stages()
     assert (lp.name, ft.name) == ("lp", "ft")
-    assert lp.overrides == {"train.epochs": 2, "optim.lr": 0.1}
+    assert lp.overrides == {"train.epochs": 2, "optim.lr": 0.1, "optim.no_decay_norm_bias": True}
     assert lp.method.attack.loss == "kl" and ft.method.attack.loss == "ce"
 
 

@@ -7,15 +7,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-import yaml
 from torch import nn
 
-import robustft.methods.roli  # noqa: F401  (registers roli / ranli until methods/__init__ imports it)
 from robustft.attacks import PGD
 from robustft.errors import UserError
 from robustft.methods import LinearProbe, create_method
 from robustft.methods.peft import LoRAConv2d, LoRALinear, adapter_modules, lora_layers
-from robustft.methods.roli import RoLI, stage1_checkpoint
+from robustft.methods.roli import RoLI
 from robustft.models import create_model, load_state_dict_into, save_state_dict
 from support import finetune_args, run_ok
 
@@ -81,8 +79,7 @@ def test_registered_stages_and_overrides():
 @pytest.mark.parametrize(("options", "match"), [
     (dict(peft="prompt"), "peft"), (dict(init="zero"), "init"), (dict(lp_optimizer="adam"), "lp_optimizer"),
     (dict(lp_epochs=0), "lp_epochs"), (dict(lora_rank=0), "lora_rank"), (dict(lora_dropout=1.0), "lora_dropout"),
-    (dict(adapter_reduction=0), "adapter_reduction"), (dict(stage1_from="/nonexistent"), "does not exist"),
-    (dict(init="random", stage1_from="/x"), "init=random")])
+    (dict(adapter_reduction=0), "adapter_reduction"), (dict(stage1_from="/x"), "method_args.stage1_from")])
 def test_bad_options(options, match):
     with pytest.raises(UserError, match=match):
         create_method("roli", PGD(), **options)
@@ -261,38 +258,33 @@ def test_stage2_bn_modes(peft, bn_adapts):
     assert model.fc.training
 
 
-def test_stage1_from_loads_that_runs_head(tmp_path):
-    source = _model("cnn", seed=4)
-    stage1_checkpoint(tmp_path).parent.mkdir(parents=True)
-    torch.save(source.state_dict(), stage1_checkpoint(tmp_path))
-    method = create_method("roli", PGD(), stage1_from=str(tmp_path))
+def _context(init_head: str | None) -> SimpleNamespace:
+    """What ``setup`` reads of a run: its config's ``model.init_head`` and a logger."""
+    return SimpleNamespace(cfg=SimpleNamespace(model=SimpleNamespace(init_head=init_head)), log=lambda s: None)
+
+
+def test_a_given_head_replaces_the_probe_stage():
+    method = create_method("roli", PGD())
+    method.setup(_model("cnn"), _context(None))
+    assert [s.name for s in method.stages()] == ["lp", "ft"]
+    method.setup(_model("cnn"), _context("runs/probe"))
     assert [s.name for s in method.stages()] == ["ft"]
-    model = _model("cnn", seed=0)
-    method.setup(model, SimpleNamespace(log=lambda s: None))
-    assert torch.equal(model.fc.weight, source.fc.weight) and torch.equal(model.fc.bias, source.fc.bias)
-    assert not torch.equal(model.conv1.weight, source.conv1.weight), "only the head is taken"
+    with pytest.raises(UserError, match="ranli.*random head"):
+        create_method("ranli", PGD()).setup(_model("cnn"), _context("runs/probe"))
 
 
-def test_stage1_from_an_adv_linear_probe_run(tmp_path):
-    probe, other = tmp_path / "probe", tmp_path / "pgd_at"
-    source = _model("cnn", seed=4)
-    for run_dir, method in ((probe, "adv_linear_probe"), (other, "pgd_at")):
-        run_dir.mkdir()
-        (run_dir / "config.yaml").write_text(yaml.safe_dump({"method": method}))
-        torch.save(source.state_dict(), run_dir / "best.pt")
-    assert stage1_checkpoint(probe) == probe / "best.pt"
-    model = _model("cnn", seed=0)
-    create_method("roli", PGD(), stage1_from=str(probe)).setup(model, SimpleNamespace(log=lambda s: None))
-    assert torch.equal(model.fc.weight, source.fc.weight)
-    with pytest.raises(UserError, match="RoLI or adv_linear_probe run"):  # a fine-tuned head is no probed head
-        create_method("roli", PGD(), stage1_from=str(other))
+def test_lp_ft_is_roli_full_with_its_own_probe_defaults():
+    lp, ft = create_method("lp_ft", PGD(steps=1)).stages()
+    assert isinstance(ft.method, RoLI) and ft.method.cfg.peft == "full"
+    assert lp.overrides == {"optim.lr": 0.01, "train.epochs": 5, "optim.no_decay_norm_bias": True}, \
+        "the probe keeps the run's optimizer and weight decay"
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # whole runs through the CLI
 # ---------------------------------------------------------------------------------------------------------------
-# The CLI with roli registered (methods/__init__ does not import it yet); every run in one child process.
-_CLI = ("import json, sys, robustft.methods.roli; from robustft.cli import main; "
+# Every run in one child process (one interpreter start for many small runs).
+_CLI = ("import json, sys; from robustft.cli import main; "
         "sys.exit(max(main(args) for args in json.loads(sys.argv[1])))")
 _SMALL = ("--epochs", "1", "--set", "method_args.lp_epochs=1", "--set", "data.train_n=64", "--set", "data.test_n=16")
 TINY_LR = "1.0e-30"  # (YAML needs the dot) stage 2 moves nothing: its exported head must be the head it started from
@@ -306,7 +298,7 @@ def runs(tiny_task, tmp_path_factory):
     argv[0] += ["--set", f"optim.lr={TINY_LR}"]  # full: check the hand-over of the head through the engine
     argv.append(finetune_args(data, ckpt, out, "ranli", "--method", "ranli", "--peft", "bias", *_SMALL))
     argv.append(finetune_args(data, ckpt, out, "reuse", "--method", "roli", "--peft", "lora", *_SMALL,
-                              "--set", f"method_args.stage1_from={out / 'lora'}", "--set", f"optim.lr={TINY_LR}"))
+                              "--init-head", f"{out / 'lora'}:lp", "--set", f"optim.lr={TINY_LR}"))
     run_ok([sys.executable, "-c", _CLI, json.dumps(argv)])
     return out
 
@@ -349,7 +341,7 @@ def test_cli_ranli_has_no_probe_stage(runs):
     assert list(json.loads((run_dir / "results.json").read_text())["stages"]) == ["ft"]
 
 
-def test_cli_stage1_from_reuses_the_probed_head(runs):
+def test_cli_init_head_reuses_the_probed_head(runs):
     run_dir = runs / "reuse"
     assert not (run_dir / "stage1_lp").exists()
     assert list(json.loads((run_dir / "results.json").read_text())["stages"]) == ["ft"]

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from robustft.models import Normalize, create_model, list_models, replace_head
+from robustft.models import Normalize, create_model, list_models
 
 # name -> (constructor options, input resolution): small inputs keep the whole table to a few seconds on 2 cores.
 TEST_CASES = {
@@ -144,10 +144,10 @@ def test_cifar_resnet20_width_and_depth_options():
     assert "layer1.8.conv2.weight" in deep.state_dict() and "layer1.9.conv2.weight" not in deep.state_dict()
 
 
-def test_replace_head_keeps_device_dtype_and_reinitializes():
+def test_reset_classifier_keeps_device_dtype_and_reinitializes():
     model = create_model("cifar_resnet20").to(torch.float64)
     old = model.get_classifier()
-    assert replace_head(model, 100) is model
+    model.reset_classifier(100)
     new = model.get_classifier()
     assert new is model.fc and new is not old
     assert (new.in_features, new.out_features) == (64, 100)

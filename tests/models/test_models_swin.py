@@ -7,9 +7,15 @@ import torch
 import torch.nn.functional as F
 
 from robustft.errors import UserError
-from robustft.models import create_model, load_model, load_state_dict_into, save_state_dict
+from robustft.models import (
+    create_model,
+    from_timm_layout,
+    load_model,
+    load_state_dict_into,
+    read_timm_checkpoint,
+    save_state_dict,
+)
 from robustft.models.swin import SwinBlock, window_partition, window_reverse
-from robustft.models.timm_keys import from_timm_layout, read_timm_checkpoint
 
 
 @pytest.fixture

@@ -3,19 +3,19 @@
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
-from ..attacks import ATTACK_NAMES, check_budget, parse_eps
+from ..attacks import ATTACK_NAMES, NORMS, check_budget, parse_eps
 from ..data import DecodeLimits
 from ..errors import UserError
 from ..methods.base import method_config
-from ..schema import from_dict
+from ..schema import KeyInfo, describe, from_dict
 from .optim import OptimConfig
 
 __all__ = ["RunConfig", "DataConfig", "ModelConfig", "AttackConfig", "EvalConfig", "TrainConfig",
-           "load_config", "apply_overrides", "to_dict", "from_dict"]
+           "load_config", "apply_overrides", "set_keys", "to_dict", "from_dict", "describe_config"]
 
 
 @dataclass
@@ -32,7 +32,8 @@ class DataConfig:
                                                        "ge": 1})
     split_seed: int = field(default=0, metadata={"help": "seed of the stratified train/val split", "ge": 0})
     image_size: int | None = field(default=None, metadata={"help": "resize at decode time", "ge": 1})
-    augment: str = field(default="crop_flip", metadata={"help": "crop_flip | flip | none"})
+    augment: Literal["crop_flip", "flip", "none"] = field(default="crop_flip", metadata={
+        "help": "training augmentation: random crop (zero-padded) + horizontal flip, flip only, or none"})
     crop_padding: int = field(default=4, metadata={"help": "zero padding of the random crop", "ge": 0})
     batch_size: int = field(default=128, metadata={"help": "training batch size (global, over all ranks)", "ge": 1})
     eval_batch_size: int = field(default=256, metadata={"help": "evaluation batch size", "ge": 1})
@@ -48,26 +49,21 @@ class DataConfig:
         return DecodeLimits(max_file_mb=self.max_file_mb, max_image_pixels=self.max_image_pixels,
                             max_array_mb=self.max_array_mb)
 
-    def __post_init__(self) -> None:
-        if self.augment not in ("crop_flip", "flip", "none"):
-            raise UserError(f"data.augment must be crop_flip, flip or none, got {self.augment!r}")
-
 
 @dataclass
 class ModelConfig:
     """Source model: architecture, checkpoint, input normalization, and what happens to its head."""
 
-    arch: str = field(default="", metadata={"help": "architecture name"})
-    checkpoint: str | None = field(default=None, metadata={"help": "source weights (None: random init)"})
+    arch: str = field(default="", metadata={
+        "help": "architecture name, optionally with a weight tag (resnet50.madry_linf4_in1k; see robustft models)"})
+    checkpoint: str | None = field(default=None, metadata={"help": "source weights (null: random init)"})
     normalization: str | None = field(default=None, metadata={"help": "override the checkpoint's normalization"})
-    head: str = field(default="auto", metadata={"help": "auto (new head if class counts differ) | new | keep"})
+    head: Literal["auto", "new", "keep"] = field(default="auto", metadata={
+        "help": "auto: a new head when the class counts differ; new: always a new head; keep: the source head"})
     options: dict[str, Any] = field(default_factory=dict, metadata={"help": "architecture options, e.g. width"})
     init_head: str | None = field(default=None, metadata={
-        "help": "initialize the classifier from a checkpoint, or roli:RUN_DIR (that run's stage-1 probed head)"})
-
-    def __post_init__(self) -> None:
-        if self.head not in ("auto", "new", "keep"):
-            raise UserError(f"model.head must be auto, new or keep, got {self.head!r}")
+        "help": "initialize the classifier from a checkpoint file, a finished run (RUN_DIR: its exported model) or "
+                "one stage of it (RUN_DIR:STAGE, e.g. a RoLI run's probe RUN_DIR:lp)"})
 
 
 @dataclass
@@ -75,7 +71,7 @@ class AttackConfig:
     """Training threat model (validation uses the same ε/norm)."""
 
     eps: str = field(default="8/255", metadata={"help": "budget in [0,1] pixel units"})
-    norm: str = field(default="linf", metadata={"help": "linf | l2"})
+    norm: Literal[NORMS] = field(default="linf", metadata={"help": "norm of the perturbation budget"})
     steps: int = field(default=10, metadata={"help": "PGD steps during training", "ge": 1})
     step_size: str | None = field(default=None, metadata={"help": "PGD step (default max(2.5 eps/steps, eps/4))"})
 
@@ -93,16 +89,18 @@ class EvalConfig:
     """Per-epoch validation, the selection rule, and the final test evaluation."""
 
     val_steps: int = field(default=10, metadata={"help": "PGD steps of the per-epoch validation attack", "ge": 1})
-    select: str = field(default="auto", metadata={
-        "help": "auto (clean_acc for clean objectives, robust_acc otherwise) | robust_acc | clean_acc | sum"})
+    select: Literal["auto", "robust_acc", "clean_acc", "sum"] = field(default="auto", metadata={
+        "help": "validation metric of the kept epoch; auto: clean_acc for clean objectives, robust_acc otherwise; "
+                "sum: clean + robust"})
     test_steps: int = field(default=20, metadata={"help": "PGD steps at test time", "ge": 1})
-    test_attacks: list[str] = field(default_factory=lambda: ["pgd"], metadata={"help": "pgd | fgsm | autoattack"})
+    test_attacks: list[Literal[ATTACK_NAMES]] = field(default_factory=lambda: ["pgd"], metadata={
+        "help": "attacks of the final test evaluation (each reported, and the worst case over them)"})
     autoattack_n: int | None = field(default=None, metadata={"help": "test subset for autoattack (class-balanced)",
                                                              "ge": 1})
     corruptions: list[str] = field(default_factory=list, metadata={
         "help": "common corruptions tested at the end: [all] or names (see robustft.eval.corruptions)"})
     corruption_severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5], metadata={
-        "help": "corruption severities (1..5); the reported mean is over every corruption and severity",
+        "help": "corruption severities; the reported mean is over every corruption and severity",
         "ge": 1, "le": 5})
     corruption_n: int | None = field(default=None, metadata={
         "help": "evenly spaced test images corrupted (per severity with corruption_dir); default: the test split",
@@ -114,12 +112,6 @@ class EvalConfig:
                 "after in one results.json (test_source)"})
 
     def __post_init__(self) -> None:
-        if self.select not in ("auto", "robust_acc", "clean_acc", "sum"):
-            raise UserError(f"eval.select must be auto, robust_acc, clean_acc or sum, got {self.select!r}")
-        unknown = sorted(set(self.test_attacks) - set(ATTACK_NAMES))
-        if unknown:
-            raise UserError(f"eval.test_attacks: unknown attack(s) {', '.join(unknown)}; choose from "
-                            f"{', '.join(ATTACK_NAMES)}")
         if self.corruptions:
             from ..eval.corruptions import parse_corruptions, parse_severities
 
@@ -136,7 +128,8 @@ class TrainConfig:
         "help": "epochs of the main (last) stage; a multi-stage method names its other stages' keys", "ge": 1})
     seed: int = field(default=0, metadata={"help": "seed of init, shuffling, augmentation and attacks", "ge": 0})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
-    amp: str = field(default="auto", metadata={"help": "auto (bf16 on CUDA, off on CPU) | off | bf16 | fp16"})
+    amp: Literal["auto", "off", "bf16", "fp16"] = field(default="auto", metadata={
+        "help": "autocast precision; auto: bf16 on CUDA, off on CPU"})
     channels_last: bool = field(default=True, metadata={"help": "channels_last memory format"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
     out_dir: str = field(default="runs", metadata={"help": "parent of run directories"})
@@ -145,17 +138,14 @@ class TrainConfig:
     diagnostics: bool = field(default=False, metadata={
         "help": "log per-epoch conv weight norm, gradient norm and effective step lr*|g|/|w| (TWINS' argument)"})
 
-    def __post_init__(self) -> None:
-        if self.amp not in ("auto", "off", "bf16", "fp16"):
-            raise UserError(f"train.amp must be auto, off, bf16 or fp16, got {self.amp!r}")
-
 
 @dataclass
 class RunConfig:
     """Everything one fine-tuning (or pre-training) run needs."""
 
     method: str = field(default="pgd_at", metadata={"help": "registered method name"})
-    method_args: dict[str, Any] = field(default_factory=dict, metadata={"help": "method-specific options"})
+    method_args: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "method options, checked against the method's config (robustft config --method NAME lists them)"})
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
@@ -165,6 +155,21 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         method_config(self.method, self.method_args)  # unknown method, unknown or out-of-range option: fail at load
+
+
+def describe_config(method: str | None = None, section: str | None = None) -> list[KeyInfo]:
+    """Every RunConfig key and, with ``method``, that method's options (``method_args.*``, its registered defaults);
+    ``section`` keeps one section (``data``, ``method_args``, ...)."""
+    rows = describe(RunConfig)
+    if method is not None:
+        rows += describe(method_config(method, {}), "method_args")
+    if section is None:
+        return rows
+    sections = list(dict.fromkeys(r.section for r in rows))
+    if section not in sections:
+        hint = " (give --method for method_args)" if section == "method_args" else ""
+        raise UserError(f"unknown config section {section!r}: choose from {', '.join(sections)}{hint}")
+    return [r for r in rows if r.section == section]
 
 
 def yaml_problem(err: yaml.YAMLError) -> str:
@@ -181,6 +186,19 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def set_keys(data: dict[str, Any], values: dict[str, Any], source: str = "override") -> dict[str, Any]:
+    """Set dotted keys (``{"optim.lr": 0.01}``) in a nested dict, creating sections; returns the updated dict."""
+    for key, value in values.items():
+        node = data
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise UserError(f"{source} {key!r}: {p!r} is not a section")
+        node[leaf] = value
+    return data
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b=value`` strings (values parsed as YAML) to a nested dict; returns the updated dict."""
     for item in overrides:
@@ -191,13 +209,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             value = yaml.safe_load(raw) if raw else None
         except yaml.YAMLError as e:
             raise UserError(f"cannot parse the value of override {item!r}: {yaml_problem(e)}") from None
-        node = data
-        *parents, leaf = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise UserError(f"override {item!r}: {p!r} is not a section")
-        node[leaf] = value
+        set_keys(data, {key: value})
     return data
 
 

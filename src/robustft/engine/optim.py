@@ -3,6 +3,7 @@
 import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 from torch import nn
@@ -11,37 +12,29 @@ from ..errors import UserError
 
 __all__ = ["OptimConfig", "build_optimizer", "build_scheduler", "lr_factor"]
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("constant", "multistep", "cosine", "onecycle")
-
 
 @dataclass
 class OptimConfig:
     """Optimizer and schedule; epochs-valued fields may be fractional (schedules are stepped every iteration)."""
 
-    name: str = field(default="sgd", metadata={"help": "sgd | adamw"})
+    name: Literal["sgd", "adamw"] = field(default="sgd", metadata={"help": "optimizer (never a silent fallback)"})
     lr: float = field(default=0.01, metadata={"help": "peak learning rate", "gt": 0})
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum", "ge": 0, "lt": 1})
     nesterov: bool = field(default=False, metadata={"help": "SGD Nesterov momentum"})
     betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"help": "AdamW betas", "ge": 0, "lt": 1})
     weight_decay: float = field(default=5e-4, metadata={"help": "decoupled for AdamW, L2 for SGD", "ge": 0})
     no_decay_norm_bias: bool = field(default=False, metadata={"help": "no weight decay on norm layers and biases"})
-    schedule: str = field(default="multistep", metadata={"help": "constant | multistep | cosine | onecycle"})
+    schedule: Literal["constant", "multistep", "cosine", "onecycle"] = field(default="multistep", metadata={
+        "help": "learning-rate schedule (stepped every iteration, after the warm-up)"})
     milestones: list[float] = field(default_factory=lambda: [0.5, 0.75],
                                     metadata={"help": "multistep: epochs, or fractions of training if all <= 1",
                                               "ge": 0})
     gamma: float = field(default=0.1, metadata={"help": "multistep decay factor", "gt": 0, "le": 1})
     warmup_epochs: float = field(default=0.0, metadata={"help": "linear warm-up length in epochs", "ge": 0})
-    warmup_start: float = field(default=0.1, metadata={"help": "warm-up starts at lr*warmup_start (> 0)",
+    warmup_start: float = field(default=0.1, metadata={"help": "warm-up starts at lr*warmup_start (never at 0)",
                                                        "gt": 0, "le": 1})
     onecycle_peak: float = field(default=0.3, metadata={"help": "onecycle: fraction of training at the peak",
                                                         "gt": 0, "lt": 1})
-
-    def __post_init__(self) -> None:
-        if self.name not in OPTIMIZERS:
-            raise UserError(f"optim.name must be one of {OPTIMIZERS}, got {self.name!r}")
-        if self.schedule not in SCHEDULES:
-            raise UserError(f"optim.schedule must be one of {SCHEDULES}, got {self.schedule!r}")
 
 
 def _param_groups(params: Iterable[tuple[str, nn.Parameter]], model: nn.Module, cfg: OptimConfig) -> list[dict]:

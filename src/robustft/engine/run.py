@@ -15,27 +15,25 @@ from .._io import atomic_write, atomic_write_json, check_writable, locked, remov
 from ..attacks import PGD, create_attack, parse_eps
 from ..data import ArrayDataset, load_dataset, open_source
 from ..errors import UserError, warn
-from ..eval import balanced_subset, evaluate
+from ..eval import evaluate, subset_autoattack
+from ..layout import RunLayout, resolve_weights
 from ..methods import Method, RunContext, Stage, create_method
-from ..methods.roli import stage1_checkpoint
 from ..models import (
     create_model,
     load_classifier,
     load_model,
     load_state_dict_into,
     read_state_dict,
-    replace_head,
     save_state_dict,
     set_normalization,
 )
 from ..runtime import provenance, seed_everything
-from .config import RunConfig, apply_overrides, from_dict, to_dict
+from .config import RunConfig, from_dict, set_keys, to_dict
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
-from .train import BEST, LAST, fit
+from .train import fit
 
 __all__ = ["run", "default_run_dir", "build_source_model", "export_model", "load_exported_model"]
 
-RESULTS, CONFIG, MODEL, CARD = "results.json", "config.yaml", "model.pt", "model.json"
 CARD_MARKER, CARD_VERSION = "robustft_card", 1  # only a JSON carrying the marker is a card; others are not ours
 MAX_CARD_BYTES = 16 << 20  # a card is a few kB (its state-dict key list); a larger JSON is not read
 MIN_USEFUL_VAL = 500  # below this, one standard error of a validation accuracy exceeds 2 points: selection is noise
@@ -71,38 +69,27 @@ def build_source_model(cfg: RunConfig, num_classes: int, *, trains_head: bool = 
             raise UserError(f"method {cfg.method} does not train the classifier, but the source's {source_classes}-"
                             f"class head must be replaced for {num_classes} classes and would stay random: probe a "
                             f"head first (robustft finetune --method adv_linear_probe ...) and pass --init-head "
-                            f"roli:THAT_RUN_DIR, or --init-head a checkpoint with a {num_classes}-class classifier")
-        model = replace_head(model, num_classes)
+                            f"THAT_RUN_DIR, or --init-head a checkpoint with a {num_classes}-class classifier")
+        model.reset_classifier(num_classes)
         log(f"model: a new {num_classes}-class head replaces the source's {source_classes}-class head "
             f"({f'initialized from {m.init_head}' if m.init_head else 'random init'})")
     if m.init_head:
-        load_head(model, m.init_head)
+        load_classifier(model, resolve_weights(m.init_head))
     return model
-
-
-def load_head(model: nn.Module, source: str) -> None:
-    """Copy a classifier from a checkpoint, or from ``roli:RUN_DIR`` (the best stage-1 head of a RoLI/LP-FT run)."""
-    path = Path(source)
-    if source.startswith("roli:"):
-        path = stage1_checkpoint(source.removeprefix("roli:"))
-        if not path.is_file():
-            raise UserError(f"{source}: {path} does not exist (expected a finished RoLI, LP-FT or "
-                            f"adv_linear_probe run directory)")
-    load_classifier(model, path)
 
 
 def _stage_config(cfg: RunConfig, stage: Stage) -> RunConfig:
     """The run config with a stage's overrides applied."""
     if not stage.overrides:
         return cfg
-    return from_dict(RunConfig, apply_overrides(to_dict(cfg), [f"{k}={json.dumps(v)}" for k, v in
-                                                               stage.overrides.items()]))
+    return from_dict(RunConfig, set_keys(to_dict(cfg), stage.overrides))
 
 
 def export_model(model: nn.Module, cfg: RunConfig, classes: list[str], run_dir: Path,
                  metrics: dict[str, Any]) -> None:
     """Plain ``state_dict`` (loads without robustft) plus a JSON card like the shared reference model's."""
-    save_state_dict(model, run_dir / MODEL)
+    layout = RunLayout(run_dir)
+    save_state_dict(model, layout.model)
     sd = model.state_dict()
     card = {CARD_MARKER: CARD_VERSION, "arch": cfg.model.arch, "num_classes": len(classes), "classes": classes,
             "input": "float RGB in [0,1], NCHW; normalization inside the model (normalize.mean / normalize.std)",
@@ -110,7 +97,7 @@ def export_model(model: nn.Module, cfg: RunConfig, classes: list[str], run_dir: 
             "source_checkpoint": cfg.model.checkpoint, "method": cfg.method, "recipe": to_dict(cfg),
             "metrics": metrics, "format": "torch.save of a plain state_dict (loads with torch.load(weights_only=True))",
             "state_dict_keys": {k: list(v.shape) for k, v in sd.items()}}
-    atomic_write_json(card, run_dir / CARD)
+    atomic_write_json(card, layout.card)
 
 
 def read_card(checkpoint: str | Path) -> dict[str, Any] | None:
@@ -194,9 +181,8 @@ def _test(model: nn.Module, cfg: RunConfig, eps: float, device: torch.device) ->
     def measure(m: nn.Module) -> dict[str, Any]:
         out = {"test": evaluate(m, test, attacks, batch_size=batch, seed=seed, channels_last=cl).to_dict()}
         if "autoattack" in cfg.eval.test_attacks:
-            subset = balanced_subset(test, cfg.eval.autoattack_n or len(test))
-            out["test_autoattack"] = evaluate(m, subset, [create_attack("autoattack", **options)], batch_size=batch,
-                                              seed=seed, channels_last=cl).to_dict()
+            out["test_autoattack"] = subset_autoattack(lambda: (m, test), cfg.eval.autoattack_n or len(test),
+                                                       with_pgd=False, batch_size=batch, channels_last=cl, **options)
         if cfg.eval.corruptions:
             out["test_corruptions"] = evaluate_corruptions(
                 m, test, cfg.eval.corruptions, cfg.eval.corruption_severities, seed=seed, batch_size=batch,
@@ -222,13 +208,14 @@ def run(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False,
 
 def _started(run_dir: Path) -> bool:
     """Whether a run directory holds work to protect: a finished epoch of any stage, or final results."""
-    return (run_dir / RESULTS).exists() or any(run_dir.rglob(LAST))
+    layout = RunLayout(run_dir)
+    return layout.results.exists() or any(run_dir.rglob(layout.last.name))
 
 
 def _check_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None]) -> bool:
     """Whether ``run_dir`` holds a run to continue (read-only). Refuses to clobber a started run without
     ``resume`` and to resume one with another config; a config without a finished epoch is not a run to protect."""
-    saved = run_dir / CONFIG
+    saved = RunLayout(run_dir).config
     if not saved.exists():
         return False
     if not _started(run_dir):
@@ -251,7 +238,7 @@ def _run_lock(run_dir: Path, info: DistInfo) -> Iterator[None]:
         failure: UserError | None = None
         if info.is_main:
             try:
-                stack.enter_context(locked(run_dir, "run directory"))
+                stack.enter_context(locked(RunLayout(run_dir).lock, "run directory"))
             except UserError as e:
                 failure = e
         flag = all_reduce_sum(torch.tensor([float(failure is not None)], device=info.device), info)
@@ -269,7 +256,7 @@ def _prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo
         for path in remove_stale_temporaries(run_dir):
             log(f"removed {path}, left by an interrupted write")
         if not started:
-            atomic_write(run_dir / CONFIG,
+            atomic_write(RunLayout(run_dir).config,
                          lambda tmp: Path(tmp).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False)))
     barrier(info)
 
@@ -283,9 +270,10 @@ def _describe_threat(cfg: RunConfig, eps: float, attack: PGD) -> str:
 
 def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Callable[[str], None]) -> dict[str, Any]:
     """The body of ``run`` inside the process group: check and open everything, then lock, write and train."""
-    if _check_run_dir(cfg, run_dir, resume, log) and (run_dir / RESULTS).exists():
+    results_path = RunLayout(run_dir).results
+    if _check_run_dir(cfg, run_dir, resume, log) and results_path.exists():
         log(f"{run_dir} is already complete")
-        return json.loads((run_dir / RESULTS).read_text())
+        return json.loads(results_path.read_text())
     start = time.perf_counter()
     seed_everything(cfg.train.seed)
     device = info.device
@@ -326,15 +314,15 @@ def _train_and_test(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo,
     results: dict[str, Any] = {"method": cfg.method, "run_dir": str(run_dir), "stages": {}}
     resumed_s = 0.0  # epochs finished by an earlier, interrupted invocation count towards the run's wall time
     for i, stage in enumerate(stages):
-        stage_dir = run_dir if len(stages) == 1 else run_dir / f"stage{i + 1}_{stage.name}"
+        stage_dir = RunLayout(run_dir).stage(i, stage.name, len(stages))
         stage_cfg = _stage_config(cfg, stage)
         model = stage.method.prepare(model)
         log(f"stage {stage.name}: {sum(p.numel() for _, p in stage.method.trainable_parameters(model)):,} "
             f"trainable parameters, {stage_cfg.train.epochs} epochs ({stage.epochs_key})")
-        result = fit(stage.method, model, train, val, stage_cfg, stage_dir, info, resume=resume, log=log)
-        model.load_state_dict(torch.load(stage_dir / BEST, map_location=device, weights_only=True))
+        result = fit(stage.method, model, train, val, stage_cfg, stage_dir.root, info, resume=resume, log=log)
+        model.load_state_dict(torch.load(stage_dir.best, map_location=device, weights_only=True))
         results["stages"][stage.name] = {"best_epoch": result.best_epoch, "best_val": result.best,
-                                         "run_dir": str(stage_dir)}
+                                         "run_dir": str(stage_dir.root)}
         resumed_s += result.resumed_s
     model = method.finalize(model, ctx)
     if info.is_main:
@@ -344,7 +332,7 @@ def _train_and_test(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo,
         results["provenance"] = provenance(cfg.train.seed)
         final_val = results["stages"][stages[-1].name]["best_val"]
         export_model(model, cfg, train.classes, run_dir, {"val": final_val, "test": results["test"]})
-        atomic_write_json(results, run_dir / RESULTS)
+        atomic_write_json(results, RunLayout(run_dir).results)
         t = results["test"]
         log(f"test: clean {t['clean_acc']:.4f}  " + "  ".join(f"{k} {v:.4f}" for k, v in t["robust_acc"].items()))
     barrier(info)

@@ -22,6 +22,7 @@ from ..attacks import PGD
 from ..data import ArrayDataset, Augment, iterate_batches, num_batches
 from ..errors import UserError
 from ..eval import evaluate
+from ..layout import RunLayout
 from ..methods import Method
 from ..progress import duration, track
 from .config import RunConfig
@@ -30,7 +31,6 @@ from .optim import build_optimizer, build_scheduler
 
 __all__ = ["fit", "FitResult", "autocast_for", "rank_slice"]
 
-LAST, BEST, METRICS = "last.pt", "best.pt", "metrics.jsonl"
 
 
 @dataclass
@@ -122,40 +122,77 @@ def _restore(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, sc
 def _divergence(loss: float, epoch: int, it: int, history: list[dict], run_dir: Path) -> str:
     """The one-line error for a non-finite loss, naming the checkpoint that is actually on disk."""
     saved = (f"epoch {epoch} was not saved; the last saved epoch is {history[-1]['epoch']} (train loss "
-             f"{history[-1]['train_loss']:.3g}) in {run_dir / LAST}" if history else "no epoch was saved")
+             f"{history[-1]['train_loss']:.3g}) in {RunLayout(run_dir).last}" if history else "no epoch was saved")
     return (f"training diverged: loss is {loss} at epoch {epoch}, iteration {it}; lower optim.lr or check the data "
             f"({saved})")
 
 
-def _write_metrics(run_dir: Path, history: list[dict]) -> None:
+def _write_metrics(layout: RunLayout, history: list[dict]) -> None:
     """Rewrite metrics.jsonl from the history (atomic, so a resumed run never shows epochs twice)."""
     def write(tmp: str) -> None:
         with open(tmp, "w") as f:
             f.writelines(json.dumps(h) + "\n" for h in history)
-    atomic_write(run_dir / METRICS, write)
+    atomic_write(layout.metrics, write)
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The loop
+# The loop: setup once, then per epoch the training pass and the end-of-epoch bookkeeping
 # ---------------------------------------------------------------------------------------------------------------
-def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset, cfg: RunConfig, run_dir: Path,
-        info: DistInfo, *, resume: bool = False, log: Callable[[str], None] = print) -> FitResult:
-    """Train ``model`` (already prepared by ``method`` and on the device) and keep the best validation epoch.
+class StepSums:
+    """Per-step training statistics summed on the device; read on the host once per log interval / epoch."""
 
-    Writes ``last.pt`` (full training state) every epoch and ``best.pt`` (model weights) on improvement, both
-    atomically; with ``resume`` it continues from ``last.pt`` and reaches the same result as an uninterrupted run.
-    """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    epochs, batch_size = cfg.train.epochs, cfg.data.batch_size
+    FIELDS = ("loss", "acc", "batches", "grad_norm", "lr")
+
+    def __init__(self, device: torch.device) -> None:
+        self.values = torch.zeros(len(self.FIELDS), dtype=torch.float64, device=device)
+
+    def add(self, loss: torch.Tensor, acc: torch.Tensor, grad_norm: torch.Tensor, lr: float) -> None:
+        """One step: its loss, accuracy-like statistic, conv-gradient norm (diagnostics) and learning rate."""
+        one = torch.ones((), dtype=torch.float64, device=loss.device)
+        self.values += torch.stack([loss.double(), acc.double(), one, grad_norm.double(),
+                                    torch.tensor(lr, dtype=torch.float64, device=loss.device)])
+
+    def mean_loss(self) -> float:
+        """The mean loss so far (one host sync)."""
+        return (self.values[0] / self.values[2]).item()
+
+    def means(self, info: DistInfo) -> dict[str, float]:
+        """Every statistic's mean over the epoch's steps and all ranks."""
+        total = dict(zip(self.FIELDS, all_reduce_sum(self.values, info).tolist(), strict=True))
+        return {k: v / total["batches"] for k, v in total.items() if k != "batches"}
+
+
+@dataclass
+class _Loop:
+    """What one stage's training keeps across epochs besides the model."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: Any
+    autocast: Callable[[], contextlib.AbstractContextManager]
+    train_model: nn.Module  # the model, wrapped for DDP / torch.compile when asked
+    generators: dict[str, torch.Generator]
+    val_attack: PGD
+    augment: Augment | None
+    rule: str
+    conv_weights: list[nn.Parameter]  # diagnostics: the convolution weights the optimizer updates
+    iters: int
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: dict[str, Any] = field(default_factory=dict)
+    start_epoch: int = 0
+
+
+def _setup(method: Method, model: nn.Module, train: ArrayDataset, cfg: RunConfig, info: DistInfo) -> _Loop:
+    """Optimizer, schedule, AMP, DDP/compile wrapping, generators, validation attack: everything built once."""
+    batch_size = cfg.data.batch_size
     if batch_size % info.world_size:
         raise UserError(f"data.batch_size {batch_size} must be divisible by the number of processes {info.world_size}")
     iters = num_batches(len(train), batch_size, drop_last=True)
     if iters == 0:
         raise UserError(f"data.batch_size {batch_size} is larger than the training split ({len(train)} images)")
     optimizer = build_optimizer(model, method.trainable_parameters(model), cfg.optim)
-    scheduler = build_scheduler(optimizer, cfg.optim, epochs, iters)
+    scheduler = build_scheduler(optimizer, cfg.optim, cfg.train.epochs, iters)
     autocast, scaled = autocast_for(info.device, cfg.train.amp)
-    scaler = torch.amp.GradScaler(info.device.type) if scaled else None
     train_model: nn.Module = model
     if info.world_size > 1:
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=[info.device.index]
@@ -165,89 +202,115 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
     # data order/augmentation is shared by all ranks (same global batches); attack starts differ per rank
     generators = {"data": torch.Generator().manual_seed(cfg.train.seed),  # CPU: same draws on any device
                   "attack": torch.Generator(info.device).manual_seed(cfg.train.seed * 1000 + 1 + info.rank)}
-    val_attack = PGD(eps=method.attack.eps, norm=method.attack.norm, steps=cfg.eval.val_steps,
-                     name="pgd_val")
-    history: list[dict[str, Any]] = []
-    best: dict[str, Any] = {}
-    start_epoch = 0
-    if resume and (run_dir / LAST).exists():
-        state = torch.load(run_dir / LAST, map_location=info.device, weights_only=True)
-        _restore(state, model, optimizer, scheduler, scaler, generators)
-        start_epoch, history, best = state["epoch"], state["history"], state["best"]
-        log(f"resumed from {run_dir / LAST} after epoch {start_epoch}")
-    augment = augment_for(cfg)
-    rule = method.select_rule if cfg.eval.select == "auto" else cfg.eval.select
-    # diagnostics: the convolution weights the optimizer updates (TWINS argues from their norms)
     conv_weights = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d) and m.weight.requires_grad]
-    diagnostics = cfg.train.diagnostics and bool(conv_weights)
+    return _Loop(optimizer=optimizer, scheduler=scheduler,
+                 scaler=torch.amp.GradScaler(info.device.type) if scaled else None, autocast=autocast,
+                 train_model=train_model, generators=generators,
+                 val_attack=PGD(eps=method.attack.eps, norm=method.attack.norm, steps=cfg.eval.val_steps,
+                                name="pgd_val"),
+                 augment=augment_for(cfg), rule=method.select_rule if cfg.eval.select == "auto" else cfg.eval.select,
+                 conv_weights=conv_weights if cfg.train.diagnostics else [], iters=iters)
 
-    fit_start = time.perf_counter()
-    for epoch in range(start_epoch, epochs):
-        t0 = time.perf_counter()
-        method.train_mode(model)
-        # loss, accuracy-like stat, batches, |grad| (diagnostics), lr (summed over steps; one sync per log interval)
-        sums = torch.zeros(5, dtype=torch.float64, device=info.device)
-        batches = iterate_batches(train, batch_size, shuffle=True, generator=generators["data"], augment=augment,
-                                  drop_last=True, channels_last=cfg.train.channels_last)
-        bar = track(batches, total=iters, desc=f"epoch {epoch + 1}/{epochs}")
-        for it, (x, y) in enumerate(bar):
-            x, y = rank_slice(x, info), rank_slice(y, info)
-            with autocast():
-                loss, stats = method.loss(train_model, x, y, generators["attack"])
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                if diagnostics:
-                    scaler.unscale_(optimizer)
-            else:
-                loss.backward()
-            grad_norm = (torch.nn.utils.get_total_norm([w.grad for w in conv_weights if w.grad is not None])
-                         if diagnostics else torch.zeros((), device=loss.device))
-            lr = optimizer.param_groups[0]["lr"]
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
-            scheduler.step()
-            acc = stats.get("adv_acc", stats.get("acc", torch.zeros((), device=loss.device)))
-            sums += torch.stack([stats["loss"].double(), acc.double(), torch.ones((), dtype=torch.float64,
-                                                                                  device=loss.device),
-                                 grad_norm.double(), torch.tensor(lr, dtype=torch.float64, device=loss.device)])
-            if (it + 1) % cfg.train.log_every == 0 or it + 1 == iters:
-                mean_loss = (sums[0] / sums[2]).item()  # one host sync per log interval
-                if not math.isfinite(mean_loss):
-                    raise UserError(_divergence(mean_loss, epoch + 1, it + 1, history, run_dir))
-                bar.set_postfix(f"loss {mean_loss:.3f}")
-        loss_sum, acc_sum, n_batches, grad_sum, lr_sum = all_reduce_sum(sums, info).tolist()
-        train_s = time.perf_counter() - t0
-        metrics = {"epoch": epoch + 1, "lr": scheduler.get_last_lr()[0], "train_loss": loss_sum / n_batches,
-                   "train_acc": acc_sum / n_batches, "train_s": train_s,
-                   "train_images_per_s": iters * batch_size / train_s}
-        if diagnostics:  # grad norm and lr: means over the epoch's steps (and ranks); weight norm: at the epoch's end
-            weight_norm = torch.nn.utils.get_total_norm([w.detach() for w in conv_weights]).item()
-            metrics.update(conv_weight_norm=weight_norm, conv_grad_norm=grad_sum / n_batches,
-                           effective_step=lr_sum / n_batches * grad_sum / n_batches / weight_norm)
-        metrics.update(_validate(model, val, val_attack, cfg, info, epoch))
-        metrics.update(method.epoch_metrics(model))
-        metrics["epoch_s"] = time.perf_counter() - t0
-        history.append(metrics)
-        improved = not best or select_value(metrics, rule) > select_value(best, rule)
+
+def _step(loop: _Loop, method: Method, x: torch.Tensor, y: torch.Tensor, sums: StepSums) -> None:
+    """One optimizer step on one batch."""
+    with loop.autocast():
+        loss, stats = method.loss(loop.train_model, x, y, loop.generators["attack"])
+    loop.optimizer.zero_grad(set_to_none=True)
+    if loop.scaler is not None:
+        loop.scaler.scale(loss).backward()
+        if loop.conv_weights:
+            loop.scaler.unscale_(loop.optimizer)
+    else:
+        loss.backward()
+    grad_norm = (torch.nn.utils.get_total_norm([w.grad for w in loop.conv_weights if w.grad is not None])
+                 if loop.conv_weights else torch.zeros((), device=loss.device))
+    lr = loop.optimizer.param_groups[0]["lr"]
+    if loop.scaler is not None:
+        loop.scaler.step(loop.optimizer)
+        loop.scaler.update()
+    else:
+        loop.optimizer.step()
+    loop.scheduler.step()
+    sums.add(stats["loss"], stats.get("adv_acc", stats.get("acc", torch.zeros((), device=loss.device))), grad_norm,
+             lr)
+
+
+def _train_epoch(loop: _Loop, method: Method, model: nn.Module, train: ArrayDataset, cfg: RunConfig,
+                 info: DistInfo, epoch: int, run_dir: Path) -> dict[str, Any]:
+    """One pass over the training split; returns the epoch's training metrics."""
+    t0 = time.perf_counter()
+    method.train_mode(model)
+    sums = StepSums(info.device)
+    batches = iterate_batches(train, cfg.data.batch_size, shuffle=True, generator=loop.generators["data"],
+                              augment=loop.augment, drop_last=True, channels_last=cfg.train.channels_last)
+    bar = track(batches, total=loop.iters, desc=f"epoch {epoch + 1}/{cfg.train.epochs}")
+    for it, (x, y) in enumerate(bar):
+        _step(loop, method, rank_slice(x, info), rank_slice(y, info), sums)
+        if (it + 1) % cfg.train.log_every == 0 or it + 1 == loop.iters:
+            mean_loss = sums.mean_loss()
+            if not math.isfinite(mean_loss):
+                raise UserError(_divergence(mean_loss, epoch + 1, it + 1, loop.history, run_dir))
+            bar.set_postfix(f"loss {mean_loss:.3f}")
+    means = sums.means(info)
+    train_s = time.perf_counter() - t0
+    metrics = {"epoch": epoch + 1, "lr": loop.scheduler.get_last_lr()[0], "train_loss": means["loss"],
+               "train_acc": means["acc"], "train_s": train_s,
+               "train_images_per_s": loop.iters * cfg.data.batch_size / train_s}
+    if loop.conv_weights:  # grad norm and lr: means over the epoch's steps (and ranks); weight norm: at its end
+        weight_norm = torch.nn.utils.get_total_norm([w.detach() for w in loop.conv_weights]).item()
+        metrics.update(conv_weight_norm=weight_norm, conv_grad_norm=means["grad_norm"],
+                       effective_step=means["lr"] * means["grad_norm"] / weight_norm)
+    return metrics
+
+
+def _end_epoch(loop: _Loop, method: Method, model: nn.Module, val: ArrayDataset, cfg: RunConfig, info: DistInfo,
+               metrics: dict[str, Any], t0: float, fit_start: float, layout: RunLayout,
+               log: Callable[[str], None]) -> None:
+    """Validate, select, checkpoint (atomically) and log one finished epoch."""
+    epoch, epochs = metrics["epoch"] - 1, cfg.train.epochs
+    metrics.update(_validate(model, val, loop.val_attack, cfg, info, epoch))
+    metrics.update(method.epoch_metrics(model))
+    metrics["epoch_s"] = time.perf_counter() - t0
+    # the stage's remaining epochs at this invocation's mean epoch time
+    left = (time.perf_counter() - fit_start) / (epoch + 1 - loop.start_epoch) * (epochs - epoch - 1)
+    eta = f", ETA {duration(left)}" if epoch + 1 < epochs else ""
+    loop.history.append(metrics)
+    improved = not loop.best or select_value(metrics, loop.rule) > select_value(loop.best, loop.rule)
+    if improved:
+        loop.best = dict(metrics)
+    if info.is_main:
         if improved:
-            best = dict(metrics)
-        # the stage's remaining epochs at this invocation's mean epoch time
-        left = (time.perf_counter() - fit_start) / (epoch + 1 - start_epoch) * (epochs - epoch - 1)
-        eta = f", ETA {duration(left)}" if epoch + 1 < epochs else ""
-        if info.is_main:
-            if improved:
-                atomic_save(model.state_dict(), run_dir / BEST)
-            atomic_save(_training_state(model, optimizer, scheduler, scaler, generators, epoch + 1, history, best),
-                        run_dir / LAST)
-            _write_metrics(run_dir, history)
-            log(f"epoch {epoch + 1}/{epochs}  loss {metrics['train_loss']:.4f}  val clean "
-                f"{metrics['val_clean_acc']:.4f}  val pgd{cfg.eval.val_steps} {metrics['val_robust_acc']:.4f}"
-                f"{'  *' if improved else ''}  ({metrics['epoch_s']:.0f} s, "
-                f"{metrics['train_images_per_s']:.0f} img/s{eta})")
-        barrier(info)
-    return FitResult(best_epoch=int(best["epoch"]), best=best, history=history,
-                     resumed_s=sum(h["epoch_s"] for h in history[:start_epoch]))
+            atomic_save(model.state_dict(), layout.best)
+        atomic_save(_training_state(model, loop.optimizer, loop.scheduler, loop.scaler, loop.generators, epoch + 1,
+                                    loop.history, loop.best), layout.last)
+        _write_metrics(layout, loop.history)
+        log(f"epoch {epoch + 1}/{epochs}  loss {metrics['train_loss']:.4f}  val clean "
+            f"{metrics['val_clean_acc']:.4f}  val pgd{cfg.eval.val_steps} {metrics['val_robust_acc']:.4f}"
+            f"{'  *' if improved else ''}  ({metrics['epoch_s']:.0f} s, {metrics['train_images_per_s']:.0f} img/s"
+            f"{eta})")
+    barrier(info)
+
+
+def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset, cfg: RunConfig, run_dir: Path,
+        info: DistInfo, *, resume: bool = False, log: Callable[[str], None] = print) -> FitResult:
+    """Train ``model`` (already prepared by ``method`` and on the device) and keep the best validation epoch.
+
+    Writes ``last.pt`` (full training state) every epoch and ``best.pt`` (model weights) on improvement, both
+    atomically; with ``resume`` it continues from ``last.pt`` and reaches the same result as an uninterrupted run.
+    """
+    layout = RunLayout(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    loop = _setup(method, model, train, cfg, info)
+    if resume and layout.last.exists():
+        state = torch.load(layout.last, map_location=info.device, weights_only=True)
+        _restore(state, model, loop.optimizer, loop.scheduler, loop.scaler, loop.generators)
+        loop.start_epoch, loop.history, loop.best = state["epoch"], state["history"], state["best"]
+        log(f"resumed from {layout.last} after epoch {loop.start_epoch}")
+    fit_start = time.perf_counter()
+    for epoch in range(loop.start_epoch, cfg.train.epochs):
+        t0 = time.perf_counter()
+        metrics = _train_epoch(loop, method, model, train, cfg, info, epoch, run_dir)
+        _end_epoch(loop, method, model, val, cfg, info, metrics, t0, fit_start, layout, log)
+    return FitResult(best_epoch=int(loop.best["epoch"]), best=loop.best, history=loop.history,
+                     resumed_s=sum(h["epoch_s"] for h in loop.history[:loop.start_epoch]))

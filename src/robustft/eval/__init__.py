@@ -1,5 +1,5 @@
-"""Evaluation: clean, robust (per attack) and worst-case accuracy with per-sample records; common-corruption
-accuracy; module robust criticality (MRC)."""
+"""Evaluation: clean, robust (per attack) and worst-case accuracy with per-sample records; AutoAttack on a
+class-balanced subset (cached); common-corruption accuracy; module robust criticality (MRC)."""
 
 from .corruptions import (
     CIFAR_C_BENCHMARK,
@@ -15,8 +15,9 @@ from .corruptions import (
 )
 from .evaluate import EvalResult, balanced_subset, evaluate
 from .mrc import ModuleMRC, MRCProfile, candidate_modules, mrc_examples, mrc_profile, mrc_scores
+from .subset import subset_autoattack
 
-__all__ = ["EvalResult", "evaluate", "balanced_subset", "CORRUPTIONS", "CIFAR_C_BENCHMARK", "CIFAR_C_EXTRA",
-           "CorruptionResult", "corrupt", "corrupt_dataset", "evaluate_corruptions", "list_corruptions",
-           "parse_corruptions", "parse_severities", "MRCProfile", "ModuleMRC", "candidate_modules", "mrc_examples",
-           "mrc_profile", "mrc_scores"]
+__all__ = ["EvalResult", "evaluate", "balanced_subset", "subset_autoattack", "CORRUPTIONS", "CIFAR_C_BENCHMARK",
+           "CIFAR_C_EXTRA", "CorruptionResult", "corrupt", "corrupt_dataset", "evaluate_corruptions",
+           "list_corruptions", "parse_corruptions", "parse_severities", "MRCProfile", "ModuleMRC", "candidate_modules",
+           "mrc_examples", "mrc_profile", "mrc_scores"]

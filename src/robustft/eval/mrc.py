@@ -20,7 +20,6 @@ Two implementations of exactly that procedure:
   profile says so.
 """
 
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -440,9 +439,3 @@ def _fast_module(gm: torch.fx.GraphModule, name: str, module: nn.Module, x: torc
 
     best = _ascend(weight, y, chunks, eps, steps, lr, forward, origin, reuse_forward=True)
     return _record(name, weight, best, origin, "fast")
-
-
-def mrc_margin(profile: MRCProfile) -> float:
-    """Gap between the two lowest MRC values (how clear-cut the choice is); inf with one module."""
-    values = sorted(m.mrc for m in profile.modules)
-    return values[1] - values[0] if len(values) > 1 else math.inf

@@ -1,6 +1,6 @@
 """Fine-tuning methods behind one interface (``Method``), registered by name."""
 
-from . import full, linear_probe, lp_ft, partial, rift, roli, twins  # noqa: F401  (registration side effects)
+from . import full, linear_probe, partial, rift, roli, twins  # noqa: F401  (registration side effects)
 from .base import (
                    OBJECTIVES,
                    Method,
@@ -13,13 +13,12 @@ from .base import (
                    trades_loss,
 )
 from .linear_probe import LinearProbe
-from .lp_ft import LpFt, LpFtConfig
 from .partial import Partial, PartialConfig
 from .rift import Rift, RiftConfig
 from .roli import RoLI, RoLIConfig
 from .twins import Twins, TwinsConfig, TwoWingBatchNorm2d
 
 __all__ = ["Method", "MethodConfig", "RunContext", "Stage", "create_method", "list_methods", "register_method",
-           "trades_loss", "OBJECTIVES", "LinearProbe", "LpFt", "LpFtConfig", "Partial", "PartialConfig", "Twins",
+           "trades_loss", "OBJECTIVES", "LinearProbe", "Partial", "PartialConfig", "Twins",
            "TwinsConfig", "TwoWingBatchNorm2d", "RoLI", "RoLIConfig", "Rift",
            "RiftConfig"]

@@ -7,7 +7,7 @@ train, the loss of one batch, and how the trained model is finalized. The engine
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -19,21 +19,19 @@ from ..errors import UserError
 from ..schema import from_dict
 
 __all__ = ["Method", "MethodConfig", "Stage", "RunContext", "register_method", "create_method", "method_config",
-           "list_methods", "OBJECTIVES"]
+           "list_methods", "Objective", "OBJECTIVES"]
 
-OBJECTIVES = ("clean", "pgd", "trades")
+Objective = Literal["clean", "pgd", "trades"]
+OBJECTIVES: tuple[str, ...] = get_args(Objective)
 
 
 @dataclass
 class MethodConfig:
     """Options every method has: the training objective and the TRADES trade-off β."""
 
-    objective: str = field(default="pgd", metadata={"help": "clean | pgd (Madry AT) | trades"})
+    objective: Objective = field(default="pgd", metadata={
+        "help": "training loss: clean cross-entropy, pgd (Madry AT: cross-entropy on PGD examples) or trades"})
     beta: float = field(default=6.0, metadata={"help": "TRADES β (weight of the KL term)", "ge": 0})
-
-    def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise UserError(f"method objective must be one of {OBJECTIVES}, got {self.objective!r}")
 
 
 @dataclass

@@ -1,14 +1,16 @@
 """Parameter-efficient layers attached by module type: LoRA (Hu et al. 2022) and residual bottleneck adapters.
 
-Where they go:
-- **LoRA** on transformers: the fused ``qkv`` projection of every ViT ``Attention`` / Swin ``WindowAttention``, with
-  one low-rank update on the query rows and one on the value rows, none on the key rows (RoLI's q/v LoRA without
-  splitting timm's fused layer, so checkpoint names stay timm's). On CNNs: every ``nn.Conv2d`` (stem, residual
-  convolutions, 1x1 projection shortcuts; peft's conv LoRA: A is a conv with the base kernel/stride/padding, B a 1x1
-  conv). The classifier is never wrapped: the methods train it whole.
-- **Adapters** after every transformer ``Mlp`` (y = m(x) + up(GELU(down(m(x)))), inside the block's residual branch,
-  RoLI's Pfeiffer placement) and after every residual block of a CNN (y = b(x) + up(GELU(down(b(x)))) with 1x1
-  convs). Hidden width = width // reduction (at least 1).
+Where they go is what the model declares in its ``pretrained_cfg`` (``ModelCfg.fused_qkv`` / ``adapter_points``, set
+in each model file); this module names no architecture:
+- **LoRA** on transformers: the fused qkv projection of every declared attention module (ViT ``Attention``, Swin
+  ``WindowAttention``), with one low-rank update on the query rows and one on the value rows, none on the key rows
+  (RoLI's q/v LoRA without splitting timm's fused layer, so checkpoint names stay timm's). On a model without such
+  attention (CNNs): every ``nn.Conv2d`` (stem, residual convolutions, 1x1 projection shortcuts; peft's conv LoRA: A is
+  a conv with the base kernel/stride/padding, B a 1x1 conv). The classifier is never wrapped: the methods train it
+  whole.
+- **Adapters** after every declared adapter point: over tokens after a transformer ``Mlp`` (y = m(x) +
+  up(GELU(down(m(x)))), inside the block's residual branch, RoLI's Pfeiffer placement), over channels with 1x1 convs
+  after a CNN's residual block (y = b(x) + up(GELU(down(b(x))))). Hidden width = width // reduction (at least 1).
 
 Standard initializations, so an attached model computes exactly what it did before: LoRA A Kaiming-uniform and B zero,
 adapter down-projection PyTorch's default (Kaiming-uniform) and up-projection zero. (RoLI's official code zeroes
@@ -25,19 +27,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UserError
-from ..models.preact_resnet import PreActBlock
-from ..models.resnet import BasicBlock, Bottleneck
-from ..models.swin import WindowAttention
-from ..models.vision_transformer import Attention, Mlp
-from ..models.wide_resnet import WideBasicBlock
+from ..models.base import AdapterPoint, FusedQKV, ImageClassifier
 
 __all__ = ["LoRALinear", "LoRAConv2d", "Adapter", "Adapted", "add_lora", "merge_lora", "add_adapters",
-           "lora_layers", "adapter_modules", "bias_parameters", "FUSED_QKV_ATTENTION", "RESIDUAL_BLOCKS"]
+           "lora_layers", "adapter_modules", "bias_parameters"]
 
-# Attention modules whose ``qkv`` is one Linear producing [q | k | v] (timm layout).
-FUSED_QKV_ATTENTION: tuple[type[nn.Module], ...] = (Attention, WindowAttention)
-# Residual blocks of robustft's CNNs: an adapter follows each.
-RESIDUAL_BLOCKS: tuple[type[nn.Module], ...] = (BasicBlock, Bottleneck, PreActBlock, WideBasicBlock)
+Point = FusedQKV | AdapterPoint
 
 
 def _like(module: nn.Module, ref: Tensor) -> nn.Module:
@@ -140,41 +135,46 @@ def lora_layers(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if isinstance(m, LORA_LAYERS)]
 
 
-def _replace(model: nn.Module, targets: list[tuple[str, nn.Module]], wrap) -> None:
-    """Set each ``name`` in ``targets`` (dotted path to a submodule) to ``wrap(module)``."""
-    for name, module in targets:
+def _replace(model: nn.Module, replacements: list[tuple[str, nn.Module]]) -> None:
+    """Set each submodule ``name`` (dotted path) of ``model`` to the module paired with it."""
+    for name, module in replacements:
         parent_name, _, attr = name.rpartition(".")
-        setattr(model.get_submodule(parent_name), attr, wrap(module))
+        setattr(model.get_submodule(parent_name), attr, module)
 
 
-def add_lora(model: nn.Module, rank: int, alpha: float, dropout: float) -> list[nn.Module]:
-    """Attach LoRA (q/v of fused-qkv attention for transformers, else every Conv2d) in place; returns the wrappers.
+def _declared(model: nn.Module, points: tuple[Point, ...]) -> list[tuple[str, nn.Module, Point]]:
+    """``(name, module, point)`` for every submodule that is an instance of a declared point's type, in module order."""
+    found = []
+    for name, module in model.named_modules():
+        if point := next((p for p in points if isinstance(module, p.module)), None):
+            found.append((name, module, point))
+    return found
+
+
+def add_lora(model: ImageClassifier, rank: int, alpha: float, dropout: float) -> list[nn.Module]:
+    """Attach LoRA (q/v of the model's declared fused-qkv attention, else every Conv2d) in place; returns the wrappers.
 
     A model that already has LoRA layers is left as it is (preparing twice must not wrap the wrappers).
     """
     if existing := lora_layers(model):
         return existing
-    attention = [(n, m) for n, m in model.named_modules() if isinstance(m, FUSED_QKV_ATTENTION)]
-    if attention:
-        qkv = [(f"{n}.qkv" if n else "qkv", m.qkv) for n, m in attention]
-
+    if attention := _declared(model, model.pretrained_cfg.fused_qkv):
         def wrap(layer: nn.Linear) -> LoRALinear:
             d = layer.out_features // 3
             return LoRALinear(layer, rank, alpha, dropout, slices=((0, d), (2 * d, 3 * d)))  # q and v, not k
 
-        _replace(model, qkv, wrap)
+        _replace(model, [(f"{n}.{p.attr}" if n else p.attr, wrap(getattr(m, p.attr))) for n, m, p in attention])
     else:
         convs = [(n, m) for n, m in model.named_modules() if type(m) is nn.Conv2d]
         if not convs:
             raise UserError(f"LoRA found no fused-qkv attention and no Conv2d in {type(model).__name__}")
-        _replace(model, convs, lambda conv: LoRAConv2d(conv, rank, alpha, dropout))
+        _replace(model, [(n, LoRAConv2d(conv, rank, alpha, dropout)) for n, conv in convs])
     return lora_layers(model)
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold every LoRA update into its base layer and remove the wrappers: a plain model of the source architecture."""
-    _replace(model, [(n, m) for n, m in model.named_modules() if isinstance(m, LORA_LAYERS)],
-             lambda layer: layer.merged())
+    _replace(model, [(n, m.merged()) for n, m in model.named_modules() if isinstance(m, LORA_LAYERS)])
     return model
 
 
@@ -217,39 +217,30 @@ def adapter_modules(model: nn.Module) -> list[Adapter]:
     return [m for m in model.modules() if isinstance(m, Adapter)]
 
 
-def _out_channels(block: nn.Module) -> int:
-    """Output width of a residual block: every conv whose output reaches the block's output (the last conv of the
-    residual branch, or the projection shortcut registered after it) has the block's width."""
-    convs = [m for m in block.modules() if isinstance(m, nn.Conv2d)]
-    return convs[-1].out_channels
+def _adapted(module: nn.Module, channels: bool, reduction: int) -> Adapted:
+    """``module`` followed by a fresh adapter over its output width: that of its last conv (``channels``) or Linear.
+
+    Every layer whose output reaches the module's output (the last layer of a residual branch or MLP, or a projection
+    shortcut registered after it) has that width. The adapter takes the first layer's device, dtype, memory format.
+    """
+    layers = [m for m in module.modules() if isinstance(m, nn.Conv2d if channels else nn.Linear)]
+    dim = layers[-1].out_channels if channels else layers[-1].out_features
+    return Adapted(module, _like(Adapter(dim, max(1, dim // reduction), conv=channels), layers[0].weight))
 
 
-def add_adapters(model: nn.Module, reduction: int) -> list[Adapter]:
-    """Attach an adapter after every transformer MLP, else after every CNN residual block; returns the adapters.
+def add_adapters(model: ImageClassifier, reduction: int) -> list[Adapter]:
+    """Attach an adapter after every module of the model's declared ``adapter_points``; returns the adapters.
 
     A model that already has adapters is left as it is.
     """
     if existing := adapter_modules(model):
         return existing
-    mlps = [(n, m) for n, m in model.named_modules() if isinstance(m, Mlp)]
-    blocks = [(n, m) for n, m in model.named_modules() if isinstance(m, RESIDUAL_BLOCKS)]
-    if mlps:
-        def wrap(mlp: Mlp) -> Adapted:
-            dim = mlp.fc2.out_features
-            return Adapted(mlp, _like(Adapter(dim, max(1, dim // reduction), conv=False), mlp.fc2.weight))
-
-        _replace(model, mlps, wrap)
-    elif blocks:
-        def wrap(block: nn.Module) -> Adapted:
-            ref = next(m for m in block.modules() if isinstance(m, nn.Conv2d)).weight
-            dim = _out_channels(block)
-            return Adapted(block, _like(Adapter(dim, max(1, dim // reduction), conv=True), ref))
-
-        _replace(model, blocks, wrap)
-    else:
-        known = ", ".join(t.__name__ for t in RESIDUAL_BLOCKS)
-        raise UserError(f"adapters need transformer MLPs or residual blocks ({known}); {type(model).__name__} has "
-                        "neither")
+    points = model.pretrained_cfg.adapter_points
+    if not (targets := _declared(model, points)):
+        declared = ", ".join(p.module.__name__ for p in points) or "none declared"
+        raise UserError(f"adapters: {type(model).__name__} has no module of its ModelCfg.adapter_points ({declared}) "
+                        "to attach them after; declare them in its model file")
+    _replace(model, [(n, _adapted(m, p.channels, reduction)) for n, m, p in targets])
     return adapter_modules(model)
 
 

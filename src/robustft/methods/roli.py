@@ -7,7 +7,9 @@ parameter sets (``peft``): ``full`` (everything), ``bias`` (every module's ``bia
 updates of attention q/v, or of every conv of a CNN, + the head) or ``adapter`` (bottleneck adapters after every MLP or
 residual block + the head). LoRA and adapters start as the identity, so stage ``ft`` begins with exactly the
 function stage ``lp`` selected. ``init: random`` (registered as ``ranli``) skips the probe: the RanLI baseline
-fine-tunes from a random head. ``stage1_from: RUN_DIR`` reuses an earlier run's probed head instead of probing again.
+fine-tunes from a random head. A head given by the run's ``model.init_head`` (e.g. an earlier probe, ``RUN_DIR:lp``)
+replaces the probe stage. ``lp_ft`` (Kumar et al. 2022) is this method with ``peft: full`` and its own probe
+defaults: the one implementation of probe-then-fine-tune.
 
 BN statistics in stage ``ft``: ``full`` and ``bias`` train in train mode (BN layers with trainable parameters adapt,
 as in the official code, where the encoder trains in train mode for these two); for ``lora`` and ``adapter`` BN layers
@@ -18,69 +20,47 @@ cannot be merged (a nonlinearity sits between their projections), so the exporte
 """
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import Any, Literal, get_args
 
-import yaml
 from torch import nn
 
 from ..attacks import PGD
 from ..errors import UserError
-from ..models import load_classifier
-from .base import Method, MethodConfig, RunContext, Stage, register_method
+from .base import Method, MethodConfig, Objective, RunContext, Stage, register_method
 from .linear_probe import LinearProbe
 from .partial import freeze_idle_norm_stats
 from .peft import adapter_modules, add_adapters, add_lora, bias_parameters, lora_layers, merge_lora
 
-__all__ = ["RoLI", "RoLIConfig", "PEFT_VARIANTS", "stage1_checkpoint"]
+__all__ = ["RoLI", "RoLIConfig", "PEFT_VARIANTS"]
 
-PEFT_VARIANTS = ("full", "bias", "lora", "adapter")
-INITS = ("roli", "random")
-LP_OPTIMIZERS = ("sgd", "adamw")
-
-
-def stage1_checkpoint(run_dir: str | Path) -> Path:
-    """Where a run keeps its selected adversarially probed head: stage 1 of a RoLI (or LP-FT) run, or the selected
-    model of an ``adv_linear_probe`` run (the same procedure run on its own)."""
-    run_dir = Path(run_dir)
-    config = run_dir / "config.yaml"
-    if config.is_file() and yaml.safe_load(config.read_text()).get("method") == "adv_linear_probe":
-        return run_dir / "best.pt"
-    return run_dir / "stage1_lp" / "best.pt"
+Peft = Literal["full", "bias", "lora", "adapter"]
+PEFT_VARIANTS: tuple[str, ...] = get_args(Peft)
 
 
 @dataclass
 class RoLIConfig(MethodConfig):
     """RoLI options. The probe stage has its own optimizer settings; the fine-tuning stage uses the run's ``optim``."""
 
-    peft: str = field(default="full", metadata={"help": "stage-2 parameters: full | bias | lora | adapter"})
-    init: str = field(default="roli", metadata={
+    peft: Peft = field(default="full", metadata={
+        "help": "what stage ft trains: everything, every bias, LoRA updates or adapters (the last three + the head)"})
+    init: Literal["roli", "random"] = field(default="roli", metadata={
         "help": "roli: stage 2 starts from the adversarially probed head; random: RanLI (no probe stage)"})
+    lp_objective: Objective | None = field(default=None, metadata={
+        "help": "objective of the probing stage (default: the run's objective, as RoLI probes adversarially)"})
     lp_epochs: int = field(default=20, metadata={
         "help": "epochs of the adversarial linear-probing stage lp (train.epochs / --epochs sets stage ft)", "ge": 1})
     lp_lr: float = field(default=0.05, metadata={"help": "peak learning rate of the probing stage", "gt": 0})
-    lp_optimizer: str = field(default="sgd", metadata={"help": "optimizer of the probing stage (paper: sgd)"})
-    lp_weight_decay: float = field(default=0.01, metadata={
+    lp_optimizer: Literal["sgd", "adamw"] | None = field(default="sgd", metadata={
+        "help": "optimizer of the probing stage (paper: sgd; null: the run's optim.name)"})
+    lp_weight_decay: float | None = field(default=0.01, metadata={
         "help": "weight decay of the probing stage (head weight only; its bias is not decayed, as in the official "
-                "code)", "ge": 0})
+                "code; null: the run's optim.weight_decay)", "ge": 0})
     lora_rank: int = field(default=16, metadata={"help": "LoRA rank r", "ge": 1})
     lora_alpha: float = field(default=16.0, metadata={"help": "LoRA α (updates are scaled by α / r)", "gt": 0})
     lora_dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA input (train mode only)",
                                                        "ge": 0, "lt": 1})
     adapter_reduction: int = field(default=8, metadata={"help": "adapter bottleneck width = width // reduction",
                                                         "ge": 1})
-    stage1_from: str | None = field(default=None, metadata={
-        "help": "run directory of an earlier RoLI run: skip probing, start stage 2 from its stage1_lp/best.pt head"})
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.peft not in PEFT_VARIANTS:
-            raise UserError(f"roli peft must be one of {PEFT_VARIANTS}, got {self.peft!r}")
-        if self.init not in INITS:
-            raise UserError(f"roli init must be one of {INITS}, got {self.init!r}")
-        if self.lp_optimizer not in LP_OPTIMIZERS:
-            raise UserError(f"roli lp_optimizer must be one of {LP_OPTIMIZERS}, got {self.lp_optimizer!r}")
-        if self.stage1_from is not None and self.init == "random":
-            raise UserError("stage1_from reuses a probed head, but init=random (RanLI) starts from a random one")
 
 
 class RoLI(Method):
@@ -90,32 +70,35 @@ class RoLI(Method):
 
     def __init__(self, cfg: RoLIConfig, attack: PGD) -> None:
         super().__init__(cfg, attack)
-        # checked when the run starts (a protocol writes configs that name probe runs not finished yet)
-        if cfg.stage1_from is not None and not stage1_checkpoint(cfg.stage1_from).is_file():
-            raise UserError(f"stage1_from: {stage1_checkpoint(cfg.stage1_from)} does not exist (expected the "
-                            f"directory of a finished RoLI or adv_linear_probe run)")
+        self.head_given = False  # set by setup: model.init_head already holds a probed head, so no probe stage
 
     # -- stages ------------------------------------------------------------------------------------------------
     def setup(self, model: nn.Module, ctx: RunContext) -> None:
-        """With ``stage1_from``, the head of that run's selected probe replaces the fresh one."""
-        if self.cfg.stage1_from is not None:
-            path = stage1_checkpoint(self.cfg.stage1_from)
-            load_classifier(model, path)
-            ctx.log(f"roli: stage-1 head loaded from {path}")
+        """A head given by ``model.init_head`` (e.g. an earlier probe, ``RUN_DIR:lp``) replaces the probe stage."""
+        self.head_given = ctx.cfg.model.init_head is not None
+        if self.head_given and self.cfg.init == "random":
+            raise UserError("ranli (RanLI) fine-tunes from a random head, but model.init_head gives it one: use "
+                            "roli, or drop model.init_head")
+        if self.head_given:
+            ctx.log(f"roli: stage ft starts from the head of {ctx.cfg.model.init_head} (no probe stage)")
 
     def probe(self) -> LinearProbe:
-        """The stage-1 method: head only, backbone in eval mode, same adversarial objective as stage 2."""
-        return LinearProbe(MethodConfig(objective=self.cfg.objective, beta=self.cfg.beta), self.attack)
+        """The stage-1 method: head only, backbone in eval mode, the probe objective (default: stage 2's)."""
+        return LinearProbe(MethodConfig(objective=self.cfg.lp_objective or self.cfg.objective, beta=self.cfg.beta),
+                           self.attack)
 
     def stages(self) -> list[Stage]:
         """``lp`` then ``ft``; only ``ft`` for RanLI or when the probed head comes from an earlier run."""
         finetune = Stage("ft", self)
-        if self.cfg.init == "random" or self.cfg.stage1_from is not None:
+        if self.cfg.init == "random" or self.head_given:
             return [finetune]
-        overrides = {"optim.name": self.cfg.lp_optimizer, "optim.lr": self.cfg.lp_lr,
-                     "optim.weight_decay": self.cfg.lp_weight_decay, "train.epochs": self.cfg.lp_epochs,
-                     # only the head trains: this exempts its bias from weight decay, as the official SGD path does
-                     "optim.no_decay_norm_bias": True}
+        overrides: dict[str, Any] = {"optim.name": self.cfg.lp_optimizer, "optim.lr": self.cfg.lp_lr,
+                                     "optim.weight_decay": self.cfg.lp_weight_decay,
+                                     "train.epochs": self.cfg.lp_epochs,
+                                     # only the head trains: this exempts its bias from weight decay, as the
+                                     # official SGD path does
+                                     "optim.no_decay_norm_bias": True}
+        overrides = {k: v for k, v in overrides.items() if v is not None}  # None: the run's own value
         return [Stage("lp", self.probe(), overrides, epochs_key="method_args.lp_epochs"), finetune]
 
     # -- stage 2 -----------------------------------------------------------------------------------------------
@@ -163,3 +146,6 @@ class RoLI(Method):
 
 register_method("roli", RoLI, init="roli")
 register_method("ranli", RoLI, init="random")
+# LP-FT: probe (objective pgd by default, the run's optimizer), then fine-tune everything
+register_method("lp_ft", RoLI, init="roli", peft="full", lp_objective="pgd", lp_epochs=5, lp_lr=0.01,
+                lp_optimizer=None, lp_weight_decay=None)

@@ -140,8 +140,7 @@ class Twins(Method):
         frozen = per_wing[0] if k else torch.zeros((), device=x.device)  # a 1-sample batch has no frozen half
         loss = self.cfg.lam * frozen + per_wing[1]
         correct = (logits_adv.argmax(1) == y).float()
-        return loss, {"loss": loss.detach(), "adv_acc": correct.mean(), "frozen_loss": frozen.detach(),
-                      "adaptive_loss": per_wing[1].detach()}
+        return loss, {"loss": loss.detach(), "adv_acc": correct.mean()}
 
     def finalize(self, model: nn.Module, ctx: RunContext) -> nn.Module:
         """The adaptive wing alone, as ordinary BN layers."""

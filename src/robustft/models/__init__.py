@@ -5,25 +5,27 @@ Every model takes RGB in [0, 1], normalizes it with its first submodule (``norma
 """
 
 # Importing the architecture modules registers their constructors.
-from robustft.models import preact_resnet, resnet, vision_transformer, wide_resnet  # noqa: F401
-from robustft.models.base import ImageClassifier, ModelCfg, replace_head
+from robustft.models import preact_resnet, resnet, swin, vision_transformer, wide_resnet  # noqa: F401
+from robustft.models.base import AdapterPoint, FusedQKV, ImageClassifier, ModelCfg
 from robustft.models.checkpoint import (
     LoadResult,
+    from_timm_layout,
     load_classifier,
     load_state_dict_into,
     read_state_dict,
+    read_timm_checkpoint,
     save_state_dict,
     unwrap_state_dict,
 )
 from robustft.models.hub import KNOWN_WEIGHTS, cache_dir
 from robustft.models.normalization import NORMALIZATIONS, Normalize, resolve_normalization, set_normalization
 from robustft.models.registry import create_model, list_models, load_model, register_model
-from robustft.models.timm_keys import from_timm_layout, read_timm_checkpoint  # also registers swin (via its import)
 
 __all__ = [
+    "AdapterPoint",
+    "FusedQKV",
     "ImageClassifier",
     "ModelCfg",
-    "replace_head",
     "LoadResult",
     "load_classifier",
     "load_state_dict_into",

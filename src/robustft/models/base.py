@@ -1,5 +1,6 @@
 """What every registered model shares: input normalization first, a named linear head, and a config record."""
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
@@ -8,7 +9,29 @@ from torch import Tensor, nn
 from robustft.errors import UserError
 from robustft.models.normalization import Normalize, NormSpec, resolve_normalization
 
-__all__ = ["ModelCfg", "ImageClassifier", "build_model", "replace_head"]
+__all__ = ["FusedQKV", "AdapterPoint", "CheckpointFilter", "ModelCfg", "ImageClassifier", "build_model"]
+
+
+@dataclass(frozen=True)
+class FusedQKV:
+    """Attention modules of type ``module`` whose Linear ``attr`` computes [q | k | v] in equal thirds (timm's
+    layout): LoRA adapts the q and v rows of that Linear."""
+
+    module: type[nn.Module]
+    attr: str = "qkv"
+
+
+@dataclass(frozen=True)
+class AdapterPoint:
+    """Modules of type ``module`` get a residual adapter on their output: 1x1 convs over the channels of a
+    [B, C, H, W] output (``channels=True``, CNN blocks) or Linears over the last dimension (tokens)."""
+
+    module: type[nn.Module]
+    channels: bool
+
+
+# timm's ``checkpoint_filter_fn(state_dict, model)``: a foreign checkpoint's keys -> this architecture's.
+CheckpointFilter = Callable[[dict[str, Tensor], nn.Module], dict[str, Tensor]]
 
 
 @dataclass(frozen=True)
@@ -22,6 +45,12 @@ class ModelCfg:
     tag: str | None = None  # pretrained-weight tag of "arch.tag" names, set by create_model
     # Checkpoint keys the reference implementation saves but never uses in forward (dropped when loading).
     unused_checkpoint_prefixes: tuple[str, ...] = ()
+    # Maps timm/reference-code layouts of this architecture onto its keys (``load_model`` applies it).
+    checkpoint_filter: CheckpointFilter | None = None
+    # Where parameter-efficient methods attach (methods/peft.py reads these and names no architecture). LoRA goes on
+    # the fused qkv of these attention modules or, in a model that has none of them, on every plain ``nn.Conv2d``.
+    fused_qkv: tuple[FusedQKV, ...] = ()
+    adapter_points: tuple[AdapterPoint, ...] = ()  # an adapter after every module of these types
 
 
 class ImageClassifier(nn.Module):
@@ -63,10 +92,4 @@ def build_model(model_cls: type[Model], variant: str, **kwargs) -> Model:
     """Instantiate ``model_cls(**kwargs)`` and record the registered ``variant`` name in its config."""
     model = model_cls(**kwargs)
     model.pretrained_cfg = replace(model.pretrained_cfg, architecture=variant)
-    return model
-
-
-def replace_head(model: ImageClassifier, num_classes: int) -> ImageClassifier:
-    """Give ``model`` a new, freshly initialized head with ``num_classes`` outputs; returns the same model."""
-    model.reset_classifier(num_classes)
     return model

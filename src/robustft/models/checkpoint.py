@@ -4,6 +4,27 @@ Reading never executes code from the file: ``.safetensors`` holds only tensors, 
 ``torch.load(weights_only=True)``. A file that needs more (a pickled module, optimizer class, argparse namespace)
 is refused with a message rather than loaded with ``weights_only=False``, and no message passes on torch's advice
 to do so. Weights that load but compute garbage are refused too: NaN/Inf values, integer values for float weights.
+
+Foreign layouts, mapped by ``from_timm_layout`` (which ``load_model`` applies), each checked against the code that
+writes or reads it:
+
+- **plain timm state dict** — e.g. the ARES 2.0 releases (``ARES_{ViT,Swin}_{small,base,large}_*_AT.pth``):
+  thu-ml/ares ``ares/model/imagenet_cls.py`` loads them with a strict ``load_state_dict`` into
+  ``timm.create_model(name)``, and RoLI's ``vit.py::adv_load_from`` reads the ViT-B file's ``patch_embed.proj``,
+  ``cls_token``, ``pos_embed``, ``norm`` and ``blocks.*`` keys. robustft's ViT and Swin use exactly these names, so
+  such files load without change.
+- **ARES model wrapper** — ``ImageNetCLS(normalize=True)`` holds ``model = nn.Sequential(NormalizeByChannelMeanStd,
+  timm_model)``: keys ``model.0.mean`` / ``model.0.std`` (shape [3]) and ``model.1.*`` (``model.`` may already be
+  stripped by ``unwrap_state_dict``).
+- **RobustBench** ``normalize_model`` (how RobustBench serves ARES's ``Liu2023Comprehensive_Swin-B/L`` and
+  ConvNeXts): ``normalize.mean`` / ``normalize.std`` ([1, 3, 1, 1]) and ``model.*``.
+- wrappers ``module.`` / ``_orig_mod.`` and the ``state_dict`` / ``model`` / ``state_dict_ema`` nesting of timm
+  ``CheckpointSaver`` files, through ``unwrap_state_dict``. (Full timm training checkpoints also pickle the argparse
+  ``args``, which ``read_state_dict`` refuses to unpickle; re-save their ``state_dict`` entry.)
+- whatever the architecture's own ``ModelCfg.checkpoint_filter`` maps (timm's per-model ``checkpoint_filter_fn``
+  habit), e.g. timm >= 0.9 Swin names in ``swin.py``.
+
+The normalizer of a wrapped checkpoint becomes our ``normalize`` buffers, so its statistics travel with the weights.
 """
 
 import os
@@ -25,8 +46,8 @@ from robustft.errors import UserError
 from robustft.models.base import ImageClassifier
 from robustft.models.normalization import Normalize
 
-__all__ = ["LoadResult", "read_state_dict", "unwrap_state_dict", "load_state_dict_into", "save_state_dict",
-           "load_classifier"]
+__all__ = ["LoadResult", "read_state_dict", "unwrap_state_dict", "from_timm_layout", "read_timm_checkpoint",
+           "load_state_dict_into", "save_state_dict", "load_classifier"]
 
 # Where training scripts put the network's weights inside a checkpoint dict, in the order they are tried.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "state_dict_ema")
@@ -170,6 +191,37 @@ def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, Tensor]
     if "normalizer.new_mean" in state:
         state = _from_robustness_library(state)
     return state
+
+
+def _normalizer(state: dict[str, Tensor], norm_prefix: str, net_prefix: str) -> dict[str, Tensor] | None:
+    """``{norm_prefix}mean/std`` + ``{net_prefix}*`` (and nothing else) -> ``normalize.*`` + network keys."""
+    norm_keys = {f"{norm_prefix}mean", f"{norm_prefix}std"}
+    if not norm_keys <= state.keys() or not all(k in norm_keys or k.startswith(net_prefix) for k in state):
+        return None
+    out = {k.removeprefix(net_prefix): v for k, v in state.items() if k not in norm_keys}
+    for stat in ("mean", "std"):
+        out[f"normalize.{stat}"] = state[f"{norm_prefix}{stat}"].float().reshape(1, -1, 1, 1)
+    return out
+
+
+def from_timm_layout(obj: Any, model: ImageClassifier) -> dict[str, Tensor]:
+    """A state dict for ``model`` from a checkpoint object in any layout listed in this module's docstring.
+
+    ``obj`` is what ``torch.load`` returned (or a state dict); the result loads with
+    ``load_state_dict_into(model, ...)``. Keys of a robustft checkpoint pass through unchanged.
+    """
+    state = unwrap_state_dict(obj)
+    for norm_prefix, net_prefix in (("0.", "1."), ("model.0.", "model.1."), ("normalize.", "model.")):
+        if (unwrapped := _normalizer(state, norm_prefix, net_prefix)) is not None:
+            state = unwrapped
+            break
+    checkpoint_filter = model.pretrained_cfg.checkpoint_filter
+    return state if checkpoint_filter is None else checkpoint_filter(state, model)
+
+
+def read_timm_checkpoint(path: str | os.PathLike, model: ImageClassifier) -> dict[str, Tensor]:
+    """``from_timm_layout`` of the checkpoint file at ``path`` (read safely, weights only)."""
+    return from_timm_layout(read_state_dict(path), model)
 
 
 def _state_keys(model: nn.Module, modules: list[nn.Module]) -> set[str]:

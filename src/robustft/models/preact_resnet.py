@@ -9,7 +9,7 @@ default here, and ``final_bn=False`` gives kuangliu's original.
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from robustft.models.base import ImageClassifier, ModelCfg, build_model
+from robustft.models.base import AdapterPoint, ImageClassifier, ModelCfg, build_model
 from robustft.models.layers import conv3x3, init_conv_bn, make_stage, projection
 from robustft.models.normalization import NormSpec
 from robustft.models.registry import register_model
@@ -49,7 +49,9 @@ class PreActResNet(ImageClassifier):
         num_classes: int = 10,
         normalization: NormSpec = None,
     ) -> None:
-        super().__init__(ModelCfg(classifier="linear", input_size=(3, 32, 32), normalization="none"), normalization)
+        cfg = ModelCfg(classifier="linear", input_size=(3, 32, 32), normalization="none",
+                       adapter_points=(AdapterPoint(PreActBlock, channels=True),))
+        super().__init__(cfg, normalization)
         self.conv1 = conv3x3(3, 64)
         width = 64
         self.stage_names = tuple(f"layer{i + 1}" for i in range(len(layers)))

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from robustft.errors import UserError
 from robustft.models.base import ImageClassifier
-from robustft.models.checkpoint import load_state_dict_into, read_state_dict
+from robustft.models.checkpoint import from_timm_layout, load_state_dict_into, read_state_dict
 from robustft.models.hub import KNOWN_WEIGHTS, fetch_weights
 from robustft.models.normalization import NormSpec, set_normalization
 
@@ -120,8 +120,6 @@ def load_model(
     model = create_model(arch, num_classes, normalization=normalization, **kwargs)
     if checkpoint is None:
         return model
-    from robustft.models.timm_keys import from_timm_layout  # here: timm_keys imports swin, which registers itself
-
     state_dict = from_timm_layout(read_state_dict(checkpoint), model)  # timm/ARES/RobustBench layouts → ours
     head_weight = state_dict.get(f"{model.pretrained_cfg.classifier}.weight")
     if num_classes is None and head_weight is not None and head_weight.ndim == 2:

@@ -12,7 +12,7 @@ Layouts, so that published checkpoints load without key surgery:
 from torch import Tensor, nn
 
 from robustft.errors import UserError
-from robustft.models.base import ImageClassifier, ModelCfg, build_model
+from robustft.models.base import AdapterPoint, ImageClassifier, ModelCfg, build_model
 from robustft.models.layers import conv1x1, conv3x3, init_conv_bn, make_stage, projection
 from robustft.models.normalization import NormSpec
 from robustft.models.registry import register_model
@@ -98,6 +98,7 @@ class ResNet(ImageClassifier):
             classifier=classifier,
             input_size=(3, 224, 224) if imagenet else (3, 32, 32),
             normalization="imagenet" if imagenet else "none",
+            adapter_points=(AdapterPoint(block, channels=True),),
         )
         super().__init__(cfg, normalization)
         width = widths[0]

@@ -1,27 +1,32 @@
 """Swin Transformer (Liu et al. 2021, "Hierarchical Vision Transformer using Shifted Windows") with timm's names.
 
 Names and layout follow timm before 0.9 (``swin_transformer.py``), which are also Microsoft's original names and the
-layout of the ARES 2.0 robust Swin checkpoints: ``patch_embed.{proj, norm}``, ``layers.<i>.blocks.<j>.{norm1,
+layout of the ARES 2.0 robust Swin checkpoints (RoLI loads them into Microsoft's Swin, whose stage-end downsample
+differs from timm >= 0.9's): ``patch_embed.{proj, norm}``, ``layers.<i>.blocks.<j>.{norm1,
 attn.{relative_position_bias_table, relative_position_index, qkv, proj}, norm2, mlp.{fc1, fc2}, attn_mask}``,
 ``layers.<i>.downsample.{norm, reduction}`` at the *end* of stages 0..n-2, then ``norm`` and a linear ``head`` over
 mean-pooled tokens. ``relative_position_index`` and ``attn_mask`` are persistent buffers, as there, so such
-checkpoints load strictly as they are; ``robustft.models.timm_keys`` maps timm >= 0.9 checkpoints (downsample at the
-start of stages 1..n-1, ``head.fc``, no buffers) and wrapped ARES/RobustBench files onto this layout.
+checkpoints load strictly as they are. ``checkpoint_filter_fn`` (the model's ``ModelCfg.checkpoint_filter``) maps
+timm >= 0.9 checkpoints onto this layout, inverting timm's ``swin_transformer.checkpoint_filter_fn`` renaming
+(downsample at the start of stages 1..n-1, ``head.fc``, no buffers), and fills missing buffers from the model (they
+are constants); ``robustft.models.checkpoint`` unwraps ARES/RobustBench files before it runs.
 ``swin`` is a tiny 32-px variant that trains on a CPU.
 """
+
+import re
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustft.errors import UserError
-from robustft.models.base import ImageClassifier, ModelCfg, build_model
+from robustft.models.base import AdapterPoint, FusedQKV, ImageClassifier, ModelCfg, build_model
 from robustft.models.normalization import NormSpec
 from robustft.models.registry import register_model
 from robustft.models.vision_transformer import Mlp
 
 __all__ = ["DropPath", "WindowAttention", "SwinBlock", "PatchMerging", "SwinStage", "SwinTransformer",
-           "window_partition", "window_reverse"]
+           "window_partition", "window_reverse", "checkpoint_filter_fn"]
 
 
 def window_partition(x: Tensor, window: int) -> Tensor:
@@ -214,7 +219,9 @@ class SwinTransformer(ImageClassifier):
         num_classes: int = 1000,
         normalization: NormSpec = None,
     ) -> None:
-        cfg = ModelCfg(classifier="head", input_size=(3, img_size, img_size), normalization="imagenet")
+        cfg = ModelCfg(classifier="head", input_size=(3, img_size, img_size), normalization="imagenet",
+                       checkpoint_filter=checkpoint_filter_fn, fused_qkv=(FusedQKV(WindowAttention),),
+                       adapter_points=(AdapterPoint(Mlp, channels=False),))
         super().__init__(cfg, normalization)
         self.img_size, self.resize_input = img_size, resize_input
         if len(depths) != len(num_heads):
@@ -250,6 +257,42 @@ class SwinTransformer(ImageClassifier):
             # per-channel normalization commutes with bilinear interpolation: same as resizing the [0,1] image first
             x = F.interpolate(x, size=(self.img_size, self.img_size), mode="bilinear", align_corners=False)
         return self.norm(self.layers(self.patch_embed(x))).mean(dim=1)
+
+
+def _from_timm09(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """timm >= 0.9 Swin names -> the timm < 0.9 / Microsoft names our Swin uses."""
+    out = {}
+    for k, v in state.items():
+        k = re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m.group(1)) - 1}.downsample.", k)
+        out[k.replace("head.fc.", "head.", 1) if k.startswith("head.fc.") else k] = v
+    return out
+
+
+def _constant_buffers(model: SwinTransformer) -> dict[str, Tensor]:
+    """The constant buffers every Swin checkpoint may or may not carry: relative position indices, shift masks."""
+    out = {}
+    for name, m in model.named_modules():
+        if isinstance(m, WindowAttention):
+            out[f"{name}.relative_position_index"] = m.relative_position_index
+        elif isinstance(m, SwinBlock) and m.attn_mask is not None:
+            out[f"{name}.attn_mask"] = m.attn_mask
+    return out
+
+
+def checkpoint_filter_fn(state: dict[str, Tensor], model: SwinTransformer) -> dict[str, Tensor]:
+    """A timm (< 0.9 or >= 0.9) or robustft Swin state dict in this model's layout, with this model's buffers."""
+    if "head.fc.weight" in state or (any(k.startswith("layers.1.downsample.") for k in state)
+                                     and not any(k.startswith("layers.0.downsample.") for k in state)):
+        state = _from_timm09(state)
+    buffers = _constant_buffers(model)
+    stray = sorted(k for k in state if k.endswith((".relative_position_index", ".attn_mask")) and k not in buffers)
+    if stray:
+        raise UserError(f"checkpoint Swin buffers do not fit this model's windows: {', '.join(stray[:4])}")
+    for k, v in buffers.items():
+        if k in state and not torch.equal(state[k].to(v.device, v.dtype), v):
+            raise UserError(f"checkpoint buffer {k} differs from this Swin's: window size or image size differ")
+        state[k] = v.detach().clone()
+    return state
 
 
 def _create_swin(variant: str, **kwargs) -> SwinTransformer:

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustft.errors import UserError
-from robustft.models.base import ImageClassifier, ModelCfg, build_model
+from robustft.models.base import AdapterPoint, FusedQKV, ImageClassifier, ModelCfg, build_model
 from robustft.models.normalization import NormSpec
 from robustft.models.registry import register_model
 
@@ -96,7 +96,8 @@ class VisionTransformer(ImageClassifier):
         num_classes: int = 1000,
         normalization: NormSpec = None,
     ) -> None:
-        cfg = ModelCfg(classifier="head", input_size=(3, img_size, img_size), normalization="imagenet")
+        cfg = ModelCfg(classifier="head", input_size=(3, img_size, img_size), normalization="imagenet",
+                       fused_qkv=(FusedQKV(Attention),), adapter_points=(AdapterPoint(Mlp, channels=False),))
         super().__init__(cfg, normalization)
         self.patch_embed = PatchEmbed(img_size, patch_size, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))

@@ -9,7 +9,7 @@ weights, present in TRADES checkpoints, are dropped on load instead of being car
 from torch import Tensor, nn
 
 from robustft.errors import UserError
-from robustft.models.base import ImageClassifier, ModelCfg, build_model
+from robustft.models.base import AdapterPoint, ImageClassifier, ModelCfg, build_model
 from robustft.models.layers import conv1x1, conv3x3, init_conv_bn, make_stage
 from robustft.models.normalization import NormSpec
 from robustft.models.registry import register_model
@@ -67,7 +67,8 @@ class WideResNet(ImageClassifier):
         if (depth - 4) % 6:
             raise UserError(f"WideResNet depth must be 6n+4 (16, 22, 28, 34, ...), got {depth}")
         cfg = ModelCfg(classifier="fc", input_size=(3, 32, 32), normalization="none",
-                       unused_checkpoint_prefixes=("sub_block1.",))
+                       unused_checkpoint_prefixes=("sub_block1.",),
+                       adapter_points=(AdapterPoint(WideBasicBlock, channels=True),))
         super().__init__(cfg, normalization)
         n = (depth - 4) // 6
         widths = (16, 16 * widen_factor, 32 * widen_factor, 64 * widen_factor)

@@ -9,7 +9,7 @@ from pathlib import Path
 from .._io import atomic_write
 from ..errors import UserError
 from .plots import plot_alpha_curves, plot_clean_vs_robust, plot_mrc, plot_norm_diagnostics, plot_training_curves
-from .tables import load_run, markdown_table, summary_row
+from .tables import load_run, markdown_table, result_row
 
 __all__ = ["write_report"]
 
@@ -25,19 +25,18 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> list[Pa
     run_dirs = [Path(d) for d in run_dirs]
     if not run_dirs:
         raise UserError("robustft report needs at least one run directory")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     runs = {label: load_run(d) for label, d in zip(_labels(run_dirs), run_dirs, strict=True)}
-    rows = [summary_row(r, label) for label, r in runs.items()]
+    out_dir = Path(out_dir)  # created only once every run directory has been read
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = [result_row(r, label) for label, r in runs.items()]
     written = [atomic_write(out_dir / "results.md", lambda tmp: Path(tmp).write_text(markdown_table(rows)))]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
     writer.writeheader()
     writer.writerows(rows)
     written.append(atomic_write(out_dir / "results.csv", lambda tmp: Path(tmp).write_text(buffer.getvalue())))
-    robust_key = next((k for k in rows[0] if k.startswith("test_pgd")), None)
-    if robust_key and all(robust_key in row for row in rows):
-        written.append(plot_clean_vs_robust(rows, out_dir / "clean_vs_robust.png", robust_key))
+    if all(row["test_pgd"] is not None for row in rows):
+        written.append(plot_clean_vs_robust(rows, out_dir / "clean_vs_robust.png"))
     histories = {label: list(r["history"].values())[-1] for label, r in runs.items() if r["history"]}
     if histories:
         written.append(plot_training_curves(histories, out_dir / "training_curves.png"))

@@ -37,18 +37,18 @@ def _styles(n: int) -> list[dict[str, Any]]:
     return [{"color": colors[i % len(colors)], "marker": MARKERS[i % len(MARKERS)]} for i in range(n)]
 
 
-def plot_clean_vs_robust(rows: list[dict[str, Any]], path: str | Path, robust_key: str,
+def plot_clean_vs_robust(rows: list[dict[str, Any]], path: str | Path,
                          title: str = "clean vs robust accuracy (test)") -> Path:
-    """Scatter with one point per run (legend beside the axes): test clean accuracy against ``robust_key``; error
-    bars where rows carry ``<key>_spread`` (the seed spread of a mean)."""
+    """Scatter with one point per row (``report.result_row`` keys; legend beside the axes): test clean against PGD
+    accuracy, with error bars where rows carry ``<key>_spread`` (the seed spread of a mean)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(8.5, 4.8), dpi=120)
     for row, style in zip(rows, _styles(len(rows)), strict=True):
-        ax.errorbar(100 * row["test_clean"], 100 * row[robust_key], xerr=100 * row.get("test_clean_spread", 0),
-                    yerr=100 * row.get(f"{robust_key}_spread", 0), fmt=style["marker"], color=style["color"],
-                    markersize=7, capsize=3, label=row["run"])
+        ax.errorbar(100 * row["test_clean"], 100 * row["test_pgd"], xerr=100 * row.get("test_clean_spread", 0),
+                    yerr=100 * row.get("test_pgd_spread", 0), fmt=style["marker"], color=style["color"],
+                    markersize=7, capsize=3, label=row["label"])
     ax.set_xlabel("clean accuracy (%)")
-    ax.set_ylabel(f"{robust_key.removeprefix('test_')} accuracy (%)")
+    ax.set_ylabel(f"{rows[0]['pgd_name']} accuracy (%)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.margins(0.15)

@@ -5,38 +5,58 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..layout import RunLayout
 
-__all__ = ["load_run", "summary_row", "markdown_table"]
+__all__ = ["load_run", "result_row", "markdown_table"]
 
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
     """``results.json`` of a finished run plus its per-epoch history (``history``) from every stage."""
     run_dir = Path(run_dir)
-    path = run_dir / "results.json"
+    path = RunLayout(run_dir).results
     if not path.is_file():
         raise UserError(f"{run_dir} has no results.json: it is not a finished robustft run")
     results = json.loads(path.read_text())
     results["history"] = {}
     for name, stage in results.get("stages", {}).items():
-        metrics = Path(stage["run_dir"]) / "metrics.jsonl"
+        metrics = RunLayout(stage["run_dir"]).metrics
         if metrics.is_file():
             results["history"][name] = [json.loads(line) for line in metrics.read_text().splitlines()]
     return results
 
 
-def summary_row(results: dict[str, Any], label: str | None = None) -> dict[str, Any]:
-    """One table row: selection (validation) and final test numbers of a run."""
-    test = results["test"]
-    last = list(results["stages"].values())[-1]
-    row = {"run": label or results["method"], "method": results["method"], "best_epoch": last["best_epoch"],
-           "val_clean": last["best_val"]["val_clean_acc"], "val_robust": last["best_val"]["val_robust_acc"],
-           "test_clean": test["clean_acc"], **{f"test_{k}": v for k, v in test["robust_acc"].items()},
-           "n_test": test["n"], "wall_s": results.get("wall_s")}
-    if "test_autoattack" in results:
-        row["test_autoattack"] = results["test_autoattack"]["robust_acc"]["autoattack"]
-        row["n_autoattack"] = results["test_autoattack"]["n"]
-    if "test_corruptions" in results:
-        row["test_corruption_mean"] = results["test_corruptions"]["mean"]
+def result_row(run: dict[str, Any], label: str | None = None, *, source: bool = False,
+               autoattack: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The one row schema of a finished run (``load_run``), shared by ``robustft report``, the demo and benchmark
+    protocols: selection (validation) and cost, then test numbers — ``test_pgd`` named by ``pgd_name`` — of the run's
+    model, or with ``source`` of its source model (``eval.test_source``; no selection or cost). AutoAttack comes from
+    ``autoattack`` (a subset record computed outside the run, whose seconds are ``autoattack_s``), else from the
+    tested model's own ``test_autoattack``."""
+    tested = run["test_source"] if source else run
+    test = tested["test"]
+    row: dict[str, Any] = {"label": label or run["method"], "method": run["method"]}
+    stage, best = list(run["stages"].items())[-1]  # the last stage's selection is the run's
+    if not source:
+        row.update(best_epoch=best["best_epoch"], val_clean=best["best_val"]["val_clean_acc"],
+                   val_robust=best["best_val"]["val_robust_acc"])
+    row.update(test_clean=test["clean_acc"], test_pgd=None, pgd_name=None)
+    for name, acc in test["robust_acc"].items():
+        row.update({"test_pgd": acc, "pgd_name": name} if name.startswith("pgd") else {f"test_{name}": acc})
+    aa = autoattack or tested.get("test_autoattack")
+    if aa:
+        row.update(test_autoattack=aa["robust_acc"]["autoattack"], aa_subset_clean=aa["clean_acc"])
+        if row["pgd_name"] in aa["robust_acc"]:
+            row["aa_subset_pgd"] = aa["robust_acc"][row["pgd_name"]]
+        row["n_autoattack"] = aa["n"]
+        if autoattack:
+            row["autoattack_s"] = aa["timing"]["total"]
+    if "test_corruptions" in tested:
+        row["test_corruption"] = tested["test_corruptions"]["mean"]
+    row["n_test"] = test["n"]
+    if not source:
+        history = run["history"].get(stage, [])
+        rate = sum(h["train_images_per_s"] for h in history) / len(history) if history else None
+        row.update(wall_s=run.get("wall_s"), train_images_per_s=rate)
     return row
 
 
@@ -49,7 +69,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     def fmt(key: str, value: Any) -> str:
         if value is None:
             return "–"
-        if isinstance(value, float) and (key.startswith(("val_", "test_"))):
+        if isinstance(value, float) and key.startswith(("val_", "test_", "aa_subset_")):
             return f"{100 * value:.1f}"
         if isinstance(value, float):
             return f"{value:.0f}"

@@ -1,0 +1,191 @@
+"""Benchmark protocols: a grid of methods × tasks × seeds under one attack, budget and validation-only selection.
+
+A protocol is a YAML file (the shipped ones live in ``robustft/assets/protocols``): per task a base run config and
+named cells (method + overrides), the seeds, the AutoAttack subset, and the seed papers' claims to check. Cells that
+share a ``group`` are variants of one method (e.g. a learning-rate grid): per seed, the report keeps the variant with
+the best validation number (the task's ``select`` rule), never a test number. Placeholders: ``{data}`` and
+``{models}`` (the data and model roots given on the command line) anywhere in a task config or override;
+``{cell:LABEL}`` in an override is the run directory of the same task's cell LABEL for the same seed (LABEL must come
+earlier in the task).
+"""
+
+import copy
+import re
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from ..engine.config import RunConfig, apply_overrides, from_dict
+from ..errors import UserError
+
+__all__ = ["Protocol", "Task", "CellSpec", "Claim", "AutoAttackSpec", "METRICS", "load_protocol", "list_protocols",
+           "cell_config", "cell_dir", "slug"]
+
+METRICS = ("clean", "pgd", "autoattack", "corruption")
+_SHIPPED = resources.files("robustft") / "assets" / "protocols"
+
+
+@dataclass
+class CellSpec:
+    """One run of a task: a registered method name plus config overrides."""
+
+    method: str = field(metadata={"help": "registered method name"})
+    set: list[str] = field(default_factory=list, metadata={"help": "overrides KEY=VALUE applied to the task config"})
+    group: str | None = field(default=None, metadata={
+        "help": "method this cell is a variant of: per seed only the group's best-validation variant is reported "
+                "under the group's name (default: the cell is its own group)"})
+    source_row: str | None = field(default=None, metadata={
+        "help": "also report the source model (tested by this cell with eval.test_source) as a row with this label"})
+
+    def group_name(self, label: str) -> str:
+        """The group this cell (labelled ``label``) belongs to."""
+        return self.group or label
+
+
+@dataclass
+class AutoAttackSpec:
+    """AutoAttack on a fixed class-balanced test subset, cached per cell (it dominates the protocol's cost)."""
+
+    n: int = field(default=0, metadata={"help": "class-balanced test images (0: no AutoAttack)", "ge": 0})
+    version: str = field(default="standard", metadata={"help": "AutoAttack version"})
+    attacks: list[str] | None = field(default=None, metadata={"help": "attacks of version custom, e.g. [apgd-ce]"})
+    seeds: list[int] | None = field(default=None, metadata={"help": "seeds whose cells are attacked (default: all)"})
+    selected_only: bool = field(default=False, metadata={
+        "help": "attack only each group's variant selected on validation (the others are never reported)"})
+
+
+@dataclass
+class Task:
+    """A base run config and the cells that run on it."""
+
+    title: str = field(metadata={"help": "one line for the report"})
+    config: dict[str, Any] = field(metadata={"help": "RunConfig mapping shared by every cell"})
+    cells: dict[str, CellSpec] = field(metadata={"help": "label -> cell, run in this order"})
+    autoattack: AutoAttackSpec = field(default_factory=AutoAttackSpec, metadata={"help": "AutoAttack subset"})
+    select: Literal["robust_acc", "clean_acc", "sum"] = field(default="robust_acc", metadata={
+        "help": "validation number that picks a group's variant (as eval.select: robust_acc | clean_acc | sum)"})
+
+    def groups(self) -> dict[str, list[str]]:
+        """Group name -> its cell labels, in cell order (an ungrouped cell is a group of one, named by its label)."""
+        out: dict[str, list[str]] = {}
+        for label, cell in self.cells.items():
+            out.setdefault(cell.group_name(label), []).append(label)
+        return out
+
+
+@dataclass
+class Claim:
+    """A seed paper's claim: ``better`` beats ``than`` (means over the listed groups or cells and the seeds) on every
+    metric, or, with ``tolerance``, stays within ``tolerance`` of it. A group stands for its selected variant."""
+
+    claim: str = field(metadata={"help": "the claim in words, with its source"})
+    task: str = field(metadata={"help": "task whose cells are compared"})
+    better: list[str] = field(metadata={"help": "group or cell labels (averaged)"})
+    than: list[str] = field(metadata={"help": "group or cell labels (averaged)"})
+    metrics: list[str] = field(metadata={"help": f"among {METRICS}"})
+    tolerance: float | None = field(default=None, metadata={"help": "claim of 'unchanged': |difference| <= this",
+                                                            "ge": 0})
+
+
+@dataclass
+class Protocol:
+    """Tasks × cells × seeds and the claims checked on them."""
+
+    name: str = field(metadata={"help": "protocol name"})
+    description: str = field(metadata={"help": "what it measures and its budget"})
+    seeds: list[int] = field(metadata={"help": "training seeds of every cell"})
+    tasks: dict[str, Task] = field(metadata={"help": "task name -> task"})
+    claims: list[Claim] = field(default_factory=list, metadata={"help": "claims the report checks"})
+
+    def __post_init__(self) -> None:
+        if not self.seeds:
+            raise UserError(f"protocol {self.name}: needs at least one seed")
+        for name, task in self.tasks.items():
+            self._check_task(name, task)
+        for c in self.claims:
+            if c.task not in self.tasks:
+                raise UserError(f"protocol {self.name}: claim {c.claim!r} names unknown task {c.task!r}")
+            unknown = ([x for x in (*c.better, *c.than) if x not in self.names(c.task)]
+                       + [m for m in c.metrics if m not in METRICS])
+            if unknown:
+                raise UserError(f"protocol {self.name}: claim {c.claim!r} names unknown cells/metrics {unknown}")
+
+    def _check_task(self, name: str, task: Task) -> None:
+        """Cell references point backwards; group and source-row names are unambiguous."""
+        labels = list(task.cells)
+        for label, cell in task.cells.items():
+            for ref in re.findall(r"\{cell:([^}]*)\}", " ".join(cell.set)):
+                if ref not in task.cells or labels.index(ref) >= labels.index(label):
+                    raise UserError(f"protocol {self.name}: cell {name}/{label} refers to {{cell:{ref}}}, which "
+                                    f"is not an earlier cell of task {name}")
+            if cell.source_row and cell.group:
+                raise UserError(f"protocol {self.name}: cell {name}/{label} is a variant of group {cell.group!r}, "
+                                f"so it cannot report a source_row (one source row per seed needs one cell)")
+        sources = [c.source_row for c in task.cells.values() if c.source_row]
+        groups = {c.group for c in task.cells.values() if c.group}
+        clashes = (groups & set(labels)) | (set(sources) & (groups | set(labels)))
+        clashes |= {s for s in sources if sources.count(s) > 1}
+        if clashes:
+            raise UserError(f"protocol {self.name}: task {name} gives the name(s) {sorted(clashes)} to more than one "
+                            f"cell, group or source row; rename them so that a claim names one thing")
+
+    def names(self, task: str) -> set[str]:
+        """What a claim on ``task`` may name: its cells, groups and source rows."""
+        t = self.tasks[task]
+        return set(t.cells) | set(t.groups()) | {c.source_row for c in t.cells.values() if c.source_row}
+
+
+def list_protocols() -> list[str]:
+    """Names of the protocols shipped with the package."""
+    return sorted(p.name.removesuffix(".yaml") for p in _SHIPPED.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_protocol(name_or_path: str | Path) -> Protocol:
+    """A shipped protocol by name, or a protocol YAML file."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        if str(name_or_path) not in list_protocols():
+            raise UserError(f"unknown protocol {name_or_path!r}: not a file, and the shipped ones are "
+                            f"{', '.join(list_protocols())}")
+        path = Path(str(_SHIPPED / f"{name_or_path}.yaml"))
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise UserError(f"protocol {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"protocol {path} must hold a mapping at the top level")
+    return from_dict(Protocol, data)
+
+
+def slug(label: str) -> str:
+    """A directory name for a run label."""
+    return "".join(c if c.isalnum() or c in "._-" else "_" for c in label.replace("λ", "lam"))
+
+
+def cell_dir(out: Path, task: str, label: str, seed: int) -> Path:
+    """Run directory of one cell."""
+    return out / "runs" / task / slug(label) / f"seed{seed}"
+
+
+def _substitute(value: Any, roots: dict[str, str]) -> Any:
+    """``{data}``/``{models}`` replaced in every string of a nested config."""
+    if isinstance(value, dict):
+        return {k: _substitute(v, roots) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_substitute(v, roots) for v in value]
+    if isinstance(value, str):
+        return value.replace("{data}", roots["data"]).replace("{models}", roots["models"])
+    return value
+
+
+def cell_config(protocol: Protocol, task: str, label: str, seed: int, out: Path, roots: dict[str, str]) -> RunConfig:
+    """The validated run config of one cell."""
+    spec = protocol.tasks[task].cells[label]
+    overrides = [re.sub(r"\{cell:([^}]*)\}", lambda m: str(cell_dir(out, task, m.group(1), seed)), o)
+                 for o in _substitute(spec.set, roots)]
+    data = apply_overrides(copy.deepcopy(_substitute(protocol.tasks[task].config, roots)),
+                           [f"method={spec.method}", f"train.seed={seed}", *overrides])
+    return from_dict(RunConfig, data)

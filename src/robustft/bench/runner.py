@@ -1,0 +1,132 @@
+"""Running a benchmark protocol: every cell is an ordinary run (``engine.run``) in its own directory; per task and
+seed, each group's variant is then selected on validation and AutoAttack runs on a class-balanced test subset
+(``eval.subset_autoattack``, cached per cell). A finished cell — its run and its AutoAttack file — is never
+recomputed, and a killed cell resumes from its last epoch."""
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._io import check_writable
+from ..attacks import parse_eps
+from ..data import ArrayDataset, load_dataset
+from ..engine import RunConfig, build_source_model, load_exported_model, run
+from ..errors import UserError
+from ..eval import subset_autoattack
+from ..layout import RunLayout
+from ..progress import duration
+from ..report import load_run, result_row
+from ..runtime import provenance, resolve_device
+from .protocol import AutoAttackSpec, Protocol, cell_config, cell_dir, load_protocol
+from .report import select_variants, write_protocol_report
+
+__all__ = ["bench_roots", "run_protocol", "run_bench", "DEFAULT_DATA_ROOT"]
+
+DEFAULT_DATA_ROOT = "../shared/data"  # the shared benchmark data beside a checkout
+
+
+def bench_roots(data_root: str | Path | None = None, models_root: str | Path | None = None) -> dict[str, str]:
+    """Absolute ``{data}``/``{models}`` roots: as given, else ``$ROBUSTFT_BENCH_DATA`` / ``$ROBUSTFT_BENCH_MODELS``,
+    else ``../shared/data`` and ``<data root>/../models``."""
+    data = Path(data_root or os.environ.get("ROBUSTFT_BENCH_DATA") or DEFAULT_DATA_ROOT)
+    models = Path(models_root or os.environ.get("ROBUSTFT_BENCH_MODELS") or data.parent / "models")
+    return {"data": str(data.resolve()), "models": str(models.resolve())}
+
+
+def _autoattack(cfg: RunConfig, run_dir: Path, spec: AutoAttackSpec, source: bool) -> dict[str, Any]:
+    """PGD + AutoAttack on the class-balanced test subset, for the exported model (or the source model), cached in
+    the cell's directory."""
+    def load() -> tuple[torch.nn.Module, ArrayDataset]:
+        device = resolve_device(cfg.train.device)
+        test = load_dataset(cfg.data.name, "test", root=cfg.data.root, image_size=cfg.data.image_size, device=device,
+                            limits=cfg.data.limits())
+        if source:
+            model = build_source_model(cfg, test.num_classes)
+        else:
+            model = load_exported_model(cfg.model.arch, RunLayout(run_dir).model, num_classes=test.num_classes)
+        model = model.to(device)
+        return (model.to(memory_format=torch.channels_last) if cfg.train.channels_last else model), test
+
+    path = RunLayout(run_dir).artifact(f"autoattack{'_source' if source else ''}_n{spec.n}")
+    return subset_autoattack(load, spec.n, eps=parse_eps(cfg.attack.eps), norm=cfg.attack.norm,
+                             steps=cfg.eval.test_steps, seed=cfg.train.seed, version=spec.version,
+                             attacks=spec.attacks, batch_size=cfg.data.eval_batch_size,
+                             channels_last=cfg.train.channels_last, path=path)
+
+
+def run_protocol(protocol: Protocol, out: Path, roots: dict[str, str], *, seeds: list[int] | None = None,
+                 log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or reuse) every cell, select each group's variant on validation, and attack the cells the task's
+    AutoAttack spec asks for; returns the rows (``report.result_row`` + task, seed, group, selected) and the wall
+    time. The report is ``write_protocol_report``'s job."""
+    for key, root in roots.items():
+        if not Path(root).is_dir():
+            raise UserError(f"benchmark {key} root {root} does not exist: pass --{key}-root or set "
+                            f"ROBUSTFT_BENCH_{key.upper()}")
+    start = time.perf_counter()
+    seeds = seeds or protocol.seeds
+    total = len(seeds) * sum(len(task.cells) for task in protocol.tasks.values())
+    rows: list[dict[str, Any]] = []
+    computed_s, computed, index = 0.0, 0, 0  # cells this invocation ran: their mean wall time gives the ETA
+    for seed in seeds:
+        for task_name, task in protocol.tasks.items():
+            batch, jobs = [], []  # this task's rows for this seed, and per row (config, run dir, source?, results)
+            for label, spec in task.cells.items():
+                run_dir = cell_dir(out, task_name, label, seed)
+                cfg = cell_config(protocol, task_name, label, seed, out, roots)
+                layout = RunLayout(run_dir)
+                done = layout.results.is_file()
+                eta = f", ETA {duration(computed_s / computed * (total - index))}" if computed else ""
+                index += 1
+                log(f"[{protocol.name}] cell {index}/{total} {task_name} / {label} / seed {seed}: "
+                    + ("finished, reused" if done else ("resuming" if layout.config.is_file() else "running"))
+                    + f" ({duration(time.perf_counter() - start)} so far{eta})")
+                t0 = time.perf_counter()
+                run(cfg, run_dir=run_dir, resume=True, log=lambda s, p=f"  {label} s{seed}: ": log(p + s))
+                if not done:
+                    computed_s, computed = computed_s + time.perf_counter() - t0, computed + 1
+                results = load_run(run_dir)
+                where = {"task": task_name, "seed": seed, "run_dir": str(run_dir)}
+                if spec.source_row:
+                    batch.append({**where, "group": spec.source_row,
+                                  **result_row(results, spec.source_row, source=True)})
+                    jobs.append((cfg, run_dir, True, results))
+                last = RunLayout(list(results["stages"].values())[-1]["run_dir"])
+                batch.append({**where, "group": spec.group_name(label), **result_row(results, label),
+                              "metrics": str(last.metrics), "finished_utc": results["provenance"]["time_utc"]})
+                jobs.append((cfg, run_dir, False, results))
+            batch = select_variants(batch, task.select)
+            aa = task.autoattack
+            if aa.n and (aa.seeds is None or seed in aa.seeds):
+                t0 = time.perf_counter()
+                for row, (cfg, run_dir, source, results) in zip(batch, jobs, strict=True):
+                    if row["selected"] or not aa.selected_only:
+                        row.update(result_row(results, row["label"], source=source,
+                                              autoattack=_autoattack(cfg, run_dir, aa, source)))
+                computed_s += time.perf_counter() - t0
+            rows += batch
+    return {"rows": rows, "wall_s": time.perf_counter() - start}
+
+
+def run_bench(protocol: str | Path, *, data_root: str | Path | None = None, models_root: str | Path | None = None,
+              out: str | Path | None = None, report_dir: str | Path | None = None, seeds: list[int] | None = None,
+              command: str = "robustft bench", log: Callable[[str], None] = print) -> list[Path]:
+    """``robustft bench``: run (or resume) a protocol (shipped name or YAML file) into ``out`` (default
+    ``runs/bench/<name>``), write its report to ``report_dir`` (default ``out``); returns the written paths."""
+    spec = load_protocol(protocol)
+    roots = bench_roots(data_root, models_root)
+    out = Path(out or Path("runs") / "bench" / spec.name)
+    report_dir = Path(report_dir or out)
+    for directory in (out, report_dir):
+        check_writable(directory, directory=True)
+    seeds = seeds or spec.seeds
+    log(f"[{spec.name}] data root {roots['data']}, models root {roots['models']}; cells in {out}")
+    record = run_protocol(spec, out, roots, seeds=seeds, log=log)
+    record.update(protocol=spec.name, seeds=seeds, roots=roots, command=command,
+                  cells_wall_s=sum((r.get("wall_s") or 0) + r.get("autoattack_s", 0) for r in record["rows"]),
+                  provenance=provenance(seeds[0]))
+    return write_protocol_report(spec, record, report_dir)

@@ -1,0 +1,79 @@
+"""The run directory's layout, owned in one place: every reader and writer of run files asks ``RunLayout`` for paths.
+
+```
+<run>/config.yaml    the resolved config          <run>/results.json  test results, stages, provenance
+      .lock          held by the running process        model.pt / model.json  the exported model and its card
+      metrics.jsonl  one line per epoch                 last.pt / best.pt      training state / selected weights
+      stage<i>_<name>/  the same per-stage files for a multi-stage method (metrics, last, best)
+      <artifact>.json / .png / .txt  what a method writes besides (e.g. RiFT's mrc.*, alpha_curve.*)
+```
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+__all__ = ["RunLayout", "resolve_weights"]
+
+
+def _file(name: str, doc: str) -> property:
+    """A read-only attribute: the path of ``name`` inside the layout's root."""
+    return property(lambda self: self.root / name, doc=doc)
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """Paths inside one run directory (or one stage's directory: the per-stage files have the same names)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    config = _file("config.yaml", "The resolved run config; its presence marks a started run.")
+    lock = _file(".lock", "The lock file the running process holds.")
+    results = _file("results.json", "Test results: written last, so its presence marks a finished run.")
+    model = _file("model.pt", "The exported plain state dict.")
+    card = _file("model.json", "The exported model's card.")
+    metrics = _file("metrics.jsonl", "One JSON line per finished epoch (of this stage).")
+    last = _file("last.pt", "The full training state after the last finished epoch (of this stage).")
+    best = _file("best.pt", "The weights of the selected (best validation) epoch (of this stage).")
+
+    def artifact(self, stem: str, suffix: str = ".json") -> Path:
+        """A method's own output, e.g. ``artifact("mrc", ".png")``."""
+        return self.root / f"{stem}{suffix}"
+
+    def stage(self, index: int, name: str, count: int) -> "RunLayout":
+        """The layout of stage ``index`` (0-based) of ``count``: the run directory itself for a one-stage method."""
+        return self if count == 1 else RunLayout(self.root / f"stage{index + 1}_{name}")
+
+    def stage_names(self) -> list[str]:
+        """The stages this run directory holds, in order (empty for a one-stage run)."""
+        dirs = sorted((p for p in self.root.glob("stage*_*") if p.is_dir()),
+                      key=lambda p: int(p.name[5:].partition("_")[0] or 0))
+        return [p.name.partition("_")[2] for p in dirs]
+
+    def stage_named(self, name: str) -> "RunLayout":
+        """The layout of the stage called ``name``."""
+        names = self.stage_names()
+        if name not in names:
+            raise UserError(f"{self.root} has no stage {name!r} (its stages: {', '.join(names) or 'none'})")
+        return self.stage(names.index(name), name, len(names))
+
+
+def resolve_weights(spec: str) -> Path:
+    """The weights file named by ``spec``: a checkpoint file; ``RUN_DIR`` (a finished run's exported model); or
+    ``RUN_DIR:STAGE`` (the selected weights of one stage of a finished run, e.g. ``runs/roli:lp``)."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    run_dir, sep, stage = spec.rpartition(":")
+    layout = RunLayout(Path(run_dir) if sep and Path(run_dir).is_dir() else path)
+    if not layout.root.is_dir():
+        raise UserError(f"{spec} is neither a checkpoint file nor a run directory (RUN_DIR or RUN_DIR:STAGE)")
+    if not layout.results.is_file():
+        raise UserError(f"{layout.root} is not a finished run (no {layout.results.name}); finish it first")
+    if sep and layout.root != path:
+        return layout.stage_named(stage).best
+    return layout.model

@@ -1,0 +1,259 @@
+"""Benchmark protocols: the grid runs, cells reference each other, finished cells are reused, a lost cell is redone
+to the same numbers, variants of a method are selected on validation only, the report aggregates over seeds and
+checks claims, and every shipped protocol builds."""
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from robustft.bench import (
+    Claim,
+    aggregate,
+    cell_config,
+    cell_dir,
+    check_claims,
+    list_protocols,
+    load_protocol,
+    run_protocol,
+    select_variants,
+    slug,
+    write_protocol_report,
+)
+from robustft.cli import main
+from robustft.engine import load_config, to_dict
+from robustft.errors import UserError
+from support import robustft_cmd, run_env
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = {
+    "name": "tiny", "description": "a tiny grid", "seeds": [0, 1],
+    "tasks": {"t": {
+        "title": "tiny task",
+        "config": {"data": {"name": "{data}", "val_fraction": 0.2, "batch_size": 32},
+                   "model": {"arch": "cifar_resnet20", "checkpoint": "{models}/source.pt", "options": {"width": 4}},
+                   "attack": {"steps": 2}, "optim": {"lr": 0.05},
+                   "eval": {"val_steps": 2, "test_steps": 2, "corruptions": ["gaussian_noise"],
+                            "corruption_severities": [1]},
+                   "train": {"epochs": 1}},
+        "autoattack": {"n": 8, "version": "custom", "attacks": ["apgd-ce"], "seeds": [0]},
+        "cells": {"adv_linear_probe": {"method": "adv_linear_probe"},
+                  "roli bias": {"method": "roli", "set": ["method_args.peft=bias",
+                                                          "model.init_head={cell:adv_linear_probe}"]}}}},
+    "claims": [{"claim": "roli beats the probe", "task": "t", "better": ["roli bias"], "than": ["adv_linear_probe"],
+                "metrics": ["clean", "autoattack"]}],
+}
+
+
+def _write(tmp_path: Path, data: dict, name: str = "tiny.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
+    return path
+
+
+def _numbers(rows: list[dict]) -> list[dict]:
+    """Rows without their timings and time stamps (which differ between invocations)."""
+    return [{k: v for k, v in r.items() if not k.endswith(("_s", "_per_s", "_utc"))} for r in rows]
+
+
+def _files(out: Path) -> dict[Path, int]:
+    """Every results/AutoAttack file of the cells with its modification time."""
+    return {p: p.stat().st_mtime_ns for p in (out / "runs").rglob("*.json") if p.name.startswith(("results", "auto"))}
+
+
+def test_grid_runs_reuses_and_redoes_a_lost_cell(tiny_task, tmp_path):
+    root, _ = tiny_task
+    protocol = load_protocol(_write(tmp_path, TINY))
+    roots = {"data": str(root), "models": str(root)}
+    out = tmp_path / "out"
+    first = run_protocol(protocol, out, roots, log=lambda s: None)
+    assert [(r["label"], r["seed"]) for r in first["rows"]] == [
+        ("adv_linear_probe", 0), ("roli bias", 0), ("adv_linear_probe", 1), ("roli bias", 1)]
+    # {cell:...} is the same seed's probe; AutoAttack only for the listed seed, cached beside the run
+    cfg = yaml.safe_load((cell_dir(out, "t", "roli bias", 1) / "config.yaml").read_text())
+    assert cfg["model"]["init_head"] == str(cell_dir(out, "t", "adv_linear_probe", 1))
+    assert [("test_autoattack" in r) for r in first["rows"]] == [True, True, False, False]
+    assert (cell_dir(out, "t", "roli bias", 0) / "autoattack_n8.json").is_file()
+    for row in first["rows"]:
+        results = json.loads((Path(row["run_dir"]) / "results.json").read_text())
+        assert row["test_clean"] == results["test"]["clean_acc"]
+        assert row["test_pgd"] == results["test"]["robust_acc"]["pgd2"] and row["pgd_name"] == "pgd2"
+        assert row["test_corruption"] == results["test_corruptions"]["mean"]
+        assert row["selected"] and row["group"] == row["label"]  # ungrouped cells: each its own group
+    aa = json.loads((cell_dir(out, "t", "roli bias", 0) / "autoattack_n8.json").read_text())
+    assert (first["rows"][1]["test_autoattack"], first["rows"][1]["aa_subset_pgd"]) == (
+        aa["robust_acc"]["autoattack"], aa["robust_acc"]["pgd2"])
+    before = _files(out)
+    assert _numbers(run_protocol(protocol, out, roots, log=lambda s: None)["rows"]) == _numbers(first["rows"])
+    assert _files(out) == before  # nothing recomputed
+    # a cell that never finished (results and AutoAttack file gone): only it runs again, to the same numbers
+    lost = cell_dir(out, "t", "roli bias", 0)
+    (lost / "results.json").unlink()
+    (lost / "autoattack_n8.json").unlink()
+    again = run_protocol(protocol, out, roots, log=lambda s: None)
+    assert _numbers(again["rows"]) == _numbers(first["rows"])
+    changed = {p for p, t in _files(out).items() if before.get(p) != t}
+    assert changed == {lost / "results.json", lost / "autoattack_n8.json"}
+
+
+def _row(label: str, seed: int, val: float, test: float, group: str | None = None) -> dict:
+    """A constructed report row: validation robust ``val``, test clean/PGD/AutoAttack all ``test``."""
+    return {"task": "t", "label": label, "group": group or label, "method": "m", "seed": seed, "val_clean": 0.5,
+            "val_robust": val, "test_clean": test, "test_pgd": test, "test_autoattack": test, "n_autoattack": 100,
+            "n_test": 1000, "pgd_name": "pgd20"}
+
+
+def test_a_group_is_its_best_validation_variant_never_the_best_test_one():
+    # seed 0: "lr=0.01" has the better validation score but the worse test numbers; seed 1: the other way round
+    rows = select_variants([_row("pgd_at lr=0.05", 0, 0.30, 0.60, "pgd_at"), _row("pgd_at lr=0.01", 0, 0.35, 0.40,
+                                                                                  "pgd_at"),
+                            _row("baseline", 0, 0.10, 0.50),
+                            _row("pgd_at lr=0.05", 1, 0.40, 0.45, "pgd_at"), _row("pgd_at lr=0.01", 1, 0.20, 0.70,
+                                                                                  "pgd_at"),
+                            _row("baseline", 1, 0.10, 0.50)], "robust_acc")
+    assert [r["selected"] for r in rows] == [False, True, True, True, False, True]
+    group = next(g for g in aggregate(rows, groups=True) if g["label"] == "pgd_at")
+    assert group["variants"] == ["pgd_at lr=0.01", "pgd_at lr=0.05"] and group["test_clean"] == pytest.approx(0.425)
+    assert [e["selected_seeds"] for e in aggregate(rows)] == [[1], [0], [0, 1]]
+    claim = check_claims([Claim("pgd_at beats the baseline", "t", ["pgd_at"], ["baseline"], ["clean"])], rows)[0]
+    # by validation: 0.40 − 0.50 and 0.45 − 0.50 (by test it would have been +0.10 and +0.20)
+    assert claim["metrics"]["clean"]["per_seed"] == {0: pytest.approx(-0.10), 1: pytest.approx(-0.05)}
+    assert not claim["held"]
+    named = check_claims([Claim("one variant", "t", ["pgd_at lr=0.05"], ["baseline"], ["clean"])], rows)[0]
+    assert named["metrics"]["clean"]["per_seed"] == {0: pytest.approx(0.10), 1: pytest.approx(-0.05)}
+    by_clean = select_variants(rows[3:5], "sum")  # equal val_clean: sum ranks as robust does
+    assert [r["selected"] for r in by_clean] == [True, False]
+
+
+def test_grouped_protocol_attacks_only_the_selected_variants(tiny_task, tmp_path, capsys):
+    root, _ = tiny_task
+    spec = {"name": "grid", "description": "an lr grid", "seeds": [0], "tasks": {"t": {
+        "title": "tiny", "config": {**TINY["tasks"]["t"]["config"], "eval": {"val_steps": 1, "test_steps": 1}},
+        "autoattack": {**TINY["tasks"]["t"]["autoattack"], "selected_only": True, "seeds": None},
+        "cells": {"lr=0.05": {"method": "standard", "group": "standard"},
+                  "lr=0.001": {"method": "standard", "group": "standard", "set": ["optim.lr=0.001"]},
+                  "probe": {"method": "adv_linear_probe"}}}},
+        "claims": [{"claim": "fine-tuning beats probing", "task": "t", "better": ["standard"], "than": ["probe"],
+                    "metrics": ["clean", "autoattack"]}]}
+    out = tmp_path / "out"
+    assert main(["bench", "--protocol", str(_write(tmp_path, spec, "grid.yaml")), "--data-root", str(root),
+                 "--models-root", str(root), "--out", str(out)]) == 0
+    record = json.loads((out / "results.json").read_text())
+    rows = {r["label"]: r for r in record["rows"]}
+    later_wins = rows["lr=0.001"]["val_robust"] > rows["lr=0.05"]["val_robust"]  # the first listed wins a tie
+    best, other = ("lr=0.001", "lr=0.05") if later_wins else ("lr=0.05", "lr=0.001")
+    assert rows[best]["selected"] and not rows[other]["selected"] and rows["probe"]["selected"]
+    attacked = {p.parent.parent.name for p in (out / "runs").rglob("autoattack_n8.json")}
+    assert attacked == {slug(best), "probe"} and "test_autoattack" not in rows[other]
+    assert [g["variants"] for g in record["groups"]] == [[best], ["probe"]]
+    text = (out / "results.md").read_text()
+    assert f"| standard | 0: {best} |" in text and "selected for seeds" in text
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_report_aggregates_and_checks_claims():
+    rows = [{"task": "t", "label": lab, "group": lab, "selected": True, "method": lab, "seed": s, "test_clean": c,
+             "test_pgd": p, "n_test": 10, "pgd_name": "pgd20",
+             **({"test_autoattack": aa, "n_autoattack": 10} if aa is not None else {})}
+            for lab, s, c, p, aa in [("a", 0, 0.5, 0.2, 0.1), ("a", 1, 0.7, 0.3, None),
+                                     ("b", 0, 0.4, 0.25, 0.15), ("b", 1, 0.6, 0.25, None)]]
+    table = aggregate(rows)
+    a = table[0]
+    assert a["test_clean"] == pytest.approx(0.6) and a["test_clean_spread"] == pytest.approx(0.1)
+    assert a["test_autoattack_n"] == 1 and a["seeds"] == [0, 1]
+    claims = check_claims([Claim("a cleaner", "t", ["a"], ["b"], ["clean"]),
+                           Claim("a more robust", "t", ["a"], ["b"], ["pgd", "autoattack"]),
+                           Claim("a as robust", "t", ["a"], ["b"], ["pgd"], tolerance=0.05)], rows)
+    assert [c["held"] for c in claims] == [True, False, True]
+    assert [c["within_noise"] for c in claims] == [True, True, False]  # 2 SE at n = 10 is 32 points
+    assert claims[1]["metrics"]["pgd"]["per_seed"] == {0: pytest.approx(-0.05), 1: pytest.approx(0.05)}
+    assert claims[1]["metrics"]["autoattack"]["difference"] == pytest.approx(-0.05)
+    assert claims[0]["metrics"]["clean"]["noise"] == pytest.approx(1 / 10 ** 0.5)  # 2 SE bound at n_test = 10
+
+
+def test_report_files_state_the_claims(tiny_task, tmp_path):
+    root, _ = tiny_task
+    protocol = load_protocol(_write(tmp_path, {**TINY, "seeds": [0]}))
+    record = run_protocol(protocol, tmp_path / "out", {"data": str(root), "models": str(root)}, log=lambda s: None)
+    record.update(seeds=[0], command="robustft bench --protocol tiny.yaml", cells_wall_s=1.0,
+                  provenance={"platform": "p", "cpu_count": 2, "python": "3", "torch": "t"})
+    written = write_protocol_report(protocol, record, tmp_path / "report")
+    names = {p.name for p in written}
+    assert {"results.json", "results.md", "t_clean_vs_robust.png", "t_training_curves.png"} <= names
+    text = (tmp_path / "report" / "results.md").read_text()
+    held = json.loads((tmp_path / "report" / "results.json").read_text())["claims"][0]["held"]
+    assert "roli beats the probe: roli bias vs adv_linear_probe | clean: " in text
+    assert ("**held" if held else "**did not hold**") in text
+    assert "selected for seeds" not in text  # no variant groups: no selection column
+
+
+def test_protocol_errors(tmp_path):
+    assert "cpu-small" in list_protocols()
+    task = TINY["tasks"]["t"]
+    with pytest.raises(UserError, match="not an earlier cell"):
+        backwards = dict(reversed(task["cells"].items()))
+        load_protocol(_write(tmp_path, {**TINY, "tasks": {"t": {**task, "cells": backwards}}}))
+    with pytest.raises(UserError, match="unknown cells/metrics"):
+        load_protocol(_write(tmp_path, {**TINY, "claims": [{**TINY["claims"][0], "metrics": ["speed"]}]}))
+    clash = {"a": {"method": "standard", "group": "b"}, "b": {"method": "standard"}}
+    with pytest.raises(UserError, match=r"\['b'\] to more than one cell, group or source row"):
+        load_protocol(_write(tmp_path, {**TINY, "claims": [], "tasks": {"t": {**task, "cells": clash}}}))
+    grouped_source = {"a": {"method": "rift", "group": "g", "source_row": "before"}}
+    with pytest.raises(UserError, match="cannot report a source_row"):
+        load_protocol(_write(tmp_path, {**TINY, "claims": [], "tasks": {"t": {**task, "cells": grouped_source}}}))
+    with pytest.raises(UserError, match="must be one of robust_acc, clean_acc, sum"):
+        load_protocol(_write(tmp_path, {**TINY, "tasks": {"t": {**task, "select": "test_acc"}}}))
+    with pytest.raises(UserError, match="unknown protocol"):
+        load_protocol("cpu-huge")
+    proc = subprocess.run(robustft_cmd("bench", "--protocol", "cpu-small", "--data-root", str(tmp_path / "none")),
+                          env=run_env(), capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "--data-root" in proc.stderr
+    proc = subprocess.run(robustft_cmd("bench", "--protocol", "cpu-small", "--seeds", "0,x"), env=run_env(),
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "comma list of integers" in proc.stderr
+
+
+@pytest.mark.parametrize("name", list_protocols())
+def test_every_shipped_protocol_builds(name, monkeypatch, capsys):
+    protocol = load_protocol(name)
+    roots = {"data": "/d", "models": "/m"}
+    cfgs = {(task, label): cell_config(protocol, task, label, 1, Path("/o"), roots)
+            for task, t in protocol.tasks.items() for label in t.cells}
+    assert cfgs and all(c.train.seed == 1 and c.data.name.startswith("/d/") for c in cfgs.values())
+    monkeypatch.setenv("COLUMNS", "400")  # one line per option: a name is never wrapped at its hyphen
+    with pytest.raises(SystemExit):
+        main(["bench", "--help"])
+    assert name in capsys.readouterr().out, "`robustft bench --help` lists every shipped protocol"
+
+
+def test_transfer_protocols_are_the_cpu_transfer_config():
+    """The suites that replaced bench/transfer.py run configs/cpu/cifar100_transfer.yaml, as it did."""
+    roots = {"data": "/d", "models": "/m"}
+    base = ["data.name=/d/cifar100", "model.checkpoint=/m/cifar10_resnet20_linf_at.pt", "train.seed=0"]
+    expected = {"standard": ["method=standard"], "pgd_at": [], "pgd_at lr=0.05": [],
+                "twins λ=1": ["method=twins", "method_args.lam=1.0"],
+                "twins λ=0.4": ["method=twins", "method_args.lam=0.4"], "pgd_at lr=0.01": ["optim.lr=0.01"],
+                "twins λ=1 lr=0.01": ["method=twins", "method_args.lam=1.0", "optim.lr=0.01"]}
+    for name in ("transfer-baselines", "transfer-twins"):
+        protocol = load_protocol(name)
+        for label in protocol.tasks["transfer"].cells:
+            got = to_dict(cell_config(protocol, "transfer", label, 0, Path("/o"), roots))
+            want = to_dict(load_config(ROOT / "configs/cpu/cifar100_transfer.yaml", base + expected[label]))
+            assert got == want, (name, label)
+    twins = load_protocol("transfer-twins").tasks["transfer"]
+    assert twins.groups() == {"pgd_at": ["pgd_at lr=0.05", "pgd_at lr=0.01"],
+                              "twins": ["twins λ=1", "twins λ=0.4", "twins λ=1 lr=0.01"]}
+    assert (twins.autoattack.n, twins.autoattack.selected_only, twins.select) == (100, True, "robust_acc")
+
+
+def test_cpu_small_cells_build():
+    protocol = load_protocol("cpu-small")
+    roots = {"data": "/d", "models": "/m"}
+    cfgs = {label: cell_config(protocol, task, label, 1, Path("/o"), roots)
+            for task, t in protocol.tasks.items() for label in t.cells}
+    probe = str(cell_dir(Path("/o"), "transfer", "adv_linear_probe", 1))
+    assert len(cfgs) == 14 and cfgs["roli lora"].model.init_head == probe
+    assert cfgs["twins + roli head"].model.init_head == probe
+    assert {c.data.name for c in cfgs.values()} == {"/d/cifar100", "/d/cifar10-jpeg/cifar10-jpeg.zip"}
