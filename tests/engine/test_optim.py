@@ -1,4 +1,5 @@
-"""Optimizers and schedules: warm-up never at 0, schedule shapes, no-decay groups found by module type."""
+"""Optimizers and schedules: warm-up never at 0, schedule shapes, no-decay groups found by module type, the
+linear batch-size scaling rule of the lr."""
 
 import math
 
@@ -6,7 +7,9 @@ import pytest
 import torch
 from torch import nn
 
-from robustft.engine import OptimConfig, build_optimizer, build_scheduler, lr_factor
+from robustft.engine import OptimConfig, build_optimizer, build_scheduler, from_dict, lr_factor
+from robustft.engine.optim import resolve_lr
+from robustft.errors import UserError
 
 
 def test_warmup_starts_above_zero_and_reaches_peak():
@@ -61,3 +64,18 @@ def test_adamw_and_frozen_params():
     opt = build_optimizer(model, model.named_parameters(), OptimConfig(name="adamw", lr=1e-3, weight_decay=0.05))
     assert isinstance(opt, torch.optim.AdamW) and opt.param_groups[0]["weight_decay"] == 0.05
     assert [id(p) for p in opt.param_groups[0]["params"]] == [id(model.weight)]
+
+
+def test_lr_scale_batch_is_the_linear_scaling_rule():
+    """RoLI's official ``BASE_LR / 256 * BATCH_SIZE``: lr 0.05 given for 256 images trains at 0.0125 at batch 64."""
+    cfg = OptimConfig(lr=0.05, lr_scale_batch=256)
+    resolved = resolve_lr(cfg, 64)
+    assert resolved.lr == 0.0125 and resolved.lr_scale_batch is None and cfg.lr == 0.05
+    plain = OptimConfig(lr=0.05)
+    assert resolve_lr(plain, 64) is plain, "no rule: the lr as it is"
+    model = nn.Linear(2, 2)
+    assert build_optimizer(model, model.named_parameters(), resolved).param_groups[0]["lr"] == 0.0125
+    with pytest.raises(ValueError, match="resolve_lr"):  # the rule cannot be skipped silently
+        build_optimizer(model, model.named_parameters(), cfg)
+    with pytest.raises(UserError, match="lr_scale_batch"):
+        from_dict(OptimConfig, {"lr_scale_batch": 0})

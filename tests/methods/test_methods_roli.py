@@ -1,7 +1,10 @@
 """RoLI / RanLI: the probe leaves the backbone untouched, stage 2 starts from the probed function, each PEFT variant
-trains exactly its parameters (all of which learn), LoRA is q/v-only and merges exactly, and whole runs work."""
+trains exactly its parameters (all of which learn) in the official modes, LoRA is q/v-only and merges exactly, the
+official head init is available, and whole runs work."""
 
 import json
+import math
+import re
 import sys
 from types import SimpleNamespace
 
@@ -13,7 +16,7 @@ from robustft.attacks import PGD
 from robustft.errors import UserError
 from robustft.methods import LinearProbe, create_method
 from robustft.methods.peft import LoRAConv2d, LoRALinear, adapter_modules, lora_layers
-from robustft.methods.roli import RoLI
+from robustft.methods.roli import RoLI, official_head_init
 from robustft.models import create_model, load_state_dict_into, save_state_dict
 from support import finetune_args, run_ok
 
@@ -78,8 +81,9 @@ def test_registered_stages_and_overrides():
 
 @pytest.mark.parametrize(("options", "match"), [
     (dict(peft="prompt"), "peft"), (dict(init="zero"), "init"), (dict(lp_optimizer="adam"), "lp_optimizer"),
-    (dict(lp_epochs=0), "lp_epochs"), (dict(lora_rank=0), "lora_rank"), (dict(lora_dropout=1.0), "lora_dropout"),
-    (dict(adapter_reduction=0), "adapter_reduction"), (dict(stage1_from="/x"), "method_args.stage1_from")])
+    (dict(lp_epochs=0), "lp_epochs"), (dict(lora_rank=0), "lora_rank"), (dict(head_init="kaiming"), "head_init"),
+    (dict(adapter_reduction=0), "adapter_reduction"), (dict(stage1_from="/x"), "method_args.stage1_from"),
+    (dict(lora_dropout=0.1), "method_args.lora_dropout")])  # gone: the official LoRA dropout never acts
 def test_bad_options(options, match):
     with pytest.raises(UserError, match=match):
         create_method("roli", PGD(), **options)
@@ -248,19 +252,65 @@ def test_adapter_export_reloads_into_rebuilt_architecture(kind):
         assert torch.equal(rebuilt(x), exported(x))
 
 
-@pytest.mark.parametrize(("peft", "bn_adapts"), [("full", True), ("bias", True), ("lora", False), ("adapter", False)])
-def test_stage2_bn_modes(peft, bn_adapts):
+@pytest.mark.parametrize("peft", VARIANTS)
+def test_stage2_modes_are_the_official_ones(peft):
+    """Official: ``enc.eval()`` for every transfer type but end-to-end; the head trains in train mode."""
     model = _model("cnn")
     method = create_method("roli", PGD(), peft=peft)
     method.train_mode(method.prepare(model))
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert all(m.training == bn_adapts for m in bns)
+    head = set(model.fc.modules())
+    assert all(m.training == (peft == "full") for m in model.modules() if m not in head)
     assert model.fc.training
+
+
+@pytest.mark.parametrize("peft", VARIANTS)
+def test_frozen_encoder_variants_keep_bn_statistics_and_drop_no_path(peft):
+    """bias / lora / adapter: after a training step every BN statistic is bit-identical, and with stochastic depth 0.5
+    (and LoRA updates) two forwards in training mode agree; full (end-to-end, train mode) changes both."""
+    frozen = peft != "full"
+    cnn = create_method("roli", PGD(steps=1), peft=peft).prepare(_model("cnn"))
+    before = {k: v.clone() for k, v in cnn.state_dict().items() if "running_" in k or "num_batches" in k}
+    _steps(create_method("roli", PGD(steps=1), peft=peft), cnn, n=1)
+    after = cnn.state_dict()
+    assert all(torch.equal(v, after[k]) for k, v in before.items()) == frozen
+    torch.manual_seed(0)
+    method = create_method("roli", PGD(steps=1), peft=peft)
+    swin = method.prepare(create_model("swin", num_classes=5, drop_path_rate=0.5))
+    _randomize_lora(swin)  # LoRA active, so a LoRA dropout would show
+    _steps(method, swin, n=1)
+    method.train_mode(swin)
+    x = _batch(4, seed=3)[0]
+    with torch.no_grad():
+        torch.manual_seed(1)
+        first = swin(x)
+        torch.manual_seed(2)
+        assert torch.equal(first, swin(x)) == frozen
 
 
 def _context(init_head: str | None) -> SimpleNamespace:
     """What ``setup`` reads of a run: its config's ``model.init_head`` and a logger."""
     return SimpleNamespace(cfg=SimpleNamespace(model=SimpleNamespace(init_head=init_head)), log=lambda s: None)
+
+
+def test_official_head_init_on_a_swin_b_sized_head():
+    """Kaiming-normal fan-out weight (std sqrt(2 / 10) on a 1024→10 head) and bias exactly −log 99."""
+    torch.manual_seed(0)
+    head = nn.Linear(1024, 10)
+    official_head_init(head)
+    assert torch.equal(head.bias, torch.full((10,), -math.log(99)))
+    assert head.weight.mean().abs() < 0.02 and head.weight.std().item() == pytest.approx(math.sqrt(2 / 10), rel=0.03)
+
+
+@pytest.mark.parametrize("name", ["roli", "ranli"])
+def test_head_init_official_reinitializes_the_engines_head(name):
+    model = _model("cnn")
+    create_method(name, PGD(), head_init="official").setup(model, _context(None))
+    assert torch.equal(model.fc.bias, torch.full((5,), -math.log(99)))
+    untouched = _model("cnn")
+    create_method(name, PGD()).setup(untouched, _context(None))
+    assert torch.equal(untouched.fc.weight, _model("cnn").fc.weight), "head_init: default keeps the engine's head"
+    with pytest.raises(UserError, match="head_init=official.*init_head"):
+        create_method("roli", PGD(), head_init="official").setup(_model("cnn"), _context("runs/probe"))
 
 
 def test_a_given_head_replaces_the_probe_stage():
@@ -296,10 +346,12 @@ def runs(tiny_task, tmp_path_factory):
     out = tmp_path_factory.mktemp("roli_runs")
     argv = [finetune_args(data, ckpt, out, peft, "--method", "roli", "--peft", peft, *_SMALL) for peft in VARIANTS]
     argv[0] += ["--set", f"optim.lr={TINY_LR}"]  # full: check the hand-over of the head through the engine
+    argv[1] += ["--set", "optim.lr_scale_batch=64"]  # bias: both stages' lr given for batch 64, run at batch 32
     argv.append(finetune_args(data, ckpt, out, "ranli", "--method", "ranli", "--peft", "bias", *_SMALL))
     argv.append(finetune_args(data, ckpt, out, "reuse", "--method", "roli", "--peft", "lora", *_SMALL,
                               "--init-head", f"{out / 'lora'}:lp", "--set", f"optim.lr={TINY_LR}"))
-    run_ok([sys.executable, "-c", _CLI, json.dumps(argv)])
+    proc = run_ok([sys.executable, "-c", _CLI, json.dumps(argv)])
+    (out / "cli.log").write_text(proc.stdout + proc.stderr)
     return out
 
 
@@ -333,6 +385,14 @@ def test_cli_runs_both_stages_and_exports(runs, peft):
 def test_cli_stage2_starts_from_stage1_head(runs):
     assert _same(_head(runs / "full" / "stage2_ft" / "best.pt"), _head(runs / "full" / "stage1_lp" / "best.pt"))
     assert not _same(_head(runs / "bias" / "stage2_ft" / "best.pt"), _head(runs / "bias" / "stage1_lp" / "best.pt"))
+
+
+def test_cli_logs_each_stages_effective_lr(runs):
+    log = (runs / "cli.log").read_text()
+    for stage in ("lp", "ft"):  # lp_lr and optim.lr are both 0.05 here
+        assert re.search(rf"stage {stage}: .* lr 0\.025 \(the configured 0\.05 × batch 32 / optim\.lr_scale_batch "
+                         rf"64\)", log), log
+    assert re.search(r"stage ft: .* epochs \(train\.epochs\), lr 1e-30\n", log), "no rule: the configured lr"
 
 
 def test_cli_ranli_has_no_probe_stage(runs):

@@ -77,7 +77,7 @@ def _wrapped(model: nn.Module) -> list[str]:
 @pytest.mark.parametrize(("arch", "options", "lora", "adapters"), TEST_CASES, ids=[c[0] for c in TEST_CASES])
 def test_peft_layers_land_where_they_did_before(arch, options, lora, adapters):
     model = create_model(arch, **options)
-    add_lora(model, rank=2, alpha=2.0, dropout=0.0)
+    add_lora(model, rank=2, alpha=2.0)
     assert _wrapped(model) == lora.split()
     model = create_model(arch, **options)
     add_adapters(model, reduction=4)
@@ -117,7 +117,7 @@ def test_declared_points_of_an_unknown_model_are_honoured():
     model = _Toy(fused_qkv=(FusedQKV(_Attention, attr="in_proj"),),
                  adapter_points=(AdapterPoint(_Attention, channels=False),)).eval()
     before = model(x)
-    (layer,) = add_lora(model, rank=2, alpha=2.0, dropout=0.0)
+    (layer,) = add_lora(model, rank=2, alpha=2.0)
     assert _wrapped(model) == ["attn.in_proj"] and layer.slices == ((0, 6), (12, 18))
     (adapter,) = add_adapters(model, reduction=3)
     assert _wrapped(model) == ["attn", "attn.base_layer.in_proj"]
@@ -128,7 +128,7 @@ def test_declared_points_of_an_unknown_model_are_honoured():
 
 def test_a_model_declaring_nothing_gets_conv_lora_and_no_adapters():
     model = _Toy()
-    add_lora(model, rank=2, alpha=2.0, dropout=0.0)
+    add_lora(model, rank=2, alpha=2.0)
     assert _wrapped(model) == ["stem"]
     with pytest.raises(UserError, match=r"_Toy has no module of its ModelCfg.adapter_points \(none declared\)"):
         add_adapters(_Toy(), reduction=2)

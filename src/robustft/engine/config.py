@@ -89,9 +89,10 @@ class EvalConfig:
     """Per-epoch validation, the selection rule, and the final test evaluation."""
 
     val_steps: int = field(default=10, metadata={"help": "PGD steps of the per-epoch validation attack", "ge": 1})
-    select: Literal["auto", "robust_acc", "clean_acc", "sum"] = field(default="auto", metadata={
+    select: Literal["auto", "robust_acc", "clean_acc", "sum", "last"] = field(default="auto", metadata={
         "help": "validation metric of the kept epoch; auto: clean_acc for clean objectives, robust_acc otherwise; "
-                "sum: clean + robust"})
+                "sum: clean + robust; last: the final epoch, as the official TWINS code exports (validation is still "
+                "measured and logged)"})
     test_steps: int = field(default=20, metadata={"help": "PGD steps at test time", "ge": 1})
     test_attacks: list[Literal[ATTACK_NAMES]] = field(default_factory=lambda: ["pgd"], metadata={
         "help": "attacks of the final test evaluation (each reported, and the worst case over them)"})

@@ -2,7 +2,7 @@
 
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import torch
@@ -10,7 +10,7 @@ from torch import nn
 
 from ..errors import UserError
 
-__all__ = ["OptimConfig", "build_optimizer", "build_scheduler", "lr_factor"]
+__all__ = ["OptimConfig", "build_optimizer", "build_scheduler", "lr_factor", "resolve_lr"]
 
 
 @dataclass
@@ -19,6 +19,9 @@ class OptimConfig:
 
     name: Literal["sgd", "adamw"] = field(default="sgd", metadata={"help": "optimizer (never a silent fallback)"})
     lr: float = field(default=0.01, metadata={"help": "peak learning rate", "gt": 0})
+    lr_scale_batch: int | None = field(default=None, metadata={
+        "help": "the batch size lr is given for: the optimizer uses lr × data.batch_size / lr_scale_batch (linear "
+                "scaling, as RoLI's official BASE_LR / 256 * BATCH_SIZE; null: lr as it is)", "ge": 1})
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum", "ge": 0, "lt": 1})
     nesterov: bool = field(default=False, metadata={"help": "SGD Nesterov momentum"})
     betas: tuple[float, float] = field(default=(0.9, 0.999), metadata={"help": "AdamW betas", "ge": 0, "lt": 1})
@@ -52,9 +55,21 @@ def _param_groups(params: Iterable[tuple[str, nn.Parameter]], model: nn.Module, 
             {"params": [p for _, p in params if id(p) in no_decay], "weight_decay": 0.0}]
 
 
+def resolve_lr(cfg: OptimConfig, batch_size: int) -> OptimConfig:
+    """The config with ``lr`` the effective rate for ``batch_size`` (``lr_scale_batch`` applied, then cleared)."""
+    if cfg.lr_scale_batch is None:
+        return cfg
+    return replace(cfg, lr=cfg.lr * batch_size / cfg.lr_scale_batch, lr_scale_batch=None)
+
+
 def build_optimizer(model: nn.Module, params: Iterable[tuple[str, nn.Parameter]],
                     cfg: OptimConfig) -> torch.optim.Optimizer:
-    """SGD or AdamW over the given named parameters (no silent fallback to another optimizer)."""
+    """SGD or AdamW over the given named parameters (no silent fallback to another optimizer).
+
+    ``cfg.lr`` is used as it is: a config whose lr is still given for another batch size is refused, so the scaling
+    rule cannot be skipped silently (``resolve_lr`` first, as the engine's stage config does)."""
+    if cfg.lr_scale_batch is not None:
+        raise ValueError("optim.lr_scale_batch is set: build the optimizer from resolve_lr(cfg, batch_size)")
     groups = [g for g in _param_groups(params, model, cfg) if g["params"]]
     if cfg.name == "sgd":
         return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov)

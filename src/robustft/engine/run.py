@@ -1,6 +1,7 @@
 """A whole run from a config: load data and the source model, train each stage, export, test once at the end."""
 
 import contextlib
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +31,8 @@ from ..models import (
 from ..runtime import provenance, seed_everything
 from .config import RunConfig, from_dict, set_keys, to_dict
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
-from .train import fit
+from .optim import resolve_lr
+from .train import fit, run_precision
 
 __all__ = ["run", "default_run_dir", "build_source_model", "export_model", "load_exported_model"]
 
@@ -79,15 +81,17 @@ def build_source_model(cfg: RunConfig, num_classes: int, *, trains_head: bool = 
 
 
 def _stage_config(cfg: RunConfig, stage: Stage) -> RunConfig:
-    """The run config with a stage's overrides applied."""
-    if not stage.overrides:
-        return cfg
-    return from_dict(RunConfig, set_keys(to_dict(cfg), stage.overrides))
+    """The run config with a stage's overrides applied and ``optim.lr`` the effective rate (``optim.lr_scale_batch``
+    resolved for ``data.batch_size``): what the stage trains with."""
+    if stage.overrides:
+        cfg = from_dict(RunConfig, set_keys(to_dict(cfg), stage.overrides))
+    return dataclasses.replace(cfg, optim=resolve_lr(cfg.optim, cfg.data.batch_size))
 
 
-def export_model(model: nn.Module, cfg: RunConfig, classes: list[str], run_dir: Path,
-                 metrics: dict[str, Any]) -> None:
-    """Plain ``state_dict`` (loads without robustft) plus a JSON card like the shared reference model's."""
+def export_model(model: nn.Module, cfg: RunConfig, classes: list[str], run_dir: Path, metrics: dict[str, Any], *,
+                 precision: dict[str, str]) -> None:
+    """Plain ``state_dict`` (loads without robustft) plus a JSON card like the shared reference model's, stating
+    the run's resolved ``precision`` (``run_precision``)."""
     layout = RunLayout(run_dir)
     save_state_dict(model, layout.model)
     sd = model.state_dict()
@@ -95,7 +99,8 @@ def export_model(model: nn.Module, cfg: RunConfig, classes: list[str], run_dir: 
             "input": "float RGB in [0,1], NCHW; normalization inside the model (normalize.mean / normalize.std)",
             "normalize": {k: sd[f"normalize.{k}"].flatten().tolist() for k in ("mean", "std")},
             "source_checkpoint": cfg.model.checkpoint, "method": cfg.method, "recipe": to_dict(cfg),
-            "metrics": metrics, "format": "torch.save of a plain state_dict (loads with torch.load(weights_only=True))",
+            "precision": precision, "metrics": metrics,
+            "format": "torch.save of a plain state_dict (loads with torch.load(weights_only=True))",
             "state_dict_keys": {k: list(v.shape) for k, v in sd.items()}}
     atomic_write_json(card, layout.card)
 
@@ -281,7 +286,7 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Calla
     _check_test_split(cfg)
     log(f"data: {len(train)} train / {len(val)} val images of {train.x.shape[-1]}x{train.x.shape[-2]} pixels"
         f"{'' if cfg.data.image_size is None else ' (data.image_size)'}, {train.num_classes} classes")
-    if len(val) < MIN_USEFUL_VAL:
+    if len(val) < MIN_USEFUL_VAL and cfg.eval.select != "last":
         warn(f"the validation split has only {len(val)} images: accuracies on it vary by about "
              f"±{50 / len(val) ** 0.5:.1f} points (one standard error) from sampling alone, so epoch selection is "
              f"mostly noise; raise data.val_fraction or data.val_n")
@@ -293,6 +298,9 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Calla
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     log(_describe_threat(cfg, eps, attack))
+    precision = run_precision(device, cfg.train.amp)
+    log(f"precision: training {precision['train']} (train.amp={cfg.train.amp} on {device.type}), validation and test "
+        f"{precision['eval']}")
     check_writable(run_dir, directory=True)
     with _run_lock(run_dir, info):
         _prepare_run_dir(cfg, run_dir, resume, info, log)
@@ -311,14 +319,18 @@ def _train_and_test(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo,
     if len(stages) > 1:
         log("budget: " + ", ".join(f"stage {st.name} {_stage_config(cfg, st).train.epochs} epochs ({st.epochs_key})"
                                    for st in stages))
-    results: dict[str, Any] = {"method": cfg.method, "run_dir": str(run_dir), "stages": {}}
+    precision = run_precision(device, cfg.train.amp)
+    results: dict[str, Any] = {"method": cfg.method, "run_dir": str(run_dir), "precision": precision, "stages": {}}
     resumed_s = 0.0  # epochs finished by an earlier, interrupted invocation count towards the run's wall time
     for i, stage in enumerate(stages):
         stage_dir = RunLayout(run_dir).stage(i, stage.name, len(stages))
         stage_cfg = _stage_config(cfg, stage)
         model = stage.method.prepare(model)
+        scale = cfg.optim.lr_scale_batch
         log(f"stage {stage.name}: {sum(p.numel() for _, p in stage.method.trainable_parameters(model)):,} "
-            f"trainable parameters, {stage_cfg.train.epochs} epochs ({stage.epochs_key})")
+            f"trainable parameters, {stage_cfg.train.epochs} epochs ({stage.epochs_key}), lr {stage_cfg.optim.lr:g}"
+            + (f" (the configured {stage_cfg.optim.lr * scale / cfg.data.batch_size:g} × batch "
+               f"{cfg.data.batch_size} / optim.lr_scale_batch {scale})" if scale else ""))
         result = fit(stage.method, model, train, val, stage_cfg, stage_dir.root, info, resume=resume, log=log)
         model.load_state_dict(torch.load(stage_dir.best, map_location=device, weights_only=True))
         results["stages"][stage.name] = {"best_epoch": result.best_epoch, "best_val": result.best,
@@ -331,7 +343,8 @@ def _train_and_test(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo,
         results["wall_s"] = time.perf_counter() - start + resumed_s
         results["provenance"] = provenance(cfg.train.seed)
         final_val = results["stages"][stages[-1].name]["best_val"]
-        export_model(model, cfg, train.classes, run_dir, {"val": final_val, "test": results["test"]})
+        export_model(model, cfg, train.classes, run_dir, {"val": final_val, "test": results["test"]},
+                     precision=precision)
         atomic_write_json(results, RunLayout(run_dir).results)
         t = results["test"]
         log(f"test: clean {t['clean_acc']:.4f}  " + "  ".join(f"{k} {v:.4f}" for k, v in t["robust_acc"].items()))

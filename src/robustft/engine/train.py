@@ -1,8 +1,9 @@
 """The one training loop: every method and robust pre-training run through ``fit``.
 
 Choices that matter for speed (adversarial training is dominated by attack passes): data stays on the device as uint8
-and is augmented with tensor ops, the model and batches are channels_last, AMP on CUDA, one mode switch per attack
-(inside the attack), training statistics accumulate on the device and are synchronized once per log interval.
+and is augmented with tensor ops, the model and batches are channels_last, AMP on CUDA (training only: validation and
+test are fp32), one mode switch per attack (inside the attack), training statistics accumulate on the device and are
+synchronized once per log interval.
 """
 
 import contextlib
@@ -29,7 +30,7 @@ from .config import RunConfig
 from .distributed import DistInfo, all_reduce_sum, barrier
 from .optim import build_optimizer, build_scheduler
 
-__all__ = ["fit", "FitResult", "autocast_for", "rank_slice"]
+__all__ = ["fit", "FitResult", "autocast_for", "train_precision", "run_precision", "rank_slice"]
 
 
 
@@ -47,14 +48,27 @@ class FitResult:
 # ---------------------------------------------------------------------------------------------------------------
 # Setup helpers
 # ---------------------------------------------------------------------------------------------------------------
-def autocast_for(device: torch.device, amp: str) -> tuple[Callable[[], contextlib.AbstractContextManager], bool]:
-    """(autocast context factory, needs grad scaling). ``auto`` = bf16 on CUDA, off elsewhere (CPU autocast is slow)."""
+def train_precision(device: torch.device, amp: str) -> str:
+    """What ``train.amp`` means on ``device``: bf16, fp16 or fp32. ``auto`` = bf16 on CUDA, fp32 elsewhere (CPU
+    autocast is slow)."""
     if amp == "auto":
-        amp = "bf16" if device.type == "cuda" else "off"
-    if amp == "off":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return "fp32" if amp == "off" else amp
+
+
+def run_precision(device: torch.device, amp: str) -> dict[str, str]:
+    """The precision a run states (log, results.json, card): training as ``train.amp`` resolves on ``device``;
+    validation and test always fp32 (``evaluate`` turns autocast off)."""
+    return {"train": train_precision(device, amp), "eval": "fp32"}
+
+
+def autocast_for(device: torch.device, amp: str) -> tuple[Callable[[], contextlib.AbstractContextManager], bool]:
+    """(autocast context factory, needs grad scaling) of the training step for ``train.amp`` on ``device``."""
+    precision = train_precision(device, amp)
+    if precision == "fp32":
         return contextlib.nullcontext, False
-    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
-    return (lambda: torch.autocast(device.type, dtype=dtype)), amp == "fp16"
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return (lambda: torch.autocast(device.type, dtype=dtype)), precision == "fp16"
 
 
 def augment_for(cfg: RunConfig) -> Augment | None:
@@ -70,7 +84,7 @@ def rank_slice(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
 
 
 def select_value(metrics: dict[str, float], rule: str) -> float:
-    """The validation number the selection rule maximizes."""
+    """The validation number the selection rule maximizes (not for ``last``: every epoch replaces the kept one)."""
     if rule == "sum":
         return metrics["val_clean_acc"] + metrics["val_robust_acc"]
     return metrics[f"val_{rule}"]
@@ -276,7 +290,8 @@ def _end_epoch(loop: _Loop, method: Method, model: nn.Module, val: ArrayDataset,
     left = (time.perf_counter() - fit_start) / (epoch + 1 - loop.start_epoch) * (epochs - epoch - 1)
     eta = f", ETA {duration(left)}" if epoch + 1 < epochs else ""
     loop.history.append(metrics)
-    improved = not loop.best or select_value(metrics, loop.rule) > select_value(loop.best, loop.rule)
+    improved = (loop.rule == "last" or not loop.best
+                or select_value(metrics, loop.rule) > select_value(loop.best, loop.rule))
     if improved:
         loop.best = dict(metrics)
     if info.is_main:
@@ -294,7 +309,8 @@ def _end_epoch(loop: _Loop, method: Method, model: nn.Module, val: ArrayDataset,
 
 def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset, cfg: RunConfig, run_dir: Path,
         info: DistInfo, *, resume: bool = False, log: Callable[[str], None] = print) -> FitResult:
-    """Train ``model`` (already prepared by ``method`` and on the device) and keep the best validation epoch.
+    """Train ``model`` (already prepared by ``method`` and on the device) and keep the epoch ``eval.select`` picks:
+    the best validation epoch, or with ``last`` the final one.
 
     Writes ``last.pt`` (full training state) every epoch and ``best.pt`` (model weights) on improvement, both
     atomically; with ``resume`` it continues from ``last.pt`` and reaches the same result as an uninterrupted run.

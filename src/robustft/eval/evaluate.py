@@ -45,7 +45,8 @@ def _describe(attack: Attack) -> dict[str, Any]:
 
 def evaluate(model: nn.Module, data: ArrayDataset, attacks: Sequence[Attack] = (), *, batch_size: int = 256,
              seed: int = 0, channels_last: bool = False, progress: bool = True) -> EvalResult:
-    """Evaluate ``model`` (in eval mode) on ``data``, which must already sit on the model's device.
+    """Evaluate ``model`` (in eval mode, fp32: autocast off whatever the caller's context) on ``data``, which must
+    already sit on the model's device.
 
     Attacks run only on clean-correct samples (a misclassified sample is already non-robust), so every per-attack
     accuracy counts clean mistakes too; ``worst_case_acc`` is correct under clean input and every attack at once.
@@ -59,7 +60,8 @@ def evaluate(model: nn.Module, data: ArrayDataset, attacks: Sequence[Attack] = (
     timing = {k: 0.0 for k in ["clean", *names]}
     start = time.perf_counter()
     batches = iterate_batches(data, batch_size, channels_last=channels_last)
-    with eval_mode(model):
+    # reduced-precision logits and gradients can weaken an attack: every reported number is fp32
+    with eval_mode(model), torch.autocast(data.x.device.type, enabled=False):
         for x, y in track(batches, num_batches(len(data), batch_size), "evaluate " + "+".join(["clean", *names]),
                           enabled=progress):
             t = time.perf_counter()

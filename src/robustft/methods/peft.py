@@ -47,12 +47,12 @@ def _like(module: nn.Module, ref: Tensor) -> nn.Module:
 # LoRA
 # ---------------------------------------------------------------------------------------------------------------
 class LoRALinear(nn.Module):
-    """``base_layer(x)`` plus, for each output slice [start, stop), ``scaling · B_i A_i dropout(x)`` on those rows.
+    """``base_layer(x)`` plus, for each output slice [start, stop), ``scaling · B_i A_i x`` on those rows.
 
     ``slices=None`` adapts the whole output (ordinary LoRA); ``((0, d), (2d, 3d))`` on a fused qkv adapts q and v.
     """
 
-    def __init__(self, base: nn.Linear, rank: int, alpha: float, dropout: float,
+    def __init__(self, base: nn.Linear, rank: int, alpha: float,
                  slices: tuple[tuple[int, int], ...] | None = None) -> None:
         super().__init__()
         self.base_layer = base
@@ -60,7 +60,6 @@ class LoRALinear(nn.Module):
         if any(not 0 <= a < b <= base.out_features for a, b in self.slices):
             raise UserError(f"LoRA output slices {self.slices} do not fit a layer with {base.out_features} outputs")
         self.scaling = alpha / rank
-        self.lora_dropout = nn.Dropout(dropout)
         self.lora_A = nn.ModuleList(nn.Linear(base.in_features, rank, bias=False) for _ in self.slices)
         self.lora_B = nn.ModuleList(nn.Linear(rank, b - a, bias=False) for a, b in self.slices)
         for a_layer, b_layer in zip(self.lora_A, self.lora_B, strict=True):
@@ -72,10 +71,9 @@ class LoRALinear(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Base output plus the zero-padded low-rank updates of the adapted slices."""
         out = self.base_layer(x)
-        h = self.lora_dropout(x)
         n = out.shape[-1]
         for (start, stop), a_layer, b_layer in zip(self.slices, self.lora_A, self.lora_B, strict=True):
-            out = out + F.pad(b_layer(a_layer(h)) * self.scaling, (start, n - stop))
+            out = out + F.pad(b_layer(a_layer(x)) * self.scaling, (start, n - stop))
         return out
 
     def delta_weight(self) -> Tensor:
@@ -93,16 +91,15 @@ class LoRALinear(nn.Module):
 
 
 class LoRAConv2d(nn.Module):
-    """``base_layer(x) + scaling · B(A(dropout(x)))``: A a conv with the base kernel, stride, padding and dilation into
+    """``base_layer(x) + scaling · B(A(x))``: A a conv with the base kernel, stride, padding and dilation into
     ``rank`` channels, B a 1x1 conv out of them, so B·A is a rank-``rank`` update of the base kernel."""
 
-    def __init__(self, base: nn.Conv2d, rank: int, alpha: float, dropout: float) -> None:
+    def __init__(self, base: nn.Conv2d, rank: int, alpha: float) -> None:
         super().__init__()
         if base.groups != 1:
             raise UserError("LoRA on grouped/depthwise convolutions is not supported")
         self.base_layer = base
         self.scaling = alpha / rank
-        self.lora_dropout = nn.Dropout(dropout)
         self.lora_A = nn.Conv2d(base.in_channels, rank, base.kernel_size, base.stride, base.padding, base.dilation,
                                 bias=False, padding_mode=base.padding_mode)
         self.lora_B = nn.Conv2d(rank, base.out_channels, 1, bias=False)
@@ -113,7 +110,7 @@ class LoRAConv2d(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Base output plus the low-rank update."""
-        return self.base_layer(x) + self.lora_B(self.lora_A(self.lora_dropout(x))) * self.scaling
+        return self.base_layer(x) + self.lora_B(self.lora_A(x)) * self.scaling
 
     def delta_weight(self) -> Tensor:
         """The kernel update: (B [out, r] @ A [r, in·kh·kw]) reshaped to the base kernel."""
@@ -151,7 +148,7 @@ def _declared(model: nn.Module, points: tuple[Point, ...]) -> list[tuple[str, nn
     return found
 
 
-def add_lora(model: ImageClassifier, rank: int, alpha: float, dropout: float) -> list[nn.Module]:
+def add_lora(model: ImageClassifier, rank: int, alpha: float) -> list[nn.Module]:
     """Attach LoRA (q/v of the model's declared fused-qkv attention, else every Conv2d) in place; returns the wrappers.
 
     A model that already has LoRA layers is left as it is (preparing twice must not wrap the wrappers).
@@ -161,14 +158,14 @@ def add_lora(model: ImageClassifier, rank: int, alpha: float, dropout: float) ->
     if attention := _declared(model, model.pretrained_cfg.fused_qkv):
         def wrap(layer: nn.Linear) -> LoRALinear:
             d = layer.out_features // 3
-            return LoRALinear(layer, rank, alpha, dropout, slices=((0, d), (2 * d, 3 * d)))  # q and v, not k
+            return LoRALinear(layer, rank, alpha, slices=((0, d), (2 * d, 3 * d)))  # q and v, not k
 
         _replace(model, [(f"{n}.{p.attr}" if n else p.attr, wrap(getattr(m, p.attr))) for n, m, p in attention])
     else:
         convs = [(n, m) for n, m in model.named_modules() if type(m) is nn.Conv2d]
         if not convs:
             raise UserError(f"LoRA found no fused-qkv attention and no Conv2d in {type(model).__name__}")
-        _replace(model, [(n, LoRAConv2d(conv, rank, alpha, dropout)) for n, conv in convs])
+        _replace(model, [(n, LoRAConv2d(conv, rank, alpha)) for n, conv in convs])
     return lora_layers(model)
 
 

@@ -11,14 +11,17 @@ fine-tunes from a random head. A head given by the run's ``model.init_head`` (e.
 replaces the probe stage. ``lp_ft`` (Kumar et al. 2022) is this method with ``peft: full`` and its own probe
 defaults: the one implementation of probe-then-fine-tune.
 
-BN statistics in stage ``ft``: ``full`` and ``bias`` train in train mode (BN layers with trainable parameters adapt,
-as in the official code, where the encoder trains in train mode for these two); for ``lora`` and ``adapter`` BN layers
-have no trainable parameter and keep the source statistics (eval mode), as the official code keeps its whole encoder
-in eval mode for them. Export: LoRA is merged into the weights (a plain model of the source architecture); adapters
-cannot be merged (a nonlinearity sits between their projections), so the exported state dict keeps them
-(``...base_layer...`` / ``...adapter.{down,up}...`` keys) and ``export_architecture`` rebuilds that structure.
+Modes in stage ``ft``, as the official code (which calls ``enc.eval()`` for every transfer type but end-to-end):
+``full`` trains in train mode (BN statistics adapt, stochastic depth and dropout act); ``bias``, ``lora`` and
+``adapter`` keep everything but the head in eval mode (source BN statistics, no stochastic depth, no dropout — so no
+LoRA dropout either, which never acts in the official code). ``head_init: official`` re-initializes the head as the
+official code builds it (Kaiming-normal fan-out weight, bias −log 99). Export: LoRA is merged into the weights (a
+plain model of the source architecture); adapters cannot be merged (a nonlinearity sits between their projections), so
+the exported state dict keeps them (``...base_layer...`` / ``...adapter.{down,up}...`` keys) and
+``export_architecture`` rebuilds that structure.
 """
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -28,13 +31,19 @@ from ..attacks import PGD
 from ..errors import UserError
 from .base import Method, MethodConfig, Objective, RunContext, Stage, register_method
 from .linear_probe import LinearProbe
-from .partial import freeze_idle_norm_stats
 from .peft import adapter_modules, add_adapters, add_lora, bias_parameters, lora_layers, merge_lora
 
-__all__ = ["RoLI", "RoLIConfig", "PEFT_VARIANTS"]
+__all__ = ["RoLI", "RoLIConfig", "PEFT_VARIANTS", "official_head_init"]
 
 Peft = Literal["full", "bias", "lora", "adapter"]
 PEFT_VARIANTS: tuple[str, ...] = get_args(Peft)
+HEAD_PRIOR = 0.01  # the official head's bias starts at the logit of this class probability (a focal-loss prior)
+
+
+def official_head_init(head: nn.Linear) -> None:
+    """The official RoLI head init: Kaiming-normal weight (fan-out, std sqrt(2 / out)), bias −log((1 − π) / π)."""
+    nn.init.kaiming_normal_(head.weight, mode="fan_out")
+    nn.init.constant_(head.bias, -math.log((1 - HEAD_PRIOR) / HEAD_PRIOR))
 
 
 @dataclass
@@ -45,11 +54,16 @@ class RoLIConfig(MethodConfig):
         "help": "what stage ft trains: everything, every bias, LoRA updates or adapters (the last three + the head)"})
     init: Literal["roli", "random"] = field(default="roli", metadata={
         "help": "roli: stage 2 starts from the adversarially probed head; random: RanLI (no probe stage)"})
+    head_init: Literal["default", "official"] = field(default="default", metadata={
+        "help": "the head training starts from (stage lp; RanLI: stage ft): default: the one the engine built (a "
+                "fresh nn.Linear, or the source's kept head); official: re-initialized as the official code does "
+                "(Kaiming-normal fan-out weight, bias -log 99)"})
     lp_objective: Objective | None = field(default=None, metadata={
         "help": "objective of the probing stage (default: the run's objective, as RoLI probes adversarially)"})
     lp_epochs: int = field(default=20, metadata={
         "help": "epochs of the adversarial linear-probing stage lp (train.epochs / --epochs sets stage ft)", "ge": 1})
-    lp_lr: float = field(default=0.05, metadata={"help": "peak learning rate of the probing stage", "gt": 0})
+    lp_lr: float = field(default=0.05, metadata={
+        "help": "peak learning rate of the probing stage (scaled by optim.lr_scale_batch like optim.lr)", "gt": 0})
     lp_optimizer: Literal["sgd", "adamw"] | None = field(default="sgd", metadata={
         "help": "optimizer of the probing stage (paper: sgd; null: the run's optim.name)"})
     lp_weight_decay: float | None = field(default=0.01, metadata={
@@ -57,8 +71,6 @@ class RoLIConfig(MethodConfig):
                 "code; null: the run's optim.weight_decay)", "ge": 0})
     lora_rank: int = field(default=16, metadata={"help": "LoRA rank r", "ge": 1})
     lora_alpha: float = field(default=16.0, metadata={"help": "LoRA α (updates are scaled by α / r)", "gt": 0})
-    lora_dropout: float = field(default=0.1, metadata={"help": "dropout on the LoRA input (train mode only)",
-                                                       "ge": 0, "lt": 1})
     adapter_reduction: int = field(default=8, metadata={"help": "adapter bottleneck width = width // reduction",
                                                         "ge": 1})
 
@@ -74,13 +86,21 @@ class RoLI(Method):
 
     # -- stages ------------------------------------------------------------------------------------------------
     def setup(self, model: nn.Module, ctx: RunContext) -> None:
-        """A head given by ``model.init_head`` (e.g. an earlier probe, ``RUN_DIR:lp``) replaces the probe stage."""
+        """A head given by ``model.init_head`` (e.g. an earlier probe, ``RUN_DIR:lp``) replaces the probe stage;
+        ``head_init: official`` re-initializes the engine's head."""
         self.head_given = ctx.cfg.model.init_head is not None
         if self.head_given and self.cfg.init == "random":
             raise UserError("ranli (RanLI) fine-tunes from a random head, but model.init_head gives it one: use "
                             "roli, or drop model.init_head")
+        if self.head_given and self.cfg.head_init == "official":
+            raise UserError("method_args.head_init=official re-initializes the head, but model.init_head gives one: "
+                            "drop one of them")
         if self.head_given:
             ctx.log(f"roli: stage ft starts from the head of {ctx.cfg.model.init_head} (no probe stage)")
+        if self.cfg.head_init == "official":
+            official_head_init(model.get_classifier())
+            ctx.log("roli: head re-initialized as the official code does (Kaiming-normal fan-out weight, bias "
+                    "-log 99)")
 
     def probe(self) -> LinearProbe:
         """The stage-1 method: head only, backbone in eval mode, the probe objective (default: stage 2's)."""
@@ -108,7 +128,7 @@ class RoLI(Method):
         if peft == "full":
             return model.requires_grad_(True)
         if peft == "lora":
-            add_lora(model, self.cfg.lora_rank, self.cfg.lora_alpha, self.cfg.lora_dropout)
+            add_lora(model, self.cfg.lora_rank, self.cfg.lora_alpha)
         elif peft == "adapter":
             add_adapters(model, self.cfg.adapter_reduction)
         model.requires_grad_(False)
@@ -127,10 +147,9 @@ class RoLI(Method):
         return model
 
     def train_mode(self, model: nn.Module) -> None:
-        """Train mode; in the parameter-efficient variants, BN layers without trainable parameters keep their stats."""
-        model.train()
-        if self.cfg.peft != "full":
-            freeze_idle_norm_stats(model)
+        """``full``: train mode (end-to-end); the frozen-encoder variants: all but the head in eval, as official."""
+        model.train(self.cfg.peft == "full")
+        model.get_classifier().train()
 
     def finalize(self, model: nn.Module, ctx: RunContext) -> nn.Module:
         """LoRA merged into the weights (plain source architecture); adapters stay (they cannot be merged)."""
