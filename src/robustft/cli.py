@@ -180,7 +180,7 @@ def cmd_mrc(args: argparse.Namespace) -> int:
                             batch_size=args.batch_size)
     profile = mrc_profile(model, x_adv, y, modules=args.modules.split(",") if args.modules else None, eps=args.eps,
                           steps=args.steps, lr=args.lr, batch_size=args.batch_size, impl=args.impl,
-                          log=print if args.verbose else None)
+                          minibatch=args.minibatch, seed=args.seed, log=print if args.verbose else None)
     profile.examples = {"data": args.data, "split": args.split, "n": len(y), "class_balanced": balanced,
                         "attack": f"pgd{args.attack_steps} linf {args.attack_eps} step {args.attack_step_size}",
                         "seed": args.seed}
@@ -325,9 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--attack-eps", default="8/255", help="L∞ budget of the PGD examples")
     p.add_argument("--attack-steps", type=_count, default=10, help="PGD steps of the examples")
     p.add_argument("--attack-step-size", default="2/255", help="PGD step of the examples")
+    p.add_argument("--minibatch", type=_count, default=None,
+                   help="the official regime: each iteration is a shuffled pass of SGD steps over mini-batches of "
+                        "this many examples (official: 512), then one projection (default: one full-batch step)")
     p.add_argument("--batch-size", type=_count, default=512, help="examples per forward (memory only)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--seed", type=int, default=0, help="seed of the PGD random starts")
+    p.add_argument("--seed", type=int, default=0, help="seed of the PGD random starts and the mini-batch shuffles")
     p.add_argument("--out-dir", type=Path, default=Path("mrc"), help="where mrc.json, mrc.txt and mrc.png go")
     p.add_argument("--verbose", action="store_true", help="print each module's result as it is computed")
     p.set_defaults(func=cmd_mrc)
@@ -355,8 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("bench", help="run a benchmark protocol (methods x tasks x seeds), resumable; table + plots")
-    p.add_argument("--protocol", required=True, help="a shipped protocol (cpu-small, transfer-baselines, "
-                   "transfer-twins: robustft/assets/protocols) or a protocol YAML file")
+    p.add_argument("--protocol", required=True, help="a shipped protocol (cpu-small, precision, "
+                   "transfer-baselines, transfer-twins: robustft/assets/protocols) or a protocol YAML file")
     p.add_argument("--data-root", default=None,
                    help="benchmark data root (default $ROBUSTFT_BENCH_DATA, else ../shared/data)")
     p.add_argument("--models-root", default=None,

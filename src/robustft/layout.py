@@ -2,7 +2,8 @@
 
 ```
 <run>/config.yaml    the resolved config          <run>/results.json  test results, stages, provenance
-      .lock          held by the running process        model.pt / model.json  the exported model and its card
+      .lock          held by the running process        test_samples.json  per-test-image correctness
+      model.pt / model.json  the exported model and its card
       metrics.jsonl  one line per epoch                 last.pt / best.pt      training state / selected weights
       stage<i>_<name>/  the same per-stage files for a multi-stage method (metrics, last, best)
       <artifact>.json / .png / .txt  what a method writes besides (e.g. RiFT's mrc.*, alpha_curve.*)
@@ -34,6 +35,7 @@ class RunLayout:
     config = _file("config.yaml", "The resolved run config; its presence marks a started run.")
     lock = _file(".lock", "The lock file the running process holds.")
     results = _file("results.json", "Test results: written last, so its presence marks a finished run.")
+    samples = _file("test_samples.json", "Per-test-image correctness (clean, each attack) for paired comparisons.")
     model = _file("model.pt", "The exported plain state dict.")
     card = _file("model.json", "The exported model's card.")
     metrics = _file("metrics.jsonl", "One JSON line per finished epoch (of this stage).")

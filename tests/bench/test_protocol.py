@@ -120,7 +120,7 @@ def test_a_group_is_its_best_validation_variant_never_the_best_test_one():
     claim = check_claims([Claim("pgd_at beats the baseline", "t", ["pgd_at"], ["baseline"], ["clean"])], rows)[0]
     # by validation: 0.40 − 0.50 and 0.45 − 0.50 (by test it would have been +0.10 and +0.20)
     assert claim["metrics"]["clean"]["per_seed"] == {0: pytest.approx(-0.10), 1: pytest.approx(-0.05)}
-    assert not claim["held"]
+    assert claim["verdict"] == "inconclusive" and "no per-image flags" in claim["metrics"]["clean"]["why"]
     named = check_claims([Claim("one variant", "t", ["pgd_at lr=0.05"], ["baseline"], ["clean"])], rows)[0]
     assert named["metrics"]["clean"]["per_seed"] == {0: pytest.approx(0.10), 1: pytest.approx(-0.05)}
     by_clean = select_variants(rows[3:5], "sum")  # equal val_clean: sum ranks as robust does
@@ -153,24 +153,38 @@ def test_grouped_protocol_attacks_only_the_selected_variants(tiny_task, tmp_path
     assert "wrote" in capsys.readouterr().out
 
 
-def test_report_aggregates_and_checks_claims():
-    rows = [{"task": "t", "label": lab, "group": lab, "selected": True, "method": lab, "seed": s, "test_clean": c,
-             "test_pgd": p, "n_test": 10, "pgd_name": "pgd20",
+def _flags(n_ones: int, n: int = 400, shift: int = 0) -> str:
+    """n per-image flags, ``n_ones`` of them correct, starting at image ``shift`` (wrapping)."""
+    return "".join("1" if (i - shift) % n < n_ones else "0" for i in range(n))
+
+
+def test_report_aggregates_and_checks_claims_on_paired_per_image_intervals():
+    # a: 60% / 70% clean per seed, b: 40% / 50%, on 400 shared images; PGD: a and b right on the same images
+    spec = [("a", 0, 240, 100, 0.1), ("a", 1, 280, 120, None), ("b", 0, 160, 100, 0.15), ("b", 1, 200, 120, None)]
+    rows = [{"task": "t", "label": lab, "group": lab, "selected": True, "method": lab, "seed": s,
+             "test_clean": c / 400, "test_pgd": p / 400, "n_test": 400, "pgd_name": "pgd20",
+             "samples": {"clean": _flags(c), "pgd": _flags(p)},
              **({"test_autoattack": aa, "n_autoattack": 10} if aa is not None else {})}
-            for lab, s, c, p, aa in [("a", 0, 0.5, 0.2, 0.1), ("a", 1, 0.7, 0.3, None),
-                                     ("b", 0, 0.4, 0.25, 0.15), ("b", 1, 0.6, 0.25, None)]]
+            for lab, s, c, p, aa in spec]
     table = aggregate(rows)
     a = table[0]
-    assert a["test_clean"] == pytest.approx(0.6) and a["test_clean_spread"] == pytest.approx(0.1)
+    assert a["test_clean"] == pytest.approx(0.65) and a["test_clean_spread"] == pytest.approx(0.05)
     assert a["test_autoattack_n"] == 1 and a["seeds"] == [0, 1]
     claims = check_claims([Claim("a cleaner", "t", ["a"], ["b"], ["clean"]),
+                           Claim("b cleaner", "t", ["b"], ["a"], ["clean"]),
                            Claim("a more robust", "t", ["a"], ["b"], ["pgd", "autoattack"]),
-                           Claim("a as robust", "t", ["a"], ["b"], ["pgd"], tolerance=0.05)], rows)
-    assert [c["held"] for c in claims] == [True, False, True]
-    assert [c["within_noise"] for c in claims] == [True, True, False]  # 2 SE at n = 10 is 32 points
-    assert claims[1]["metrics"]["pgd"]["per_seed"] == {0: pytest.approx(-0.05), 1: pytest.approx(0.05)}
-    assert claims[1]["metrics"]["autoattack"]["difference"] == pytest.approx(-0.05)
-    assert claims[0]["metrics"]["clean"]["noise"] == pytest.approx(1 / 10 ** 0.5)  # 2 SE bound at n_test = 10
+                           Claim("a as robust", "t", ["a"], ["b"], ["pgd"], tolerance=0.01),
+                           Claim("a as clean", "t", ["a"], ["b"], ["clean"], tolerance=0.01)], rows)
+    assert [c["verdict"] for c in claims] == ["held", "contradicted", "inconclusive", "held", "contradicted"]
+    clean = claims[0]["metrics"]["clean"]
+    assert clean["per_seed"] == {0: pytest.approx(0.2), 1: pytest.approx(0.2)}
+    # per image, a − b averaged over the seeds: 0.5 on images 160–199 and 240–279 (one seed), 1 on 200–239 (both),
+    # 0 elsewhere: mean 0.2, variance (80·0.25 + 40)/400 − 0.2² = 0.11 (times 400/399, the sample variance)
+    half = 1.959964 * (0.11 * 400 / 399) ** 0.5 / 400 ** 0.5
+    assert clean["paired"]["ci95"] == [pytest.approx(0.2 - half), pytest.approx(0.2 + half)]
+    pgd, aa = claims[2]["metrics"]["pgd"], claims[2]["metrics"]["autoattack"]
+    assert pgd["paired"]["ci95"] == [0.0, 0.0] and pgd["verdict"] == "inconclusive"
+    assert aa["difference"] == pytest.approx(-0.05) and "paired" not in aa, "no AutoAttack flags: no interval"
 
 
 def test_report_files_state_the_claims(tiny_task, tmp_path):
@@ -183,9 +197,15 @@ def test_report_files_state_the_claims(tiny_task, tmp_path):
     names = {p.name for p in written}
     assert {"results.json", "results.md", "t_clean_vs_robust.png", "t_training_curves.png"} <= names
     text = (tmp_path / "report" / "results.md").read_text()
-    held = json.loads((tmp_path / "report" / "results.json").read_text())["claims"][0]["held"]
+    report = json.loads((tmp_path / "report" / "results.json").read_text())
+    claim = report["claims"][0]
     assert "roli beats the probe: roli bias vs adv_linear_probe | clean: " in text
-    assert ("**held" if held else "**did not hold**") in text
+    paired = claim["metrics"]["clean"]["paired"]
+    assert paired["n"] == report["rows"][0]["n_test"] == 48, "cells write per-image flags the report pairs"
+    row = report["rows"][1]
+    assert row["samples"]["clean"].count("1") == round(row["test_clean"] * 48)
+    assert len(row["samples"]["autoattack"]) == 8, "the AutoAttack subset's flags come with its record"
+    assert f"**{claim['verdict']}**" in text
     assert "selected for seeds" not in text  # no variant groups: no selection column
 
 

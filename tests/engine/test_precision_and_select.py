@@ -1,5 +1,6 @@
-"""Paper fidelity (issue 13, items 4 and 5): ``eval.select: last`` exports the final epoch as the official TWINS code
-does; evaluation attacks run in fp32 whatever ``train.amp`` is, and every run states its precision."""
+"""Paper fidelity and precision (issue 13, items 4, 5 and 7): ``eval.select: last`` exports the final epoch as the
+official TWINS code does; ``train.amp: auto`` trains in bf16 on CUDA and on CPUs with native bf16; evaluation attacks
+run in fp32 whatever ``train.amp`` is, and every run states its precision."""
 
 import importlib
 import json
@@ -89,8 +90,39 @@ def test_evaluate_is_fp32_inside_a_callers_autocast(tiny_model, batch):
     assert dtypes == {torch.float32}
 
 
-@pytest.mark.parametrize("device,amp,train", [("cuda", "auto", "bf16"), ("cpu", "auto", "fp32"),
-                                              ("cuda", "off", "fp32"), ("cpu", "bf16", "bf16"),
-                                              ("cuda", "fp16", "fp16")])
-def test_run_precision_resolves_amp_for_the_device(device, amp, train):
+@pytest.mark.parametrize("device,amp,native,train", [
+    ("cuda", "auto", False, "bf16"), ("cpu", "auto", False, "fp32"), ("cpu", "auto", True, "bf16"),
+    ("cuda", "off", True, "fp32"), ("cpu", "off", True, "fp32"), ("cpu", "bf16", False, "bf16"),
+    ("cuda", "fp16", False, "fp16")])
+def test_run_precision_resolves_amp_for_the_device(device, amp, native, train, monkeypatch):
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: native)
     assert run_precision(torch.device(device), amp) == {"train": train, "eval": "fp32"}
+
+
+@pytest.mark.parametrize("cpuinfo,native", [
+    ("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 amx_tile\n", True),  # x86 AVX-512 BF16
+    ("flags\t\t: fpu sse2 avx2 amx_bf16\n", True),  # AMX without the AVX-512 BF16 flag
+    ("flags\t\t: fpu sse2 avx2 avx512f avx512bw\n", False),  # AVX-512 without BF16 (e.g. Skylake): emulated
+    ("Features\t: fp asimd sve bf16 i8mm\n", True),  # Arm with FEAT_BF16
+    ("Features\t: fp asimd\n", False),
+    (None, False),  # no /proc/cpuinfo (macOS, Windows): fp32
+])
+def test_cpu_native_bf16_reads_the_processor_flags(cpuinfo, native, tmp_path, monkeypatch):
+    fake = tmp_path / "cpuinfo"
+    if cpuinfo is not None:
+        fake.write_text(cpuinfo)
+    real_path = train_module.Path
+    monkeypatch.setattr(train_module, "Path", lambda p: fake if p == "/proc/cpuinfo" else real_path(p))
+    train_module.cpu_has_native_bf16.cache_clear()
+    try:
+        assert train_module.cpu_has_native_bf16() is native
+    finally:
+        train_module.cpu_has_native_bf16.cache_clear()
+
+
+def test_a_cpu_run_with_amp_auto_trains_in_bf16_where_the_cpu_has_it(tiny_task, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: True)
+    data, source = tiny_task
+    assert main(finetune_args(data, source, tmp_path, "r", "--epochs", "1", "--set", "train.device=cpu")) == 0
+    assert json.loads((tmp_path / "r" / "results.json").read_text())["precision"] == {"train": "bf16", "eval": "fp32"}
+    assert "precision: training bf16 (train.amp=auto on cpu), validation and test fp32" in capsys.readouterr().out

@@ -81,6 +81,62 @@ def test_fast_matches_reference(profiles):
     assert fast.lowest() == ref.lowest()
 
 
+def _official_regime(model: nn.Module, name: str, x: torch.Tensor, y: torch.Tensor, *, eps: float, epochs: int,
+                     lr: float, batch: int, seed: int) -> float:
+    """The official ``layer_sharpness`` regime written out plainly: a copy of the model in eval mode, only ``name``'s
+    weight trainable, ``torch.optim.SGD(lr)`` on −CE over shuffled mini-batches of ``batch``, the relative projection
+    after each epoch, the loss evaluated after it; MRC = max loss (Δw = 0 included) − the unperturbed loss."""
+    import copy
+
+    model = copy.deepcopy(model).eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    weight = model.get_submodule(name).weight
+    weight.requires_grad_(True)
+    init = weight.detach().clone()
+    opt = torch.optim.SGD([weight], lr=lr)
+    criterion = nn.CrossEntropyLoss()
+    with torch.no_grad():
+        origin = criterion(model(x), y).item()
+    best = origin
+    g = torch.Generator().manual_seed(seed)  # the same shuffles as robustft's (the official is unseeded)
+    for _ in range(epochs):
+        order = torch.randperm(len(y), generator=g)
+        for i in range(0, len(y), batch):
+            idx = order[i:i + batch]
+            opt.zero_grad()
+            (-criterion(model(x[idx]), y[idx])).backward()
+            opt.step()
+        with torch.no_grad():
+            diff = weight - init
+            times = diff.norm() / init.norm()
+            if times > eps:
+                weight.copy_(init + diff / times * eps)
+            best = max(best, criterion(model(x), y).item())
+    return best - origin
+
+
+@pytest.mark.parametrize("impl", ["fast", "reference"])
+def test_official_minibatch_regime_equals_a_hand_written_reference(resnet, examples, impl):
+    """40 examples in mini-batches of 16 (16 + 16 + 8 SGD steps per projection), memory chunks of 8, the official
+    lr 1 (at lr 5 the ascent is chaotic enough that float rounding of 8- vs 16-example forwards shows at 1e-3)."""
+    x, y = examples
+    names = ["conv1", "layer1.0.conv2", "layer2.0.downsample.0", "layer3.2.conv1", "fc"]
+    prof = mrc_profile(resnet, x, y, modules=names, eps=0.1, steps=3, lr=1.0, batch_size=8, impl=impl,
+                       minibatch=16, seed=3)
+    assert prof.minibatch == 16 and prof.to_dict()["minibatch"] == 16
+    for m in prof.modules:
+        expected = _official_regime(resnet, m.name, x, y, eps=0.1, epochs=3, lr=1.0, batch=16, seed=3)
+        assert m.mrc == pytest.approx(expected, rel=1e-4, abs=1e-6), m.name
+    full = mrc_profile(resnet, x, y, modules=names, eps=0.1, steps=3, lr=1.0, batch_size=8, impl=impl)
+    assert any(abs(a.mrc - b.mrc) > 1e-3 for a, b in zip(prof.modules, full.modules, strict=True)), \
+        "with more examples than one mini-batch the two regimes differ"
+    one_batch = mrc_profile(resnet, x, y, modules=names, eps=0.1, steps=3, lr=1.0, batch_size=8, impl=impl,
+                            minibatch=40)
+    assert [m.mrc for m in one_batch.modules] == pytest.approx([m.mrc for m in full.modules], rel=1e-5, abs=1e-7), \
+        "one mini-batch holding every example is the full-batch regime"
+
+
 def test_weights_untouched_and_modes_restored(resnet, examples):
     before = {k: v.clone() for k, v in resnet.state_dict().items()}
     resnet.train()

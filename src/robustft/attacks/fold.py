@@ -1,4 +1,5 @@
-"""Attack-time speed-up: an eval-mode view of a model in which every Conv2d→BatchNorm2d pair is one convolution.
+"""Attack-time speed-up: an eval-mode view of a model in which every Conv2d→BatchNorm2d pair is one convolution (a
+conv-like layer with an ``as_conv()`` hook, such as weight-space LoRA, folds the same way).
 
 In eval mode a BN layer is a per-channel affine map, so it can be folded into the preceding convolution's weight and
 bias. That removes the BN forward and backward passes (memory-bound, ~30% of a small ResNet's attack time on CPU)
@@ -44,25 +45,37 @@ class _FoldedConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """One convolution; the folded weights are constants for the attack (no gradient to parameters)."""
         with torch.no_grad():
+            conv, weight = _as_conv(self.conv)
             scale, shift = eval_affine(self.norm)
-            weight = self.conv.weight * scale.view(-1, 1, 1, 1)
-            bias = shift if self.conv.bias is None else shift + self.conv.bias * scale
-        if self.conv.padding_mode != "zeros":
-            return self.conv._conv_forward(x, weight, bias)
-        return F.conv2d(x, weight, bias, self.conv.stride, self.conv.padding, self.conv.dilation, self.conv.groups)
+            weight = weight * scale.view(-1, 1, 1, 1)
+            bias = shift if conv.bias is None else shift + conv.bias * scale
+        if conv.padding_mode != "zeros":
+            return conv._conv_forward(x, weight, bias)
+        return F.conv2d(x, weight, bias, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _as_conv(module: nn.Module) -> tuple[nn.Conv2d, torch.Tensor]:
+    """(conv whose hyper-parameters and bias apply, its kernel): a Conv2d itself, or a conv-like layer exposing
+    ``as_conv()`` (e.g. LoRA applied in weight space)."""
+    return module.as_conv() if hasattr(module, "as_conv") else (module, module.weight)
+
+
+def _is_conv(module: nn.Module | None) -> bool:
+    """A Conv2d, or a conv-like layer that exposes ``as_conv()``."""
+    return isinstance(module, nn.Conv2d) or hasattr(module, "as_conv")
 
 
 class _Tracer(torch.fx.Tracer):
     """Trace through containers only: any module that owns parameters or buffers itself stays a leaf."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return (super().is_leaf_module(m, qualname) or any(True for _ in m.parameters(recurse=False))
+        return (super().is_leaf_module(m, qualname) or _is_conv(m) or any(True for _ in m.parameters(recurse=False))
                 or any(True for _ in m.buffers(recurse=False)))
 
 
 def _build(model: nn.Module) -> nn.Module | None:
     """Trace ``model`` and fold its conv→norm pairs; None when nothing folds or tracing fails."""
-    if not any(eval_affine(m) is not None for m in model.modules() if not isinstance(m, nn.Conv2d)):
+    if not any(eval_affine(m) is not None for m in model.modules() if not _is_conv(m)):
         return None
     try:
         graph = _Tracer().trace(model)
@@ -76,7 +89,7 @@ def _build(model: nn.Module) -> nn.Module | None:
             continue
         prev = node.args[0]
         if not (isinstance(prev, torch.fx.Node) and prev.op == "call_module" and len(prev.users) == 1
-                and isinstance(modules.get(prev.target), nn.Conv2d)):
+                and _is_conv(modules.get(prev.target))):
             continue
         norm = modules[node.target]
         if eval_affine(norm) is None:

@@ -1,5 +1,6 @@
 """The report of a benchmark protocol: each group's variant selected on validation, mean ± spread over seeds per cell
-and per group, the seed papers' claims checked, plots. Rows are ``report.result_row`` rows plus task, seed, group."""
+and per group, the claims checked on paired per-image differences, plots. Rows are ``report.result_row`` rows plus
+task, seed, group."""
 
 import json
 from collections.abc import Sequence
@@ -9,7 +10,15 @@ from typing import Any
 from .._io import atomic_write, atomic_write_json
 from ..engine.train import select_value
 from ..layout import RunLayout
-from ..report import plot_alpha_curves, plot_clean_vs_robust, plot_mrc, plot_norm_diagnostics, plot_training_curves
+from ..report import (
+    paired_difference,
+    plot_alpha_curves,
+    plot_clean_vs_robust,
+    plot_mrc,
+    plot_norm_diagnostics,
+    plot_training_curves,
+    verdict,
+)
 from .protocol import Protocol
 
 __all__ = ["select_variants", "aggregate", "check_claims", "write_protocol_report"]
@@ -69,46 +78,57 @@ def aggregate(rows: list[dict[str, Any]], *, groups: bool = False) -> list[dict[
     return table
 
 
-def _value(rows: list[dict[str, Any]], task: str, seed: int, name: str, key: str) -> float | None:
-    """One seed's number of what a claim names: a cell or source row by its label, a group by its selected variant."""
+def _row(rows: list[dict[str, Any]], task: str, seed: int, name: str) -> dict[str, Any] | None:
+    """One seed's row of what a claim names: a cell or source row by its label, a group by its selected variant."""
     for r in rows:
         if r["task"] == task and r["seed"] == seed and (r["label"] == name or r["group"] == name and r["selected"]):
-            return r.get(key)
+            return r
     return None
 
 
+def _check_metric(claim: Any, metric: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One metric of a claim: the difference per seed, and the paired difference over every image and seed with its
+    95% interval and verdict (``inconclusive`` without per-image flags for every model compared)."""
+    key = METRIC_KEYS[metric]
+    per_seed: dict[int, float] = {}
+    flags: dict[str, list[str]] = {"better": [], "than": []}
+    paired_ok = True
+    for seed in sorted({r["seed"] for r in rows}):
+        found = {x: _row(rows, claim.task, seed, x) for x in (*claim.better, *claim.than)}
+        if any(r is None or r.get(key) is None for r in found.values()):
+            continue
+        per_seed[seed] = (sum(found[x][key] for x in claim.better) / len(claim.better)
+                          - sum(found[x][key] for x in claim.than) / len(claim.than))
+        for side in ("better", "than"):
+            for x in getattr(claim, side):
+                f = found[x].get("samples", {}).get(metric)
+                paired_ok &= f is not None
+                flags[side].append(f)
+    out: dict[str, Any] = {"difference": sum(per_seed.values()) / len(per_seed) if per_seed else None,
+                           "per_seed": per_seed, "verdict": "inconclusive"}
+    if not per_seed:
+        out["why"] = "not measured"
+    elif not paired_ok or len({len(f) for f in flags["better"] + flags["than"]}) != 1:
+        out["why"] = "no per-image flags for every model compared, so no paired interval"
+    else:
+        out["paired"] = paired_difference(flags["better"], flags["than"])
+        out["verdict"] = verdict(out["paired"]["ci95"], claim.tolerance)
+    return out
+
+
 def check_claims(claims: Sequence[Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per claim and metric: the difference (mean of ``better`` − mean of ``than``) per seed and over seeds, and
-    whether the claim held: on every metric and every seed measured, difference > 0 (or, for an 'unchanged' claim,
-    |difference| <= ``tolerance``). A group counts with its variant selected on validation for that seed."""
+    """Per claim and metric: the difference (mean of ``better`` − mean of ``than``) per seed, the paired difference
+    per test image over every seed with its 95% interval, and the verdict (``report.paired.verdict``). A claim is
+    held when every metric holds, contradicted when one is contradicted, else inconclusive. A group counts with its
+    variant selected on validation for that seed."""
     out = []
     for claim in claims:
-        metrics, held = {}, True
-        for metric in claim.metrics:
-            key = METRIC_KEYS[metric]
-            per_seed = {}
-            for seed in sorted({r["seed"] for r in rows}):
-                value = {x: _value(rows, claim.task, seed, x, key) for x in (*claim.better, *claim.than)}
-                if all(v is not None for v in value.values()):
-                    per_seed[seed] = (sum(value[x] for x in claim.better) / len(claim.better)
-                                      - sum(value[x] for x in claim.than) / len(claim.than))
-            if not per_seed:
-                metrics[metric] = {"difference": None, "per_seed": {}}
-                held = False
-                continue
-            diff = sum(per_seed.values()) / len(per_seed)
-            n = min(r["n_autoattack" if metric == "autoattack" else "n_test"] for r in rows
-                    if r["task"] == claim.task and r.get(key) is not None)
-            # two binomial standard errors of one accuracy (at most 2·0.5/√n): a smaller difference is test noise
-            metrics[metric] = {"difference": diff, "per_seed": per_seed, "noise": 1 / n ** 0.5}
-            if claim.tolerance is not None:
-                held &= all(abs(d) <= claim.tolerance for d in per_seed.values())
-            else:
-                held &= all(d > 0 for d in per_seed.values())
-        within_noise = claim.tolerance is None and any(
-            m["difference"] is not None and abs(m["difference"]) < m["noise"] for m in metrics.values())
+        metrics = {m: _check_metric(claim, m, rows) for m in claim.metrics}
+        verdicts = {m["verdict"] for m in metrics.values()}
+        overall = ("contradicted" if "contradicted" in verdicts else "held" if verdicts == {"held"}
+                   else "inconclusive")
         out.append({"claim": claim.claim, "task": claim.task, "better": claim.better, "than": claim.than,
-                    "tolerance": claim.tolerance, "metrics": metrics, "held": held, "within_noise": within_noise})
+                    "tolerance": claim.tolerance, "metrics": metrics, "verdict": overall})
     return out
 
 
@@ -124,13 +144,6 @@ def _numbers(e: dict[str, Any]) -> str:
     """The metric cells of one table line: clean, PGD, AutoAttack, corruption mean, val robust."""
     return " | ".join(_fmt(e, k) for k in ("test_clean", "test_pgd", "test_autoattack", "test_corruption",
                                            "val_robust"))
-
-
-def _verdict(claim: dict[str, Any]) -> str:
-    """held / held, within noise / did not hold."""
-    if not claim["held"]:
-        return "did not hold"
-    return "held, within noise" if claim["within_noise"] else "held"
 
 
 def _task_lines(protocol: Protocol, name: str, cells: list[dict[str, Any]], groups: list[dict[str, Any]]) -> list[str]:
@@ -178,12 +191,15 @@ def _markdown(protocol: Protocol, table: list[dict[str, Any]], groups: list[dict
     for name in protocol.tasks:
         lines += _task_lines(protocol, name, [e for e in table if e["task"] == name],
                              [g for g in groups if g["task"] == name])
-    lines += ["## Claims of the seed papers, checked here", "",
-              "A claim held if the difference (mean of the listed cells, in points) has the claimed sign on every "
-              "metric and every seed measured — or, for an 'unchanged' claim, stays within the tolerance. "
-              "'Within noise': smaller than two binomial standard errors of one accuracy (100/√n points), so that "
-              "sign is not established by this test set.", "",
-              "| claim | metric: difference (per seed) | held here? |", "|---|---|---|"]
+    lines += ["## Claims, checked here", "",
+              "Per metric: the difference in points (mean of the listed cells minus the compared ones) over seeds, "
+              "per seed in parentheses, and the 95% confidence interval of the paired difference per test image "
+              "(each image's accuracy averaged over the seeds and listed cells; the images are the independent "
+              "units). A claim that one side beats the other is *held* when that interval lies above 0, "
+              "*contradicted* when it lies below 0; a claim of 'unchanged within ±t' is held when the interval lies "
+              "inside ±t, contradicted when it lies wholly outside; anything else is *inconclusive*, as is a metric "
+              "without per-image flags. The claim's verdict: held if every metric holds, contradicted if one is.",
+              "", "| claim | metric: difference [95% CI] (per seed) | verdict |", "|---|---|---|"]
     for c in claims:
         parts = []
         for metric, m in c["metrics"].items():
@@ -191,11 +207,15 @@ def _markdown(protocol: Protocol, table: list[dict[str, Any]], groups: list[dict
                 parts.append(f"{metric}: not measured")
                 continue
             seeds = ", ".join(f"{100 * d:+.1f}" for d in m["per_seed"].values())
-            noise = " — within noise" if c["tolerance"] is None and abs(m["difference"]) < m["noise"] else ""
-            parts.append(f"{metric}: {100 * m['difference']:+.1f} ({seeds}){noise}")
+            if "paired" in m:
+                lo, hi = m["paired"]["ci95"]
+                interval = f" [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+            else:
+                interval = " [no per-image flags]"
+            parts.append(f"{metric}: {100 * m['difference']:+.1f}{interval} ({seeds}) {m['verdict']}")
         rule = f" (within ±{100 * c['tolerance']:.1f})" if c["tolerance"] is not None else ""
         lines.append(f"| {c['claim']}{rule}: {' + '.join(c['better'])} vs {' + '.join(c['than'])} | "
-                     f"{'; '.join(parts)} | **{_verdict(c)}** |")
+                     f"{'; '.join(parts)} | **{c['verdict']}** |")
     lines += ["", f"Machine: {prov['platform']}, {prov['cpu_count']} CPUs, Python {prov['python']}, torch "
               f"{prov['torch']}, robustft {prov.get('robustft')} (git {prov.get('git_sha')}). Seeds "
               f"{record['seeds']}; the cells' own wall times (training, test, AutoAttack) sum to "

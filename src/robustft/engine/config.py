@@ -130,7 +130,7 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"help": "seed of init, shuffling, augmentation and attacks", "ge": 0})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
     amp: Literal["auto", "off", "bf16", "fp16"] = field(default="auto", metadata={
-        "help": "autocast precision; auto: bf16 on CUDA, off on CPU"})
+        "help": "training autocast precision; auto: bf16 on CUDA and on CPUs with native bf16, else fp32"})
     channels_last: bool = field(default=True, metadata={"help": "channels_last memory format"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
     out_dir: str = field(default="runs", metadata={"help": "parent of run directories"})

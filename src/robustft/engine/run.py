@@ -172,10 +172,12 @@ def _check_test_split(cfg: RunConfig) -> None:
                         f"(test/<class>/... or test*.npz) so the selected model can be tested once at the end")
 
 
-def _test(model: nn.Module, cfg: RunConfig, eps: float, device: torch.device) -> dict[str, Any]:
+def _test(model: nn.Module, cfg: RunConfig, eps: float, device: torch.device
+          ) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
     """Clean/PGD (and optional AutoAttack on a class-balanced subset, optional common corruptions) on the test
-    split — the only test use. With ``eval.test_source`` the source model, rebuilt from its checkpoint, gets the same
-    evaluation under ``test_source``: before/after in one record, each model tested once."""
+    split — the only test use — and the clean/PGD per-sample flags. With ``eval.test_source`` the source model,
+    rebuilt from its checkpoint, gets the same evaluation under ``test_source``: before/after in one record, each model
+    tested once."""
     from ..eval import evaluate_corruptions
 
     test = _load(cfg, "test", cfg.data.test_n, device)
@@ -183,8 +185,12 @@ def _test(model: nn.Module, cfg: RunConfig, eps: float, device: torch.device) ->
     attacks = [create_attack(a, **options) for a in cfg.eval.test_attacks if a != "autoattack"]
     batch, cl, seed = cfg.data.eval_batch_size, cfg.train.channels_last, cfg.train.seed
 
-    def measure(m: nn.Module) -> dict[str, Any]:
-        out = {"test": evaluate(m, test, attacks, batch_size=batch, seed=seed, channels_last=cl).to_dict()}
+    flags: dict[str, dict[str, str]] = {}
+
+    def measure(m: nn.Module, key: str) -> dict[str, Any]:
+        result = evaluate(m, test, attacks, batch_size=batch, seed=seed, channels_last=cl)
+        flags[key] = result.flags()
+        out = {"test": result.to_dict()}
         if "autoattack" in cfg.eval.test_attacks:
             out["test_autoattack"] = subset_autoattack(lambda: (m, test), cfg.eval.autoattack_n or len(test),
                                                        with_pgd=False, batch_size=batch, channels_last=cl, **options)
@@ -194,11 +200,11 @@ def _test(model: nn.Module, cfg: RunConfig, eps: float, device: torch.device) ->
                 channels_last=cl, corruption_dir=cfg.eval.corruption_dir, n=cfg.eval.corruption_n).to_dict()
         return out
 
-    out = measure(model)
+    out = measure(model, "test")
     if cfg.eval.test_source:
         source = build_source_model(cfg, test.num_classes).to(device)
-        out["test_source"] = measure(source.to(memory_format=torch.channels_last) if cl else source)
-    return out
+        out["test_source"] = measure(source.to(memory_format=torch.channels_last) if cl else source, "test_source")
+    return out, flags
 
 
 def run(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False,
@@ -339,12 +345,14 @@ def _train_and_test(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo,
     model = method.finalize(model, ctx)
     if info.is_main:
         results.update(method.results())
-        results.update(_test(model, cfg, eps, device))
+        record, flags = _test(model, cfg, eps, device)
+        results.update(record)
         results["wall_s"] = time.perf_counter() - start + resumed_s
         results["provenance"] = provenance(cfg.train.seed)
         final_val = results["stages"][stages[-1].name]["best_val"]
         export_model(model, cfg, train.classes, run_dir, {"val": final_val, "test": results["test"]},
                      precision=precision)
+        atomic_write_json({"n": results["test"]["n"], **flags}, RunLayout(run_dir).samples)
         atomic_write_json(results, RunLayout(run_dir).results)
         t = results["test"]
         log(f"test: clean {t['clean_acc']:.4f}  " + "  ".join(f"{k} {v:.4f}" for k, v in t["robust_acc"].items()))

@@ -37,6 +37,11 @@ class EvalResult:
         d["images_per_s"] = self.n / self.timing["total"] if self.timing["total"] > 0 else None
         return d
 
+    def flags(self) -> dict[str, str]:
+        """Per-sample correctness as one '0'/'1' string per key (clean, each attack, worst_case), in data order:
+        what paired comparisons of two models on the same images need."""
+        return {k: "".join("1" if b else "0" for b in v.tolist()) for k, v in self.correct.items()}
+
 
 def _describe(attack: Attack) -> dict[str, Any]:
     """An attack's settings as a plain dict."""

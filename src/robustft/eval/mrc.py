@@ -3,8 +3,9 @@ when one module's weight alone moves inside a relative ball, ‖Δw‖₂ ≤ ε
 
 For every Conv2d/Linear weight w, projected gradient *ascent* on Δw (everything else fixed, the model in eval mode)
 from Δw = 0: ``steps`` iterations of Δw ← Proj(Δw + lr·∇L(w + Δw)), L the mean cross-entropy over all examples
-(a full-batch gradient, accumulated over chunks of ``batch_size``). Each iterate's loss is evaluated;
-MRC(w) = max over the iterates, Δw = 0 included, of L(w + Δw) − L(w) ≥ 0.
+(a full-batch gradient, accumulated over chunks of ``batch_size``) — or, in the official regime (``minibatch``), of
+one shuffled pass of SGD steps Δw ← Δw + lr·∇L_B over mini-batches B followed by one projection. Each iterate's loss
+is evaluated; MRC(w) = max over the iterates, Δw = 0 included, of L(w + Δw) − L(w) ≥ 0.
 
 Two implementations of exactly that procedure:
 
@@ -76,6 +77,7 @@ class MRCProfile:
     modules: list[ModuleMRC]
     wall_s: float = 0.0
     examples: dict[str, Any] = field(default_factory=dict)
+    minibatch: int | None = None  # None: full-batch steps; N: the official regime's mini-batches of N
 
     @property
     def scores(self) -> dict[str, float]:
@@ -158,6 +160,9 @@ def _chunks(n: int, size: int) -> list[slice]:
     return [slice(i, min(i + size, n)) for i in range(0, n, size)]
 
 
+Index = slice | torch.Tensor  # the examples of one forward: a slice, or the indices of a mini-batch's chunk
+
+
 @torch.no_grad()
 def _loss_and_correct(forward: Callable[[slice], torch.Tensor], y: torch.Tensor,
                       chunks: list[slice]) -> tuple[float, float]:
@@ -170,41 +175,73 @@ def _loss_and_correct(forward: Callable[[slice], torch.Tensor], y: torch.Tensor,
     return total / len(y), correct / len(y)
 
 
+def _gradient(forward: Callable[[torch.Tensor, Index], torch.Tensor], delta: torch.Tensor, y: torch.Tensor,
+              parts: list[Index]) -> tuple[torch.Tensor, float, float]:
+    """Gradient w.r.t. Δw of the mean cross-entropy over the examples of ``parts`` (chunks of one batch), with the
+    summed loss and number correct of that forward."""
+    d = delta.detach().requires_grad_(True)
+    n = sum(len(y[i]) for i in parts)
+    grad = torch.zeros_like(delta)
+    loss_sum, correct = 0.0, 0.0
+    for i in parts:
+        logits = forward(d, i).float()
+        loss = F.cross_entropy(logits, y[i], reduction="sum")
+        (g,) = torch.autograd.grad(loss / n, d)
+        grad += g
+        loss_sum += loss.item()
+        correct += (logits.argmax(1) == y[i]).sum().item()
+    return grad, loss_sum, correct
+
+
+def _minibatches(n: int, size: int, chunk: int, generator: torch.Generator, device: torch.device) -> list[list[Index]]:
+    """One shuffled pass over ``range(n)`` in mini-batches of ``size`` (the last may be smaller, as a DataLoader
+    without drop_last gives), each split into index chunks of at most ``chunk`` (memory only)."""
+    order = torch.randperm(n, generator=generator).to(device)
+    batches = []
+    for i in range(0, n, size):
+        batch = order[i:i + size]
+        batches.append([batch[j:j + chunk] for j in range(0, len(batch), chunk)])
+    return batches
+
+
 def _ascend(weight: torch.Tensor, y: torch.Tensor, chunks: list[slice], eps: float, steps: int, lr: float,
-            forward: Callable[[torch.Tensor, slice], torch.Tensor], origin: tuple[float, float],
-            reuse_forward: bool) -> tuple[float, float, int, torch.Tensor]:
+            forward: Callable[[torch.Tensor, Index], torch.Tensor], origin: tuple[float, float],
+            reuse_forward: bool, minibatch: int | None = None,
+            seed: int = 0) -> tuple[float, float, int, torch.Tensor]:
     """Projected gradient ascent on Δw; returns (max loss, accuracy there, its step, its Δw) — Δw = 0 included.
 
-    ``forward(delta, chunk)`` gives the logits of a chunk with weight w + delta. With ``reuse_forward`` the loss of
-    iterate t is taken from the (gradient) forward of step t+1, which evaluates exactly that iterate; otherwise each
-    iterate is evaluated by a separate no-grad pass, as the official code does.
+    ``forward(delta, index)`` gives the logits of those examples with weight w + delta. Without ``minibatch``, each
+    of the ``steps`` iterations is one full-batch gradient step followed by the projection; with ``reuse_forward``
+    the loss of iterate t is taken from the (gradient) forward of step t+1, which evaluates exactly that iterate;
+    otherwise each iterate is evaluated by a separate no-grad pass. With ``minibatch`` (the official regime), each
+    iteration is one shuffled pass of plain SGD steps over mini-batches of that size, then one projection, then the
+    evaluation of the projected iterate (shuffled by a generator seeded with ``seed``: the same order for every
+    module).
     """
     n = len(y)
     delta = torch.zeros_like(weight)
     best = (origin[0], origin[1], 0, delta.clone())
+    generator = torch.Generator().manual_seed(seed)
+    chunk = chunks[0].stop - chunks[0].start
     pending: int | None = None  # iterate whose loss the next gradient forward will give (reuse_forward)
     for step in range(1, steps + 1):
-        d = delta.detach().requires_grad_(True)
-        grad = torch.zeros_like(weight)
-        loss_sum, correct = 0.0, 0.0
-        for s in chunks:
-            logits = forward(d, s).float()
-            loss = F.cross_entropy(logits, y[s], reduction="sum")
-            (g,) = torch.autograd.grad(loss / n, d)
-            grad += g
-            loss_sum += loss.item()
-            correct += (logits.argmax(1) == y[s]).sum().item()
-        if pending is not None and loss_sum / n > best[0]:
-            best = (loss_sum / n, correct / n, pending, delta.clone())
-        with torch.no_grad():
-            delta = project_relative(delta + lr * grad, weight, eps)
-        if reuse_forward:
+        if minibatch is None:
+            grad, loss_sum, correct = _gradient(forward, delta, y, list(chunks))
+            if pending is not None and loss_sum / n > best[0]:
+                best = (loss_sum / n, correct / n, pending, delta.clone())
+            with torch.no_grad():
+                delta = project_relative(delta + lr * grad, weight, eps)
+        else:
+            for parts in _minibatches(n, minibatch, chunk, generator, y.device):
+                delta = delta + lr * _gradient(forward, delta, y, parts)[0]  # no projection inside the pass
+            delta = project_relative(delta, weight, eps)
+        if reuse_forward and minibatch is None:
             pending = step
             continue
         loss_t, acc_t = _loss_and_correct(lambda s, d=delta: forward(d, s), y, chunks)
         if loss_t > best[0]:
             best = (loss_t, acc_t, step, delta.clone())
-    if reuse_forward and pending is not None:  # the last iterate has no following step: evaluate it
+    if pending is not None:  # the last iterate has no following step: evaluate it
         loss_t, acc_t = _loss_and_correct(lambda s: forward(delta, s), y, chunks)
         if loss_t > best[0]:
             best = (loss_t, acc_t, pending, delta.clone())
@@ -347,18 +384,21 @@ def _trace(model: nn.Module) -> torch.fx.GraphModule | None:
 # ---------------------------------------------------------------------------------------------------------------
 def mrc_profile(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, *, modules: Sequence[str] | None = None,
                 eps: float = 0.1, steps: int = 10, lr: float = 1.0, batch_size: int = 512, impl: str = "fast",
-                keep_delta: bool = False, log: Callable[[str], None] | None = None) -> MRCProfile:
+                minibatch: int | None = None, seed: int = 0, keep_delta: bool = False,
+                log: Callable[[str], None] | None = None) -> MRCProfile:
     """MRC of every Conv2d/Linear module (or of ``modules``) of ``model`` on fixed examples ``(x_adv, y)``.
 
     Defaults follow the official code: ε = 0.1 (relative), 10 ascent iterations of step (learning rate) 1 on the mean
-    cross-entropy; ``batch_size`` only bounds memory (the gradient is always the full-batch one). ``keep_delta``
-    stores each module's worst Δw in the result. The model's weights are never modified.
+    cross-entropy. Without ``minibatch`` an iteration is one full-batch gradient step and a projection; with
+    ``minibatch`` (the official regime: 512) it is a shuffled pass of SGD steps over mini-batches of that size and
+    then a projection (shuffled by ``seed``). ``batch_size`` only bounds memory. ``keep_delta`` stores each module's
+    worst Δw in the result. The model's weights are never modified.
     """
     if impl not in IMPLEMENTATIONS:
         raise UserError(f"MRC implementation must be one of {IMPLEMENTATIONS}, got {impl!r}")
-    if eps <= 0 or steps < 1 or lr <= 0 or batch_size < 1:
-        raise UserError(f"MRC needs eps > 0, steps >= 1, lr > 0 and batch_size >= 1 (got {eps}, {steps}, {lr}, "
-                        f"{batch_size})")
+    if eps <= 0 or steps < 1 or lr <= 0 or batch_size < 1 or (minibatch is not None and minibatch < 1):
+        raise UserError(f"MRC needs eps > 0, steps >= 1, lr > 0, batch_size >= 1 and minibatch >= 1 (got {eps}, "
+                        f"{steps}, {lr}, {batch_size}, {minibatch})")
     if len(y) == 0:
         raise UserError("MRC needs at least one example")
     start = time.perf_counter()
@@ -380,13 +420,15 @@ def mrc_profile(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, *, modul
             result, note = None, ""
             if gm is not None:
                 try:
-                    result = _fast_module(gm, name, named[name], x_adv, y, chunks, eps, steps, lr, origin)
+                    result = _fast_module(gm, name, named[name], x_adv, y, chunks, eps, steps, lr, origin,
+                                          minibatch, seed)
                 except _NoSplit as e:
                     note = f"fast path unavailable ({e}); reference procedure used"
             else:
                 note = "" if impl == "reference" else "model does not trace with torch.fx; reference procedure used"
             if result is None:
-                result = _reference_module(bare, name, named[name], x_adv, y, chunks, eps, steps, lr, origin)
+                result = _reference_module(bare, name, named[name], x_adv, y, chunks, eps, steps, lr, origin,
+                                           minibatch, seed)
                 result.note = note
             if not keep_delta:
                 result.delta = None
@@ -395,7 +437,7 @@ def mrc_profile(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, *, modul
             if log is not None:
                 log(f"MRC {name:<28} {result.mrc:8.4f}  ({result.impl}, {time.perf_counter() - t0:.1f} s)")
     return MRCProfile(n=len(y), eps=eps, steps=steps, lr=lr, impl=impl, origin_loss=origin[0], origin_acc=origin[1],
-                      modules=results, wall_s=time.perf_counter() - start)
+                      modules=results, wall_s=time.perf_counter() - start, minibatch=minibatch)
 
 
 def mrc_scores(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, **kwargs: Any) -> dict[str, float]:
@@ -413,29 +455,35 @@ def _record(name: str, weight: torch.Tensor, best: tuple[float, float, int, torc
 
 
 def _reference_module(model: nn.Module, name: str, module: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                      chunks: list[slice], eps: float, steps: int, lr: float,
-                      origin: tuple[float, float]) -> ModuleMRC:
+                      chunks: list[slice], eps: float, steps: int, lr: float, origin: tuple[float, float],
+                      minibatch: int | None, seed: int) -> ModuleMRC:
     """The plain procedure: the whole model with the perturbed weight, for every ascent step and every evaluation."""
     weight = module.weight.detach()
     key = f"{name}.weight"
 
-    def forward(delta: torch.Tensor, s: slice) -> torch.Tensor:
-        return functional_call(model, {key: weight + delta}, (x[s],))
+    def forward(delta: torch.Tensor, i: Index) -> torch.Tensor:
+        return functional_call(model, {key: weight + delta}, (x[i],))
 
-    best = _ascend(weight, y, chunks, eps, steps, lr, forward, origin, reuse_forward=False)
+    best = _ascend(weight, y, chunks, eps, steps, lr, forward, origin, reuse_forward=False, minibatch=minibatch,
+                   seed=seed)
     return _record(name, weight, best, origin, "reference")
 
 
 def _fast_module(gm: torch.fx.GraphModule, name: str, module: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                 chunks: list[slice], eps: float, steps: int, lr: float, origin: tuple[float, float]) -> ModuleMRC:
+                 chunks: list[slice], eps: float, steps: int, lr: float, origin: tuple[float, float],
+                 minibatch: int | None, seed: int) -> ModuleMRC:
     """The tail-only procedure: the frontier computed once, ascent and evaluation through the downstream subgraph."""
     split = _Split(gm, name)
     weight = module.weight.detach()
-    with torch.no_grad():
-        parts = {s.start: split.head(x[s]) for s in chunks}  # frontier per chunk, computed once
+    with torch.no_grad():  # the frontier of every example, computed once (chunk by chunk)
+        per_chunk = [split.head(x[s]) for s in chunks]
+        frontier = [torch.cat(values) if isinstance(values[0], torch.Tensor) else values[0]
+                    for values in zip(*per_chunk, strict=True)]
+        del per_chunk
 
-    def forward(delta: torch.Tensor, s: slice) -> torch.Tensor:
-        return split.tail(weight + delta, *parts[s.start])
+    def forward(delta: torch.Tensor, i: Index) -> torch.Tensor:
+        return split.tail(weight + delta, *(v[i] if isinstance(v, torch.Tensor) else v for v in frontier))
 
-    best = _ascend(weight, y, chunks, eps, steps, lr, forward, origin, reuse_forward=True)
+    best = _ascend(weight, y, chunks, eps, steps, lr, forward, origin, reuse_forward=True, minibatch=minibatch,
+                   seed=seed)
     return _record(name, weight, best, origin, "fast")

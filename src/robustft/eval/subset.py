@@ -22,9 +22,9 @@ def subset_autoattack(load: Callable[[], tuple[nn.Module, ArrayDataset]], n: int
                       with_pgd: bool = True, batch_size: int = 256, channels_last: bool = False,
                       path: str | Path | None = None) -> dict[str, Any]:
     """PGD-``steps`` (with ``with_pgd``) then AutoAttack ``version`` on ``balanced_subset(test, n)``, as an
-    ``EvalResult.to_dict()`` record. ``load()`` gives the model (on the data's device) and the test split; it is
-    called only when the record is not cached at ``path`` (written atomically; an existing file is returned as is,
-    after checking it was made with the same subset size and attacks)."""
+    ``EvalResult.to_dict()`` record plus its per-image flags (``samples``). ``load()`` gives the model (on the data's
+    device) and the test split; it is called only when the record is not cached at ``path`` (written atomically; an
+    existing file is returned as is, after checking it was made with the same subset size and attacks)."""
     options = dict(eps=eps, norm=norm, steps=steps, seed=seed)
     chain = [create_attack("pgd", **options)] if with_pgd else []
     chain.append(create_attack("autoattack", aa_version=version, aa_attacks=attacks, **options))
@@ -37,8 +37,9 @@ def subset_autoattack(load: Callable[[], tuple[nn.Module, ArrayDataset]], n: int
                             f"delete it to recompute")
         return record
     model, test = load()
-    record = evaluate(model, balanced_subset(test, n), chain, batch_size=batch_size, seed=seed,
-                      channels_last=channels_last).to_dict()
+    result = evaluate(model, balanced_subset(test, n), chain, batch_size=batch_size, seed=seed,
+                      channels_last=channels_last)
+    record = {**result.to_dict(), "samples": result.flags()}
     if path is not None:
         atomic_write_json(record, path)
     return record

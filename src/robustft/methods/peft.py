@@ -6,8 +6,8 @@ in each model file); this module names no architecture:
   ``WindowAttention``), with one low-rank update on the query rows and one on the value rows, none on the key rows
   (RoLI's q/v LoRA without splitting timm's fused layer, so checkpoint names stay timm's). On a model without such
   attention (CNNs): every ``nn.Conv2d`` (stem, residual convolutions, 1x1 projection shortcuts; peft's conv LoRA: A is
-  a conv with the base kernel/stride/padding, B a 1x1 conv). The classifier is never wrapped: the methods train it
-  whole.
+  a conv with the base kernel/stride/padding, B a 1x1 conv), applied as one conv with kernel W + s·BA. The classifier
+  is never wrapped: the methods train it whole.
 - **Adapters** after every declared adapter point: over tokens after a transformer ``Mlp`` (y = m(x) +
   up(GELU(down(m(x)))), inside the block's residual branch, RoLI's Pfeiffer placement), over channels with 1x1 convs
   after a CNN's residual block (y = b(x) + up(GELU(down(b(x))))). Hidden width = width // reduction (at least 1).
@@ -91,8 +91,10 @@ class LoRALinear(nn.Module):
 
 
 class LoRAConv2d(nn.Module):
-    """``base_layer(x) + scaling · B(A(x))``: A a conv with the base kernel, stride, padding and dilation into
-    ``rank`` channels, B a 1x1 conv out of them, so B·A is a rank-``rank`` update of the base kernel."""
+    """The base convolution with kernel ``W + scaling · B·A``, applied in weight space: one convolution per pass
+    (attacks and training pay for one conv, not three). A ``[rank, in, kh, kw]`` and B ``[out, rank, 1, 1]`` are
+    stored as peft's conv LoRA stores them (A a conv with the base kernel into ``rank`` channels, B a 1x1 conv out of
+    them), so B·A is a rank-``rank`` update of the base kernel and the two forms compute the same function."""
 
     def __init__(self, base: nn.Conv2d, rank: int, alpha: float) -> None:
         super().__init__()
@@ -109,8 +111,14 @@ class LoRAConv2d(nn.Module):
         _like(self.lora_B, base.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Base output plus the low-rank update."""
-        return self.base_layer(x) + self.lora_B(self.lora_A(x)) * self.scaling
+        """One convolution with the updated kernel."""
+        conv, weight = self.as_conv()
+        return conv._conv_forward(x, weight, conv.bias)
+
+    def as_conv(self) -> tuple[nn.Conv2d, Tensor]:
+        """(the base conv, whose stride, padding and bias apply; the updated kernel): the hook through which attacks
+        fold a following BN into this layer (``attacks.fold``)."""
+        return self.base_layer, self.base_layer.weight + self.delta_weight()
 
     def delta_weight(self) -> Tensor:
         """The kernel update: (B [out, r] @ A [r, in·kh·kw]) reshaped to the base kernel."""

@@ -54,6 +54,10 @@ class RiftConfig(MethodConfig):
     mrc_eps: float = field(default=0.1, metadata={"help": "relative weight-perturbation radius ‖Δw‖ ≤ ε‖w‖", "gt": 0})
     mrc_steps: int = field(default=10, metadata={"help": "gradient-ascent iterations per module", "ge": 1})
     mrc_lr: float = field(default=1.0, metadata={"help": "gradient-ascent step (the official SGD lr 1)", "gt": 0})
+    mrc_minibatch: int | None = field(default=None, metadata={
+        "help": "the official regime: each ascent iteration is a shuffled pass of SGD steps over mini-batches of this "
+                "many examples (official: 512), then one projection; null: one full-batch step per projection "
+                "(identical while mrc_n <= the mini-batch)", "ge": 1})
     mrc_batch_size: int = field(default=512, metadata={"help": "examples per MRC forward (memory only)", "ge": 1})
     mrc_impl: Literal[IMPLEMENTATIONS] = field(default="fast", metadata={
         "help": "fast: only the module's downstream subgraph runs; reference: whole-model passes"})
@@ -184,7 +188,8 @@ class Rift(Method):
                                     steps=c.mrc_attack_steps, step_size=parse_eps(c.mrc_attack_step_size),
                                     seed=ctx.cfg.train.seed, batch_size=ctx.cfg.data.eval_batch_size)
             profile = mrc_profile(model, x_adv, y, eps=c.mrc_eps, steps=c.mrc_steps, lr=c.mrc_lr,
-                                  batch_size=c.mrc_batch_size, impl=c.mrc_impl)
+                                  batch_size=c.mrc_batch_size, impl=c.mrc_impl, minibatch=c.mrc_minibatch,
+                                  seed=ctx.cfg.train.seed)
             profile.examples = {"split": "train", "n": len(y), "attack": f"pgd{c.mrc_attack_steps} linf "
                                 f"{c.mrc_attack_eps} step {c.mrc_attack_step_size}", "seed": ctx.cfg.train.seed}
             self.module = _broadcast_choice(profile.lowest())

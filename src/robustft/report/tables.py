@@ -11,12 +11,15 @@ __all__ = ["load_run", "result_row", "markdown_table"]
 
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
-    """``results.json`` of a finished run plus its per-epoch history (``history``) from every stage."""
+    """``results.json`` of a finished run plus its per-epoch history (``history``) from every stage and its
+    per-test-image flags (``samples``, empty for a run made before they were written)."""
     run_dir = Path(run_dir)
     path = RunLayout(run_dir).results
     if not path.is_file():
         raise UserError(f"{run_dir} has no results.json: it is not a finished robustft run")
     results = json.loads(path.read_text())
+    samples = RunLayout(run_dir).samples
+    results["samples"] = json.loads(samples.read_text()) if samples.is_file() else {}
     results["history"] = {}
     for name, stage in results.get("stages", {}).items():
         metrics = RunLayout(stage["run_dir"]).metrics
@@ -31,7 +34,8 @@ def result_row(run: dict[str, Any], label: str | None = None, *, source: bool = 
     protocols: selection (validation) and cost, then test numbers — ``test_pgd`` named by ``pgd_name`` — of the run's
     model, or with ``source`` of its source model (``eval.test_source``; no selection or cost). AutoAttack comes from
     ``autoattack`` (a subset record computed outside the run, whose seconds are ``autoattack_s``), else from the
-    tested model's own ``test_autoattack``."""
+    tested model's own ``test_autoattack``. ``samples`` holds the per-image flags (clean, pgd, autoattack) that
+    exist."""
     tested = run["test_source"] if source else run
     test = tested["test"]
     row: dict[str, Any] = {"label": label or run["method"], "method": run["method"]}
@@ -53,6 +57,10 @@ def result_row(run: dict[str, Any], label: str | None = None, *, source: bool = 
     if "test_corruptions" in tested:
         row["test_corruption"] = tested["test_corruptions"]["mean"]
     row["n_test"] = test["n"]
+    flags = run.get("samples", {}).get("test_source" if source else "test", {})
+    samples = {"clean": flags.get("clean"), "pgd": flags.get(row["pgd_name"]),
+               "autoattack": (aa or {}).get("samples", {}).get("autoattack")}
+    row["samples"] = {k: v for k, v in samples.items() if v}  # per-image flags for paired comparisons
     if not source:
         history = run["history"].get(stage, [])
         rate = sum(h["train_images_per_s"] for h in history) / len(history) if history else None
@@ -64,7 +72,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     """A GitHub markdown table; accuracies as percentages with one decimal."""
     if not rows:
         return ""
-    columns = list(dict.fromkeys(k for row in rows for k in row))
+    columns = list(dict.fromkeys(k for row in rows for k, v in row.items() if not isinstance(v, dict)))
 
     def fmt(key: str, value: Any) -> str:
         if value is None:

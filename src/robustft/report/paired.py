@@ -1,0 +1,61 @@
+"""Paired comparisons of models tested on the same images: the per-image accuracy difference, its 95% confidence
+interval, and the verdict rule every claim uses (held / contradicted / inconclusive)."""
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["Z95", "paired_difference", "verdict"]
+
+Z95 = 1.959964  # two-sided 95% normal quantile
+
+
+def paired_difference(better: Sequence[str], than: Sequence[str]) -> dict[str, Any]:
+    """Accuracy difference of two sets of models on the same test images, from per-image '0'/'1' flag strings (each
+    entry one model: a cell of one seed). Per image d_i = mean over ``better`` − mean over ``than``; the images are the
+    independent units, so the 95% interval is mean(d) ± 1.96·sd(d)/√n. With one model per side, ``b_only``/``t_only``
+    count the discordant images (McNemar's table) and ``p_mcnemar`` is the exact two-sided binomial p-value."""
+    lengths = {len(f) for f in (*better, *than)}
+    if not better or not than or len(lengths) != 1:
+        raise ValueError(f"paired flags must cover the same images on both sides, got lengths {sorted(lengths)}")
+    n = lengths.pop()
+    if n < 2:
+        raise ValueError("a paired difference needs at least 2 images")
+
+    def mean_per_image(flags: Sequence[str]) -> list[float]:
+        counts = [0] * n
+        for f in flags:
+            for i, c in enumerate(f):
+                counts[i] += c == "1"
+        return [c / len(flags) for c in counts]
+
+    d = [b - t for b, t in zip(mean_per_image(better), mean_per_image(than), strict=True)]
+    mean = sum(d) / n
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+    half = Z95 * sd / math.sqrt(n)
+    out: dict[str, Any] = {"difference": mean, "ci95": [mean - half, mean + half], "n": n,
+                           "models": [len(better), len(than)]}
+    if len(better) == len(than) == 1:
+        b_only, t_only = sum(x > 0 for x in d), sum(x < 0 for x in d)
+        out.update(b_only=b_only, t_only=t_only, p_mcnemar=_binomial_two_sided(b_only, b_only + t_only))
+    return out
+
+
+def _binomial_two_sided(k: int, m: int) -> float:
+    """Exact two-sided p-value of k successes in m fair coin flips (McNemar's exact test on the discordant pairs)."""
+    if m == 0:
+        return 1.0
+    tail = sum(math.comb(m, i) for i in range(min(k, m - k) + 1)) / 2 ** m
+    return min(1.0, 2 * tail)
+
+
+def verdict(ci: Sequence[float], tolerance: float | None = None) -> str:
+    """The rule for one metric: a claim that ``better`` beats ``than`` is *held* when the interval lies above 0 and
+    *contradicted* when it lies below 0; a claim of 'unchanged within ±tolerance' is *held* when the interval lies
+    inside ±tolerance and *contradicted* when it lies wholly outside; anything else is *inconclusive*."""
+    lo, hi = ci
+    if tolerance is None:
+        return "held" if lo > 0 else "contradicted" if hi < 0 else "inconclusive"
+    if -tolerance <= lo and hi <= tolerance:
+        return "held"
+    return "contradicted" if lo > tolerance or hi < -tolerance else "inconclusive"
