@@ -17,6 +17,7 @@ def test_one_pair_gives_the_discordant_counts_and_mcnemars_exact_p():
     sd = math.sqrt(sum((x - 0.2) ** 2 for x in d) / 9)
     assert out["ci95"] == [pytest.approx(0.2 - 1.959964 * sd / math.sqrt(10)),
                            pytest.approx(0.2 + 1.959964 * sd / math.sqrt(10))]
+    assert out["mdd80"] == pytest.approx((1.959964 + 0.841621) * sd / math.sqrt(10))
 
 
 def test_identical_models_have_a_zero_width_interval_and_p_one():

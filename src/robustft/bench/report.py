@@ -198,7 +198,8 @@ def _markdown(protocol: Protocol, table: list[dict[str, Any]], groups: list[dict
               "units). A claim that one side beats the other is *held* when that interval lies above 0, "
               "*contradicted* when it lies below 0; a claim of 'unchanged within ±t' is held when the interval lies "
               "inside ±t, contradicted when it lies wholly outside; anything else is *inconclusive*, as is a metric "
-              "without per-image flags. The claim's verdict: held if every metric holds, contradicted if one is.",
+              "without per-image flags. n: test images; MDD: the difference this n and spread detect with 80% "
+              "power. The claim's verdict: held if every metric holds, contradicted if one is.",
               "", "| claim | metric: difference [95% CI] (per seed) | verdict |", "|---|---|---|"]
     for c in claims:
         parts = []
@@ -208,8 +209,9 @@ def _markdown(protocol: Protocol, table: list[dict[str, Any]], groups: list[dict
                 continue
             seeds = ", ".join(f"{100 * d:+.1f}" for d in m["per_seed"].values())
             if "paired" in m:
-                lo, hi = m["paired"]["ci95"]
-                interval = f" [{100 * lo:+.1f}, {100 * hi:+.1f}]"
+                pair = m["paired"]
+                lo, hi = pair["ci95"]
+                interval = f" [{100 * lo:+.1f}, {100 * hi:+.1f}; n {pair['n']}, MDD {100 * pair['mdd80']:.1f}]"
             else:
                 interval = " [no per-image flags]"
             parts.append(f"{metric}: {100 * m['difference']:+.1f}{interval} ({seeds}) {m['verdict']}")

@@ -5,16 +5,19 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Z95", "paired_difference", "verdict"]
+__all__ = ["Z95", "Z80", "paired_difference", "verdict"]
 
 Z95 = 1.959964  # two-sided 95% normal quantile
+Z80 = 0.841621  # one-sided 80% normal quantile (power)
 
 
 def paired_difference(better: Sequence[str], than: Sequence[str]) -> dict[str, Any]:
     """Accuracy difference of two sets of models on the same test images, from per-image '0'/'1' flag strings (each
     entry one model: a cell of one seed). Per image d_i = mean over ``better`` − mean over ``than``; the images are the
     independent units, so the 95% interval is mean(d) ± 1.96·sd(d)/√n. With one model per side, ``b_only``/``t_only``
-    count the discordant images (McNemar's table) and ``p_mcnemar`` is the exact two-sided binomial p-value."""
+    count the discordant images (McNemar's table) and ``p_mcnemar`` is the exact two-sided binomial p-value.
+    ``mdd80`` is the minimum detectable difference: the true difference this n and spread find (interval excluding
+    zero) with 80% power, (1.96 + 0.84)·sd/√n."""
     lengths = {len(f) for f in (*better, *than)}
     if not better or not than or len(lengths) != 1:
         raise ValueError(f"paired flags must cover the same images on both sides, got lengths {sorted(lengths)}")
@@ -34,7 +37,7 @@ def paired_difference(better: Sequence[str], than: Sequence[str]) -> dict[str, A
     sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
     half = Z95 * sd / math.sqrt(n)
     out: dict[str, Any] = {"difference": mean, "ci95": [mean - half, mean + half], "n": n,
-                           "models": [len(better), len(than)]}
+                           "models": [len(better), len(than)], "mdd80": (Z95 + Z80) * sd / math.sqrt(n)}
     if len(better) == len(than) == 1:
         b_only, t_only = sum(x > 0 for x in d), sum(x < 0 for x in d)
         out.update(b_only=b_only, t_only=t_only, p_mcnemar=_binomial_two_sided(b_only, b_only + t_only))
