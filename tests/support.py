@@ -1,6 +1,7 @@
 """Helpers for end-to-end tests that run the robustft CLI in child processes."""
 
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -58,3 +59,13 @@ def error_line(err: str) -> str:
     assert "Traceback" not in err
     assert len(errors) == 1 and errors[0].startswith("robustft: error: "), err
     return errors[0]
+
+
+class Payload:
+    """Unpickling this runs a shell command that creates ``marker``: what a malicious checkpoint does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple:
+        return os.system, (f"touch {shlex.quote(str(self.marker))}",)

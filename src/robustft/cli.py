@@ -50,6 +50,20 @@ def _limits(args: argparse.Namespace):
     return DecodeLimits(**{k: v for k, v in given.items() if v is not None})
 
 
+def _image_size(args: argparse.Namespace) -> int | None:
+    """``--image-size``, else the input size that the ``config.json`` of a hub model directory checkpoint states."""
+    from .models import read_hub_config
+
+    hub = read_hub_config(args.checkpoint) if args.image_size is None and args.checkpoint else None
+    if hub is None or hub.input_size is None:
+        return args.image_size
+    _, height, width = hub.input_size
+    if height != width:
+        raise UserError(f"{args.checkpoint}/config.json states a {height}x{width} input; pass --image-size N (square)")
+    print(f"image size {height} px, the input size stated in {Path(args.checkpoint) / 'config.json'}")
+    return height
+
+
 def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
     """Dataset selection flags shared by every command that reads data."""
     p.add_argument("--data", required=True, help="cifar10 | cifar100 | svhn | image-folder dir/.zip | .npz dir/file")
@@ -119,7 +133,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
     balanced = args.class_balanced and args.n is not None
     data = load_dataset(args.data, args.split, root=args.data_root, n=None if balanced else args.n,
-                        val_fraction=args.val_fraction, split_seed=args.split_seed, image_size=args.image_size,
+                        val_fraction=args.val_fraction, split_seed=args.split_seed, image_size=_image_size(args),
                         device=device, limits=_limits(args))
     if balanced:
         data = balanced_subset(data, args.n)
@@ -170,7 +184,7 @@ def cmd_mrc(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
     balanced = args.class_balanced and args.n is not None
     data = load_dataset(args.data, args.split, root=args.data_root, val_fraction=args.val_fraction,
-                        split_seed=args.split_seed, image_size=args.image_size, device=device, limits=_limits(args))
+                        split_seed=args.split_seed, image_size=_image_size(args), device=device, limits=_limits(args))
     if balanced:
         data = balanced_subset(data, args.n)
     model = load_exported_model(args.arch, args.checkpoint, num_classes=data.num_classes,

@@ -2,7 +2,6 @@
 
 import json
 import os
-import shlex
 
 import numpy as np
 import pytest
@@ -19,6 +18,7 @@ from robustft.models import (
     set_normalization,
     unwrap_state_dict,
 )
+from support import Payload
 
 
 def logits_of(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -85,16 +85,6 @@ def test_real_model_prefix_is_kept_when_not_shared_by_all_keys():
     state = {"model.weight": torch.zeros(1), "head.weight": torch.zeros(1)}
     assert unwrap_state_dict({"net": state}).keys() == state.keys()
     assert unwrap_state_dict({"module.model.a": torch.zeros(1), "module.model.b": torch.zeros(1)}).keys() == {"a", "b"}
-
-
-class Payload:
-    """Unpickling this runs a shell command that creates ``marker``: what a malicious checkpoint does."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
 
 
 def test_malicious_pickle_is_refused_without_running_it(tmp_path):

@@ -1,11 +1,16 @@
 """Registry lookup, weight tags and the pretrained-weights cache."""
 
+import json
 import re
+import shutil
+from pathlib import Path
 from urllib.error import URLError
 
+import numpy as np
 import pytest
 import torch
 
+from robustft.cli import main
 from robustft.errors import UserError
 from robustft.models import KNOWN_WEIGHTS, create_model, list_models, register_model, save_state_dict
 from robustft.models.hub import PretrainedWeights
@@ -36,9 +41,13 @@ def test_num_classes_and_options_reach_the_constructor():
     assert model.fc.out_features == 7 and model.fc.in_features == 32
 
 
-def test_madry_tags_are_known():
-    assert KNOWN_WEIGHTS["resnet50.madry_linf4_in1k"].url.endswith("/imagenet_linf_4.pt")
-    assert KNOWN_WEIGHTS["resnet50.madry_l2_3_in1k"].url.endswith("/imagenet_l2_3_0.pt")
+MADRY_HUB = "https://huggingface.co/madrylab/robust-imagenet-models/resolve/main"
+
+
+def test_madry_tags_point_at_the_files_of_the_public_hub_copy():
+    """File names as huggingface.co/madrylab/robust-imagenet-models lists them (its model card, README.md)."""
+    assert KNOWN_WEIGHTS["resnet50.madry_linf4_in1k"].url == f"{MADRY_HUB}/resnet50_linf_eps4.0.ckpt"
+    assert KNOWN_WEIGHTS["resnet50.madry_l2_3_in1k"].url == f"{MADRY_HUB}/resnet50_l2_eps3.ckpt"
 
 
 def test_unknown_tag_lists_known_ones():
@@ -94,3 +103,43 @@ def test_pretrained_loads_from_cache_and_replaces_a_differently_sized_head(fake_
 
     plain = create_model("cifar_resnet20.test_c10", pretrained=True, normalization="none")
     assert torch.equal(plain.normalize.std, torch.ones(1, 3, 1, 1))
+
+
+def _madry_checkpoint(path: Path) -> torch.nn.Module:
+    """A ResNet-50 saved in the layout of the hub's MadryLab ``.ckpt`` files; returns the network."""
+    torch.manual_seed(0)
+    model = create_model("resnet50").eval()
+    state = {f"module.model.{k}": v for k, v in model.state_dict().items() if not k.startswith("normalize.")}
+    state["module.normalizer.new_mean"] = model.normalize.mean.reshape(3, 1, 1)
+    state["module.normalizer.new_std"] = model.normalize.std.reshape(3, 1, 1)
+    torch.save({"model": state, "epoch": 90, "schedule": None}, path)
+    return model
+
+
+def test_tagged_arch_evaluates_the_weights_downloaded_to_the_cache(tmp_path, monkeypatch, capsys):
+    upstream = tmp_path / "resnet50_linf_eps4.0.ckpt"
+    source = _madry_checkpoint(upstream)
+    x = torch.randint(0, 256, (4, 32, 32, 3), dtype=torch.uint8)
+    with torch.no_grad():  # labels = the source's predictions, so clean accuracy 1.0 means these weights ran
+        y = source(x.permute(0, 3, 1, 2).float() / 255).argmax(1)
+    data = tmp_path / "data"
+    data.mkdir()
+    np.savez(data / "test.npz", x=x.numpy(), y=y.numpy())
+    (data / "classes.txt").write_text("\n".join(f"c{i}" for i in range(1000)))
+    monkeypatch.setenv("ROBUSTFT_CACHE", str(tmp_path / "cache"))
+    requested = []
+
+    def download(url: str, dst: str, progress: bool = True) -> None:
+        requested.append(url)
+        shutil.copyfile(upstream, dst)
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", download)
+    command = ["evaluate", "--arch", "resnet50.madry_linf4_in1k", "--data", str(data), "--steps", "1",
+               "--no-channels-last", "--json", str(tmp_path / "r.json")]
+    assert main(command) == 0, capsys.readouterr().err
+    assert requested == [f"{MADRY_HUB}/resnet50_linf_eps4.0.ckpt"]
+    assert (tmp_path / "cache" / "resnet50.madry_linf4_in1k.ckpt").is_file()
+    assert json.loads((tmp_path / "r.json").read_text())["clean_acc"] == 1.0
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", pytest.fail)  # the second time the cache serves
+    assert main(command) == 0, capsys.readouterr().err

@@ -17,7 +17,7 @@ from robustft.models.checkpoint import (
     save_state_dict,
     unwrap_state_dict,
 )
-from robustft.models.hub import KNOWN_WEIGHTS, cache_dir
+from robustft.models.hub import KNOWN_WEIGHTS, HubConfig, cache_dir, read_hub_config
 from robustft.models.normalization import NORMALIZATIONS, Normalize, resolve_normalization, set_normalization
 from robustft.models.registry import create_model, list_models, load_model, register_model
 
@@ -33,7 +33,9 @@ __all__ = [
     "save_state_dict",
     "unwrap_state_dict",
     "KNOWN_WEIGHTS",
+    "HubConfig",
     "cache_dir",
+    "read_hub_config",
     "NORMALIZATIONS",
     "Normalize",
     "resolve_normalization",

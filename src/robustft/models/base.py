@@ -45,7 +45,8 @@ class ModelCfg:
     tag: str | None = None  # pretrained-weight tag of "arch.tag" names, set by create_model
     # Checkpoint keys the reference implementation saves but never uses in forward (dropped when loading).
     unused_checkpoint_prefixes: tuple[str, ...] = ()
-    # Maps timm/reference-code layouts of this architecture onto its keys (``load_model`` applies it).
+    # Maps timm/reference-code layouts of this architecture onto its keys (``load_model`` applies it), or refuses a
+    # checkpoint whose keys fit variants of it that compute different outputs, naming the option that decides.
     checkpoint_filter: CheckpointFilter | None = None
     # Where parameter-efficient methods attach (methods/peft.py reads these and names no architecture). LoRA goes on
     # the fused qkv of these attention modules or, in a model that has none of them, on every plain ``nn.Conv2d``.

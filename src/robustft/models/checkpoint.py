@@ -1,9 +1,15 @@
 """Checkpoints in, checkpoints out: safe reading, wrapper unwrapping, strict loading with named errors, saving.
 
 Reading never executes code from the file: ``.safetensors`` holds only tensors, and everything else goes through
-``torch.load(weights_only=True)``. A file that needs more (a pickled module, optimizer class, argparse namespace)
+``torch.load(weights_only=True)``, which admits tensors, containers, numpy scalars and one class more: the
+``argparse.Namespace`` of training arguments that timm's ``CheckpointSaver`` pickles as ``args`` (its values are
+unpickled under the same restrictions). A file that needs more (a pickled module, optimizer class, any other class)
 is refused with a message rather than loaded with ``weights_only=False``, and no message passes on torch's advice
 to do so. Weights that load but compute garbage are refused too: NaN/Inf values, integer values for float weights.
+
+A directory is read as a Hugging Face hub model directory, as timm's ``save_for_hf`` writes it: the weights are
+``model.safetensors``, else ``pytorch_model.bin`` (timm ``_hub.py`` prefers them in this order); its
+``config.json`` is read by ``hub.read_hub_config``.
 
 Foreign layouts, mapped by ``from_timm_layout`` (which ``load_model`` applies), each checked against the code that
 writes or reads it:
@@ -18,15 +24,21 @@ writes or reads it:
   stripped by ``unwrap_state_dict``).
 - **RobustBench** ``normalize_model`` (how RobustBench serves ARES's ``Liu2023Comprehensive_Swin-B/L`` and
   ConvNeXts): ``normalize.mean`` / ``normalize.std`` ([1, 3, 1, 1]) and ``model.*``.
+- **RobustBench CIFAR model classes** (``model_zoo/cifar10.py``, e.g. ``Wong2020FastNet``) register their input
+  normalization as buffers ``mu`` / ``sigma`` ([1, 3, 1, 1]) beside the network's layers: a state dict of such a
+  model has top-level ``mu`` and ``sigma`` keys.
 - wrappers ``module.`` / ``_orig_mod.`` and the ``state_dict`` / ``model`` / ``state_dict_ema`` nesting of timm
-  ``CheckpointSaver`` files, through ``unwrap_state_dict``. (Full timm training checkpoints also pickle the argparse
-  ``args``, which ``read_state_dict`` refuses to unpickle; re-save their ``state_dict`` entry.)
+  ``CheckpointSaver`` files, through ``unwrap_state_dict``; the ``{'last': ..., 'best': ...}`` snapshots of
+  RobustBench's Andriushchenko2020Understanding and Kireev2021Effectiveness files, of which ``unwrap_state_dict``
+  takes ``last``, as RobustBench's ``load_model`` does (``utils.py``: the weights its leaderboard evaluates), and
+  says so in a warning line.
 - whatever the architecture's own ``ModelCfg.checkpoint_filter`` maps (timm's per-model ``checkpoint_filter_fn``
   habit), e.g. timm >= 0.9 Swin names in ``swin.py``.
 
 The normalizer of a wrapped checkpoint becomes our ``normalize`` buffers, so its statistics travel with the weights.
 """
 
+import argparse
 import os
 import pickle
 import re
@@ -42,7 +54,7 @@ from safetensors import SafetensorError
 from torch import Tensor, nn
 
 from robustft._io import atomic_save, atomic_write
-from robustft.errors import UserError
+from robustft.errors import UserError, warn
 from robustft.models.base import ImageClassifier
 from robustft.models.normalization import Normalize
 
@@ -53,6 +65,18 @@ __all__ = ["LoadResult", "read_state_dict", "unwrap_state_dict", "from_timm_layo
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "state_dict_ema")
 # Prefixes added by wrappers: DataParallel/DDP ("module."), torch.compile ("_orig_mod."), wrapper modules ("model.").
 WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.")
+# Snapshots of one run saved side by side, in the order preferred: RobustBench loads "last" (see the docstring).
+SNAPSHOT_KEYS = ("last", "best")
+# Weight files of a hub model directory, in the order timm's ``load_state_dict_from_path`` prefers them.
+HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+# (mean key, std key, network prefix) of the input normalizers that other projects' checkpoints put beside or
+# around the network; each becomes our ``normalize`` buffers.
+FOREIGN_NORMALIZERS = (
+    ("0.mean", "0.std", "1."),  # ARES nn.Sequential(normalizer, model), its "model." prefix already stripped
+    ("model.0.mean", "model.0.std", "model.1."),  # the same, as ARES saves it
+    ("normalize.mean", "normalize.std", "model."),  # RobustBench normalize_model
+    ("mu", "sigma", ""),  # RobustBench CIFAR model classes: buffers beside the layers
+)
 
 # numpy scalars (e.g. an accuracy stored as np.float64) are a dtype plus raw bytes: rebuilding them runs no user code.
 _NUMPY_SCALAR = np.float64(0).__reduce__()[0]
@@ -63,6 +87,9 @@ _SAFE_NUMPY_GLOBALS = [
     *(type(np.dtype(t)) for t in (np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8,
                                   np.float16, np.float32, np.float64)),
 ]
+# timm training checkpoints pickle their argparse arguments as ``args``. A Namespace is rebuilt as an empty object
+# whose __dict__ is then filled with values that pass the same restrictions: no code of the file runs.
+_SAFE_GLOBALS = [*_SAFE_NUMPY_GLOBALS, argparse.Namespace]
 
 
 # torch appends this to its load errors; it advises ``weights_only=False``, which would run the file's code.
@@ -86,9 +113,9 @@ def _torch_reason(err: BaseException) -> str:
 
 
 def _torch_load(path: Path) -> Any:
-    """``torch.load`` restricted to tensors, containers and numpy scalars; anything else is a UserError."""
+    """``torch.load`` restricted to tensors, containers, numpy scalars and argparse namespaces; else a UserError."""
     try:
-        with torch.serialization.safe_globals(_SAFE_NUMPY_GLOBALS), warnings.catch_warnings():
+        with torch.serialization.safe_globals(_SAFE_GLOBALS), warnings.catch_warnings():
             # Our error below replaces torch's warning, which would be a second stderr line.
             warnings.filterwarnings("ignore", message="'torch.load' received a zip file that looks like a TorchScript")
             return torch.load(path, map_location="cpu", weights_only=True)
@@ -128,11 +155,22 @@ def _check_finite(state: Mapping[str, Tensor], source: str) -> None:
         )
 
 
+def _weights_file(path: Path) -> Path:
+    """``path`` itself, or the weights file inside the hub model directory ``path``."""
+    if not path.is_dir():
+        if not path.is_file():
+            raise UserError(f"checkpoint {path} does not exist")
+        return path
+    found = next((path / name for name in HUB_WEIGHT_FILES if (path / name).is_file()), None)
+    if found is None:
+        raise UserError(f"checkpoint directory {path} has none of {', '.join(HUB_WEIGHT_FILES)} (a Hugging Face hub "
+                        "model directory); give the checkpoint file itself (of a robustft run: RUN_DIR/model.pt)")
+    return found
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
-    """Read a checkpoint file (``.safetensors`` or ``torch.save`` output) and return the network's state dict."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist")
+    """Read a checkpoint (``.safetensors``, ``torch.save`` output, hub model directory); return the network's state."""
+    path = _weights_file(Path(path))
     if path.suffix == ".safetensors":
         try:
             obj = safetensors.torch.load_file(path, device="cpu")
@@ -178,9 +216,22 @@ def _from_robustness_library(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return network
 
 
+def _select_snapshot(obj: Any, source: str) -> Any:
+    """The ``SNAPSHOT_KEYS`` entry to load when ``obj`` holds snapshots instead of one network; else ``obj``."""
+    if not isinstance(obj, Mapping) or _find_tensor_dict(obj) is not None:
+        return obj
+    held = [key for key in SNAPSHOT_KEYS if _find_tensor_dict(obj.get(key)) is not None]
+    if not held:
+        return obj
+    if len(held) > 1:
+        warn(f"{source} holds the snapshots {' and '.join(repr(k) for k in held)}; loading {held[0]!r}, as "
+             f"RobustBench does (its leaderboard evaluates that one)")
+    return obj[held[0]]
+
+
 def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, Tensor]:
     """Find the network's state dict inside a loaded checkpoint object and bring its keys to robustft's layout."""
-    state = _find_tensor_dict(obj)
+    state = _find_tensor_dict(_select_snapshot(obj, source))
     if state is None:
         keys = list(obj)[:10] if isinstance(obj, Mapping) else type(obj).__name__
         raise UserError(
@@ -193,14 +244,14 @@ def unwrap_state_dict(obj: Any, source: str = "checkpoint") -> dict[str, Tensor]
     return state
 
 
-def _normalizer(state: dict[str, Tensor], norm_prefix: str, net_prefix: str) -> dict[str, Tensor] | None:
-    """``{norm_prefix}mean/std`` + ``{net_prefix}*`` (and nothing else) -> ``normalize.*`` + network keys."""
-    norm_keys = {f"{norm_prefix}mean", f"{norm_prefix}std"}
-    if not norm_keys <= state.keys() or not all(k in norm_keys or k.startswith(net_prefix) for k in state):
+def _normalizer(state: dict[str, Tensor], mean_key: str, std_key: str, net_prefix: str) -> dict[str, Tensor] | None:
+    """``mean_key`` / ``std_key`` + ``{net_prefix}*`` (and nothing else) -> ``normalize.*`` + network keys."""
+    if not {mean_key, std_key} <= state.keys() or not all(
+            k in (mean_key, std_key) or k.startswith(net_prefix) for k in state):
         return None
-    out = {k.removeprefix(net_prefix): v for k, v in state.items() if k not in norm_keys}
-    for stat in ("mean", "std"):
-        out[f"normalize.{stat}"] = state[f"{norm_prefix}{stat}"].float().reshape(1, -1, 1, 1)
+    out = {k.removeprefix(net_prefix): v for k, v in state.items() if k not in (mean_key, std_key)}
+    out["normalize.mean"] = state[mean_key].float().reshape(1, -1, 1, 1)
+    out["normalize.std"] = state[std_key].float().reshape(1, -1, 1, 1)
     return out
 
 
@@ -211,8 +262,8 @@ def from_timm_layout(obj: Any, model: ImageClassifier) -> dict[str, Tensor]:
     ``load_state_dict_into(model, ...)``. Keys of a robustft checkpoint pass through unchanged.
     """
     state = unwrap_state_dict(obj)
-    for norm_prefix, net_prefix in (("0.", "1."), ("model.0.", "model.1."), ("normalize.", "model.")):
-        if (unwrapped := _normalizer(state, norm_prefix, net_prefix)) is not None:
+    for mean_key, std_key, net_prefix in FOREIGN_NORMALIZERS:
+        if (unwrapped := _normalizer(state, mean_key, std_key, net_prefix)) is not None:
             state = unwrapped
             break
     checkpoint_filter = model.pretrained_cfg.checkpoint_filter

@@ -13,7 +13,7 @@ from typing import TypeVar
 from robustft.errors import UserError
 from robustft.models.base import ImageClassifier
 from robustft.models.checkpoint import from_timm_layout, load_state_dict_into, read_state_dict
-from robustft.models.hub import KNOWN_WEIGHTS, fetch_weights
+from robustft.models.hub import KNOWN_WEIGHTS, fetch_weights, read_hub_config
 from robustft.models.normalization import NormSpec, set_normalization
 
 __all__ = ["register_model", "list_models", "create_model", "load_model"]
@@ -114,9 +114,20 @@ def load_model(
 ) -> ImageClassifier:
     """Build ``arch`` and load ``checkpoint`` (any format ``read_state_dict`` reads) strictly into it.
 
-    ``num_classes=None`` takes the class count from the checkpoint's head. ``normalization=None`` keeps the
-    checkpoint's ``normalize`` buffers, or the architecture default when it has none; an explicit value wins.
+    A tagged ``arch`` without a ``checkpoint`` loads the tag's published weights (downloaded once). A hub model
+    directory's ``config.json`` supplies ``num_classes``, mean/std and the input size (``pretrained_cfg.input_size``)
+    where they are not given. ``num_classes=None`` takes the class count from the checkpoint's head.
+    ``normalization=None`` keeps the checkpoint's ``normalize`` buffers, or the architecture default when it has
+    none; an explicit value wins.
     """
+    base, _, tag = arch.partition(".")
+    if checkpoint is None and tag:
+        checkpoint = fetch_weights(_weights_name(base, tag, pretrained=True))
+    hub = read_hub_config(checkpoint) if checkpoint is not None else None
+    if hub is not None:
+        num_classes = hub.num_classes if num_classes is None else num_classes
+        if normalization is None and hub.mean and hub.std:
+            normalization = (hub.mean, hub.std)
     model = create_model(arch, num_classes, normalization=normalization, **kwargs)
     if checkpoint is None:
         return model
@@ -127,4 +138,6 @@ def load_model(
     load_state_dict_into(model, state_dict)
     if normalization is not None:
         set_normalization(model, normalization)
+    if hub is not None and hub.input_size is not None:
+        model.pretrained_cfg = replace(model.pretrained_cfg, input_size=hub.input_size)
     return model
