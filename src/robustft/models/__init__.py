@@ -12,13 +12,22 @@ from robustft.models.checkpoint import (
     from_timm_layout,
     load_classifier,
     load_state_dict_into,
+    load_weights,
     read_state_dict,
     read_timm_checkpoint,
     save_state_dict,
     unwrap_state_dict,
+    write_state_dict,
 )
 from robustft.models.hub import KNOWN_WEIGHTS, cache_dir
-from robustft.models.normalization import NORMALIZATIONS, Normalize, resolve_normalization, set_normalization
+from robustft.models.normalization import (
+    NORMALIZATIONS,
+    Normalize,
+    NormSpec,
+    describe_normalization,
+    resolve_normalization,
+    set_normalization,
+)
 from robustft.models.registry import create_model, list_models, load_model, register_model
 
 __all__ = [
@@ -29,13 +38,17 @@ __all__ = [
     "LoadResult",
     "load_classifier",
     "load_state_dict_into",
+    "load_weights",
     "read_state_dict",
     "save_state_dict",
+    "write_state_dict",
     "unwrap_state_dict",
     "KNOWN_WEIGHTS",
     "cache_dir",
     "NORMALIZATIONS",
     "Normalize",
+    "NormSpec",
+    "describe_normalization",
     "resolve_normalization",
     "set_normalization",
     "create_model",
