@@ -5,7 +5,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .errors import UserError
 
@@ -83,12 +83,50 @@ def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
                    help="largest .npz array read, in MB decompressed (default: as data.max_array_mb)")
 
 
+_SET_ELSEWHERE = {"num_classes": "--num-classes", "normalization": "--normalization"}
+
+
+def _model_arg(text: str) -> tuple[str, Any]:
+    """An argparse type: ``KEY=VALUE``, the value parsed as YAML like a config value (``width=4``, ``final_bn=no``)."""
+    import yaml
+
+    key, sep, raw = text.partition("=")
+    if not sep or not key.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r} must look like KEY=VALUE, e.g. width=4")
+    if key in _SET_ELSEWHERE:
+        raise argparse.ArgumentTypeError(f"{key} has its own flag: use {_SET_ELSEWHERE[key]}")
+    try:
+        return key, yaml.safe_load(raw) if raw else None
+    except yaml.YAMLError as e:
+        from .engine.config import yaml_problem
+
+        raise argparse.ArgumentTypeError(f"cannot parse the value of {text!r}: {yaml_problem(e)}") from None
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     """Model/checkpoint flags shared by every command that loads a model."""
     p.add_argument("--checkpoint", default=None, help="state dict (.pt/.pth/.ckpt/.safetensors); weights only")
     p.add_argument("--arch", required=True, help="architecture name (see `robustft models`)")
     p.add_argument("--normalization", default=None,
-                   help="none | cifar10 | cifar100 | imagenet | 'm1,m2,m3/s1,s2,s3' (default: checkpoint's)")
+                   help="none | cifar10 | cifar100 | imagenet | 'm1,m2,m3/s1,s2,s3' (default: the checkpoint's "
+                        "or its card's; for weights without any, the architecture's, with a warning)")
+    p.add_argument("--num-classes", type=_count, default=None,
+                   help="outputs of the model's head (default: the data's class count); labels index them")
+    p.add_argument("--model-arg", action="append", type=_model_arg, default=None, metavar="KEY=VALUE",
+                   help="architecture option passed to its constructor, value parsed as YAML (e.g. width=4, "
+                        "final_bn=false); repeatable; overrides an export card's model.options")
+
+
+def _load_model(args: argparse.Namespace, data_classes: int):
+    """The model the model flags name, with --num-classes outputs (default: the data's ``data_classes``)."""
+    from .engine import load_exported_model
+
+    num_classes = args.num_classes or data_classes
+    if num_classes < data_classes:
+        raise UserError(f"--num-classes {num_classes} is fewer than the {data_classes} classes of the data, whose "
+                        f"labels index the model's outputs")
+    return load_exported_model(args.arch, args.checkpoint, num_classes=num_classes, normalization=args.normalization,
+                               **dict(args.model_arg or []))
 
 
 def _add_attack_args(p: argparse.ArgumentParser) -> None:
@@ -117,7 +155,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from ._io import atomic_write_json, check_writable
     from .attacks import create_attack, parse_eps
     from .data import load_dataset
-    from .engine import load_exported_model
     from .eval import balanced_subset, evaluate, evaluate_corruptions
     from .runtime import provenance, resolve_device, seed_everything
 
@@ -137,8 +174,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                         device=device, limits=_limits(args))
     if balanced:
         data = balanced_subset(data, args.n)
-    model = load_exported_model(args.arch, args.checkpoint, num_classes=data.num_classes,
-                                normalization=args.normalization).to(device)
+    model = _load_model(args, data.num_classes).to(device)
     channels_last = not args.no_channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -171,7 +207,6 @@ def cmd_mrc(args: argparse.Namespace) -> int:
     from ._io import check_writable
     from .attacks import parse_eps
     from .data import load_dataset
-    from .engine import load_exported_model
     from .eval import balanced_subset
     from .eval.mrc import mrc_examples, mrc_profile
     from .methods.rift import save_mrc
@@ -187,8 +222,7 @@ def cmd_mrc(args: argparse.Namespace) -> int:
                         split_seed=args.split_seed, image_size=_image_size(args), device=device, limits=_limits(args))
     if balanced:
         data = balanced_subset(data, args.n)
-    model = load_exported_model(args.arch, args.checkpoint, num_classes=data.num_classes,
-                                normalization=args.normalization).to(device)
+    model = _load_model(args, data.num_classes).to(device)
     x_adv, y = mrc_examples(model, data, None if balanced else args.n, eps=parse_eps(args.attack_eps),
                             steps=args.attack_steps, step_size=parse_eps(args.attack_step_size), seed=args.seed,
                             batch_size=args.batch_size)
@@ -280,6 +314,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
                           report_dir=args.report_dir, seeds=args.seeds,
                           command="robustft " + shlex.join(sys.argv[1:])):
         print(f"wrote {path}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """A finished run's model as a plain state dict without normalize.* keys, with a card stating the normalization."""
+    from .engine import export_plain
+    from .engine.run import read_card
+
+    out = export_plain(args.run, args.out)
+    stats = read_card(out)["normalize"]
+    print(f"wrote {out} and {out.with_suffix('.json')}; normalize inputs in [0,1] outside the model first: "
+          f"mean {','.join(f'{v:g}' for v in stats['mean'])}, std {','.join(f'{v:g}' for v in stats['std'])}")
     return 0
 
 
@@ -382,6 +428,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report-dir", type=Path, default=None, help="where results.json/.md and plots go (default --out)")
     p.add_argument("--seeds", type=_seeds, default=None, help="comma list overriding the protocol's seeds")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("export", help="a finished run's model as a plain state dict that loads into torchvision/"
+                                      "timm-style code (no normalize.* keys), its normalization in a card beside it")
+    p.add_argument("run", help="finished run directory (or its exported model.pt)")
+    p.add_argument("--out", type=Path, required=True,
+                   help="output file, .safetensors or .pt; the card goes beside it with .json")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("models", help="list architectures")
     p.set_defaults(func=cmd_models)

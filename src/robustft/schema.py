@@ -14,7 +14,8 @@ from typing import Any
 
 from .errors import UserError
 
-__all__ = ["from_dict", "check_bounds", "describe", "KeyInfo", "type_name", "format_value", "format_keys"]
+__all__ = ["from_dict", "coerce_value", "check_bounds", "describe", "KeyInfo", "type_name", "format_value",
+           "format_keys"]
 
 _BOUNDS = {"ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
            "le": (lambda v, b: v <= b, "<="), "lt": (lambda v, b: v < b, "<")}
@@ -75,6 +76,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
         raise UserError(f"config key {where!r} must be {tp.__name__}, got {value!r}")
     return value
+
+
+def coerce_value(value: Any, tp: Any, where: str) -> Any:
+    """One value checked against a type annotation and converted (an int for a float), as ``from_dict`` does."""
+    return _coerce(value, tp, where)
 
 
 def _limits(metadata: typing.Mapping[str, Any]) -> str:

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+import torch
 
 from robustft.cli import main
 from robustft.engine.run import CARD_MARKER
@@ -51,6 +52,24 @@ def test_an_export_carries_the_marker(tiny_task, tmp_path):
     assert main(finetune_args(data, source, tmp_path, "r", "--epochs", "1")) == 0
     card = json.loads((tmp_path / "r" / "model.json").read_text())
     assert card[CARD_MARKER] == 1
+    assert card["normalize"] == {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "source": "checkpoint"}
     # and evaluate rebuilds the width-4 export from its card (a plain --arch cifar_resnet20 would be width 16)
     assert main(["evaluate", "--arch", "cifar_resnet20", "--checkpoint", str(tmp_path / "r" / "model.pt"),
                  "--data", str(data), "--steps", "1"]) == 0
+
+
+def test_a_run_from_weights_without_normalization_says_and_records_what_it_assumed(tiny_task, tmp_path, capsys):
+    from support import finetune_args
+
+    data, source = tiny_task
+    bare = tmp_path / "bare.pt"  # as timm, HF-hub and ARES files come: no normalize.* / normalizer keys
+    torch.save({k: v for k, v in torch.load(source, weights_only=True).items() if not k.startswith("normalize.")},
+               bare)
+    assert main(finetune_args(data, bare, tmp_path, "r", "--epochs", "1")) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "normalization" in line]
+    assert warnings == [f"robustft: warning: {bare} carries no input normalization (no normalize/normalizer mean and "
+                        f"std) and none was given: assuming the cifar_resnet20 default, none (mean 0,0,0, std 1,1,1); "
+                        f"if its weights were trained on other statistics, predictions are wrong: pass "
+                        f"--normalization (model.normalization) none|cifar10|cifar100|imagenet or m1,m2,m3/s1,s2,s3"]
+    card = json.loads((tmp_path / "r" / "model.json").read_text())
+    assert card["normalize"] == {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "source": "assumed"}

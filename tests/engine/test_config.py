@@ -29,6 +29,8 @@ def test_round_trip():
     (["data.val_fraction=0"], "data.val_fraction.*carved out for validation"),
     (["nonsense"], "section.key=value"),
     (["eval.select=test_acc"], "eval.select"),
+    (["model.normalization=imagenette"], "model.normalization: bad normalization 'imagenette'"),
+    (["model.normalization=0.5,0.5/1,1"], "model.normalization: bad normalization"),
 ])
 def test_bad_values_are_user_errors(overrides, match):
     with pytest.raises(UserError, match=match):

@@ -189,6 +189,27 @@ def test_checkpoint_without_normalization_keeps_the_configured_one():
     assert torch.equal(model.normalize.mean.flatten(), torch.tensor(NORMALIZATIONS["cifar10"][0]))
 
 
+@pytest.mark.parametrize("keys,normalization,source,mean", [
+    (True, None, "checkpoint", NORMALIZATIONS["cifar100"][0]),
+    (True, "imagenet", "given", NORMALIZATIONS["imagenet"][0]),
+    (False, "cifar10", "given", NORMALIZATIONS["cifar10"][0]),
+    (False, None, "assumed", NORMALIZATIONS["imagenet"][0]),  # the resnet18 default
+])
+def test_load_model_records_where_its_normalization_comes_from(tmp_path, capsys, keys, normalization, source, mean):
+    state = set_normalization(create_model("resnet18", num_classes=3), "cifar100").state_dict()
+    path = tmp_path / "m.pt"
+    torch.save({k: v for k, v in state.items() if keys or not k.startswith("normalize.")}, path)
+    model = load_model("resnet18", path, normalization=normalization)
+    assert model.pretrained_cfg.normalization_source == source
+    assert torch.allclose(model.normalize.mean.flatten(), torch.tensor(mean))
+    warned = capsys.readouterr().err.splitlines()
+    assert warned == ([f"robustft: warning: {path} carries no input normalization (no normalize/normalizer mean and "
+                       f"std) and none was given: assuming the resnet18 default, imagenet (mean 0.485,0.456,0.406, "
+                       f"std 0.229,0.224,0.225); if its weights were trained on other statistics, predictions are "
+                       f"wrong: pass --normalization (model.normalization) none|cifar10|cifar100|imagenet or "
+                       f"m1,m2,m3/s1,s2,s3"] if source == "assumed" else [])
+
+
 def test_trades_unused_sub_block1_is_dropped():
     """TRADES checkpoints carry weights of a ``sub_block1`` that forward never uses."""
     source = create_model("wide_resnet34_10", depth=10, widen_factor=1)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from robustft.errors import UserError
-from robustft.models import Normalize, create_model, resolve_normalization, set_normalization
+from robustft.models import Normalize, create_model, describe_normalization, resolve_normalization, set_normalization
 
 
 @pytest.mark.parametrize(
@@ -64,3 +64,13 @@ def test_set_normalization_standardizes_inside_the_model():
 def test_set_normalization_needs_a_normalize_layer():
     with pytest.raises(UserError, match="no Normalize layer"):
         set_normalization(torch.nn.Linear(2, 2), "cifar10")
+
+
+@pytest.mark.parametrize("mean, std, expected", [
+    ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), "imagenet (mean 0.485,0.456,0.406, std 0.229,0.224,0.225)"),
+    (torch.tensor([0.4914, 0.4822, 0.4465]).tolist(), torch.tensor([0.2471, 0.2435, 0.2616]).tolist(),
+     "cifar10 (mean 0.4914,0.4822,0.4465, std 0.2471,0.2435,0.2616)"),  # float32 buffers still match the preset
+    ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5), "mean 0.5,0.5,0.5, std 0.5,0.5,0.5"),
+])
+def test_describe_normalization_names_the_preset_it_matches(mean, std, expected):
+    assert describe_normalization(mean, std) == expected

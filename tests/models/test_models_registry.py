@@ -50,6 +50,20 @@ def test_madry_tags_point_at_the_files_of_the_public_hub_copy():
     assert KNOWN_WEIGHTS["resnet50.madry_l2_3_in1k"].url == f"{MADRY_HUB}/resnet50_l2_eps3.ckpt"
 
 
+@pytest.mark.parametrize("name,options,match", [
+    ("cifar_resnet20", {"width": "4"}, "option width must be int, got '4'"),
+    ("cifar_resnet20", {"width": True}, "option width must be int, got True"),
+    ("preact_resnet18", {"final_bn": "no way"}, "option final_bn must be bool, got 'no way'"),
+    ("swin", {"drop_path_rate": "high"}, "option drop_path_rate must be float, got 'high'"),
+    ("cifar_resnet20", {"width": 0.5}, "option width must be int, got 0.5"),
+    ("cifar_resnet20", {"width": -2}, r"cannot be built with width=-2 \(RuntimeError: "),
+    ("preact_resnet18", {"layers": (1, 1, 1, 1)}, "sets the option 'layers' itself"),
+])
+def test_option_values_are_checked_before_the_constructor_runs(name, options, match):
+    with pytest.raises(UserError, match=match):
+        create_model(name, 3, **options)
+
+
 def test_unknown_tag_lists_known_ones():
     expected = r"unknown weights resnet50\.foo; known for resnet50: resnet50\.madry_linf4_in1k"
     with pytest.raises(UserError, match=expected):
@@ -71,6 +85,7 @@ def test_tag_without_pretrained_uses_the_weights_settings(fake_weights):
     model = create_model("cifar_resnet20.test_c10")
     assert (model.pretrained_cfg.architecture, model.pretrained_cfg.tag) == ("cifar_resnet20", "test_c10")
     assert torch.allclose(model.normalize.mean.flatten(), torch.tensor([0.4914, 0.4822, 0.4465]))
+    assert model.pretrained_cfg.normalization_source == "checkpoint", "the published weights' statistics"
     assert not fake_weights.exists()  # nothing is downloaded without pretrained=True
 
 

@@ -11,6 +11,7 @@ from ..attacks import ATTACK_NAMES, NORMS, check_budget, parse_eps
 from ..data import DecodeLimits
 from ..errors import UserError
 from ..methods.base import method_config
+from ..models.normalization import resolve_normalization
 from ..schema import KeyInfo, describe, from_dict
 from .optim import OptimConfig
 
@@ -57,13 +58,24 @@ class ModelConfig:
     arch: str = field(default="", metadata={
         "help": "architecture name, optionally with a weight tag (resnet50.madry_linf4_in1k; see robustft models)"})
     checkpoint: str | None = field(default=None, metadata={"help": "source weights (null: random init)"})
-    normalization: str | None = field(default=None, metadata={"help": "override the checkpoint's normalization"})
+    normalization: str | None = field(default=None, metadata={
+        "help": "input mean/std: none, cifar10, cifar100, imagenet or m1,m2,m3/s1,s2,s3 (null: the checkpoint's; for "
+                "weights that carry none, the architecture's default, said in a warning and recorded in the card)"})
     head: Literal["auto", "new", "keep"] = field(default="auto", metadata={
         "help": "auto: a new head when the class counts differ; new: always a new head; keep: the source head"})
-    options: dict[str, Any] = field(default_factory=dict, metadata={"help": "architecture options, e.g. width"})
+    options: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "architecture options passed to its constructor, type-checked, e.g. {width: 4} or {final_bn: false} "
+                "(evaluate / mrc: --model-arg KEY=VALUE)"})
     init_head: str | None = field(default=None, metadata={
         "help": "initialize the classifier from a checkpoint file, a finished run (RUN_DIR: its exported model) or "
                 "one stage of it (RUN_DIR:STAGE, e.g. a RoLI run's probe RUN_DIR:lp)"})
+
+    def __post_init__(self) -> None:
+        if self.normalization is not None:
+            try:
+                resolve_normalization(self.normalization)
+            except UserError as e:
+                raise UserError(f"model.normalization: {e}") from None
 
 
 @dataclass

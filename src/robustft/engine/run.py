@@ -20,13 +20,15 @@ from ..eval import evaluate, subset_autoattack
 from ..layout import RunLayout, resolve_weights
 from ..methods import Method, RunContext, Stage, create_method
 from ..models import (
+    NormSpec,
     create_model,
     load_classifier,
     load_model,
-    load_state_dict_into,
+    load_weights,
     read_state_dict,
+    resolve_normalization,
     save_state_dict,
-    set_normalization,
+    write_state_dict,
 )
 from ..runtime import provenance, seed_everything
 from .config import RunConfig, from_dict, set_keys, to_dict
@@ -34,7 +36,7 @@ from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distri
 from .optim import resolve_lr
 from .train import fit, run_precision
 
-__all__ = ["run", "default_run_dir", "build_source_model", "export_model", "load_exported_model"]
+__all__ = ["run", "default_run_dir", "build_source_model", "export_model", "export_plain", "load_exported_model"]
 
 CARD_MARKER, CARD_VERSION = "robustft_card", 1  # only a JSON carrying the marker is a card; others are not ours
 MAX_CARD_BYTES = 16 << 20  # a card is a few kB (its state-dict key list); a larger JSON is not read
@@ -97,7 +99,8 @@ def export_model(model: nn.Module, cfg: RunConfig, classes: list[str], run_dir: 
     sd = model.state_dict()
     card = {CARD_MARKER: CARD_VERSION, "arch": cfg.model.arch, "num_classes": len(classes), "classes": classes,
             "input": "float RGB in [0,1], NCHW; normalization inside the model (normalize.mean / normalize.std)",
-            "normalize": {k: sd[f"normalize.{k}"].flatten().tolist() for k in ("mean", "std")},
+            "normalize": {**{k: sd[f"normalize.{k}"].flatten().tolist() for k in ("mean", "std")},
+                          "source": model.pretrained_cfg.normalization_source},
             "source_checkpoint": cfg.model.checkpoint, "method": cfg.method, "recipe": to_dict(cfg),
             "precision": precision, "metrics": metrics,
             "format": "torch.save of a plain state_dict (loads with torch.load(weights_only=True))",
@@ -139,22 +142,80 @@ def read_card(checkpoint: str | Path) -> dict[str, Any] | None:
     return card
 
 
+def _card_options(card: dict[str, Any]) -> dict[str, Any]:
+    """The architecture options of the run a card describes (``model.options``)."""
+    return card["recipe"].get("model", {}).get("options", {})
+
+
+def _card_normalization(card: dict[str, Any], checkpoint: str | Path) -> dict[str, torch.Tensor]:
+    """The ``normalize.*`` buffers a card states (a plain export's weights carry none)."""
+    stats = card.get("normalize")
+    try:
+        mean, std = resolve_normalization((stats["mean"], stats["std"]))
+    except (UserError, TypeError, KeyError):
+        raise UserError(f"{Path(checkpoint).with_suffix('.json')} is an incomplete robustft card (missing or "
+                        f"malformed: normalize); re-export the model or delete the card") from None
+    return {"normalize.mean": torch.tensor(mean).reshape(1, -1, 1, 1),
+            "normalize.std": torch.tensor(std).reshape(1, -1, 1, 1)}
+
+
 def load_exported_model(arch: str, checkpoint: str | Path | None, *, num_classes: int | None = None,
-                        normalization: str | None = None) -> nn.Module:
+                        normalization: NormSpec = None, **options: Any) -> nn.Module:
     """Load a checkpoint for evaluation. A robustft export (its card beside it) is rebuilt with its run's
-    architecture options and its method's export structure (e.g. RoLI adapters); anything else via ``load_model``."""
+    architecture options (``options`` win) and its method's export structure (e.g. RoLI adapters), a plain export
+    with its card's normalization; anything else via ``load_model``."""
     card = read_card(checkpoint) if checkpoint else None
     if card is None:
-        return load_model(arch, checkpoint, num_classes=num_classes, normalization=normalization)
+        return load_model(arch, checkpoint, num_classes=num_classes, normalization=normalization, **options)
     recipe = card["recipe"]
     if card["arch"] != arch:
         raise UserError(f"{checkpoint} was exported for --arch {card['arch']}, not {arch}")
-    model = create_model(arch, num_classes or card["num_classes"], **recipe.get("model", {}).get("options", {}))
+    model = create_model(arch, num_classes or card["num_classes"], **{**_card_options(card), **options})
     method = create_method(card["method"], PGD(), **recipe.get("method_args", {}))
-    load_state_dict_into(method.export_architecture(model), read_state_dict(checkpoint))
-    if normalization is not None:
-        set_normalization(model, normalization)
-    return model
+    state = read_state_dict(checkpoint)
+    if "normalize.mean" not in state:  # a plain export (robustft export): its card states the statistics
+        state.update(_card_normalization(card, checkpoint))
+    return load_weights(method.export_architecture(model), state, str(checkpoint), normalization=normalization)
+
+
+def export_plain(source: str | Path, out: str | Path) -> Path:
+    """Write the exported model of a finished run (``RUN_DIR``, or its ``model.pt``) without its ``normalize.*``
+    buffers, so it loads strictly into the architecture's reference code (torchvision / timm names), with a card
+    beside it (``out`` with ``.json``) stating the normalization to apply outside; returns ``out``."""
+    out = Path(out)
+    if out.suffix not in (".safetensors", ".pt", ".pth"):
+        raise UserError(f"--out {out}: name a .safetensors, .pt or .pth file")
+    checkpoint = resolve_weights(str(source))
+    card = read_card(checkpoint)
+    if card is None:
+        raise UserError(f"{checkpoint} has no robustft card beside it ({checkpoint.with_suffix('.json').name}): "
+                        f"export takes a finished run directory or its model.pt")
+    if out.with_suffix(".json").resolve() == checkpoint.with_suffix(".json").resolve():
+        raise UserError(f"--out {out} would overwrite the card of {checkpoint}; choose another name, e.g. "
+                        f"{checkpoint.with_name('model_plain.safetensors')}")
+    state = read_state_dict(checkpoint)
+    if "normalize.mean" not in state:  # already a plain export: its card states the statistics
+        state.update(_card_normalization(card, checkpoint))
+    with torch.device("meta"):  # the architecture's own keys, without allocating its weights
+        reference = create_model(card["arch"], card["num_classes"], **_card_options(card))
+    if differ := sorted(state.keys() ^ reference.state_dict().keys()):
+        raise UserError(f"{checkpoint} does not have the plain {card['arch']} layout (key {differ[0]}; "
+                        f"{len(differ)} differing in all): its method {card['method']} exports more structure than "
+                        f"the architecture (e.g. RoLI adapters), which only robustft rebuilds; evaluate {checkpoint} "
+                        f"with robustft")
+    check_writable(out)
+    stated = card["normalize"] if isinstance(card.get("normalize"), dict) else {}
+    normalize = {**stated, **{k: state.pop(f"normalize.{k}").flatten().tolist() for k in ("mean", "std")}}
+    fmt = "safetensors" if out.suffix == ".safetensors" else "torch.save (loads with torch.load(weights_only=True))"
+    plain_card = {**card, "normalize": normalize, "exported_from": str(checkpoint),
+                  "input": "float RGB in [0,1], NCHW, normalized outside the model: (x - normalize.mean) / "
+                           "normalize.std per channel",
+                  "format": f"{fmt} of the plain state_dict without normalize.* buffers: loads strictly into the "
+                            f"architecture's reference implementation",
+                  "state_dict_keys": {k: list(v.shape) for k, v in state.items()}}
+    write_state_dict(state, out)
+    atomic_write_json(plain_card, out.with_suffix(".json"))
+    return out
 
 
 def _load(cfg: RunConfig, split: str, n: int | None, device: torch.device) -> ArrayDataset:

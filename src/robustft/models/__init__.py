@@ -12,13 +12,22 @@ from robustft.models.checkpoint import (
     from_timm_layout,
     load_classifier,
     load_state_dict_into,
+    load_weights,
     read_state_dict,
     read_timm_checkpoint,
     save_state_dict,
     unwrap_state_dict,
+    write_state_dict,
 )
 from robustft.models.hub import KNOWN_WEIGHTS, HubConfig, cache_dir, read_hub_config
-from robustft.models.normalization import NORMALIZATIONS, Normalize, resolve_normalization, set_normalization
+from robustft.models.normalization import (
+    NORMALIZATIONS,
+    Normalize,
+    NormSpec,
+    describe_normalization,
+    resolve_normalization,
+    set_normalization,
+)
 from robustft.models.registry import create_model, list_models, load_model, register_model
 
 __all__ = [
@@ -29,8 +38,10 @@ __all__ = [
     "LoadResult",
     "load_classifier",
     "load_state_dict_into",
+    "load_weights",
     "read_state_dict",
     "save_state_dict",
+    "write_state_dict",
     "unwrap_state_dict",
     "KNOWN_WEIGHTS",
     "HubConfig",
@@ -38,6 +49,8 @@ __all__ = [
     "read_hub_config",
     "NORMALIZATIONS",
     "Normalize",
+    "NormSpec",
+    "describe_normalization",
     "resolve_normalization",
     "set_normalization",
     "create_model",

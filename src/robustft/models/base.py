@@ -2,14 +2,14 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from torch import Tensor, nn
 
 from robustft.errors import UserError
 from robustft.models.normalization import Normalize, NormSpec, resolve_normalization
 
-__all__ = ["FusedQKV", "AdapterPoint", "CheckpointFilter", "ModelCfg", "ImageClassifier", "build_model"]
+__all__ = ["FusedQKV", "AdapterPoint", "CheckpointFilter", "NormSource", "ModelCfg", "ImageClassifier", "build_model"]
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,11 @@ class AdapterPoint:
     channels: bool
 
 
+# Where the statistics in a model's ``normalize`` buffers come from: the architecture's default, the caller's
+# ``normalization``, the weights' own (their normalizer, their card, the published weights' entry), or the
+# architecture's default assumed for weights that carry none (``load_weights`` says so in a warning line).
+NormSource = Literal["default", "given", "checkpoint", "assumed"]
+
 # timm's ``checkpoint_filter_fn(state_dict, model)``: a foreign checkpoint's keys -> this architecture's.
 CheckpointFilter = Callable[[dict[str, Tensor], nn.Module], dict[str, Tensor]]
 
@@ -43,6 +48,7 @@ class ModelCfg:
     normalization: str  # the architecture's default; the statistics in use live in the normalize buffers
     architecture: str = ""  # registered name, set by build_model
     tag: str | None = None  # pretrained-weight tag of "arch.tag" names, set by create_model
+    normalization_source: NormSource = "default"  # set by ImageClassifier, create_model and load_weights
     # Checkpoint keys the reference implementation saves but never uses in forward (dropped when loading).
     unused_checkpoint_prefixes: tuple[str, ...] = ()
     # Maps timm/reference-code layouts of this architecture onto its keys (``load_model`` applies it), or refuses a
@@ -59,7 +65,7 @@ class ImageClassifier(nn.Module):
 
     def __init__(self, cfg: ModelCfg, normalization: NormSpec = None) -> None:
         super().__init__()
-        self.pretrained_cfg = cfg
+        self.pretrained_cfg = cfg if normalization is None else replace(cfg, normalization_source="given")
         # Registered before any layer, so it is the first submodule: inputs are normalized before anything else.
         spec = cfg.normalization if normalization is None else normalization
         self.normalize = Normalize(*resolve_normalization(spec))

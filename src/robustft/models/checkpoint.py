@@ -44,6 +44,7 @@ import pickle
 import re
 import warnings
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -56,10 +57,16 @@ from torch import Tensor, nn
 from robustft._io import atomic_save, atomic_write
 from robustft.errors import UserError, warn
 from robustft.models.base import ImageClassifier
-from robustft.models.normalization import Normalize
+from robustft.models.normalization import (
+    NORMALIZATIONS,
+    Normalize,
+    NormSpec,
+    describe_normalization,
+    set_normalization,
+)
 
 __all__ = ["LoadResult", "read_state_dict", "unwrap_state_dict", "from_timm_layout", "read_timm_checkpoint",
-           "load_state_dict_into", "save_state_dict", "load_classifier"]
+           "load_state_dict_into", "load_weights", "save_state_dict", "write_state_dict", "load_classifier"]
 
 # Where training scripts put the network's weights inside a checkpoint dict, in the order they are tried.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "state_dict_ema")
@@ -330,7 +337,8 @@ def load_state_dict_into(
         raise UserError(
             f"class-count mismatch: the checkpoint's classifier `{cfg.classifier}` has "
             f"{state[head_weight].shape[0]} outputs but the model/data has {expected[head_weight][0]} classes; "
-            f"evaluate it on data with {state[head_weight].shape[0]} classes, or fine-tune it first "
+            f"evaluate it on data with {state[head_weight].shape[0]} classes (--num-classes "
+            f"{state[head_weight].shape[0]} on data with fewer), or fine-tune it first "
             "(`robustft finetune` replaces the head)"
         )
     problems = []
@@ -351,13 +359,42 @@ def load_state_dict_into(
     return LoadResult(missing, unexpected)
 
 
-def save_state_dict(model: nn.Module, path: str | os.PathLike) -> Path:
-    """Write ``model``'s plain state dict to ``path`` atomically; safetensors if it ends in ``.safetensors``."""
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+def load_weights(model: ImageClassifier, state_dict: Mapping[str, Tensor], source: str, *,
+                 normalization: NormSpec = None) -> ImageClassifier:
+    """``load_state_dict_into`` (strict), then the input normalization: an explicit ``normalization`` wins, else the
+    checkpoint's ``normalize`` statistics, else the model's default is assumed and one warning line says so.
+
+    Which one is recorded in ``model.pretrained_cfg.normalization_source`` (exports state it in their card).
+    """
+    load_state_dict_into(model, state_dict)
+    if normalization is not None:
+        set_normalization(model, normalization)
+        origin = "given"
+    elif "normalize.mean" in state_dict:
+        origin = "checkpoint"
+    else:
+        origin = "assumed"
+        stats = describe_normalization(model.normalize.mean.flatten().tolist(), model.normalize.std.flatten().tolist())
+        warn(f"{source} carries no input normalization (no normalize/normalizer mean and std) and none was given: "
+             f"assuming the {model.pretrained_cfg.architecture or type(model).__name__} default, {stats}; if its "
+             f"weights were trained on other statistics, predictions are wrong: pass --normalization "
+             f"(model.normalization) {'|'.join(NORMALIZATIONS)} or m1,m2,m3/s1,s2,s3")
+    model.pretrained_cfg = replace(model.pretrained_cfg, normalization_source=origin)
+    return model
+
+
+def write_state_dict(state: Mapping[str, Tensor], path: str | os.PathLike) -> Path:
+    """Write a state dict to ``path`` atomically; safetensors if it ends in ``.safetensors``, else ``torch.save``."""
+    state = {k: v.detach().cpu() for k, v in state.items()}
     if str(path).endswith(".safetensors"):
         state = {k: v.contiguous() for k, v in state.items()}
         return atomic_write(path, lambda tmp: safetensors.torch.save_file(state, tmp))
     return atomic_save(state, path)
+
+
+def save_state_dict(model: nn.Module, path: str | os.PathLike) -> Path:
+    """Write ``model``'s plain state dict to ``path`` atomically; safetensors if it ends in ``.safetensors``."""
+    return write_state_dict(model.state_dict(), path)
 
 
 def load_classifier(model: nn.Module, path: str | os.PathLike) -> None:

@@ -11,7 +11,8 @@ from torch import Tensor, nn
 
 from robustft.errors import UserError
 
-__all__ = ["NORMALIZATIONS", "NormSpec", "Normalize", "resolve_normalization", "set_normalization"]
+__all__ = ["NORMALIZATIONS", "NormSpec", "Normalize", "resolve_normalization", "set_normalization",
+           "describe_normalization"]
 
 Stats = tuple[tuple[float, ...], tuple[float, ...]]
 NormSpec = str | tuple[Sequence[float], Sequence[float]] | None
@@ -82,3 +83,11 @@ def set_normalization(model: nn.Module, spec: NormSpec) -> nn.Module:
         normalize.mean.copy_(torch.tensor(mean).reshape(normalize.mean.shape))
         normalize.std.copy_(torch.tensor(std).reshape(normalize.std.shape))
     return model
+
+
+def describe_normalization(mean: Sequence[float], std: Sequence[float]) -> str:
+    """``imagenet (mean 0.485,0.456,0.406, std 0.229,0.224,0.225)``: the statistics, with the preset they match."""
+    stats = f"mean {','.join(f'{v:.4g}' for v in mean)}, std {','.join(f'{v:.4g}' for v in std)}"
+    rounded = [round(v, 6) for v in (*mean, *std)]  # float32 buffers hold 0.485 as 0.48500001...
+    preset = next((name for name, (m, s) in NORMALIZATIONS.items() if rounded == [*m, *s]), None)
+    return f"{preset} ({stats})" if preset else stats

@@ -6,15 +6,18 @@ from ``hub.KNOWN_WEIGHTS`` (e.g. ``resnet50.madry_linf4_in1k``).
 
 import difflib
 import os
+import types
+import typing
 from collections.abc import Callable
 from dataclasses import replace
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from robustft.errors import UserError
 from robustft.models.base import ImageClassifier
-from robustft.models.checkpoint import from_timm_layout, load_state_dict_into, read_state_dict
+from robustft.models.checkpoint import from_timm_layout, load_state_dict_into, load_weights, read_state_dict
 from robustft.models.hub import KNOWN_WEIGHTS, fetch_weights, read_hub_config
 from robustft.models.normalization import NormSpec, set_normalization
+from robustft.schema import coerce_value, type_name
 
 __all__ = ["register_model", "list_models", "create_model", "load_model"]
 
@@ -47,15 +50,46 @@ def _entrypoint(arch: str) -> Callable[..., ImageClassifier]:
     return _model_entrypoints[arch]
 
 
+def _option_types(entrypoint: Callable[..., ImageClassifier]) -> dict[str, Any]:
+    """The annotated options a constructor takes: its own parameters and those of the model class it returns."""
+    hints = typing.get_type_hints(entrypoint)
+    model_cls = hints.pop("return", None)
+    if isinstance(model_cls, type):
+        hints = {**typing.get_type_hints(model_cls.__init__), **hints}
+    return {k: v for k, v in hints.items() if k != "return"}
+
+
+def _is_scalar(hint: Any) -> bool:
+    """Whether an annotation is a plain value type (bool, int, float, str, a Literal, or an optional of those): the
+    options a config or a command line can set, checked before the constructor sees them."""
+    kinds = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    return all(k in (bool, int, float, str, type(None)) or typing.get_origin(k) is typing.Literal for k in kinds)
+
+
 def _construct(arch: str, entrypoint: Callable[..., ImageClassifier], **kwargs) -> ImageClassifier:
-    """Call the constructor; an option it does not take is a UserError (e.g. a typo in ``model.options``)."""
+    """Call the constructor; an option it does not take, or a value of the wrong type, is one UserError line."""
+    where = "(model.options / --model-arg); see its constructor's arguments"
+    for key, hint in _option_types(entrypoint).items():
+        if key in kwargs and _is_scalar(hint):
+            try:
+                kwargs[key] = coerce_value(kwargs[key], hint, key)
+            except UserError:
+                raise UserError(f"architecture {arch}: option {key} must be {type_name(hint)}, got {kwargs[key]!r} "
+                                f"{where}") from None
     try:
         return entrypoint(**kwargs)
-    except TypeError as e:
-        if "unexpected keyword argument" not in str(e):
+    except (TypeError, ValueError, RuntimeError) as e:
+        text, name = str(e), str(e).rsplit(" ", 1)[-1]
+        if "unexpected keyword argument" in text:
+            raise UserError(f"architecture {arch} does not take the option {name} {where}") from None
+        if "multiple values for keyword argument" in text:
+            raise UserError(f"architecture {arch} sets the option {name} itself {where}") from None
+        options = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k not in ("num_classes", "normalization"))
+        if not options:  # the architecture fails without options: a bug, not a user error
             raise
-        raise UserError(f"architecture {arch} does not take the option {str(e).rsplit(' ', 1)[-1]} "
-                        f"(model.options / --model-arg); see its constructor's arguments") from None
+        reason = (text.strip().splitlines() or [""])[0]
+        raise UserError(f"architecture {arch} cannot be built with {options} ({type(e).__name__}: {reason}) "
+                        f"{where}") from None
 
 
 def _weights_name(arch: str, tag: str, pretrained: bool) -> str | None:
@@ -94,7 +128,9 @@ def create_model(
     weights = KNOWN_WEIGHTS[weights_name]
     model = _construct(arch, entrypoint, num_classes=weights.num_classes,
                        normalization=weights.normalization if normalization is None else normalization, **kwargs)
-    model.pretrained_cfg = replace(model.pretrained_cfg, tag=weights_name.partition(".")[2])
+    # The published weights' statistics (their entry, then their normalizer once loaded) unless the caller's.
+    model.pretrained_cfg = replace(model.pretrained_cfg, tag=weights_name.partition(".")[2],
+                                   normalization_source="checkpoint" if normalization is None else "given")
     if pretrained:
         load_state_dict_into(model, read_state_dict(fetch_weights(weights_name)))
         if normalization is not None:  # an explicit choice overrides the statistics stored in the checkpoint
@@ -117,8 +153,8 @@ def load_model(
     A tagged ``arch`` without a ``checkpoint`` loads the tag's published weights (downloaded once). A hub model
     directory's ``config.json`` supplies ``num_classes``, mean/std and the input size (``pretrained_cfg.input_size``)
     where they are not given. ``num_classes=None`` takes the class count from the checkpoint's head.
-    ``normalization=None`` keeps the checkpoint's ``normalize`` buffers, or the architecture default when it has
-    none; an explicit value wins.
+    ``normalization=None`` keeps the checkpoint's ``normalize`` buffers, or assumes the architecture default when it
+    has none (one warning line); an explicit value wins.
     """
     base, _, tag = arch.partition(".")
     if checkpoint is None and tag:
@@ -135,9 +171,7 @@ def load_model(
     head_weight = state_dict.get(f"{model.pretrained_cfg.classifier}.weight")
     if num_classes is None and head_weight is not None and head_weight.ndim == 2:
         model.reset_classifier(head_weight.shape[0])
-    load_state_dict_into(model, state_dict)
-    if normalization is not None:
-        set_normalization(model, normalization)
+    model = load_weights(model, state_dict, str(checkpoint), normalization=normalization)
     if hub is not None and hub.input_size is not None:
         model.pretrained_cfg = replace(model.pretrained_cfg, input_size=hub.input_size)
     return model
