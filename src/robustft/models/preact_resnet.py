@@ -117,7 +117,7 @@ def _check_variant(state: dict[str, Tensor], model: PreActResNet) -> dict[str, T
     """Refuse, naming the model option to set, a checkpoint of a variant that ``model`` was not built or told for."""
     bn = "bn.weight" in state
     bn_option = "" if bn == (model.bn is not None) else f"final_bn={str(bn).lower()}"
-    where = "(model.options in a run config, keyword arguments of load_model)"
+    where = "(--model-arg KEY=VALUE for evaluate/mrc, model.options in a run config, keyword arguments of load_model)"
     name = model.pretrained_cfg.architecture or "PreActResNet"
     if model.projection_input is None and any(".shortcut." in k for k in state):
         also = f", and {bn_option}" if bn_option else ""
