@@ -5,7 +5,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from .errors import UserError
 
@@ -42,12 +42,47 @@ def _positive(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be > 0 and < 1, got {text}")
+    return value
+
+
+def _classes(text: str) -> list[int | str]:
+    """An argparse type: a comma list of classes, integers as indices and anything else as names (as in YAML)."""
+    return [int(c) if c.strip().isdigit() else c.strip() for c in text.split(",")]
+
+
 def _limits(args: argparse.Namespace):
     """The decoding limits the data flags set (the library's defaults for those not given)."""
     from .data import DecodeLimits
 
     given = {k: getattr(args, k) for k in ("max_file_mb", "max_image_pixels", "max_array_mb")}
     return DecodeLimits(**{k: v for k, v in given.items() if v is not None})
+
+
+def _data_options(args: argparse.Namespace, checkpoint: str | None) -> dict[str, Any]:
+    """``load_dataset`` keywords from the data flags; for a robustft export, its card's image size and class subset
+    where the flags give none (said in one line each), so the export sees what its run trained on."""
+    from .engine.run import card_inputs, read_card
+
+    size, subset = card_inputs(read_card(checkpoint) if checkpoint else None)
+    image_size, classes = args.image_size, args.classes
+    if image_size is None and size is not None:
+        image_size = size[0] if size[0] == size[1] else size
+        print(f"image size {size[1]}x{size[0]}: the size the export was trained at, from its card (--image-size N "
+              f"to change)")
+    if classes is None and subset is not None:
+        classes = subset
+        print(f"classes {', '.join(subset)}: the export's class subset, from its card (--classes to change)")
+    return dict(root=args.data_root, val_fraction=args.val_fraction, split_seed=args.split_seed, image_size=image_size,
+                limits=_limits(args), x_key=args.x_key, y_key=args.y_key, classes=classes,
+                test_fraction=args.test_fraction)
 
 
 def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
@@ -59,8 +94,17 @@ def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument("--class-balanced", action="store_true",
                    help="with --n: the first n/C images of every class instead (e.g. for AutoAttack on a budget)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of train carved out as validation")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the stratified train/val split")
-    p.add_argument("--image-size", type=_count, default=None, help="resize images to this size when decoding")
+    p.add_argument("--test-fraction", type=_fraction, default=None,
+                   help="carve a class-stratified test split of this fraction from train (as data.test_fraction)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the stratified train/val (and test) splits")
+    p.add_argument("--classes", type=_classes, default=None,
+                   help="comma list of class indices or names to keep, relabelled 0..k-1 in this order (default: all, "
+                        "or a robustft export's class subset from its card)")
+    p.add_argument("--x-key", default=None, help=".npz images array (default: x, else the only uint8 image array)")
+    p.add_argument("--y-key", default=None, help=".npz labels array (default: y, else the only integer label array)")
+    p.add_argument("--image-size", type=_count, default=None,
+                   help="resize images to this square size (default: as stored, or the size a robustft export's card "
+                        "records)")
     p.add_argument("--max-file-mb", type=_positive, default=None,
                    help="largest image file read, in MB, checked before reading (default: as data.max_file_mb)")
     p.add_argument("--max-image-pixels", type=_count, default=None,
@@ -118,9 +162,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     seed_everything(args.seed)
     balanced = args.class_balanced and args.n is not None
-    data = load_dataset(args.data, args.split, root=args.data_root, n=None if balanced else args.n,
-                        val_fraction=args.val_fraction, split_seed=args.split_seed, image_size=args.image_size,
-                        device=device, limits=_limits(args))
+    data = load_dataset(args.data, args.split, n=None if balanced else args.n, device=device,
+                        **_data_options(args, args.checkpoint))
     if balanced:
         data = balanced_subset(data, args.n)
     model = load_exported_model(args.arch, args.checkpoint, num_classes=data.num_classes,
@@ -133,7 +176,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
           + ", ".join(_describe_attack(a) for a in attacks))
     result = evaluate(model, data, attacks, batch_size=args.batch_size, seed=args.seed, channels_last=channels_last)
     record = {**result.to_dict(), "checkpoint": args.checkpoint, "arch": args.arch, "data": args.data,
-              "split": args.split, "subset_n": args.n, "device": str(device), "provenance": provenance(args.seed)}
+              "split": args.split, "subset_n": args.n, "image_size": list(data.x.shape[-2:]), "device": str(device),
+              "provenance": provenance(args.seed)}
     print(f"n={result.n}  clean {result.clean_acc:.4f}  " + "  ".join(
         f"{k} {v:.4f}" for k, v in result.robust_acc.items()) + f"  worst-case {result.worst_case_acc:.4f}"
           f"  ({result.timing['total']:.1f} s)")
@@ -169,8 +213,7 @@ def cmd_mrc(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     seed_everything(args.seed)
     balanced = args.class_balanced and args.n is not None
-    data = load_dataset(args.data, args.split, root=args.data_root, val_fraction=args.val_fraction,
-                        split_seed=args.split_seed, image_size=args.image_size, device=device, limits=_limits(args))
+    data = load_dataset(args.data, args.split, device=device, **_data_options(args, args.checkpoint))
     if balanced:
         data = balanced_subset(data, args.n)
     model = load_exported_model(args.arch, args.checkpoint, num_classes=data.num_classes,
