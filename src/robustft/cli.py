@@ -42,6 +42,22 @@ def _positive(text: str) -> float:
     return value
 
 
+def _fraction(text: str) -> float:
+    """An argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be > 0 and < 1, got {text}")
+    return value
+
+
+def _classes(text: str) -> list[int | str]:
+    """An argparse type: a comma list of classes, integers as indices and anything else as names (as in YAML)."""
+    return [int(c) if c.strip().isdigit() else c.strip() for c in text.split(",")]
+
+
 def _limits(args: argparse.Namespace):
     """The decoding limits the data flags set (the library's defaults for those not given)."""
     from .data import DecodeLimits
@@ -50,18 +66,31 @@ def _limits(args: argparse.Namespace):
     return DecodeLimits(**{k: v for k, v in given.items() if v is not None})
 
 
-def _image_size(args: argparse.Namespace) -> int | None:
-    """``--image-size``, else the input size that the ``config.json`` of a hub model directory checkpoint states."""
+def _data_options(args: argparse.Namespace, checkpoint: str | None) -> dict[str, Any]:
+    """``load_dataset`` keywords from the data flags; where the flags give none, the image size and class subset of a
+    robustft export's card, or the input size a hub model directory's ``config.json`` states (said in one line each),
+    so the model sees what it was trained on."""
+    from .engine.run import card_inputs, read_card
     from .models import read_hub_config
 
-    hub = read_hub_config(args.checkpoint) if args.image_size is None and args.checkpoint else None
-    if hub is None or hub.input_size is None:
-        return args.image_size
-    _, height, width = hub.input_size
-    if height != width:
-        raise UserError(f"{args.checkpoint}/config.json states a {height}x{width} input; pass --image-size N (square)")
-    print(f"image size {height} px, the input size stated in {Path(args.checkpoint) / 'config.json'}")
-    return height
+    size, subset = card_inputs(read_card(checkpoint) if checkpoint else None)
+    image_size, classes = args.image_size, args.classes
+    if image_size is None and size is not None:
+        image_size = size[0] if size[0] == size[1] else size
+        print(f"image size {size[1]}x{size[0]}: the size the export was trained at, from its card (--image-size N "
+              f"to change)")
+    elif image_size is None and checkpoint and (hub := read_hub_config(checkpoint)) and hub.input_size:
+        _, height, width = hub.input_size
+        if height != width:
+            raise UserError(f"{checkpoint}/config.json states a {height}x{width} input; pass --image-size N (square)")
+        image_size = height
+        print(f"image size {height} px, the input size stated in {Path(checkpoint) / 'config.json'}")
+    if classes is None and subset is not None:
+        classes = subset
+        print(f"classes {', '.join(subset)}: the export's class subset, from its card (--classes to change)")
+    return dict(root=args.data_root, val_fraction=args.val_fraction, split_seed=args.split_seed, image_size=image_size,
+                limits=_limits(args), x_key=args.x_key, y_key=args.y_key, classes=classes,
+                test_fraction=args.test_fraction)
 
 
 def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
@@ -73,8 +102,17 @@ def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument("--class-balanced", action="store_true",
                    help="with --n: the first n/C images of every class instead (e.g. for AutoAttack on a budget)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of train carved out as validation")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the stratified train/val split")
-    p.add_argument("--image-size", type=_count, default=None, help="resize images to this size when decoding")
+    p.add_argument("--test-fraction", type=_fraction, default=None,
+                   help="carve a class-stratified test split of this fraction from train (as data.test_fraction)")
+    p.add_argument("--split-seed", type=int, default=0, help="seed of the stratified train/val (and test) splits")
+    p.add_argument("--classes", type=_classes, default=None,
+                   help="comma list of class indices or names to keep, relabelled 0..k-1 in this order (default: all, "
+                        "or a robustft export's class subset from its card)")
+    p.add_argument("--x-key", default=None, help=".npz images array (default: x, else the only uint8 image array)")
+    p.add_argument("--y-key", default=None, help=".npz labels array (default: y, else the only integer label array)")
+    p.add_argument("--image-size", type=_count, default=None,
+                   help="resize images to this square size (default: as stored, or the size a robustft export's card "
+                        "records)")
     p.add_argument("--max-file-mb", type=_positive, default=None,
                    help="largest image file read, in MB, checked before reading (default: as data.max_file_mb)")
     p.add_argument("--max-image-pixels", type=_count, default=None,
@@ -169,9 +207,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     seed_everything(args.seed)
     balanced = args.class_balanced and args.n is not None
-    data = load_dataset(args.data, args.split, root=args.data_root, n=None if balanced else args.n,
-                        val_fraction=args.val_fraction, split_seed=args.split_seed, image_size=_image_size(args),
-                        device=device, limits=_limits(args))
+    data = load_dataset(args.data, args.split, n=None if balanced else args.n, device=device,
+                        **_data_options(args, args.checkpoint))
     if balanced:
         data = balanced_subset(data, args.n)
     model = _load_model(args, data.num_classes).to(device)
@@ -183,7 +220,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
           + ", ".join(_describe_attack(a) for a in attacks))
     result = evaluate(model, data, attacks, batch_size=args.batch_size, seed=args.seed, channels_last=channels_last)
     record = {**result.to_dict(), "checkpoint": args.checkpoint, "arch": args.arch, "data": args.data,
-              "split": args.split, "subset_n": args.n, "device": str(device), "provenance": provenance(args.seed)}
+              "split": args.split, "subset_n": args.n, "image_size": list(data.x.shape[-2:]), "device": str(device),
+              "provenance": provenance(args.seed)}
     print(f"n={result.n}  clean {result.clean_acc:.4f}  " + "  ".join(
         f"{k} {v:.4f}" for k, v in result.robust_acc.items()) + f"  worst-case {result.worst_case_acc:.4f}"
           f"  ({result.timing['total']:.1f} s)")
@@ -218,8 +256,7 @@ def cmd_mrc(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     seed_everything(args.seed)
     balanced = args.class_balanced and args.n is not None
-    data = load_dataset(args.data, args.split, root=args.data_root, val_fraction=args.val_fraction,
-                        split_seed=args.split_seed, image_size=_image_size(args), device=device, limits=_limits(args))
+    data = load_dataset(args.data, args.split, device=device, **_data_options(args, args.checkpoint))
     if balanced:
         data = balanced_subset(data, args.n)
     model = _load_model(args, data.num_classes).to(device)

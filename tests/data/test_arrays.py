@@ -78,3 +78,49 @@ def test_corrupt_npz_is_a_user_error(tmp_path):
     (tmp_path / "test.npz").write_bytes(b"garbage")
     with pytest.raises(UserError, match="test.npz"):
         load_dataset(str(tmp_path), "test")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# key names: data.x_key / data.y_key, else x/y, else the one array of each kind
+# ---------------------------------------------------------------------------------------------------------------
+def test_other_key_names_are_read_with_x_key_and_y_key(tmp_path):
+    np.savez(tmp_path / "test.npz", imgs=_images(3), lbl=np.array([2, 0, 1]), also_images=_images(3, start=9))
+    ds = load_dataset(str(tmp_path), "test", x_key="imgs", y_key="lbl")
+    assert torch.equal(ds.x, torch.from_numpy(_images(3)).permute(0, 3, 1, 2)) and ds.y.tolist() == [2, 0, 1]
+
+
+def test_keys_are_detected_when_only_one_array_fits_each_role(tmp_path):
+    np.savez(tmp_path / "test.npz", images=_images(3), labels=np.array([2, 0, 1]), names=np.array(["a", "b", "c"]),
+             ids=np.arange(5))  # a string array and an integer array of another length are neither labels
+    ds = load_dataset(str(tmp_path / "test.npz"), "test")
+    assert torch.equal(ds.x, torch.from_numpy(_images(3)).permute(0, 3, 1, 2)) and ds.y.tolist() == [2, 0, 1]
+
+
+def test_ambiguous_keys_are_one_error_naming_every_array(tmp_path):
+    np.savez(tmp_path / "test.npz", x_train=_images(3), y_train=np.array([0, 1, 1], np.uint8), x_test=_images(2),
+             y_test=np.array([1, 0], np.uint8))  # the keras layout: several candidates
+    with pytest.raises(UserError) as err:
+        load_dataset(str(tmp_path), "test")
+    message = str(err.value)
+    assert "2 arrays that could be the images" in message and "data.x_key=KEY" in message and "--x-key" in message
+    assert "x_train (uint8 3×4×5×3)" in message and "y_test (uint8 2)" in message
+    assert load_dataset(str(tmp_path), "test", x_key="x_test", y_key="y_test").y.tolist() == [1, 0]
+
+
+def test_a_named_key_that_is_missing_names_what_the_file_has(tmp_path):
+    np.savez(tmp_path / "test.npz", x=_images(2), y=np.array([0, 1]))
+    with pytest.raises(UserError, match=r"has no array 'img' \(it has x \(uint8 2×4×5×3\), y \(int64 2\)\)"):
+        load_dataset(str(tmp_path), "test", x_key="img")
+
+
+def test_keys_are_refused_for_data_that_is_not_npz(tmp_path, make_tree):
+    make_tree(tmp_path / "tree", {"test": {"a": 1}})
+    with pytest.raises(UserError, match="x_key .* not .npz"):
+        load_dataset(str(tmp_path / "tree"), "test", x_key="images")
+
+
+def test_a_single_file_whose_name_names_no_split_is_the_training_data(tmp_path):
+    np.savez(tmp_path / "mydata.npz", x=_images(4), y=np.array([0, 1, 0, 1]))
+    assert load_dataset(str(tmp_path / "mydata.npz"), "train_full").y.tolist() == [0, 1, 0, 1]
+    with pytest.raises(UserError, match="no 'test' split .*data.test_fraction"):
+        load_dataset(str(tmp_path / "mydata.npz"), "test")

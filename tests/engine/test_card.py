@@ -38,6 +38,10 @@ def test_a_foreign_json_beside_the_checkpoint_is_not_read_as_a_card(ckpt, npz_da
                  "recipe": {"method_args": {"lamb": 1}}}), "method_args.lamb"),
     (json.dumps({CARD_MARKER: 1, "arch": "wrn_28_10", "num_classes": 10, "method": "pgd_at", "recipe": {}}),
      "exported for --arch wrn_28_10"),
+    (json.dumps({CARD_MARKER: 1, "arch": "cifar_resnet20", "num_classes": 10, "method": "pgd_at", "recipe": {},
+                 "data": {"image_size": 32}}), "data.image_size"),
+    (json.dumps({CARD_MARKER: 1, "arch": "cifar_resnet20", "num_classes": 10, "method": "pgd_at", "recipe": {},
+                 "data": {"classes": [1]}, "classes": [1]}), "malformed: classes"),
 ])
 def test_a_damaged_robustft_card_is_one_error_line(ckpt, npz_data, capsys, text, match):
     ckpt.with_suffix(".json").write_text(text)

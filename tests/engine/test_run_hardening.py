@@ -27,6 +27,9 @@ def _error_line(capsys) -> str:
     (["--set", "optim.momentum=5"], "optim.momentum"),
     (["--set", "model.options.widht=4"], "widht"),
     (["--set", "eval.test_attacks=[cw]"], "cw"),
+    (["--set", "data.test_fraction=0.2"], "has a test split of its own; remove data.test_fraction"),
+    (["--set", "data.classes=[0, 1]", "--set", "eval.corruption_dir=c10c"], "eval.corruption_dir holds"),
+    (["--set", "data.classes=[1, 1]"], "distinct classes"),
 ])
 def test_a_failed_start_writes_nothing(tiny_task, tmp_path, capsys, bad, match):
     data, ckpt = tiny_task

@@ -42,8 +42,7 @@ def _autoattack(cfg: RunConfig, run_dir: Path, spec: AutoAttackSpec, source: boo
     the cell's directory."""
     def load() -> tuple[torch.nn.Module, ArrayDataset]:
         device = resolve_device(cfg.train.device)
-        test = load_dataset(cfg.data.name, "test", root=cfg.data.root, image_size=cfg.data.image_size, device=device,
-                            limits=cfg.data.limits())
+        test = load_dataset(cfg.data.name, "test", device=device, **cfg.data.source_options())
         if source:
             model = build_source_model(cfg, test.num_classes)
         else:

@@ -1,11 +1,17 @@
-"""``.npz`` datasets: ``x`` uint8 N×H×W×C (or N×H×W) and integer ``y``, the split taken from the file name.
+"""``.npz`` datasets: uint8 images N×H×W×C (or N×H×W) and integer labels, the split taken from the file name.
 
-Channels-first ``x`` (N×C×H×W) is recognised and accepted with a warning; every member's decompressed size is
-checked against ``DecodeLimits.max_array_mb`` before it is read.
+The arrays are ``x`` and ``y`` unless ``x_key`` / ``y_key`` (``data.x_key`` / ``data.y_key``) name others; without
+them and without ``x``/``y``, the file's only uint8 N×H×W(×C) array and only 1-D integer array of that length are
+used, judged from the ``.npy`` headers, and anything ambiguous is refused with the arrays found. Channels-first
+images (N×C×H×W) are recognised and accepted with a warning; every member's decompressed size is checked against
+``DecodeLimits.max_array_mb`` before it is read.
 """
 
 import functools
 import zipfile
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +24,7 @@ from .source import Arrays, Source
 __all__ = ["npz_source"]
 
 NPZ_SPLITS = ("train", "val", "test")  # test*.npz -> test, train*.npz -> train, val*.npz -> val
+_HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
 
 def _split_of(path: Path) -> str | None:
@@ -25,55 +32,125 @@ def _split_of(path: Path) -> str | None:
     return next((s for s in NPZ_SPLITS if path.name.lower().startswith(s)), None)
 
 
-def _read(path: Path, key: str, limits: DecodeLimits) -> np.ndarray:
-    """Array ``key`` of an npz file (only that member is decompressed, after its size check); no pickles."""
+@dataclass(frozen=True)
+class _Member:
+    """One array of an npz file as its zip entry and ``.npy`` header describe it (no data decompressed)."""
+
+    size: int  # decompressed bytes
+    dtype: np.dtype | None  # None: not a .npy header this module reads
+    shape: tuple[int, ...] | None
+
+    def describe(self) -> str:
+        """``uint8 60000×28×28``, or ``unreadable header``."""
+        return "unreadable header" if self.dtype is None else f"{self.dtype} {'×'.join(map(str, self.shape))}"
+
+
+def _describe(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Member:
+    """The header of one member (numpy's bounded header parser: a literal, never code)."""
+    with archive.open(info) as f:
+        try:
+            reader = _HEADER_READERS.get(np.lib.format.read_magic(f))
+            shape, _, dtype = reader(f) if reader else (None, None, None)
+        except ValueError:  # not an .npy member
+            shape, dtype = None, None
+    return _Member(size=info.file_size, dtype=dtype, shape=shape)
+
+
+def _members(path: Path) -> dict[str, _Member]:
+    """Every array of an npz file by key (``np.savez`` adds ``.npy`` to each key's member name)."""
     try:
         with zipfile.ZipFile(path) as archive:  # also keeps np.load from reading a whole .npy named *.npz
-            sizes = {info.filename: info.file_size for info in archive.infolist()}
-        with np.load(path, allow_pickle=False) as data:
-            if key not in data:
-                raise UserError(f"{path} has no array {key!r} (it has {', '.join(data.files)}); "
-                                f"save images as 'x' (uint8 N×H×W×C) and labels as 'y'")
-            member = f"{key}.npy" if f"{key}.npy" in sizes else key  # np.savez always adds .npy
-            limits.check_array(f"{path}: array {key!r}", sizes[member])
-            return data[key]
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
+            return {info.filename.removesuffix(".npy"): _describe(archive, info) for info in archive.infolist()}
+    except (OSError, ValueError, zipfile.BadZipFile, zlib.error) as e:  # zlib: a damaged member's header
         raise UserError(f"cannot read {path} as an .npz file ({e}); re-create it with np.savez") from e
 
 
-def _labels(path: Path, limits: DecodeLimits) -> np.ndarray:
-    """The ``y`` of one file, checked to be non-negative integers."""
-    y = _read(path, "y", limits)
-    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
-        raise UserError(f"{path}: 'y' must be a 1-D array of non-negative integer labels, got {y.dtype} {y.shape}")
-    return y.astype(np.int64)
+def _choose(path: Path, members: dict[str, _Member], given: str | None, default: str, what: str, key: str,
+            fits: Callable[[_Member], bool]) -> str:
+    """The key of the images or labels: ``given``, else ``default`` when present, else the only array that fits."""
+    if given in members or (given is None and default in members):
+        return given or default
+    candidates = [] if given is not None else [k for k, m in members.items() if m.dtype is not None and fits(m)]
+    if len(candidates) == 1:
+        return candidates[0]
+    found = ", ".join(f"{k} ({m.describe()})" for k, m in members.items()) or "no arrays"
+    problem = (f"has no array {given!r}" if given is not None else
+               f"has no array {default!r} and {len(candidates) or 'no'} arrays that could be the {what}")
+    raise UserError(f"{path} {problem} (it has {found}); name the {what} with data.{key}=KEY "
+                    f"(--{key.replace('_', '-')} KEY for evaluate and mrc)")
 
 
-def _images(path: Path, count: int, limits: DecodeLimits) -> np.ndarray:
-    """The ``x`` of one file as N×C×H×W uint8 (C = 1 or 3), checked against the label count."""
-    x = _read(path, "x", limits)
-    if x.dtype != np.uint8 or x.ndim not in (3, 4):
-        raise UserError(f"{path}: 'x' must be uint8 N×H×W×C or N×H×W, got {x.dtype} {x.shape}; "
-                        f"convert it with x.astype(np.uint8) (pixel values 0..255)")
-    if len(x) != count:
-        raise UserError(f"{path} has {len(x)} images but {count} labels; 'x' and 'y' must have the same length")
-    if x.ndim == 3:
-        return x[:, None]
-    if x.shape[3] in (1, 3):
-        return x.transpose(0, 3, 1, 2)
-    if x.shape[1] in (1, 3):
-        warn(f"{path}: 'x' {tuple(x.shape)} looks channels-first (N×C×H×W), not N×H×W×C; reading it as N×C×H×W "
-             f"(save it with x.transpose(0, 2, 3, 1) to silence this)")
-        return x  # already the N×C×H×W that the loader returns
-    raise UserError(f"{path}: 'x' {tuple(x.shape)} has neither 1 nor 3 channels in N×H×W×C (or N×C×H×W) layout; "
-                    f"save images as uint8 N×H×W×C with C = 3 (RGB) or 1 (grayscale), or N×H×W")
+def _keys(path: Path, members: dict[str, _Member], x_key: str | None, y_key: str | None) -> tuple[str, str]:
+    """(images key, labels key) of one file."""
+    x = _choose(path, members, x_key, "x", "images", "x_key",
+                lambda m: m.dtype == np.uint8 and len(m.shape) in (3, 4))
+    count = members[x].shape[0] if members[x].shape else None
+    y = _choose(path, {k: m for k, m in members.items() if k != x}, y_key, "y", "labels", "y_key",
+                lambda m: m.dtype.kind in "iu" and m.shape == (count,))
+    return x, y
 
 
-def _load(files: list[Path], labels: list[np.ndarray], limits: DecodeLimits) -> Arrays:
+def _read(path: Path, key: str, member: _Member, limits: DecodeLimits) -> np.ndarray:
+    """Array ``key`` of an npz file (only that member is decompressed, after its size check); no pickles."""
+    limits.check_array(f"{path}: array {key!r}", member.size)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return data[key]
+    except (OSError, ValueError, zipfile.BadZipFile, zlib.error) as e:
+        raise UserError(f"cannot read {path} as an .npz file ({e}); re-create it with np.savez") from e
+
+
+@dataclass(frozen=True)
+class _NpzFile:
+    """One ``.npz`` file with the keys of its images and labels."""
+
+    path: Path
+    members: dict[str, _Member]
+    x: str
+    y: str
+
+    @classmethod
+    def open(cls, path: Path, x_key: str | None, y_key: str | None) -> "_NpzFile":
+        """Describe ``path`` and choose its keys (see the module docstring)."""
+        members = _members(path)
+        return cls(path, members, *_keys(path, members, x_key, y_key))
+
+    def labels(self, limits: DecodeLimits) -> np.ndarray:
+        """The labels, checked to be non-negative integers."""
+        y = _read(self.path, self.y, self.members[self.y], limits)
+        if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
+            raise UserError(f"{self.path}: {self.y!r} must be a 1-D array of non-negative integer labels, got "
+                            f"{y.dtype} {y.shape}")
+        return y.astype(np.int64)
+
+    def images(self, count: int, limits: DecodeLimits) -> np.ndarray:
+        """The images as N×C×H×W uint8 (C = 1 or 3), checked against the label count."""
+        path, key = self.path, self.x
+        x = _read(path, key, self.members[key], limits)
+        if x.dtype != np.uint8 or x.ndim not in (3, 4):
+            raise UserError(f"{path}: {key!r} must be uint8 N×H×W×C or N×H×W, got {x.dtype} {x.shape}; "
+                            f"convert it with x.astype(np.uint8) (pixel values 0..255)")
+        if len(x) != count:
+            raise UserError(f"{path} has {len(x)} images but {count} labels; {key!r} and {self.y!r} must have the "
+                            f"same length")
+        if x.ndim == 3:
+            return x[:, None]
+        if x.shape[3] in (1, 3):
+            return x.transpose(0, 3, 1, 2)
+        if x.shape[1] in (1, 3):
+            warn(f"{path}: {key!r} {tuple(x.shape)} looks channels-first (N×C×H×W), not N×H×W×C; reading it as "
+                 f"N×C×H×W (save it with x.transpose(0, 2, 3, 1) to silence this)")
+            return x  # already the N×C×H×W that the loader returns
+        raise UserError(f"{path}: {key!r} {tuple(x.shape)} has neither 1 nor 3 channels in N×H×W×C (or N×C×H×W) "
+                        f"layout; save images as uint8 N×H×W×C with C = 3 (RGB) or 1 (grayscale), or N×H×W")
+
+
+def _load(files: list[_NpzFile], labels: list[np.ndarray], limits: DecodeLimits) -> Arrays:
     """One split: its files' arrays concatenated in sorted file-name order."""
-    images = [_images(f, len(y), limits) for f, y in zip(files, labels, strict=True)]
+    images = [f.images(len(y), limits) for f, y in zip(files, labels, strict=True)]
     if len({im.shape[1:] for im in images}) > 1:
-        raise UserError(f"{', '.join(map(str, files))} hold images of different shapes; give them one shape")
+        raise UserError(f"{', '.join(str(f.path) for f in files)} hold images of different shapes; give them one "
+                        f"shape")
     return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
 
@@ -89,16 +166,21 @@ def _class_names(directory: Path, count: int) -> list[str]:
     return [n.strip() for n in names]
 
 
-def npz_source(path: Path, limits: DecodeLimits = DecodeLimits()) -> Source:
-    """One ``.npz`` file, or every ``train*``/``val*``/``test*`` ``.npz`` in a directory, split by file name."""
-    files = [path] if path.is_file() else sorted(path.glob("*.npz"), key=lambda p: p.name)
-    by_split: dict[str, list[Path]] = {}
-    for f in files:
-        if (split := _split_of(f)) is not None:
-            by_split.setdefault(split, []).append(f)
-    if not by_split:
+def npz_source(path: Path, limits: DecodeLimits = DecodeLimits(), x_key: str | None = None,
+               y_key: str | None = None) -> Source:
+    """One ``.npz`` file, or every ``train*``/``val*``/``test*`` ``.npz`` in a directory, split by file name; a single
+    file whose name announces no split is the training data (carve a test split from it with ``test_fraction``)."""
+    if path.is_file():
+        named = {_split_of(path) or "train": [path]}
+    else:
+        named = {}
+        for f in sorted(path.glob("*.npz"), key=lambda p: p.name):
+            if (split := _split_of(f)) is not None:
+                named.setdefault(split, []).append(f)
+    if not named:
         raise UserError(f"no train*.npz, val*.npz or test*.npz found at {path}; name each file after its split")
-    labels = {split: [_labels(f, limits) for f in fs] for split, fs in by_split.items()}
+    by_split = {split: [_NpzFile.open(f, x_key, y_key) for f in fs] for split, fs in named.items()}
+    labels = {split: [f.labels(limits) for f in fs] for split, fs in by_split.items()}
     count = 1 + max((int(y.max()) for ys in labels.values() for y in ys if y.size), default=-1)
     directory = path.parent if path.is_file() else path
     return Source(name=directory.resolve().name, classes=_class_names(directory, count),

@@ -1,6 +1,7 @@
 """``load_dataset``: one way to name a dataset (``cifar10``, a folder, a zip, an npz) and get a split of it."""
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -43,22 +44,40 @@ def _detect(path: Path) -> str:
 
 
 def open_source(spec: str, *, root: str | Path | None = None, image_size: int | None = None,
-                cache: bool = True, download: bool = True, limits: DecodeLimits | None = None) -> Source:
+                cache: bool = True, download: bool = True, limits: DecodeLimits | None = None,
+                x_key: str | None = None, y_key: str | None = None, classes: Sequence[int | str] | None = None,
+                test_fraction: float | None = None, split_seed: int = 0) -> Source:
     """Resolve ``spec`` (a named dataset, a path, or ``imagefolder:``/``npz:`` + path) to its :class:`Source`.
 
-    ``limits`` (None: the defaults) bound what image folders and npz files may decode to.
+    ``limits`` (None: the defaults) bound what image folders and npz files may decode to; ``x_key`` / ``y_key``
+    name an npz file's arrays; ``classes`` keeps those classes only (``Source.select``), then ``test_fraction``
+    carves a test split from train with ``split_seed`` (``Source.carve_test``).
     """
-    if spec.lower() in NAMED_DATASETS:
-        return NAMED_DATASETS[spec.lower()](_named_root(root), download=download)
+    source = _open(spec, root, image_size, cache, download, limits or DecodeLimits(), x_key, y_key)
+    if classes is not None:
+        source = source.select(classes)
+    return source if test_fraction is None else source.carve_test(test_fraction, split_seed)
+
+
+def _open(spec: str, root: str | Path | None, image_size: int | None, cache: bool, download: bool,
+          limits: DecodeLimits, x_key: str | None, y_key: str | None) -> Source:
+    """The source ``spec`` names, as stored."""
+    named = spec.lower() in NAMED_DATASETS
     kind, sep, rest = spec.partition(":")
     explicit = bool(sep) and kind in KINDS
     path = Path(rest if explicit else spec).expanduser()
-    if not path.exists():
+    if not named and not path.exists():
         raise UserError(f"dataset {spec!r} is not one of {', '.join(NAMED_DATASETS)} and {path} does not exist; "
                         f"pass a dataset name or the path of an image folder, .zip or .npz")
-    if (kind if explicit else _detect(path)) == "npz":
-        return npz_source(path, limits or DecodeLimits())
-    return image_folder(path, image_size=image_size, cache=cache, limits=limits or DecodeLimits())
+    kind = "named" if named else kind if explicit else _detect(path)
+    if kind != "npz" and (x_key is not None or y_key is not None):
+        raise UserError(f"data.x_key / data.y_key (--x-key / --y-key) name the arrays of .npz data, but {spec} is "
+                        f"not .npz; remove them")
+    if named:
+        return NAMED_DATASETS[spec.lower()](_named_root(root), download=download)
+    if kind == "npz":
+        return npz_source(path, limits, x_key, y_key)
+    return image_folder(path, image_size=image_size, cache=cache, limits=limits)
 
 
 def _split(source: Source, split: str, val_fraction: float, split_seed: int) -> Arrays:
@@ -78,24 +97,31 @@ def _split(source: Source, split: str, val_fraction: float, split_seed: int) -> 
 
 
 def load_dataset(spec: str, split: str = "test", *, root: str | Path | None = None, n: int | None = None,
-                 val_fraction: float = 0.1, split_seed: int = 0, image_size: int | None = None, cache: bool = True,
-                 download: bool = True, device: torch.device | str = "cpu",
-                 limits: DecodeLimits | None = None) -> ArrayDataset:
+                 val_fraction: float = 0.1, split_seed: int = 0, image_size: int | tuple[int, int] | None = None,
+                 cache: bool = True, download: bool = True, device: torch.device | str = "cpu",
+                 limits: DecodeLimits | None = None, x_key: str | None = None, y_key: str | None = None,
+                 classes: Sequence[int | str] | None = None, test_fraction: float | None = None) -> ArrayDataset:
     """Load one split of a dataset into memory as uint8 images and int64 labels on ``device``.
 
     ``spec``: ``cifar10``, ``cifar100``, ``svhn`` (under ``root``, else ``default_data_root()``), or a path: an
     image-folder directory or ``.zip`` (``<split>/<class>/<image>``), an ``.npz`` file, or a directory of them.
-    ``split``: ``test``; ``train_full`` (all training data); ``val`` (the source's own val split, else a
-    class-stratified ``val_fraction`` of train drawn with ``split_seed``); ``train`` (``train_full`` minus that
-    carve-out, or all of it when the source has its own val). ``n`` then keeps ``n`` evenly spaced samples of the
-    split in canonical order. ``image_size`` resizes every image to a square of that side (image folders at
-    decode time with PIL, arrays with :func:`resize`). ``cache`` keeps decoded image folders on disk;
-    ``download`` fetches a named dataset that is missing from the data root. ``limits`` (None: the defaults) are
-    the file-size, pixel-count and array-size limits checked before image folders and npz files are decoded.
+    ``split``: ``test`` (the source's own, or with ``test_fraction`` a class-stratified fraction of its training
+    data drawn with ``split_seed``, which every other split then excludes); ``train_full`` (all training data);
+    ``val`` (the source's own val split, else a class-stratified ``val_fraction`` of train drawn with
+    ``split_seed``); ``train`` (``train_full`` minus that carve-out, or all of it when the source has its own val).
+    ``classes`` (indices or names) keeps only those classes, relabelled 0..k-1 in that order, before any split is
+    carved. ``n`` then keeps ``n`` evenly spaced samples of the split in canonical order. ``image_size`` resizes
+    every image to a square of that side, or to (height, width) (image folders at decode time with PIL when square,
+    arrays with :func:`resize`). ``cache`` keeps decoded image folders on disk; ``download`` fetches a named
+    dataset that is missing from the data root. ``limits`` (None: the defaults) are the file-size, pixel-count and
+    array-size limits checked before image folders and npz files are decoded; ``x_key`` / ``y_key`` name the
+    arrays of npz files (default ``x``/``y``, else the one array of each kind).
     """
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
-    source = open_source(spec, root=root, image_size=image_size, cache=cache, download=download, limits=limits)
+    source = open_source(spec, root=root, image_size=image_size if isinstance(image_size, int) else None,
+                         cache=cache, download=download, limits=limits, x_key=x_key, y_key=y_key, classes=classes,
+                         test_fraction=test_fraction, split_seed=split_seed)
     x, y = _split(source, split, val_fraction, split_seed)
     if n is not None:
         idx = subset_indices(len(y), n)

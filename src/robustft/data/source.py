@@ -1,11 +1,14 @@
-"""A dataset as found on disk: its class names and raw splits, each loaded only when asked for."""
+"""A dataset as found on disk: its class names and raw splits, each loaded only when asked for, and the two
+reshapings a run may ask for: a subset of classes and a test split carved from the training data."""
 
-from collections.abc import Callable
+import functools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from ..errors import UserError
+from .splits import stratified_split
 
 __all__ = ["Source"]
 
@@ -23,9 +26,59 @@ class Source:
     def load(self, split: str) -> Arrays:
         """Raw split ``split`` as (uint8 N×C×H×W, int64 N), with labels checked against ``classes``."""
         if split not in self.loaders:
-            raise UserError(f"dataset {self.name} has no {split!r} split (it has: {', '.join(sorted(self.loaders))})")
+            hint = ("; carve one from the training data with data.test_fraction (--test-fraction for evaluate)"
+                    if split == "test" and "train" in self.loaders else "")
+            raise UserError(f"dataset {self.name} has no {split!r} split (it has: {', '.join(sorted(self.loaders))})"
+                            f"{hint}")
         x, y = self.loaders[split]()
         if len(y) and (int(y.min()) < 0 or int(y.max()) >= len(self.classes)):
             raise UserError(f"dataset {self.name} ({split}) has labels outside 0..{len(self.classes) - 1}; "
                             f"fix the labels or list every class name")
         return x, y
+
+    def _index(self, item: int | str) -> int:
+        """The label of one ``data.classes`` entry: an integer is an index, a string a class name."""
+        if isinstance(item, str) and item in self.classes:
+            return self.classes.index(item)
+        if isinstance(item, int) and 0 <= item < len(self.classes):
+            return item
+        shown = ", ".join(f"{i}={c}" for i, c in enumerate(self.classes[:20]))
+        more = f", ... ({len(self.classes)} classes)" if len(self.classes) > 20 else ""
+        what = f"class index {item}" if isinstance(item, int) else f"class {item!r}"
+        raise UserError(f"data.classes (--classes): dataset {self.name} has no {what} (it has {shown}{more}); give "
+                        f"class names or indices 0..{len(self.classes) - 1}")
+
+    def select(self, classes: Sequence[int | str]) -> "Source":
+        """Only the samples of ``classes`` (indices or names), relabelled 0..k-1 in the given order, in every split."""
+        index = [self._index(c) for c in classes]
+        if not index or len(set(index)) < len(index):
+            raise UserError(f"data.classes (--classes) must name distinct classes of {self.name}, got {list(classes)}")
+        relabel = torch.full((len(self.classes),), -1, dtype=torch.int64)
+        relabel[index] = torch.arange(len(index))
+
+        def load(split: str) -> Arrays:
+            x, y = self.load(split)
+            keep = torch.nonzero(relabel[y] >= 0).flatten()
+            return x[keep], relabel[y[keep]]
+
+        return Source(self.name, [self.classes[i] for i in index],
+                      {split: functools.partial(load, split) for split in self.loaders})
+
+    def carve_test(self, fraction: float, seed: int) -> "Source":
+        """A ``test`` split drawn from ``train`` (class-stratified ``fraction``, ``seed``: see ``stratified_split``)
+        and ``train`` without it, so every later split (the val carve-out included) is disjoint from test."""
+        if "test" in self.loaders:
+            raise UserError(f"data.test_fraction carves a test split from the training data, but {self.name} has a "
+                            f"test split of its own; remove data.test_fraction (--test-fraction) to use it")
+        if "train" not in self.loaders:
+            raise UserError(f"data.test_fraction carves a test split from the training data, but {self.name} has no "
+                            f"train split (it has: {', '.join(sorted(self.loaders))})")
+
+        def load(split: str) -> Arrays:
+            x, y = self.load("train")
+            train, test = stratified_split(y, fraction, seed)
+            idx = test if split == "test" else train
+            return x[idx], y[idx]
+
+        carved = {split: functools.partial(load, split) for split in ("train", "test")}
+        return Source(self.name, self.classes, {**self.loaders, **carved})

@@ -31,8 +31,20 @@ class DataConfig:
     val_n: int | None = field(default=None, metadata={"help": "subset of the validation split used per epoch", "ge": 1})
     test_n: int | None = field(default=None, metadata={"help": "subset of the test split evaluated at the end",
                                                        "ge": 1})
-    split_seed: int = field(default=0, metadata={"help": "seed of the stratified train/val split", "ge": 0})
-    image_size: int | None = field(default=None, metadata={"help": "resize at decode time", "ge": 1})
+    test_fraction: float | None = field(default=None, metadata={
+        "help": "carve a class-stratified test split of this fraction from the training data (seeded by split_seed, "
+                "disjoint from train and val) when the data has no test split", "gt": 0, "lt": 1})
+    split_seed: int = field(default=0, metadata={"help": "seed of the stratified train/val (and test_fraction) splits",
+                                                 "ge": 0})
+    classes: list[int | str] | None = field(default=None, metadata={
+        "help": "keep only these classes (indices or names), relabelled 0..k-1 in this order; recorded in the card"})
+    x_key: str | None = field(default=None, metadata={
+        "help": ".npz images array (default: x, else the file's only uint8 N×H×W(×C) array)"})
+    y_key: str | None = field(default=None, metadata={
+        "help": ".npz labels array (default: y, else the file's only 1-D integer array of that length)"})
+    image_size: int | None = field(default=None, metadata={
+        "help": "resize every image to this square size (default: as stored); the card records the size trained at, "
+                "which evaluate of the export uses unless --image-size", "ge": 1})
     augment: Literal["crop_flip", "flip", "none"] = field(default="crop_flip", metadata={
         "help": "training augmentation: random crop (zero-padded) + horizontal flip, flip only, or none"})
     crop_padding: int = field(default=4, metadata={"help": "zero padding of the random crop", "ge": 0})
@@ -49,6 +61,13 @@ class DataConfig:
         """The decoding limits these keys set."""
         return DecodeLimits(max_file_mb=self.max_file_mb, max_image_pixels=self.max_image_pixels,
                             max_array_mb=self.max_array_mb)
+
+    def source_options(self) -> dict[str, Any]:
+        """The ``load_dataset`` / ``open_source`` keyword arguments these keys set, but the split's own (its subset
+        and ``val_fraction``)."""
+        return dict(root=self.root, image_size=self.image_size, limits=self.limits(), x_key=self.x_key,
+                    y_key=self.y_key, classes=self.classes, test_fraction=self.test_fraction,
+                    split_seed=self.split_seed)
 
 
 @dataclass
@@ -150,6 +169,15 @@ class TrainConfig:
     log_every: int = field(default=50, metadata={"help": "iterations between loss checks (divergence guard)", "ge": 1})
     diagnostics: bool = field(default=False, metadata={
         "help": "log per-epoch conv weight norm, gradient norm and effective step lr*|g|/|w| (TWINS' argument)"})
+    tensorboard: bool = field(default=False, metadata={
+        "help": "also write metrics.jsonl's per-epoch scalars to <run>/tensorboard/ (needs pip install "
+                "robustft[tensorboard])"})
+
+    def __post_init__(self) -> None:
+        if self.tensorboard:
+            from .train import summary_writer
+
+            summary_writer()  # a missing package is one line now, before any data is read or anything written
 
 
 @dataclass
@@ -168,6 +196,9 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         method_config(self.method, self.method_args)  # unknown method, unknown or out-of-range option: fail at load
+        if self.data.classes is not None and self.eval.corruption_dir is not None:
+            raise UserError("eval.corruption_dir holds the published files' labels of every class, which data.classes "
+                            "would mislabel; remove one of them")
 
 
 def describe_config(method: str | None = None, section: str | None = None) -> list[KeyInfo]:

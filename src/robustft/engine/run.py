@@ -36,7 +36,8 @@ from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distri
 from .optim import resolve_lr
 from .train import fit, run_precision
 
-__all__ = ["run", "default_run_dir", "build_source_model", "export_model", "export_plain", "load_exported_model"]
+__all__ = ["run", "default_run_dir", "build_source_model", "export_model", "export_plain", "load_exported_model",
+           "read_card", "card_inputs"]
 
 CARD_MARKER, CARD_VERSION = "robustft_card", 1  # only a JSON carrying the marker is a card; others are not ours
 MAX_CARD_BYTES = 16 << 20  # a card is a few kB (its state-dict key list); a larger JSON is not read
@@ -91,9 +92,9 @@ def _stage_config(cfg: RunConfig, stage: Stage) -> RunConfig:
 
 
 def export_model(model: nn.Module, cfg: RunConfig, classes: list[str], run_dir: Path, metrics: dict[str, Any], *,
-                 precision: dict[str, str]) -> None:
+                 precision: dict[str, str], data: dict[str, Any]) -> None:
     """Plain ``state_dict`` (loads without robustft) plus a JSON card like the shared reference model's, stating
-    the run's resolved ``precision`` (``run_precision``)."""
+    the run's resolved ``precision`` (``run_precision``) and ``data`` (``data_record``)."""
     layout = RunLayout(run_dir)
     save_state_dict(model, layout.model)
     sd = model.state_dict()
@@ -102,7 +103,7 @@ def export_model(model: nn.Module, cfg: RunConfig, classes: list[str], run_dir: 
             "normalize": {**{k: sd[f"normalize.{k}"].flatten().tolist() for k in ("mean", "std")},
                           "source": model.pretrained_cfg.normalization_source},
             "source_checkpoint": cfg.model.checkpoint, "method": cfg.method, "recipe": to_dict(cfg),
-            "precision": precision, "metrics": metrics,
+            "precision": precision, "data": data, "metrics": metrics,
             "format": "torch.save of a plain state_dict (loads with torch.load(weights_only=True))",
             "state_dict_keys": {k: list(v.shape) for k, v in sd.items()}}
     atomic_write_json(card, layout.card)
@@ -136,6 +137,17 @@ def read_card(checkpoint: str | Path) -> dict[str, Any] | None:
                  if not isinstance(v, dict)]
     if isinstance(model, dict) and not isinstance(model.get("options", {}), dict):
         problems.append("recipe.model.options")
+    data = card.get("data", {})  # older cards have none
+    if not isinstance(data, dict):
+        problems.append("data")
+    else:
+        size = data.get("image_size")
+        if size is not None and not (isinstance(size, list) and len(size) == 2
+                                     and all(isinstance(v, int) and v > 0 for v in size)):
+            problems.append("data.image_size")
+        if data.get("classes") is not None and not (isinstance(card.get("classes"), list)
+                                                    and all(isinstance(c, str) for c in card["classes"])):
+            problems.append("classes")
     if problems:
         raise UserError(f"{path} is an incomplete robustft card (missing or malformed: {', '.join(problems)}); "
                         f"re-export the model or delete the card")
@@ -157,6 +169,14 @@ def _card_normalization(card: dict[str, Any], checkpoint: str | Path) -> dict[st
                         f"malformed: normalize); re-export the model or delete the card") from None
     return {"normalize.mean": torch.tensor(mean).reshape(1, -1, 1, 1),
             "normalize.std": torch.tensor(std).reshape(1, -1, 1, 1)}
+
+
+def card_inputs(card: dict[str, Any] | None) -> tuple[tuple[int, int] | None, list[str] | None]:
+    """(height, width) an export was trained at and the classes its run selected (None: all), from a card that
+    ``read_card`` checked: what ``evaluate`` of the export uses unless told otherwise. An older card states neither."""
+    data = (card or {}).get("data", {})
+    size = data.get("image_size")
+    return (tuple(size) if size else None), (card["classes"] if data.get("classes") is not None else None)
 
 
 def load_exported_model(arch: str, checkpoint: str | Path | None, *, num_classes: int | None = None,
@@ -220,17 +240,28 @@ def export_plain(source: str | Path, out: str | Path) -> Path:
 
 def _load(cfg: RunConfig, split: str, n: int | None, device: torch.device) -> ArrayDataset:
     """One split of the configured dataset on ``device``."""
-    d = cfg.data
-    return load_dataset(d.name, split, root=d.root, n=n, val_fraction=d.val_fraction, split_seed=d.split_seed,
-                        image_size=d.image_size, device=device, limits=d.limits())
+    return load_dataset(cfg.data.name, split, n=n, val_fraction=cfg.data.val_fraction, device=device,
+                        **cfg.data.source_options())
 
 
 def _check_test_split(cfg: RunConfig) -> None:
     """Fail before training, not after it, when the data has no test split (it is read only at the end)."""
-    source = open_source(cfg.data.name, root=cfg.data.root, image_size=cfg.data.image_size, limits=cfg.data.limits())
+    source = open_source(cfg.data.name, **cfg.data.source_options())
     if "test" not in source.loaders:
         raise UserError(f"{cfg.data.name} has no test split (it has {', '.join(sorted(source.loaders))}); add one "
-                        f"(test/<class>/... or test*.npz) so the selected model can be tested once at the end")
+                        f"(test/<class>/... or test*.npz) or carve one from the training data with "
+                        f"data.test_fraction=0.2, so the selected model can be tested once at the end")
+
+
+def data_record(cfg: RunConfig, train: ArrayDataset) -> dict[str, Any]:
+    """What the run trained on, stated in results.json and the card: the image size (height, width) it trained at
+    (``evaluate`` of the export resizes to it), the class subset, and where the test split comes from."""
+    d = cfg.data
+    test = (f"carved from the training data: class-stratified data.test_fraction={d.test_fraction:g} drawn with "
+            f"data.split_seed={d.split_seed}, disjoint from train and val (evaluate --test-fraction "
+            f"{d.test_fraction:g} --split-seed {d.split_seed})" if d.test_fraction is not None
+            else "the dataset's own test split")
+    return {"image_size": list(train.x.shape[-2:]), "classes": d.classes, "test_split": test}
 
 
 def _test(model: nn.Module, cfg: RunConfig, eps: float, device: torch.device
@@ -352,7 +383,9 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Calla
     train, val = _load(cfg, "train", cfg.data.train_n, device), _load(cfg, "val", cfg.data.val_n, device)
     _check_test_split(cfg)
     log(f"data: {len(train)} train / {len(val)} val images of {train.x.shape[-1]}x{train.x.shape[-2]} pixels"
-        f"{'' if cfg.data.image_size is None else ' (data.image_size)'}, {train.num_classes} classes")
+        f"{'' if cfg.data.image_size is None else ' (data.image_size)'}, {train.num_classes} classes"
+        f"{'' if cfg.data.classes is None else ' (data.classes: ' + ', '.join(train.classes) + ')'}"
+        f"{'' if cfg.data.test_fraction is None else '; test split ' + data_record(cfg, train)['test_split']}")
     if len(val) < MIN_USEFUL_VAL and cfg.eval.select != "last":
         warn(f"the validation split has only {len(val)} images: accuracies on it vary by about "
              f"±{50 / len(val) ** 0.5:.1f} points (one standard error) from sampling alone, so epoch selection is "
@@ -387,7 +420,8 @@ def _train_and_test(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo,
         log("budget: " + ", ".join(f"stage {st.name} {_stage_config(cfg, st).train.epochs} epochs ({st.epochs_key})"
                                    for st in stages))
     precision = run_precision(device, cfg.train.amp)
-    results: dict[str, Any] = {"method": cfg.method, "run_dir": str(run_dir), "precision": precision, "stages": {}}
+    results: dict[str, Any] = {"method": cfg.method, "run_dir": str(run_dir), "precision": precision,
+                               "data": data_record(cfg, train), "stages": {}}
     resumed_s = 0.0  # epochs finished by an earlier, interrupted invocation count towards the run's wall time
     for i, stage in enumerate(stages):
         stage_dir = RunLayout(run_dir).stage(i, stage.name, len(stages))
@@ -412,7 +446,7 @@ def _train_and_test(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo,
         results["provenance"] = provenance(cfg.train.seed)
         final_val = results["stages"][stages[-1].name]["best_val"]
         export_model(model, cfg, train.classes, run_dir, {"val": final_val, "test": results["test"]},
-                     precision=precision)
+                     precision=precision, data=results["data"])
         atomic_write_json({"n": results["test"]["n"], **flags}, RunLayout(run_dir).samples)
         atomic_write_json(results, RunLayout(run_dir).results)
         t = results["test"]

@@ -31,7 +31,8 @@ from .config import RunConfig
 from .distributed import DistInfo, all_reduce_sum, barrier
 from .optim import build_optimizer, build_scheduler
 
-__all__ = ["fit", "FitResult", "autocast_for", "cpu_has_native_bf16", "train_precision", "run_precision", "rank_slice"]
+__all__ = ["fit", "FitResult", "autocast_for", "cpu_has_native_bf16", "train_precision", "run_precision", "rank_slice",
+           "summary_writer"]
 
 
 
@@ -167,6 +168,25 @@ def _write_metrics(layout: RunLayout, history: list[dict]) -> None:
     atomic_write(layout.metrics, write)
 
 
+def summary_writer() -> type:
+    """``torch.utils.tensorboard.SummaryWriter`` (``train.tensorboard``); one UserError line when the optional
+    ``tensorboard`` package is missing."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise UserError(f"train.tensorboard is true but TensorBoard cannot be imported ({e}): pip install "
+                        f"'robustft[tensorboard]' (or tensorboard), or set train.tensorboard=false") from None
+    return SummaryWriter
+
+
+def _add_scalars(writer: Any, metrics: dict[str, Any]) -> None:
+    """One epoch's numeric metrics.jsonl fields as scalars of the same names, at step = epoch."""
+    for key, value in metrics.items():
+        if key != "epoch" and isinstance(value, (int, float)):
+            writer.add_scalar(key, value, metrics["epoch"])
+    writer.flush()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # The loop: setup once, then per epoch the training pass and the end-of-epoch bookkeeping
 # ---------------------------------------------------------------------------------------------------------------
@@ -212,6 +232,7 @@ class _Loop:
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=dict)
     start_epoch: int = 0
+    scalars: Any = None  # train.tensorboard: the SummaryWriter (rank 0 only)
 
 
 def _setup(method: Method, model: nn.Module, train: ArrayDataset, cfg: RunConfig, info: DistInfo) -> _Loop:
@@ -318,6 +339,8 @@ def _end_epoch(loop: _Loop, method: Method, model: nn.Module, val: ArrayDataset,
         atomic_save(_training_state(model, loop.optimizer, loop.scheduler, loop.scaler, loop.generators, epoch + 1,
                                     loop.history, loop.best), layout.last)
         _write_metrics(layout, loop.history)
+        if loop.scalars is not None:
+            _add_scalars(loop.scalars, metrics)
         log(f"epoch {epoch + 1}/{epochs}  loss {metrics['train_loss']:.4f}  val clean "
             f"{metrics['val_clean_acc']:.4f}  val pgd{cfg.eval.val_steps} {metrics['val_robust_acc']:.4f}"
             f"{'  *' if improved else ''}  ({metrics['epoch_s']:.0f} s, {metrics['train_images_per_s']:.0f} img/s"
@@ -331,7 +354,8 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
     the best validation epoch, or with ``last`` the final one.
 
     Writes ``last.pt`` (full training state) every epoch and ``best.pt`` (model weights) on improvement, both
-    atomically; with ``resume`` it continues from ``last.pt`` and reaches the same result as an uninterrupted run.
+    atomically, and ``metrics.jsonl`` (and with ``train.tensorboard`` the same scalars as TensorBoard events); with
+    ``resume`` it continues from ``last.pt`` and reaches the same result as an uninterrupted run.
     """
     layout = RunLayout(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -341,10 +365,20 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
         _restore(state, model, loop.optimizer, loop.scheduler, loop.scaler, loop.generators)
         loop.start_epoch, loop.history, loop.best = state["epoch"], state["history"], state["best"]
         log(f"resumed from {layout.last} after epoch {loop.start_epoch}")
+    if cfg.train.tensorboard and info.is_main:
+        # Like metrics.jsonl, the events restate the history: a resumed run hides every earlier event (purge_step 1)
+        # and writes its finished epochs again, so no epoch shows twice or goes missing.
+        loop.scalars = summary_writer()(str(layout.tensorboard), purge_step=1 if loop.history else None)
+        for metrics in loop.history:
+            _add_scalars(loop.scalars, metrics)
     fit_start = time.perf_counter()
-    for epoch in range(loop.start_epoch, cfg.train.epochs):
-        t0 = time.perf_counter()
-        metrics = _train_epoch(loop, method, model, train, cfg, info, epoch, run_dir)
-        _end_epoch(loop, method, model, val, cfg, info, metrics, t0, fit_start, layout, log)
+    try:
+        for epoch in range(loop.start_epoch, cfg.train.epochs):
+            t0 = time.perf_counter()
+            metrics = _train_epoch(loop, method, model, train, cfg, info, epoch, run_dir)
+            _end_epoch(loop, method, model, val, cfg, info, metrics, t0, fit_start, layout, log)
+    finally:
+        if loop.scalars is not None:
+            loop.scalars.close()
     return FitResult(best_epoch=int(loop.best["epoch"]), best=loop.best, history=loop.history,
                      resumed_s=sum(h["epoch_s"] for h in loop.history[:loop.start_epoch]))
