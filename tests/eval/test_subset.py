@@ -34,11 +34,14 @@ def _never(*args, **kwargs):
 def test_record_is_evaluates_on_the_balanced_subset(tiny_model, data):
     attacks = [create_attack("pgd", **OPTIONS), create_attack("autoattack", aa_version="custom", aa_attacks=["apgd-ce"],
                                                                **OPTIONS)]
-    direct = evaluate(tiny_model, balanced_subset(data, 12), attacks, batch_size=5, seed=1).to_dict()
+    result = evaluate(tiny_model, balanced_subset(data, 12), attacks, batch_size=5, seed=1)
+    direct = {**result.to_dict(), "samples": result.flags()}
     record = subset_autoattack(lambda: (tiny_model, data), 12, batch_size=5, **AA, **OPTIONS)
     assert _numbers(record) == _numbers(direct) and list(record["robust_acc"]) == ["pgd3", "autoattack"]
+    assert len(record["samples"]["autoattack"]) == 12, "the subset's per-image flags come with the record"
     # a run's own test_autoattack: AutoAttack alone, exactly as before the helper existed
-    alone = evaluate(tiny_model, balanced_subset(data, 12), attacks[1:], batch_size=5, seed=1).to_dict()
+    only_aa = evaluate(tiny_model, balanced_subset(data, 12), attacks[1:], batch_size=5, seed=1)
+    alone = {**only_aa.to_dict(), "samples": only_aa.flags()}
     no_pgd = subset_autoattack(lambda: (tiny_model, data), 12, with_pgd=False, batch_size=5, **AA, **OPTIONS)
     assert _numbers(no_pgd) == _numbers(alone) and list(no_pgd["robust_acc"]) == ["autoattack"]
 
