@@ -52,3 +52,27 @@ def test_resume_refuses_a_changed_config(tiny_task, tmp_path):
     proc = subprocess.run(robustft_cmd(*finetune_args(data, ckpt, tmp_path, "r", "--epochs", "1")),
                           env=run_env(), capture_output=True, text=True)
     assert proc.returncode == 2 and "already holds a run" in proc.stderr
+
+
+def test_a_run_started_before_a_key_existed_is_reused_while_that_key_is_at_its_default(tiny_task, tmp_path):
+    """Upgrading robustft adds config keys; a finished run whose config.yaml lacks one (at its default) is reused,
+    one that lacks a key set otherwise now, or holds a key robustft no longer has, is refused."""
+    import yaml
+
+    data, ckpt = tiny_task
+    run_ok(robustft_cmd(*finetune_args(data, ckpt, tmp_path, "r", "--epochs", "1")))
+    saved = tmp_path / "r" / "config.yaml"
+    config = yaml.safe_load(saved.read_text())
+    del config["train"]["channels_last"], config["data"]["split_seed"]  # as if written before those keys existed
+    saved.write_text(yaml.safe_dump(config))
+    reused = run_ok(robustft_cmd(*finetune_args(data, ckpt, tmp_path, "r", "--epochs", "1", "--resume")))
+    assert "epoch 1/1" not in reused.stdout, "the finished run is reused, not trained again"
+    changed = subprocess.run(robustft_cmd(*finetune_args(data, ckpt, tmp_path, "r", "--epochs", "1", "--resume",
+                                                         "--set", "data.split_seed=7")),
+                             env=run_env(), capture_output=True, text=True)
+    assert changed.returncode == 2 and "config differs" in changed.stderr
+    config["train"]["retired_key"] = 1
+    saved.write_text(yaml.safe_dump(config))
+    retired = subprocess.run(robustft_cmd(*finetune_args(data, ckpt, tmp_path, "r", "--epochs", "1", "--resume")),
+                             env=run_env(), capture_output=True, text=True)
+    assert retired.returncode == 2 and "config differs" in retired.stderr

@@ -328,10 +328,20 @@ def _check_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, log: Callable[[s
     if not resume:
         raise UserError(f"run directory {run_dir} already holds a run: pass --resume to continue it, or choose "
                         f"another train.name / train.out_dir")
-    if yaml.safe_load(saved.read_text()) != yaml.safe_load(yaml.safe_dump(to_dict(cfg))):
+    if not _same_config(saved, cfg):
         raise UserError(f"cannot resume {run_dir}: the config differs from the one it was started with "
                         f"({saved}); start a new run instead")
     return True
+
+
+def _same_config(saved: Path, cfg: RunConfig) -> bool:
+    """Whether the config a run was started with is ``cfg``. Keys added to robustft since then count at their defaults
+    (a run started by an older version resumes, and a finished one is reused, when it chose what the defaults say)."""
+    try:
+        started = to_dict(from_dict(RunConfig, yaml.safe_load(saved.read_text())))
+    except (UserError, TypeError, AttributeError):  # a key robustft no longer has, or a damaged file
+        return False
+    return yaml.safe_load(yaml.safe_dump(started)) == yaml.safe_load(yaml.safe_dump(to_dict(cfg)))
 
 
 @contextlib.contextmanager
