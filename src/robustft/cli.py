@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .errors import UserError
+from .shortcuts import SHORTCUTS
 
 __all__ = ["main"]
 
@@ -278,12 +279,6 @@ def cmd_mrc(args: argparse.Namespace) -> int:
     return 0
 
 
-_SHORTCUTS = {"method": "method", "data": "data.name", "arch": "model.arch", "checkpoint": "model.checkpoint",
-              "init_head": "model.init_head", "peft": "method_args.peft", "module": "method_args.module",
-              "epochs": "train.epochs", "seed": "train.seed", "device": "train.device", "name": "train.name",
-              "out_dir": "train.out_dir"}
-
-
 _SHORTCUT_HELP = {"epochs": "epochs of the main (last) stage, train.epochs; a multi-stage method's earlier stages have "
                             "their own key (RoLI / LP-FT probe: method_args.lp_epochs), printed at the start"}
 
@@ -292,7 +287,7 @@ def _run_config(args: argparse.Namespace):
     """Config file + shortcut flags + ``--set`` overrides (in that order of precedence, last wins)."""
     from .engine import load_config
 
-    shortcuts = [f"{key}={getattr(args, flag)}" for flag, key in _SHORTCUTS.items() if getattr(args, flag) is not None]
+    shortcuts = [f"{key}={getattr(args, flag)}" for flag, key in SHORTCUTS.items() if getattr(args, flag) is not None]
     return load_config(args.config, shortcuts + (args.set or []))
 
 
@@ -308,8 +303,6 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     if args.command == "finetune" and not has_source:
         raise UserError("finetune needs a source model: set model.checkpoint (--checkpoint) or a tagged arch such "
                         "as resnet50.madry_linf4_in1k; use `robustft pretrain` to train from scratch")
-    if not cfg.data.name or not cfg.model.arch:
-        raise UserError("a run needs data.name and model.arch (from --config, --data/--arch or --set)")
     run(cfg, run_dir=args.run_dir, resume=args.resume)
     return 0
 
@@ -325,10 +318,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """Comparison table (markdown + CSV) and plots from finished run directories."""
     from ._io import check_writable
-    from .report import write_report
+    from .report import compare_runs
 
     check_writable(args.out, directory=True)
-    for path in write_report(args.run_dirs, args.out):
+    for path in compare_runs(args.run_dirs, args.out).paths:
         print(f"wrote {path}")
     return 0
 
@@ -437,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("--config", type=Path, default=None, help="YAML config (see configs/)")
         p.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config key, e.g. optim.lr=0.01")
-        for flag, key in _SHORTCUTS.items():
+        for flag, key in SHORTCUTS.items():
             p.add_argument(f"--{flag.replace('_', '-')}", dest=flag, default=None, help=_SHORTCUT_HELP.get(
                 flag, f"shortcut for --set {key}=..."))
         p.add_argument("--run-dir", type=Path, default=None, help="run directory (default <out_dir>/<name>)")

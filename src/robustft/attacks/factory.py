@@ -1,25 +1,24 @@
-"""Build attacks by name from one flat set of options (what the CLI and configs provide)."""
+"""Build attacks by name from one flat set of options (what the CLI, configs and the Python API provide)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..errors import UserError
 from .autoattack import AutoAttack
-from .base import Attack, check_budget
+from .base import Attack, check_budget, parse_eps
 from .pgd import PGD, fgsm
 
 __all__ = ["create_attack", "ATTACK_NAMES"]
 
 
 def _pgd(o: dict[str, Any]) -> Attack:
-    return PGD(eps=o["eps"], steps=o["steps"], step_size=o.get("step_size"), norm=o["norm"],
-               restarts=o.get("restarts", 1), name=f"pgd{o['steps']}")
+    return PGD(eps=o["eps"], steps=o["steps"], step_size=o["step_size"], norm=o["norm"], restarts=o["restarts"],
+               name=f"pgd{o['steps']}")
 
 
 def _autoattack(o: dict[str, Any]) -> Attack:
     check_budget(o["eps"], o["norm"])
-    return AutoAttack(eps=o["eps"], norm=o["norm"], version=o.get("aa_version", "standard"),
-                      attacks=list(o.get("aa_attacks") or []), seed=o.get("seed", 0))
+    return AutoAttack(eps=o["eps"], norm=o["norm"], version=o["aa_version"], attacks=o["aa_attacks"], seed=o["seed"])
 
 
 _BUILDERS: dict[str, Callable[[dict[str, Any]], Attack]] = {
@@ -30,10 +29,15 @@ _BUILDERS: dict[str, Callable[[dict[str, Any]], Attack]] = {
 ATTACK_NAMES = tuple(_BUILDERS)
 
 
-def create_attack(name: str, **options: Any) -> Attack:
-    """Build attack ``name`` (pgd, fgsm, autoattack) from options eps, norm, steps, step_size, restarts, seed, aa_*."""
+def create_attack(name: str, *, eps: float | str = 8 / 255, norm: str = "linf", steps: int = 20,
+                  step_size: float | str | None = None, restarts: int = 1, seed: int = 0,
+                  aa_version: str = "standard", aa_attacks: Sequence[str] | None = None) -> Attack:
+    """Build attack ``name`` (pgd, fgsm, autoattack): ``eps`` and ``step_size`` in [0,1] pixel units (a number or a
+    fraction such as ``"8/255"``), PGD ``steps``/``restarts``, AutoAttack's ``seed``/``aa_version``/``aa_attacks``."""
     try:
         builder = _BUILDERS[name.lower()]
     except KeyError:
         raise UserError(f"unknown attack {name!r}: choose from {', '.join(ATTACK_NAMES)}") from None
-    return builder(options)
+    return builder(dict(eps=parse_eps(eps), norm=norm, steps=steps,
+                        step_size=None if step_size is None else parse_eps(step_size), restarts=restarts, seed=seed,
+                        aa_version=aa_version, aa_attacks=list(aa_attacks or [])))

@@ -43,7 +43,7 @@ def _detect(path: Path) -> str:
                     f"an .npz file or directory, or prefix the path with imagefolder: or npz:")
 
 
-def open_source(spec: str, *, root: str | Path | None = None, image_size: int | None = None,
+def open_source(spec: str | os.PathLike, *, root: str | Path | None = None, image_size: int | None = None,
                 cache: bool = True, download: bool = True, limits: DecodeLimits | None = None,
                 x_key: str | None = None, y_key: str | None = None, classes: Sequence[int | str] | None = None,
                 test_fraction: float | None = None, split_seed: int = 0) -> Source:
@@ -53,7 +53,7 @@ def open_source(spec: str, *, root: str | Path | None = None, image_size: int | 
     name an npz file's arrays; ``classes`` keeps those classes only (``Source.select``), then ``test_fraction``
     carves a test split from train with ``split_seed`` (``Source.carve_test``).
     """
-    source = _open(spec, root, image_size, cache, download, limits or DecodeLimits(), x_key, y_key)
+    source = _open(os.fspath(spec), root, image_size, cache, download, limits or DecodeLimits(), x_key, y_key)
     if classes is not None:
         source = source.select(classes)
     return source if test_fraction is None else source.carve_test(test_fraction, split_seed)
@@ -96,11 +96,12 @@ def _split(source: Source, split: str, val_fraction: float, split_seed: int) -> 
     return x[idx], y[idx]
 
 
-def load_dataset(spec: str, split: str = "test", *, root: str | Path | None = None, n: int | None = None,
-                 val_fraction: float = 0.1, split_seed: int = 0, image_size: int | tuple[int, int] | None = None,
-                 cache: bool = True, download: bool = True, device: torch.device | str = "cpu",
-                 limits: DecodeLimits | None = None, x_key: str | None = None, y_key: str | None = None,
-                 classes: Sequence[int | str] | None = None, test_fraction: float | None = None) -> ArrayDataset:
+def load_dataset(spec: str | os.PathLike, split: str = "test", *, root: str | Path | None = None,
+                 n: int | None = None, val_fraction: float = 0.1, split_seed: int = 0,
+                 image_size: int | tuple[int, int] | None = None, cache: bool = True, download: bool = True,
+                 device: torch.device | str = "cpu", limits: DecodeLimits | None = None, x_key: str | None = None,
+                 y_key: str | None = None, classes: Sequence[int | str] | None = None,
+                 test_fraction: float | None = None) -> ArrayDataset:
     """Load one split of a dataset into memory as uint8 images and int64 labels on ``device``.
 
     ``spec``: ``cifar10``, ``cifar100``, ``svhn`` (under ``root``, else ``default_data_root()``), or a path: an

@@ -14,10 +14,19 @@ from .config import (
 )
 from .distributed import DistInfo, init_distributed
 from .optim import OptimConfig, build_optimizer, build_scheduler, lr_factor
-from .run import build_source_model, default_run_dir, export_model, export_plain, load_exported_model, run
+from .run import (
+                  build_source_model,
+                  default_run_dir,
+                  export_model,
+                  export_plain,
+                  load_exported_model,
+                  load_run_model,
+                  run,
+                  source_config,
+)
 from .train import FitResult, fit
 
 __all__ = ["RunConfig", "DataConfig", "ModelConfig", "AttackConfig", "EvalConfig", "TrainConfig", "OptimConfig",
            "load_config", "apply_overrides", "from_dict", "to_dict", "build_optimizer", "build_scheduler", "lr_factor",
            "DistInfo", "init_distributed", "fit", "FitResult", "run", "default_run_dir", "build_source_model",
-           "export_model", "export_plain", "load_exported_model"]
+           "source_config", "export_model", "export_plain", "load_exported_model", "load_run_model"]

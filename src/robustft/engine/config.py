@@ -1,6 +1,8 @@
 """Run configuration: nested dataclasses, loaded from YAML, overridden by ``key=value``, validated at load."""
 
 import dataclasses
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -13,10 +15,12 @@ from ..errors import UserError
 from ..methods.base import method_config
 from ..models.normalization import resolve_normalization
 from ..schema import KeyInfo, describe, from_dict
+from ..shortcuts import SHORTCUTS
 from .optim import OptimConfig
 
 __all__ = ["RunConfig", "DataConfig", "ModelConfig", "AttackConfig", "EvalConfig", "TrainConfig",
-           "load_config", "apply_overrides", "set_keys", "to_dict", "from_dict", "describe_config"]
+           "load_config", "apply_overrides", "set_keys", "with_keys", "keyword_overrides", "to_dict", "from_dict",
+           "describe_config"]
 
 
 @dataclass
@@ -241,6 +245,27 @@ def set_keys(data: dict[str, Any], values: dict[str, Any], source: str = "overri
                 raise UserError(f"{source} {key!r}: {p!r} is not a section")
         node[leaf] = value
     return data
+
+
+def with_keys(cfg: RunConfig, values: Mapping[str, Any]) -> RunConfig:
+    """``cfg`` with dotted keys set to Python values (``{"optim.lr": 0.01}``), validated again."""
+    return from_dict(RunConfig, set_keys(to_dict(cfg), dict(values)))
+
+
+def keyword_overrides(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted keys from keyword arguments: a shortcut (``epochs=1``, the CLI's flags), a section given a mapping of its
+    keys (``optim={"lr": 0.01}``, merged key by key) or a dotted key (``**{"optim.lr": 0.01}``); paths become str."""
+    def plain(value: Any) -> Any:
+        return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+    sections = {f.name for f in dataclasses.fields(RunConfig) if f.name != "method"}
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if key in sections and isinstance(value, Mapping):
+            out.update({f"{key}.{k}": plain(v) for k, v in value.items()})
+        else:
+            out[SHORTCUTS.get(key, key)] = plain(value)
+    return out
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """A whole run from a config: load data and the source model, train each stage, export, test once at the end."""
 
 import contextlib
+import copy
 import dataclasses
 import json
 import time
@@ -16,10 +17,11 @@ from .._io import atomic_write, atomic_write_json, check_writable, locked, remov
 from ..attacks import PGD, create_attack, parse_eps
 from ..data import ArrayDataset, load_dataset, open_source
 from ..errors import UserError, warn
-from ..eval import evaluate, subset_autoattack
+from ..eval import evaluate, num_outputs, subset_autoattack
 from ..layout import RunLayout, resolve_weights
-from ..methods import Method, RunContext, Stage, create_method
+from ..methods import Method, RunContext, Stage, check_structure, create_method
 from ..models import (
+    ImageClassifier,
     NormSpec,
     create_model,
     load_classifier,
@@ -31,13 +33,13 @@ from ..models import (
     write_state_dict,
 )
 from ..runtime import provenance, seed_everything
-from .config import RunConfig, from_dict, set_keys, to_dict
+from .config import RunConfig, from_dict, to_dict, with_keys
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 from .optim import resolve_lr
 from .train import fit, run_precision
 
-__all__ = ["run", "default_run_dir", "build_source_model", "export_model", "export_plain", "load_exported_model",
-           "read_card", "card_inputs"]
+__all__ = ["run", "default_run_dir", "build_source_model", "source_config", "export_model", "export_plain",
+           "load_exported_model", "load_run_model", "read_card", "card_inputs"]
 
 CARD_MARKER, CARD_VERSION = "robustft_card", 1  # only a JSON carrying the marker is a card; others are not ours
 MAX_CARD_BYTES = 16 << 20  # a card is a few kB (its state-dict key list); a larger JSON is not read
@@ -51,15 +53,24 @@ def default_run_dir(cfg: RunConfig) -> Path:
 
 
 def build_source_model(cfg: RunConfig, num_classes: int, *, trains_head: bool = True,
-                       log: Callable[[str], None] = print) -> nn.Module:
+                       log: Callable[[str], None] = print, source: nn.Module | None = None) -> nn.Module:
     """The source model with a head for ``num_classes`` (kept, or replaced as ``model.head`` says).
 
-    Sources: ``model.checkpoint`` (a file), else published weights named by a tagged arch such as
-    ``resnet50.madry_linf4_in1k`` (downloaded once), else random init (robust pre-training from scratch).
-    ``trains_head=False`` (a method that keeps the classifier fixed) refuses a head that would start random.
+    Sources: a copy of the module ``source`` (the caller's stays as it is), else ``model.checkpoint`` (a file), else
+    published weights named by a tagged arch such as ``resnet50.madry_linf4_in1k`` (downloaded once), else random init
+    (robust pre-training from scratch). ``trains_head=False`` (a method that keeps the classifier fixed) refuses a head
+    that would start random. A plain ``nn.Module`` keeps its head: robustft finds the head only of its own models.
     """
     m = cfg.model
-    if m.checkpoint is not None:
+    if source is not None:
+        model = copy.deepcopy(source)
+        if not isinstance(model, ImageClassifier):
+            if m.head == "new" or m.init_head:
+                raise UserError(f"model.{'init_head' if m.init_head else 'head=new'} replaces the classifier, which a "
+                                f"plain {type(model).__name__} does not declare: give the module the head it should "
+                                f"train, or build it with robustft.create_model or robustft.load_model")
+            return model
+    elif m.checkpoint is not None:
         model = load_model(m.arch, m.checkpoint, normalization=m.normalization, **m.options)
     elif "." in m.arch:
         model = create_model(m.arch, normalization=m.normalization, pretrained=True, **m.options)
@@ -83,25 +94,37 @@ def build_source_model(cfg: RunConfig, num_classes: int, *, trains_head: bool = 
     return model
 
 
+def source_config(cfg: RunConfig, source: nn.Module) -> RunConfig:
+    """``cfg`` recording a given source module instead of a checkpoint: a robustft model's registered architecture and
+    options (so its export rebuilds), a plain module's none (``model.arch`` empty); its normalization is its own."""
+    arch, options = ((source.pretrained_cfg.architecture, dict(source.pretrained_cfg.options))
+                     if isinstance(source, ImageClassifier) else ("", {}))
+    return with_keys(cfg, {"model.arch": arch, "model.options": options, "model.checkpoint": None,
+                           "model.normalization": None})
+
+
 def _stage_config(cfg: RunConfig, stage: Stage) -> RunConfig:
     """The run config with a stage's overrides applied and ``optim.lr`` the effective rate (``optim.lr_scale_batch``
     resolved for ``data.batch_size``): what the stage trains with."""
     if stage.overrides:
-        cfg = from_dict(RunConfig, set_keys(to_dict(cfg), stage.overrides))
+        cfg = with_keys(cfg, stage.overrides)
     return dataclasses.replace(cfg, optim=resolve_lr(cfg.optim, cfg.data.batch_size))
 
 
 def export_model(model: nn.Module, cfg: RunConfig, classes: list[str], run_dir: Path, metrics: dict[str, Any], *,
                  precision: dict[str, str], data: dict[str, Any]) -> None:
     """Plain ``state_dict`` (loads without robustft) plus a JSON card like the shared reference model's, stating
-    the run's resolved ``precision`` (``run_precision``) and ``data`` (``data_record``)."""
+    the run's resolved ``precision`` (``run_precision``) and ``data`` (``data_record``). A plain ``nn.Module``'s card
+    states no normalization: robustft cannot see its preprocessing."""
     layout = RunLayout(run_dir)
     save_state_dict(model, layout.model)
     sd = model.state_dict()
+    ours = isinstance(model, ImageClassifier)
     card = {CARD_MARKER: CARD_VERSION, "arch": cfg.model.arch, "num_classes": len(classes), "classes": classes,
-            "input": "float RGB in [0,1], NCHW; normalization inside the model (normalize.mean / normalize.std)",
+            "input": "float RGB in [0,1], NCHW; " + ("normalization inside the model (normalize.mean / normalize.std)"
+                                                   if ours else "any preprocessing is the fine-tuned module's own"),
             "normalize": {**{k: sd[f"normalize.{k}"].flatten().tolist() for k in ("mean", "std")},
-                          "source": model.pretrained_cfg.normalization_source},
+                          "source": model.pretrained_cfg.normalization_source} if ours else None,
             "source_checkpoint": cfg.model.checkpoint, "method": cfg.method, "recipe": to_dict(cfg),
             "precision": precision, "data": data, "metrics": metrics,
             "format": "torch.save of a plain state_dict (loads with torch.load(weights_only=True))",
@@ -154,6 +177,13 @@ def read_card(checkpoint: str | Path) -> dict[str, Any] | None:
     return card
 
 
+def _rebuildable(card: dict[str, Any], checkpoint: str | Path) -> None:
+    """Refuse the export of a run that fine-tuned a plain ``nn.Module``: only its own code builds that architecture."""
+    if not card["arch"]:
+        raise UserError(f"{checkpoint} was fine-tuned from a plain nn.Module, which robustft cannot rebuild: load it "
+                        f"into that module (module.load_state_dict(torch.load(path, weights_only=True)))")
+
+
 def _card_options(card: dict[str, Any]) -> dict[str, Any]:
     """The architecture options of the run a card describes (``model.options``)."""
     return card["recipe"].get("model", {}).get("options", {})
@@ -179,23 +209,41 @@ def card_inputs(card: dict[str, Any] | None) -> tuple[tuple[int, int] | None, li
     return (tuple(size) if size else None), (card["classes"] if data.get("classes") is not None else None)
 
 
-def load_exported_model(arch: str, checkpoint: str | Path | None, *, num_classes: int | None = None,
+def load_exported_model(arch: str, checkpoint: str | Path | None = None, *, num_classes: int | None = None,
                         normalization: NormSpec = None, **options: Any) -> nn.Module:
-    """Load a checkpoint for evaluation. A robustft export (its card beside it) is rebuilt with its run's
-    architecture options (``options`` win) and its method's export structure (e.g. RoLI adapters), a plain export
-    with its card's normalization; anything else via ``load_model``."""
+    """Load any checkpoint robustft reads (``models.load_model``; none: random init). A robustft export (its card
+    beside it) is rebuilt with its run's architecture options (``options`` win) and its method's export structure
+    (e.g. RoLI adapters), a plain export with its card's normalization."""
     card = read_card(checkpoint) if checkpoint else None
     if card is None:
         return load_model(arch, checkpoint, num_classes=num_classes, normalization=normalization, **options)
     recipe = card["recipe"]
+    _rebuildable(card, checkpoint)
     if card["arch"] != arch:
         raise UserError(f"{checkpoint} was exported for --arch {card['arch']}, not {arch}")
     model = create_model(arch, num_classes or card["num_classes"], **{**_card_options(card), **options})
-    method = create_method(card["method"], PGD(), **recipe.get("method_args", {}))
+    method = create_method(card["method"], **recipe.get("method_args", {}))
     state = read_state_dict(checkpoint)
     if "normalize.mean" not in state:  # a plain export (robustft export): its card states the statistics
         state.update(_card_normalization(card, checkpoint))
     return load_weights(method.export_architecture(model), state, str(checkpoint), normalization=normalization)
+
+
+def load_run_model(run_dir: str | Path, source: nn.Module | None = None) -> nn.Module:
+    """The exported model of a finished run: rebuilt from its card (``load_exported_model``), or for a run that
+    fine-tuned a module robustft cannot build by name, on a copy of ``source`` (that module, unchanged) as the run
+    built it, with its method's export structure and the exported weights loaded strictly."""
+    path = RunLayout(Path(run_dir)).model
+    card = read_card(path)
+    if card is None:
+        raise UserError(f"{run_dir} has no exported model with its card ({path}): it is not a finished robustft run")
+    if card["arch"] or source is None:
+        return load_exported_model(card["arch"], path)
+    cfg = from_dict(RunConfig, card["recipe"])
+    model = build_source_model(cfg, card["num_classes"], source=source, log=lambda s: None)
+    model = create_method(cfg.method, **cfg.method_args).export_architecture(model)
+    model.load_state_dict(read_state_dict(path))
+    return model
 
 
 def export_plain(source: str | Path, out: str | Path) -> Path:
@@ -210,6 +258,7 @@ def export_plain(source: str | Path, out: str | Path) -> Path:
     if card is None:
         raise UserError(f"{checkpoint} has no robustft card beside it ({checkpoint.with_suffix('.json').name}): "
                         f"export takes a finished run directory or its model.pt")
+    _rebuildable(card, checkpoint)
     if out.with_suffix(".json").resolve() == checkpoint.with_suffix(".json").resolve():
         raise UserError(f"--out {out} would overwrite the card of {checkpoint}; choose another name, e.g. "
                         f"{checkpoint.with_name('model_plain.safetensors')}")
@@ -264,12 +313,12 @@ def data_record(cfg: RunConfig, train: ArrayDataset) -> dict[str, Any]:
     return {"image_size": list(train.x.shape[-2:]), "classes": d.classes, "test_split": test}
 
 
-def _test(model: nn.Module, cfg: RunConfig, eps: float, device: torch.device
+def _test(model: nn.Module, cfg: RunConfig, eps: float, device: torch.device, source: nn.Module | None
           ) -> tuple[dict[str, Any], dict[str, dict[str, str]]]:
     """Clean/PGD (and optional AutoAttack on a class-balanced subset, optional common corruptions) on the test
     split — the only test use — and the clean/PGD per-sample flags. With ``eval.test_source`` the source model,
-    rebuilt from its checkpoint, gets the same evaluation under ``test_source``: before/after in one record, each model
-    tested once."""
+    rebuilt from its checkpoint (or copied from the given ``source`` module), gets the same evaluation under
+    ``test_source``: before/after in one record, each model tested once."""
     from ..eval import evaluate_corruptions
 
     test = _load(cfg, "test", cfg.data.test_n, device)
@@ -294,17 +343,24 @@ def _test(model: nn.Module, cfg: RunConfig, eps: float, device: torch.device
 
     out = measure(model, "test")
     if cfg.eval.test_source:
-        source = build_source_model(cfg, test.num_classes).to(device)
-        out["test_source"] = measure(source.to(memory_format=torch.channels_last) if cl else source, "test_source")
+        before = build_source_model(cfg, test.num_classes, source=source).to(device)
+        out["test_source"] = measure(before.to(memory_format=torch.channels_last) if cl else before, "test_source")
     return out, flags
 
 
 def run(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False,
-        log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train, select on validation, export and test; returns (and writes) ``results.json``."""
+        log: Callable[[str], None] = print, model: nn.Module | None = None) -> dict[str, Any]:
+    """Train, select on validation, export and test; returns (and writes) ``results.json``. ``model``: a module to
+    fine-tune (a copy of it; recorded by ``source_config``) instead of the source ``cfg.model`` names."""
+    if model is not None:
+        cfg = source_config(cfg, model)
+    if not cfg.data.name or not (cfg.model.arch or model is not None):
+        raise UserError("a run needs data.name and model.arch (from --config, --data/--arch or --set), or from Python "
+                        "a module to fine-tune: robustft.finetune(model, data)")
     info = init_distributed(cfg.train.device)
     try:
-        return _run(cfg, run_dir or default_run_dir(cfg), resume, info, log if info.is_main else (lambda s: None))
+        return _run(cfg, run_dir or default_run_dir(cfg), resume, info, log if info.is_main else (lambda s: None),
+                    model)
     finally:
         cleanup(info)
 
@@ -381,7 +437,8 @@ def _describe_threat(cfg: RunConfig, eps: float, attack: PGD) -> str:
             f"(PGD-{cfg.eval.test_steps})")
 
 
-def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Callable[[str], None]) -> dict[str, Any]:
+def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Callable[[str], None],
+         source: nn.Module | None) -> dict[str, Any]:
     """The body of ``run`` inside the process group: check and open everything, then lock, write and train."""
     results_path = RunLayout(run_dir).results
     if _check_run_dir(cfg, run_dir, resume, log) and results_path.exists():
@@ -404,7 +461,13 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Calla
     attack = PGD(eps=eps, norm=cfg.attack.norm, steps=cfg.attack.steps,
                  step_size=parse_eps(cfg.attack.step_size) if cfg.attack.step_size else None, name="pgd_train")
     method = create_method(cfg.method, attack, **cfg.method_args)
-    model = build_source_model(cfg, train.num_classes, trains_head=method.trains_head, log=log).to(device)
+    model = build_source_model(cfg, train.num_classes, trains_head=method.trains_head, log=log, source=source)
+    model = model.to(device)
+    check_structure(cfg.method, model)
+    if not isinstance(model, ImageClassifier) and (outputs := num_outputs(model, train)) != train.num_classes:
+        raise UserError(f"the {type(model).__name__} gives {outputs} logits per image but {cfg.data.name} has "
+                        f"{train.num_classes} classes: give it a {train.num_classes}-output head (robustft replaces "
+                        f"the head only of its own models: robustft.create_model / robustft.load_model)")
     if cfg.train.channels_last:
         model = model.to(memory_format=torch.channels_last)
     log(_describe_threat(cfg, eps, attack))
@@ -414,12 +477,12 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Calla
     check_writable(run_dir, directory=True)
     with _run_lock(run_dir, info):
         _prepare_run_dir(cfg, run_dir, resume, info, log)
-        return _train_and_test(cfg, run_dir, resume, info, log, model, method, train, val, eps, start)
+        return _train_and_test(cfg, run_dir, resume, info, log, model, method, train, val, eps, start, source)
 
 
 def _train_and_test(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Callable[[str], None],
                     model: nn.Module, method: Method, train: ArrayDataset, val: ArrayDataset, eps: float,
-                    start: float) -> dict[str, Any]:
+                    start: float, source: nn.Module | None) -> dict[str, Any]:
     """Set the method up, train each stage, finalize, test once, export."""
     device = info.device
     ctx = RunContext(train=train, val=val, cfg=cfg, run_dir=run_dir, device=device, is_main=info.is_main, log=log,
@@ -450,7 +513,7 @@ def _train_and_test(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo,
     model = method.finalize(model, ctx)
     if info.is_main:
         results.update(method.results())
-        record, flags = _test(model, cfg, eps, device)
+        record, flags = _test(model, cfg, eps, device, source)
         results.update(record)
         results["wall_s"] = time.perf_counter() - start + resumed_s
         results["provenance"] = provenance(cfg.train.seed)

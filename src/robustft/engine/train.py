@@ -237,6 +237,9 @@ class _Loop:
 
 def _setup(method: Method, model: nn.Module, train: ArrayDataset, cfg: RunConfig, info: DistInfo) -> _Loop:
     """Optimizer, schedule, AMP, DDP/compile wrapping, generators, validation attack: everything built once."""
+    if method.attack is None:
+        raise UserError(f"{type(method).__name__} was built without an attack, which training needs (its loss or its "
+                        f"validation): create_method(name, PGD(...), ...)")
     batch_size = cfg.data.batch_size
     if batch_size % info.world_size:
         raise UserError(f"data.batch_size {batch_size} must be divisible by the number of processes {info.world_size}")

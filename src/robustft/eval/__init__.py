@@ -13,11 +13,11 @@ from .corruptions import (
     parse_corruptions,
     parse_severities,
 )
-from .evaluate import EvalResult, balanced_subset, evaluate
+from .evaluate import EvalResult, balanced_subset, evaluate, num_outputs
 from .mrc import ModuleMRC, MRCProfile, candidate_modules, mrc_examples, mrc_profile, mrc_scores
 from .subset import subset_autoattack
 
-__all__ = ["EvalResult", "evaluate", "balanced_subset", "subset_autoattack", "CORRUPTIONS", "CIFAR_C_BENCHMARK",
-           "CIFAR_C_EXTRA", "CorruptionResult", "corrupt", "corrupt_dataset", "evaluate_corruptions",
-           "list_corruptions", "parse_corruptions", "parse_severities", "MRCProfile", "ModuleMRC", "candidate_modules",
-           "mrc_examples", "mrc_profile", "mrc_scores"]
+__all__ = ["EvalResult", "evaluate", "num_outputs", "balanced_subset", "subset_autoattack", "CORRUPTIONS",
+           "CIFAR_C_BENCHMARK", "CIFAR_C_EXTRA", "CorruptionResult", "corrupt", "corrupt_dataset",
+           "evaluate_corruptions", "list_corruptions", "parse_corruptions", "parse_severities", "MRCProfile",
+           "ModuleMRC", "candidate_modules", "mrc_examples", "mrc_profile", "mrc_scores"]

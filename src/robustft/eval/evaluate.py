@@ -13,7 +13,7 @@ from ..data import ArrayDataset, iterate_batches, num_batches
 from ..errors import UserError
 from ..progress import track
 
-__all__ = ["EvalResult", "evaluate"]
+__all__ = ["EvalResult", "evaluate", "num_outputs", "balanced_subset"]
 
 
 @dataclass
@@ -95,6 +95,12 @@ def evaluate(model: nn.Module, data: ArrayDataset, attacks: Sequence[Attack] = (
     return EvalResult(n=n, clean_acc=acc["clean"], robust_acc={k: acc[k] for k in names},
                       worst_case_acc=acc["worst_case"], timing=timing,
                       attacks={a.name: _describe(a) for a in attacks}, correct=flags)
+
+
+def num_outputs(model: nn.Module, data: ArrayDataset) -> int:
+    """How many logits ``model`` gives for an image of ``data`` (one eval-mode forward of its first image)."""
+    with eval_mode(model) as bare, torch.no_grad():
+        return bare(data.x[:1].float() / 255).shape[-1]
 
 
 def balanced_subset(data: ArrayDataset, n: int) -> ArrayDataset:

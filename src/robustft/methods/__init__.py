@@ -7,6 +7,7 @@ from .base import (
                    MethodConfig,
                    RunContext,
                    Stage,
+                   check_structure,
                    create_method,
                    list_methods,
                    register_method,
@@ -18,7 +19,7 @@ from .rift import Rift, RiftConfig
 from .roli import RoLI, RoLIConfig
 from .twins import Twins, TwinsConfig, TwoWingBatchNorm2d
 
-__all__ = ["Method", "MethodConfig", "RunContext", "Stage", "create_method", "list_methods", "register_method",
-           "trades_loss", "OBJECTIVES", "LinearProbe", "Partial", "PartialConfig", "Twins",
+__all__ = ["Method", "MethodConfig", "RunContext", "Stage", "check_structure", "create_method", "list_methods",
+           "register_method", "trades_loss", "OBJECTIVES", "LinearProbe", "Partial", "PartialConfig", "Twins",
            "TwinsConfig", "TwoWingBatchNorm2d", "RoLI", "RoLIConfig", "Rift",
            "RiftConfig"]

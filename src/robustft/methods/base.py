@@ -16,10 +16,11 @@ from torch import nn
 from ..attacks import PGD
 from ..data import ArrayDataset
 from ..errors import UserError
+from ..models.base import ImageClassifier
 from ..schema import from_dict
 
 __all__ = ["Method", "MethodConfig", "Stage", "RunContext", "register_method", "create_method", "method_config",
-           "list_methods", "Objective", "OBJECTIVES"]
+           "list_methods", "check_structure", "Objective", "OBJECTIVES"]
 
 Objective = Literal["clean", "pgd", "trades"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
@@ -66,11 +67,15 @@ class Method:
     config_cls: type[MethodConfig] = MethodConfig
     # False for a method that keeps the classifier fixed: the engine then refuses a head that would start random
     trains_head: bool = True
+    # Why the method needs robustft's model structure (ImageClassifier: a declared classifier, pretrained_cfg); None
+    # when any nn.Module mapping [0,1] images to logits will do (check_structure refuses a plain one otherwise)
+    needs_structure: str | None = None
 
-    def __init__(self, cfg: MethodConfig, attack: PGD) -> None:
+    def __init__(self, cfg: MethodConfig, attack: PGD | None = None) -> None:
         self.cfg = cfg
-        # the training threat model; TRADES maximizes the KL term it trains on, so its attack uses that loss
-        self.attack = replace(attack, loss="kl") if cfg.objective == "trades" else attack
+        # the training threat model (None: a method built only for its structure, e.g. to rebuild an export); TRADES
+        # maximizes the KL term it trains on, so its attack uses that loss
+        self.attack = replace(attack, loss="kl") if cfg.objective == "trades" and attack is not None else attack
 
     # -- structure ---------------------------------------------------------------------------------------------
     def setup(self, model: nn.Module, ctx: RunContext) -> None:
@@ -188,7 +193,20 @@ def method_config(name: str, options: dict[str, Any]) -> MethodConfig:
     return from_dict(method_cls.config_cls, {**defaults, **options}, "method_args")
 
 
-def create_method(name: str, attack: PGD, **options: Any) -> Method:
-    """Build method ``name`` with its registered defaults overridden by ``options`` (validated)."""
+def create_method(name: str, attack: PGD | None = None, **options: Any) -> Method:
+    """Build method ``name`` with its registered defaults overridden by ``options`` (validated); ``attack`` is the
+    training threat model, needed to train (``engine.fit``), not to rebuild an export's structure."""
     cfg = method_config(name, options)
     return _REGISTRY[name][0](cfg, attack)
+
+
+def check_structure(name: str, model: nn.Module) -> None:
+    """Refuse, in one line naming why, a plain ``nn.Module`` for method ``name`` when it needs robustft's model
+    structure (``Method.needs_structure``); robustft's own models and structure-free methods pass."""
+    need = _REGISTRY[name][0].needs_structure
+    if need is None or isinstance(model, ImageClassifier):
+        return
+    plain = ", ".join(n for n in list_methods() if _REGISTRY[n][0].needs_structure is None)
+    raise UserError(f"method {name} needs robustft's model structure ({need}), which a plain {type(model).__name__} "
+                    f"lacks: build the model with robustft.create_model or robustft.load_model, or choose a method "
+                    f"that needs only its forward and parameters ({plain})")

@@ -10,6 +10,8 @@ __all__ = ["LinearProbe"]
 class LinearProbe(Method):
     """Train the head alone, clean (``linear_probe``) or adversarially (``adv_linear_probe``, RoLI's stage 1)."""
 
+    needs_structure = "it trains the classifier alone, found by get_classifier()"
+
     def prepare(self, model: nn.Module) -> nn.Module:
         """Freeze everything but the classifier."""
         model.requires_grad_(False)

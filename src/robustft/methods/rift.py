@@ -161,7 +161,7 @@ class Rift(Method):
     config_cls = RiftConfig
     trains_head = False  # one conv/linear weight trains; the head must already fit the task
 
-    def __init__(self, cfg: RiftConfig, attack: PGD) -> None:
+    def __init__(self, cfg: RiftConfig, attack: PGD | None = None) -> None:
         super().__init__(cfg, attack)
         self.module: str | None = cfg.module
         self.record: dict[str, Any] = {}

@@ -79,8 +79,10 @@ class RoLI(Method):
     """Adversarial linear probing (stage ``lp``), then adversarial fine-tuning of the chosen parameters (``ft``)."""
 
     config_cls = RoLIConfig
+    needs_structure = ("it probes and trains the classifier, found by get_classifier(), and puts LoRA / adapters "
+                       "where pretrained_cfg declares")
 
-    def __init__(self, cfg: RoLIConfig, attack: PGD) -> None:
+    def __init__(self, cfg: RoLIConfig, attack: PGD | None = None) -> None:
         super().__init__(cfg, attack)
         self.head_given = False  # set by setup: model.init_head already holds a probed head, so no probe stage
 

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..attacks import PGD
 from .base import Method, MethodConfig, RunContext, register_method
 
 __all__ = ["TwoWingBatchNorm2d", "Twins", "TwinsConfig", "to_two_wing", "to_plain_bn", "frozen_split"]
@@ -111,7 +112,7 @@ class Twins(Method):
 
     config_cls = TwinsConfig
 
-    def __init__(self, cfg: TwinsConfig, attack) -> None:
+    def __init__(self, cfg: TwinsConfig, attack: PGD | None = None) -> None:
         super().__init__(cfg, attack)
         if cfg.ce_attack:
             self.attack = attack

@@ -2,7 +2,7 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Literal, TypeVar
+from typing import Any, Literal, TypeVar
 
 from torch import Tensor, nn
 
@@ -47,6 +47,8 @@ class ModelCfg:
     input_size: tuple[int, int, int]  # (C, H, W) the architecture was designed for
     normalization: str  # the architecture's default; the statistics in use live in the normalize buffers
     architecture: str = ""  # registered name, set by build_model
+    # the constructor options it was built with (create_model), as (key, value) pairs: what a run records to rebuild it
+    options: tuple[tuple[str, Any], ...] = ()
     tag: str | None = None  # pretrained-weight tag of "arch.tag" names, set by create_model
     normalization_source: NormSource = "default"  # set by ImageClassifier, create_model and load_weights
     # Checkpoint keys the reference implementation saves but never uses in forward (dropped when loading).

@@ -76,20 +76,23 @@ def _construct(arch: str, entrypoint: Callable[..., ImageClassifier], **kwargs) 
             except UserError:
                 raise UserError(f"architecture {arch}: option {key} must be {type_name(hint)}, got {kwargs[key]!r} "
                                 f"{where}") from None
+    options = {k: v for k, v in kwargs.items() if k not in ("num_classes", "normalization")}
     try:
-        return entrypoint(**kwargs)
+        model = entrypoint(**kwargs)
     except (TypeError, ValueError, RuntimeError) as e:
         text, name = str(e), str(e).rsplit(" ", 1)[-1]
         if "unexpected keyword argument" in text:
             raise UserError(f"architecture {arch} does not take the option {name} {where}") from None
         if "multiple values for keyword argument" in text:
             raise UserError(f"architecture {arch} sets the option {name} itself {where}") from None
-        options = ", ".join(f"{k}={v!r}" for k, v in kwargs.items() if k not in ("num_classes", "normalization"))
         if not options:  # the architecture fails without options: a bug, not a user error
             raise
         reason = (text.strip().splitlines() or [""])[0]
-        raise UserError(f"architecture {arch} cannot be built with {options} ({type(e).__name__}: {reason}) "
+        given = ", ".join(f"{k}={v!r}" for k, v in options.items())
+        raise UserError(f"architecture {arch} cannot be built with {given} ({type(e).__name__}: {reason}) "
                         f"{where}") from None
+    model.pretrained_cfg = replace(model.pretrained_cfg, options=tuple(options.items()))
+    return model
 
 
 def _weights_name(arch: str, tag: str, pretrained: bool) -> str | None:

@@ -1,17 +1,37 @@
-"""`robustft report`: one comparison (markdown + CSV table, PNG plots) from any set of run directories."""
+"""`robustft report` and ``robustft.compare_runs``: one comparison (markdown + CSV table, PNG plots) from any set of
+run directories."""
 
 import csv
 import io
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .._io import atomic_write
 from ..errors import UserError
 from .plots import plot_alpha_curves, plot_clean_vs_robust, plot_mrc, plot_norm_diagnostics, plot_training_curves
 from .tables import load_run, markdown_table, result_row
 
-__all__ = ["write_report"]
+__all__ = ["Comparison", "compare_runs"]
+
+
+@dataclass
+class Comparison:
+    """Finished runs side by side: one row per run (``result_row``) and the files written (none without a directory);
+    prints, and shows in a notebook, as the markdown table."""
+
+    rows: list[dict[str, Any]]
+    paths: list[Path] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        """The markdown table."""
+        return markdown_table(self.rows)
+
+    def _repr_markdown_(self) -> str:
+        """Jupyter's rich display: the table."""
+        return str(self)
 
 
 def _labels(run_dirs: Sequence[Path]) -> list[str]:
@@ -20,15 +40,18 @@ def _labels(run_dirs: Sequence[Path]) -> list[str]:
     return names if len(set(names)) == len(names) else [f"{d.parent.name}/{d.name}" for d in run_dirs]
 
 
-def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> list[Path]:
-    """Tables and plots comparing finished runs; numbers are read from their files, never recomputed."""
+def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = None) -> Comparison:
+    """The table comparing finished runs and, with ``out_dir``, its files there (results.md, results.csv) and plots;
+    numbers are read from the runs' files, never recomputed."""
     run_dirs = [Path(d) for d in run_dirs]
     if not run_dirs:
-        raise UserError("robustft report needs at least one run directory")
+        raise UserError("a report needs at least one run directory")
     runs = {label: load_run(d) for label, d in zip(_labels(run_dirs), run_dirs, strict=True)}
+    rows = [result_row(r, label) for label, r in runs.items()]
+    if out_dir is None:
+        return Comparison(rows)
     out_dir = Path(out_dir)  # created only once every run directory has been read
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows = [result_row(r, label) for label, r in runs.items()]
     written = [atomic_write(out_dir / "results.md", lambda tmp: Path(tmp).write_text(markdown_table(rows)))]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(dict.fromkeys(k for row in rows for k in row)))
@@ -51,4 +74,4 @@ def write_report(run_dirs: Sequence[str | Path], out_dir: str | Path) -> list[Pa
                                              chosen=record["alpha"], tolerance=record["tolerance"]))
         if (run_dir / "mrc.json").is_file():
             written.append(plot_mrc(json.loads((run_dir / "mrc.json").read_text()), out_dir / f"{stem}_mrc.png"))
-    return written
+    return Comparison(rows, written)
