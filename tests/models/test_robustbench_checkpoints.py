@@ -165,5 +165,5 @@ def test_evaluate_refuses_the_ambiguous_snapshot_file_in_one_line(tmp_path, npz_
 
 def test_fresh_model_and_bad_option():
     assert load_model("preact_resnet18").projection_input is None  # a model to train: robustft's (activated) block
-    with pytest.raises(UserError, match="projection_input must be one of activated, raw, got 'x'"):
+    with pytest.raises(UserError, match="option projection_input must be one of activated, raw"):
         load_model("preact_resnet18", projection_input="x")

@@ -60,7 +60,8 @@ def result_row(run: dict[str, Any], label: str | None = None, *, source: bool = 
     flags = run.get("samples", {}).get("test_source" if source else "test", {})
     samples = {"clean": flags.get("clean"), "pgd": flags.get(row["pgd_name"]),
                "autoattack": (aa or {}).get("samples", {}).get("autoattack")}
-    row["samples"] = {k: v for k, v in samples.items() if v}  # per-image flags for paired comparisons
+    if present := {k: v for k, v in samples.items() if v}:
+        row["samples"] = present  # per-image flags for paired comparisons
     if not source:
         history = run["history"].get(stage, [])
         rate = sum(h["train_images_per_s"] for h in history) / len(history) if history else None
