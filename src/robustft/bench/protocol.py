@@ -6,7 +6,10 @@ share a ``group`` are variants of one method (e.g. a learning-rate grid): per se
 the best validation number (the task's ``select`` rule), never a test number. Placeholders: ``{data}`` and
 ``{models}`` (the data and model roots given on the command line) anywhere in a task config or override;
 ``{cell:LABEL}`` in an override is the run directory of the same task's cell LABEL for the same seed (LABEL must come
-earlier in the task).
+earlier in the task), ``{cell:TASK/LABEL}`` that of an earlier task's cell (e.g. a source trained by the protocol).
+A cell with ``grid: {KEY: [values]}`` stands for one variant per value, grouped; a task's ``grid_seeds`` run every
+variant and the other seeds only the variant those seeds selected. A task's ``bn_stats`` measures how far the
+batch-norm statistics of some datasets are from the source's stored ones.
 """
 
 import copy
@@ -22,7 +25,7 @@ from ..engine.config import RunConfig, apply_overrides, from_dict
 from ..errors import UserError
 
 __all__ = ["Protocol", "Task", "CellSpec", "Claim", "AutoAttackSpec", "METRICS", "load_protocol", "list_protocols",
-           "cell_config", "cell_dir", "slug"]
+           "cell_config", "task_config", "resolve_cells", "cell_dir", "slug"]
 
 METRICS = ("clean", "pgd", "autoattack", "corruption")
 _SHIPPED = resources.files("robustft") / "assets" / "protocols"
@@ -39,6 +42,9 @@ class CellSpec:
                 "under the group's name (default: the cell is its own group)"})
     source_row: str | None = field(default=None, metadata={
         "help": "also report the source model (tested by this cell with eval.test_source) as a row with this label"})
+    grid: dict[str, list[Any]] | None = field(default=None, metadata={
+        "help": "KEY -> values: the cell stands for one variant per value, labelled '<label> <last part of KEY>="
+                "<value>', in the group <label> (one KEY)"})
 
     def group_name(self, label: str) -> str:
         """The group this cell (labelled ``label``) belongs to."""
@@ -67,6 +73,29 @@ class Task:
     autoattack: AutoAttackSpec = field(default_factory=AutoAttackSpec, metadata={"help": "AutoAttack subset"})
     select: Literal["robust_acc", "clean_acc", "sum"] = field(default="robust_acc", metadata={
         "help": "validation number that picks a group's variant (as eval.select: robust_acc | clean_acc | sum)"})
+    grid_seeds: list[int] | None = field(default=None, metadata={
+        "help": "seeds that run every variant of a group; the other seeds run only the variant these seeds selected "
+                "most often on validation (the first listed wins a tie) (default: every seed runs every variant)"})
+    bn_stats: dict[str, list[str]] = field(default_factory=dict, metadata={
+        "help": "label -> overrides of this task's config (e.g. another data.name): per label, the distance of that "
+                "data's batch-norm statistics (training split) from the source model's stored ones, reported per "
+                "layer"})
+    bn_stats_n: int = field(default=2000, metadata={"help": "training images per bn_stats label", "ge": 1})
+
+    def __post_init__(self) -> None:
+        cells: dict[str, CellSpec] = {}
+        for label, cell in self.cells.items():
+            if not cell.grid:
+                cells[label] = cell
+                continue
+            if len(cell.grid) != 1 or cell.group or cell.source_row:
+                raise UserError(f"cell {label}: a grid takes one KEY and no group or source_row of its own "
+                                f"(its variants form the group {label!r})")
+            (key, values), = cell.grid.items()
+            for value in values:
+                cells[f"{label} {key.rsplit('.', 1)[-1]}={value}"] = CellSpec(
+                    method=cell.method, set=[*cell.set, f"{key}={value}"], group=label)
+        self.cells = cells
 
     def groups(self) -> dict[str, list[str]]:
         """Group name -> its cell labels, in cell order (an ungrouped cell is a group of one, named by its label)."""
@@ -115,12 +144,18 @@ class Protocol:
 
     def _check_task(self, name: str, task: Task) -> None:
         """Cell references point backwards; group and source-row names are unambiguous."""
-        labels = list(task.cells)
+        labels, tasks = list(task.cells), list(self.tasks)
         for label, cell in task.cells.items():
             for ref in re.findall(r"\{cell:([^}]*)\}", " ".join(cell.set)):
-                if ref not in task.cells or labels.index(ref) >= labels.index(label):
+                other, _, ref_label = ref.rpartition("/")
+                if other:
+                    ok = (other in tasks and tasks.index(other) < tasks.index(name)
+                          and ref_label in self.tasks[other].cells)
+                else:
+                    ok = ref in task.cells and labels.index(ref) < labels.index(label)
+                if not ok:
                     raise UserError(f"protocol {self.name}: cell {name}/{label} refers to {{cell:{ref}}}, which "
-                                    f"is not an earlier cell of task {name}")
+                                    f"is neither an earlier cell of task {name} nor TASK/LABEL of an earlier task")
             if cell.source_row and cell.group:
                 raise UserError(f"protocol {self.name}: cell {name}/{label} is a variant of group {cell.group!r}, "
                                 f"so it cannot report a source_row (one source row per seed needs one cell)")
@@ -181,11 +216,25 @@ def _substitute(value: Any, roots: dict[str, str]) -> Any:
     return value
 
 
+def task_config(protocol: Protocol, task: str, overrides: list[str], roots: dict[str, str]) -> RunConfig:
+    """The validated run config of ``task``'s base config with ``overrides`` (placeholders substituted)."""
+    data = apply_overrides(copy.deepcopy(_substitute(protocol.tasks[task].config, roots)),
+                           _substitute(overrides, roots))
+    return from_dict(RunConfig, data)
+
+
+def resolve_cells(overrides: list[str], out: Path, task: str, seed: int) -> list[str]:
+    """``overrides`` with each ``{cell:LABEL}`` / ``{cell:TASK/LABEL}`` replaced by that cell's run directory for
+    ``seed``."""
+    def run_dir(m: re.Match) -> str:
+        other, _, label = m.group(1).rpartition("/")
+        return str(cell_dir(out, other or task, label, seed))
+
+    return [re.sub(r"\{cell:([^}]*)\}", run_dir, o) for o in overrides]
+
+
 def cell_config(protocol: Protocol, task: str, label: str, seed: int, out: Path, roots: dict[str, str]) -> RunConfig:
     """The validated run config of one cell."""
     spec = protocol.tasks[task].cells[label]
-    overrides = [re.sub(r"\{cell:([^}]*)\}", lambda m: str(cell_dir(out, task, m.group(1), seed)), o)
-                 for o in _substitute(spec.set, roots)]
-    data = apply_overrides(copy.deepcopy(_substitute(protocol.tasks[task].config, roots)),
-                           [f"method={spec.method}", f"train.seed={seed}", *overrides])
-    return from_dict(RunConfig, data)
+    return task_config(protocol, task, [f"method={spec.method}", f"train.seed={seed}",
+                                        *resolve_cells(spec.set, out, task, seed)], roots)

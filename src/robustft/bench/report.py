@@ -21,7 +21,7 @@ from ..report import (
 )
 from .protocol import Protocol
 
-__all__ = ["select_variants", "aggregate", "check_claims", "write_protocol_report"]
+__all__ = ["select_variants", "aggregate", "check_claims", "matched_grid", "write_protocol_report"]
 
 # protocol metric name -> row key
 METRIC_KEYS = {"clean": "test_clean", "pgd": "test_pgd", "autoattack": "test_autoattack",
@@ -103,7 +103,7 @@ def _check_metric(claim: Any, metric: str, rows: list[dict[str, Any]]) -> dict[s
             for x in getattr(claim, side):
                 f = found[x].get("samples", {}).get(metric)
                 paired_ok &= f is not None
-                flags[side].append(f)
+                flags[side] += f if isinstance(f, list) else [f]  # corruption: one string per corruption set
     out: dict[str, Any] = {"difference": sum(per_seed.values()) / len(per_seed) if per_seed else None,
                            "per_seed": per_seed, "verdict": "inconclusive"}
     if not per_seed:
@@ -113,6 +113,28 @@ def _check_metric(claim: Any, metric: str, rows: list[dict[str, Any]]) -> dict[s
     else:
         out["paired"] = paired_difference(flags["better"], flags["than"])
         out["verdict"] = verdict(out["paired"]["ci95"], claim.tolerance)
+    return out
+
+
+def matched_grid(protocol: Protocol, claim: Any, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The claim at matched grid positions: for a claim whose every side is a group of grid variants of one length,
+    per position i the i-th variant of each group (the same learning rate, or the same multiple of a method's own
+    rate), paired per test image over the seeds that ran every variant; test metrics AutoAttack aside (only the
+    selected variants are attacked). Empty when the claim names no such groups."""
+    task = protocol.tasks[claim.task]
+    groups = task.groups()
+    names = [*claim.better, *claim.than]
+    if any(len(groups.get(x, [])) < 2 for x in names) or len({len(groups[x]) for x in names}) != 1:
+        return []
+    seeds = task.grid_seeds if task.grid_seeds is not None else protocol.seeds
+    out = []
+    for i in range(len(groups[names[0]])):
+        variants = {x: groups[x][i] for x in names}
+        matched = type(claim)(claim=claim.claim, task=claim.task, better=[variants[x] for x in claim.better],
+                              than=[variants[x] for x in claim.than],
+                              metrics=[m for m in claim.metrics if m != "autoattack"], tolerance=claim.tolerance)
+        picked = [r for r in rows if r["seed"] in seeds]
+        out.append({"variants": variants, "metrics": {m: _check_metric(matched, m, picked) for m in matched.metrics}})
     return out
 
 
@@ -144,6 +166,45 @@ def _numbers(e: dict[str, Any]) -> str:
     """The metric cells of one table line: clean, PGD, AutoAttack, corruption mean, val robust."""
     return " | ".join(_fmt(e, k) for k in ("test_clean", "test_pgd", "test_autoattack", "test_corruption",
                                            "val_robust"))
+
+
+def _metric_parts(metrics: dict[str, dict[str, Any]]) -> str:
+    """``metric: difference [95% CI; n, MDD] (per seed) verdict`` for each metric of a checked claim."""
+    parts = []
+    for metric, m in metrics.items():
+        if m["difference"] is None:
+            parts.append(f"{metric}: not measured")
+            continue
+        seeds = ", ".join(f"{100 * d:+.1f}" for d in m["per_seed"].values())
+        if "paired" in m:
+            pair = m["paired"]
+            lo, hi = pair["ci95"]
+            interval = f" [{100 * lo:+.1f}, {100 * hi:+.1f}; n {pair['n']}, MDD {100 * pair['mdd80']:.1f}]"
+        else:
+            interval = " [no per-image flags]"
+        parts.append(f"{metric}: {100 * m['difference']:+.1f}{interval} ({seeds}) {m['verdict']}")
+    return "; ".join(parts)
+
+
+def _bn_lines(record: dict[str, Any]) -> list[str]:
+    """The batch-norm statistics table of a task: per layer, each dataset's distance from the source's stored
+    statistics."""
+    labels = list(record["distances"])
+    layers = [d["layer"] for d in record["distances"][labels[0]]]
+    lines = [f"Batch-norm statistics of the source model on {record['n']} training images of each dataset against "
+             "the running statistics it stored (the model in eval mode, so every layer sees the inputs those "
+             "statistics normalize): per layer, mean over channels of |Δμ|/σ and of |log σ²_data/σ²_stored|. This "
+             "is what TWINS' frozen wing keeps and its adaptive wing re-estimates.", "",
+             "| layer | " + " | ".join(f"{x}: Δμ/σ, log var ratio" for x in labels) + " |",
+             "|---|" + "---|" * len(labels)]
+    for i, layer in enumerate(layers):
+        cells = [record["distances"][x][i] for x in labels]
+        lines.append(f"| {layer} | " + " | ".join(f"{c['mean_shift']:.2f}, {c['log_var_ratio']:.2f}" for c in cells)
+                     + " |")
+    means = [[sum(c[k] for c in record["distances"][x]) / len(layers) for k in ("mean_shift", "log_var_ratio")]
+             for x in labels]
+    lines.append("| **mean over layers** | " + " | ".join(f"**{a:.2f}, {b:.2f}**" for a, b in means) + " |")
+    return [*lines, ""]
 
 
 def _task_lines(protocol: Protocol, name: str, cells: list[dict[str, Any]], groups: list[dict[str, Any]]) -> list[str]:
@@ -191,6 +252,8 @@ def _markdown(protocol: Protocol, table: list[dict[str, Any]], groups: list[dict
     for name in protocol.tasks:
         lines += _task_lines(protocol, name, [e for e in table if e["task"] == name],
                              [g for g in groups if g["task"] == name])
+        if name in record.get("bn_stats", {}):
+            lines += _bn_lines(record["bn_stats"][name])
     lines += ["## Claims, checked here", "",
               "Per metric: the difference in points (mean of the listed cells minus the compared ones) over seeds, "
               "per seed in parentheses, and the 95% confidence interval of the paired difference per test image "
@@ -202,22 +265,21 @@ def _markdown(protocol: Protocol, table: list[dict[str, Any]], groups: list[dict
               "power. The claim's verdict: held if every metric holds, contradicted if one is.",
               "", "| claim | metric: difference [95% CI] (per seed) | verdict |", "|---|---|---|"]
     for c in claims:
-        parts = []
-        for metric, m in c["metrics"].items():
-            if m["difference"] is None:
-                parts.append(f"{metric}: not measured")
-                continue
-            seeds = ", ".join(f"{100 * d:+.1f}" for d in m["per_seed"].values())
-            if "paired" in m:
-                pair = m["paired"]
-                lo, hi = pair["ci95"]
-                interval = f" [{100 * lo:+.1f}, {100 * hi:+.1f}; n {pair['n']}, MDD {100 * pair['mdd80']:.1f}]"
-            else:
-                interval = " [no per-image flags]"
-            parts.append(f"{metric}: {100 * m['difference']:+.1f}{interval} ({seeds}) {m['verdict']}")
         rule = f" (within ±{100 * c['tolerance']:.1f})" if c["tolerance"] is not None else ""
         lines.append(f"| {c['claim']}{rule}: {' + '.join(c['better'])} vs {' + '.join(c['than'])} | "
-                     f"{'; '.join(parts)} | **{c['verdict']}** |")
+                     f"{_metric_parts(c['metrics'])} | **{c['verdict']}** |")
+    matched = [c for c in claims if c.get("matched_grid")]
+    if matched:
+        lines += ["", "### The same claims at matched learning rates", "",
+                  "Beside each method's validated best: the two sides at the same grid position (the same learning "
+                  "rate, or the same multiple of a method's own rate), on the seeds that ran the whole grid; "
+                  "AutoAttack only exists for the selected variants. These are not the verdicts (a method is judged "
+                  "at its own validated best); they show whether the verdict depends on the rate.", "",
+                  "| claim | grid position: difference [95% CI] |", "|---|---|"]
+        for c in matched:
+            for m in c["matched_grid"]:
+                names = " vs ".join(" + ".join(m["variants"][x] for x in c[side]) for side in ("better", "than"))
+                lines.append(f"| {c['claim']} | {names}: {_metric_parts(m['metrics'])} |")
     lines += ["", f"Machine: {prov['platform']}, {prov['cpu_count']} CPUs, Python {prov['python']}, torch "
               f"{prov['torch']}, robustft {prov.get('robustft')} (git {prov.get('git_sha')}). Seeds "
               f"{record['seeds']}; the cells' own wall times (training, test, AutoAttack) sum to "
@@ -232,6 +294,9 @@ def write_protocol_report(protocol: Protocol, record: dict[str, Any], out_dir: P
     rows = record["rows"]
     table, groups = aggregate(rows), aggregate(rows, groups=True)
     claims = check_claims(protocol.claims, rows)
+    for claim, checked in zip(protocol.claims, claims, strict=True):
+        if matched := matched_grid(protocol, claim, rows):
+            checked["matched_grid"] = matched
     record = {**record, "table": table, "groups": groups, "claims": claims}
     written = [atomic_write_json(record, out_dir / "results.json"),
                atomic_write(out_dir / "results.md",

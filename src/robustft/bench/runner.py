@@ -3,6 +3,8 @@ seed, each group's variant is then selected on validation and AutoAttack runs on
 (``eval.subset_autoattack``, cached per cell). A finished cell — its run and its AutoAttack file — is never
 recomputed, and a killed cell resumes from its last epoch."""
 
+import dataclasses
+import json
 import os
 import time
 from collections.abc import Callable
@@ -11,17 +13,18 @@ from typing import Any
 
 import torch
 
-from .._io import check_writable
+from .._io import atomic_write_json, check_writable
 from ..attacks import parse_eps
 from ..data import ArrayDataset, load_dataset
 from ..engine import RunConfig, build_source_model, load_exported_model, run
 from ..errors import UserError
 from ..eval import subset_autoattack
+from ..eval.bnstats import bn_stat_distance
 from ..layout import RunLayout
 from ..progress import duration
 from ..report import load_run, result_row
 from ..runtime import provenance, resolve_device
-from .protocol import AutoAttackSpec, Protocol, cell_config, cell_dir, load_protocol
+from .protocol import AutoAttackSpec, Protocol, cell_config, cell_dir, load_protocol, resolve_cells, task_config
 from .report import select_variants, write_protocol_report
 
 __all__ = ["bench_roots", "run_protocol", "run_bench", "DEFAULT_DATA_ROOT"]
@@ -57,24 +60,81 @@ def _autoattack(cfg: RunConfig, run_dir: Path, spec: AutoAttackSpec, source: boo
                              channels_last=cfg.train.channels_last, path=path)
 
 
+def _bn_stats(protocol: Protocol, task_name: str, seed: int, out: Path, roots: dict[str, str],
+              log: Callable[[str], None]) -> dict[str, Any]:
+    """Per ``bn_stats`` label, the per-layer distance of that data's batch-norm statistics (training split) from the
+    task's source model's stored ones (``{cell:...}`` resolved for ``seed``); cached in ``out``."""
+    task = protocol.tasks[task_name]
+    path = out / f"bn_stats_{task_name}.json"
+    if path.is_file():
+        record = json.loads(path.read_text())
+        if record.get("labels") == task.bn_stats and record.get("n") == task.bn_stats_n:
+            return record
+    log(f"[{protocol.name}] {task_name}: batch-norm statistics of {len(task.bn_stats)} datasets against the source")
+    distances = {}
+    for label, overrides in task.bn_stats.items():
+        cfg = task_config(protocol, task_name, ["method=standard", *resolve_cells(overrides, out, task_name, seed)],
+                          roots)
+        device = resolve_device(cfg.train.device)
+        data = load_dataset(cfg.data.name, "train", n=task.bn_stats_n, val_fraction=cfg.data.val_fraction,
+                            device=device, **cfg.data.source_options())
+        model = build_source_model(cfg, data.num_classes, log=lambda s: None).to(device)
+        distances[label] = [d.to_dict() for d in bn_stat_distance(model, data)]
+    record = {"labels": task.bn_stats, "n": task.bn_stats_n, "distances": distances}
+    atomic_write_json(record, path)
+    return record
+
+
+def _chosen_variants(rows: list[dict[str, Any]], task: str, seeds: list[int], labels: list[str]) -> dict[str, str]:
+    """Group -> the variant selected most often over ``seeds`` (the first listed of ``labels`` wins a tie)."""
+    counts: dict[str, dict[str, int]] = {}
+    for r in rows:
+        if r["task"] == task and r["seed"] in seeds and r["selected"]:
+            group = counts.setdefault(r["group"], {})
+            group[r["label"]] = group.get(r["label"], 0) + 1
+    return {g: max(c, key=lambda label: (c[label], -labels.index(label))) for g, c in counts.items()}
+
+
+def _seed_order(task_seeds: list[int] | None, seeds: list[int], name: str) -> list[int]:
+    """``seeds`` with a task's grid seeds first (their selections decide the other seeds' variants)."""
+    if task_seeds is None:
+        return seeds
+    if not set(task_seeds) & set(seeds):
+        raise UserError(f"protocol {name}: the seeds {seeds} include none of the grid seeds {task_seeds}, whose "
+                        f"validation selection decides which variant the other seeds run; add one of them")
+    return [s for s in seeds if s in task_seeds] + [s for s in seeds if s not in task_seeds]
+
+
 def run_protocol(protocol: Protocol, out: Path, roots: dict[str, str], *, seeds: list[int] | None = None,
                  log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run (or reuse) every cell, select each group's variant on validation, and attack the cells the task's
-    AutoAttack spec asks for; returns the rows (``report.result_row`` + task, seed, group, selected) and the wall
-    time. The report is ``write_protocol_report``'s job."""
+    AutoAttack spec asks for; returns the rows (``report.result_row`` + task, seed, group, selected), the
+    batch-norm statistics distances and the wall time. With a task's ``grid_seeds``, the other seeds run only each
+    group's variant selected on those seeds. The report is ``write_protocol_report``'s job."""
+    used = json.dumps(dataclasses.asdict(protocol), ensure_ascii=False)
     for key, root in roots.items():
-        if not Path(root).is_dir():
+        if f"{{{key}}}" in used and not Path(root).is_dir():
             raise UserError(f"benchmark {key} root {root} does not exist: pass --{key}-root or set "
                             f"ROBUSTFT_BENCH_{key.upper()}")
     start = time.perf_counter()
     seeds = seeds or protocol.seeds
-    total = len(seeds) * sum(len(task.cells) for task in protocol.tasks.values())
+    orders = {name: _seed_order(task.grid_seeds, seeds, protocol.name) for name, task in protocol.tasks.items()}
+    total = sum(len(task.cells) if task.grid_seeds is None or seed in task.grid_seeds else len(task.groups())
+                for task in protocol.tasks.values() for seed in seeds)
     rows: list[dict[str, Any]] = []
+    bn_stats: dict[str, Any] = {}  # measured before a task's first cell (its source may be an earlier task's cell)
     computed_s, computed, index = 0.0, 0, 0  # cells this invocation ran: their mean wall time gives the ETA
-    for seed in seeds:
+    for position in range(len(seeds)):
         for task_name, task in protocol.tasks.items():
+            seed = orders[task_name][position]
+            if task.bn_stats and position == 0:
+                bn_stats[task_name] = _bn_stats(protocol, task_name, seed, out, roots, log)
             batch, jobs = [], []  # this task's rows for this seed, and per row (config, run dir, source?, results)
+            chosen = ({} if task.grid_seeds is None or seed in task.grid_seeds
+                      else _chosen_variants(rows, task_name, task.grid_seeds, list(task.cells)))
             for label, spec in task.cells.items():
+                if chosen.get(spec.group_name(label), label) != label:
+                    continue
                 run_dir = cell_dir(out, task_name, label, seed)
                 cfg = cell_config(protocol, task_name, label, seed, out, roots)
                 layout = RunLayout(run_dir)
@@ -108,7 +168,7 @@ def run_protocol(protocol: Protocol, out: Path, roots: dict[str, str], *, seeds:
                                               autoattack=_autoattack(cfg, run_dir, aa, source)))
                 computed_s += time.perf_counter() - t0
             rows += batch
-    return {"rows": rows, "wall_s": time.perf_counter() - start}
+    return {"rows": rows, "bn_stats": bn_stats, "wall_s": time.perf_counter() - start}
 
 
 def run_bench(protocol: str | Path, *, data_root: str | Path | None = None, models_root: str | Path | None = None,
@@ -125,7 +185,7 @@ def run_bench(protocol: str | Path, *, data_root: str | Path | None = None, mode
     seeds = seeds or spec.seeds
     log(f"[{spec.name}] data root {roots['data']}, models root {roots['models']}; cells in {out}")
     record = run_protocol(spec, out, roots, seeds=seeds, log=log)
-    record.update(protocol=spec.name, seeds=seeds, roots=roots, command=command,
+    record.update(protocol=spec.name, description=spec.description, seeds=seeds, roots=roots, command=command,
                   cells_wall_s=sum((r.get("wall_s") or 0) + r.get("autoattack_s", 0) for r in record["rows"]),
                   provenance=provenance(seeds[0]))
     return write_protocol_report(spec, record, report_dir)

@@ -336,9 +336,11 @@ def _test(model: nn.Module, cfg: RunConfig, eps: float, device: torch.device, so
             out["test_autoattack"] = subset_autoattack(lambda: (m, test), cfg.eval.autoattack_n or len(test),
                                                        with_pgd=False, batch_size=batch, channels_last=cl, **options)
         if cfg.eval.corruptions:
-            out["test_corruptions"] = evaluate_corruptions(
+            corrupted = evaluate_corruptions(
                 m, test, cfg.eval.corruptions, cfg.eval.corruption_severities, seed=seed, batch_size=batch,
-                channels_last=cl, corruption_dir=cfg.eval.corruption_dir, n=cfg.eval.corruption_n).to_dict()
+                channels_last=cl, corruption_dir=cfg.eval.corruption_dir, n=cfg.eval.corruption_n)
+            out["test_corruptions"] = corrupted.to_dict()
+            flags[key].update({f"corruption:{k}": v for k, v in corrupted.flags.items()})
         return out
 
     out = measure(model, "test")

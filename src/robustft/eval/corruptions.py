@@ -511,10 +511,12 @@ class CorruptionResult:
     seed: int
     timing_s: float
     approximate: list[str] = field(default_factory=list)
+    flags: dict[str, str] = field(default_factory=dict)  # "name/severity" -> per-image '0'/'1' (not in to_dict)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready record (severity keys as strings)."""
+        """JSON-ready record (severity keys as strings; the per-image flags are left to the samples file)."""
         d = asdict(self)
+        del d["flags"]
         d["accuracy"] = {k: {str(s): a for s, a in v.items()} for k, v in self.accuracy.items()}
         return d
 
@@ -550,6 +552,7 @@ def evaluate_corruptions(model: nn.Module, data: ArrayDataset | None, names: Seq
             data = data.subset(subset_indices(len(data), min(n, len(data))).to(data.y.device))
     device = next(model.parameters()).device
     accuracy: dict[str, dict[int, float]] = {name: {} for name in chosen}
+    flags: dict[str, str] = {}
     count = 0
     sets = [(i, name, s) for i, name in enumerate(chosen) for s in sevs]
     for i, name, s in track(sets, desc="corruptions", unit="set", enabled=progress):
@@ -561,6 +564,7 @@ def evaluate_corruptions(model: nn.Module, data: ArrayDataset | None, names: Seq
         res = evaluate(model, corrupted, [], batch_size=batch_size, seed=seed, channels_last=channels_last,
                        progress=False)
         accuracy[name][s] = res.clean_acc
+        flags[f"{name}/{s}"] = res.flags()["clean"]
         count = res.n
     per = {k: sum(v.values()) / len(v) for k, v in accuracy.items()}
     mean = sum(per.values()) / len(per)
@@ -568,4 +572,5 @@ def evaluate_corruptions(model: nn.Module, data: ArrayDataset | None, names: Seq
               else "generated: robustft.eval.corruptions (make_cifar_c.py parameters)")
     return CorruptionResult(n=count, severities=sevs, accuracy=accuracy, mean_per_corruption=per, mean=mean,
                             source=source, seed=seed, timing_s=time.perf_counter() - start,
-                            approximate=[k for k in chosen if k in APPROXIMATE and corruption_dir is None])
+                            approximate=[k for k in chosen if k in APPROXIMATE and corruption_dir is None],
+                            flags=flags)

@@ -34,8 +34,8 @@ def result_row(run: dict[str, Any], label: str | None = None, *, source: bool = 
     protocols: selection (validation) and cost, then test numbers — ``test_pgd`` named by ``pgd_name`` — of the run's
     model, or with ``source`` of its source model (``eval.test_source``; no selection or cost). AutoAttack comes from
     ``autoattack`` (a subset record computed outside the run, whose seconds are ``autoattack_s``), else from the
-    tested model's own ``test_autoattack``. ``samples`` holds the per-image flags (clean, pgd, autoattack) that
-    exist."""
+    tested model's own ``test_autoattack``. ``samples`` holds the per-image flags (clean, pgd, autoattack: one
+    string each; corruption: one string per corruption and severity, on the same images) that exist."""
     tested = run["test_source"] if source else run
     test = tested["test"]
     row: dict[str, Any] = {"label": label or run["method"], "method": run["method"]}
@@ -59,7 +59,8 @@ def result_row(run: dict[str, Any], label: str | None = None, *, source: bool = 
     row["n_test"] = test["n"]
     flags = run.get("samples", {}).get("test_source" if source else "test", {})
     samples = {"clean": flags.get("clean"), "pgd": flags.get(row["pgd_name"]),
-               "autoattack": (aa or {}).get("samples", {}).get("autoattack")}
+               "autoattack": (aa or {}).get("samples", {}).get("autoattack"),
+               "corruption": [v for k, v in sorted(flags.items()) if k.startswith("corruption:")]}
     if present := {k: v for k, v in samples.items() if v}:
         row["samples"] = present  # per-image flags for paired comparisons
     if not source:
