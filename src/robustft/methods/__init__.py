@@ -3,6 +3,7 @@
 from . import full, linear_probe, partial, rift, roli, twins  # noqa: F401  (registration side effects)
 from .base import (
                    OBJECTIVES,
+                   EpochDecision,
                    Method,
                    MethodConfig,
                    RunContext,
@@ -19,7 +20,6 @@ from .rift import Rift, RiftConfig
 from .roli import RoLI, RoLIConfig
 from .twins import Twins, TwinsConfig, TwoWingBatchNorm2d
 
-__all__ = ["Method", "MethodConfig", "RunContext", "Stage", "check_structure", "create_method", "list_methods",
-           "register_method", "trades_loss", "OBJECTIVES", "LinearProbe", "Partial", "PartialConfig", "Twins",
-           "TwinsConfig", "TwoWingBatchNorm2d", "RoLI", "RoLIConfig", "Rift",
-           "RiftConfig"]
+__all__ = ["Method", "MethodConfig", "RunContext", "Stage", "EpochDecision", "check_structure", "create_method",
+           "list_methods", "register_method", "trades_loss", "OBJECTIVES", "LinearProbe", "Partial", "PartialConfig",
+           "Twins", "TwinsConfig", "TwoWingBatchNorm2d", "RoLI", "RoLIConfig", "Rift", "RiftConfig"]
