@@ -1,6 +1,7 @@
 """Fine-tuning methods behind one interface (``Method``), registered by name."""
 
-from . import full, linear_probe, partial, rift, roli, twins  # noqa: F401  (registration side effects)
+from . import autolora, full, linear_probe, partial, rift, roli, twins  # noqa: F401  (registration side effects)
+from .autolora import AutoLoRa, AutoLoRaConfig
 from .base import (
                    OBJECTIVES,
                    EpochDecision,
@@ -22,4 +23,5 @@ from .twins import Twins, TwinsConfig, TwoWingBatchNorm2d
 
 __all__ = ["Method", "MethodConfig", "RunContext", "Stage", "EpochDecision", "check_structure", "create_method",
            "list_methods", "register_method", "trades_loss", "OBJECTIVES", "LinearProbe", "Partial", "PartialConfig",
-           "Twins", "TwinsConfig", "TwoWingBatchNorm2d", "RoLI", "RoLIConfig", "Rift", "RiftConfig"]
+           "Twins", "TwinsConfig", "TwoWingBatchNorm2d", "RoLI", "RoLIConfig", "Rift", "RiftConfig", "AutoLoRa",
+           "AutoLoRaConfig"]
