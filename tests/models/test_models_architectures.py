@@ -159,3 +159,23 @@ def test_reset_classifier_uses_each_layouts_head_name():
     model = create_model("cifar_resnet18")
     model.reset_classifier(4)
     assert model.linear.out_features == 4 and not hasattr(model, "fc")
+
+
+def test_resnet_resize_input_is_nearest_upsampling_inside_the_model():
+    """``resize_input`` (AutoLoRa's 224-px pipeline on CIFAR): the model sees the nearest-upsampled image, its input
+    (and so an attack's gradient) stays at the small size, and the folded attack view traces through it."""
+    from robustft.attacks import PGD
+    from robustft.attacks.fold import folded_view
+
+    torch.manual_seed(0)
+    resized = create_model("cifar_resnet20", num_classes=3, width=4, resize_input=64).eval()
+    plain = create_model("cifar_resnet20", num_classes=3, width=4).eval()
+    plain.load_state_dict(resized.state_dict())
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(resized(x), plain(torch.nn.functional.interpolate(x, size=64, mode="nearest")))
+        assert not torch.allclose(resized(x), plain(x))
+    adv = PGD(steps=1).perturb(resized, x, torch.tensor([0, 1]), generator=torch.Generator().manual_seed(0))
+    assert adv.shape == x.shape and folded_view(resized) is not resized
+    with pytest.raises(Exception, match="resize_input"):
+        create_model("cifar_resnet20", resize_input=0)

@@ -25,7 +25,7 @@ from ..data import ArrayDataset, Augment, iterate_batches, num_batches
 from ..errors import UserError
 from ..eval import evaluate
 from ..layout import RunLayout
-from ..methods import Method
+from ..methods import EpochDecision, Method
 from ..progress import duration, track
 from .config import RunConfig
 from .distributed import DistInfo, all_reduce_sum, barrier
@@ -336,9 +336,12 @@ def _end_epoch(loop: _Loop, method: Method, model: nn.Module, val: ArrayDataset,
                 or select_value(metrics, loop.rule) > select_value(loop.best, loop.rule))
     if improved:
         loop.best = dict(metrics)
+    if info.is_main and improved:
+        atomic_save(model.state_dict(), layout.best)
+    decision = method.epoch_end(model, loop.history)
+    if decision.acts:
+        _apply_decision(decision, loop, model, layout, info, metrics)
     if info.is_main:
-        if improved:
-            atomic_save(model.state_dict(), layout.best)
         atomic_save(_training_state(model, loop.optimizer, loop.scheduler, loop.scaler, loop.generators, epoch + 1,
                                     loop.history, loop.best), layout.last)
         _write_metrics(layout, loop.history)
@@ -348,7 +351,42 @@ def _end_epoch(loop: _Loop, method: Method, model: nn.Module, val: ArrayDataset,
             f"{metrics['val_clean_acc']:.4f}  val pgd{cfg.eval.val_steps} {metrics['val_robust_acc']:.4f}"
             f"{'  *' if improved else ''}  ({metrics['epoch_s']:.0f} s, {metrics['train_images_per_s']:.0f} img/s"
             f"{eta})")
+        if decision.acts:
+            log(_describe_decision(method, decision, metrics, loop.optimizer))
     barrier(info)
+
+
+def _apply_decision(decision: EpochDecision, loop: _Loop, model: nn.Module, layout: RunLayout, info: DistInfo,
+                    metrics: dict[str, Any]) -> None:
+    """Carry out a method's end-of-epoch decision and record it in the epoch's metrics (so the history, which the
+    checkpoint holds, says what was done: a resumed run that finds ``stopped`` trains no further)."""
+    if decision.lr_scale != 1.0:
+        # LambdaLR sets lr = base_lr × factor(step) at every step: scaling the base rates makes the change last
+        loop.scheduler.base_lrs = [lr * decision.lr_scale for lr in loop.scheduler.base_lrs]
+        for group in loop.optimizer.param_groups:
+            group["lr"] *= decision.lr_scale
+            if "initial_lr" in group:
+                group["initial_lr"] *= decision.lr_scale
+        metrics["lr_scale"] = decision.lr_scale
+    if decision.reload_best:
+        barrier(info)  # rank 0 has written best.pt
+        model.load_state_dict(torch.load(layout.best, map_location=info.device, weights_only=True))
+        metrics["reloaded_epoch"] = int(loop.best["epoch"])
+    if decision.stop:
+        metrics["stopped"] = True
+
+
+def _describe_decision(method: Method, decision: EpochDecision, metrics: dict[str, Any],
+                       optimizer: torch.optim.Optimizer) -> str:
+    """One log line naming what the method's end-of-epoch decision did."""
+    done = []
+    if decision.lr_scale != 1.0:
+        done.append(f"lr x{decision.lr_scale:g} (now {optimizer.param_groups[0]['lr']:.3g})")
+    if decision.reload_best:
+        done.append(f"continuing from the weights of epoch {metrics['reloaded_epoch']} (best.pt)")
+    if decision.stop:
+        done.append("stopping the stage here")
+    return f"epoch {metrics['epoch']}: {type(method).__name__} asks: " + ", ".join(done)
 
 
 def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset, cfg: RunConfig, run_dir: Path,
@@ -356,9 +394,11 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
     """Train ``model`` (already prepared by ``method`` and on the device) and keep the epoch ``eval.select`` picks:
     the best validation epoch, or with ``last`` the final one.
 
-    Writes ``last.pt`` (full training state) every epoch and ``best.pt`` (model weights) on improvement, both
-    atomically, and ``metrics.jsonl`` (and with ``train.tensorboard`` the same scalars as TensorBoard events); with
-    ``resume`` it continues from ``last.pt`` and reaches the same result as an uninterrupted run.
+    After each epoch the method may scale the learning rate, continue from ``best.pt`` or end the stage
+    (``Method.epoch_end``). Writes ``last.pt`` (full training state) every epoch and ``best.pt`` (model weights) on
+    improvement, both atomically, and ``metrics.jsonl`` (and with ``train.tensorboard`` the same scalars as
+    TensorBoard events); with ``resume`` it continues from ``last.pt`` and reaches the same result as an
+    uninterrupted run.
     """
     layout = RunLayout(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -377,6 +417,8 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
     fit_start = time.perf_counter()
     try:
         for epoch in range(loop.start_epoch, cfg.train.epochs):
+            if loop.history and loop.history[-1].get("stopped"):  # the method ended the stage (Method.epoch_end)
+                break
             t0 = time.perf_counter()
             metrics = _train_epoch(loop, method, model, train, cfg, info, epoch, run_dir)
             _end_epoch(loop, method, model, val, cfg, info, metrics, t0, fit_start, layout, log)

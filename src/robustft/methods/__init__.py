@@ -1,8 +1,10 @@
 """Fine-tuning methods behind one interface (``Method``), registered by name."""
 
-from . import full, linear_probe, partial, rift, roli, twins  # noqa: F401  (registration side effects)
+from . import autolora, full, linear_probe, partial, rift, roli, twins  # noqa: F401  (registration side effects)
+from .autolora import AutoLoRa, AutoLoRaConfig
 from .base import (
                    OBJECTIVES,
+                   EpochDecision,
                    Method,
                    MethodConfig,
                    RunContext,
@@ -19,7 +21,7 @@ from .rift import Rift, RiftConfig
 from .roli import RoLI, RoLIConfig
 from .twins import Twins, TwinsConfig, TwoWingBatchNorm2d
 
-__all__ = ["Method", "MethodConfig", "RunContext", "Stage", "check_structure", "create_method", "list_methods",
-           "register_method", "trades_loss", "OBJECTIVES", "LinearProbe", "Partial", "PartialConfig", "Twins",
-           "TwinsConfig", "TwoWingBatchNorm2d", "RoLI", "RoLIConfig", "Rift",
-           "RiftConfig"]
+__all__ = ["Method", "MethodConfig", "RunContext", "Stage", "EpochDecision", "check_structure", "create_method",
+           "list_methods", "register_method", "trades_loss", "OBJECTIVES", "LinearProbe", "Partial", "PartialConfig",
+           "Twins", "TwinsConfig", "TwoWingBatchNorm2d", "RoLI", "RoLIConfig", "Rift", "RiftConfig", "AutoLoRa",
+           "AutoLoRaConfig"]

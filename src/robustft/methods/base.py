@@ -19,8 +19,8 @@ from ..errors import UserError
 from ..models.base import ImageClassifier
 from ..schema import from_dict
 
-__all__ = ["Method", "MethodConfig", "Stage", "RunContext", "register_method", "create_method", "method_config",
-           "list_methods", "check_structure", "Objective", "OBJECTIVES"]
+__all__ = ["Method", "MethodConfig", "Stage", "RunContext", "EpochDecision", "register_method", "create_method",
+           "method_config", "list_methods", "check_structure", "Objective", "OBJECTIVES"]
 
 Objective = Literal["clean", "pgd", "trades"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
@@ -61,6 +61,26 @@ class Stage:
     epochs_key: str = "train.epochs"
 
 
+@dataclass(frozen=True)
+class EpochDecision:
+    """What a method asks the engine to do once an epoch is validated and selected (``Method.epoch_end``): scale
+    every learning rate from the next step on (the schedule's base rates too, so a schedule keeps its shape),
+    continue from the weights of the kept epoch (``best.pt``; optimizer state kept), and/or end the stage here."""
+
+    lr_scale: float = 1.0
+    reload_best: bool = False
+    stop: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.lr_scale > 0:
+            raise ValueError(f"EpochDecision.lr_scale must be > 0, got {self.lr_scale}")
+
+    @property
+    def acts(self) -> bool:
+        """Whether the decision changes anything."""
+        return self.lr_scale != 1.0 or self.reload_best or self.stop
+
+
 class Method:
     """Base method: full fine-tuning with the configured objective. Subclasses override only what differs."""
 
@@ -91,7 +111,9 @@ class Method:
         return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
     def train_mode(self, model: nn.Module) -> None:
-        """Set module modes for a training epoch (frozen parts may stay in eval)."""
+        """Set module modes for a training epoch (frozen parts may stay in eval). The engine calls it at the start of
+        every epoch, on the weights that epoch trains (after any reload or resume): a method may also refresh
+        per-epoch statistics of the model here (AutoLoRa's loss weights)."""
         model.train()
 
     def stages(self) -> list[Stage]:
@@ -101,6 +123,13 @@ class Method:
     def epoch_metrics(self, model: nn.Module) -> dict[str, float]:
         """Extra per-epoch numbers for metrics.jsonl (e.g. RiFT's relative weight change); none by default."""
         return {}
+
+    def epoch_end(self, model: nn.Module, history: list[dict[str, Any]]) -> EpochDecision:
+        """Called by the engine after each epoch's validation, selection and ``best.pt``, before the checkpoint:
+        ``history`` is the stage's per-epoch records so far (the last one this epoch's: ``lr``, ``val_clean_acc``,
+        ``val_robust_acc``, ...). The decision must follow from the model and the history alone, which the
+        checkpoint restores, so a resumed run decides as an uninterrupted one. The base changes nothing."""
+        return EpochDecision()
 
     def finalize(self, model: nn.Module, ctx: RunContext) -> nn.Module:
         """Turn the trained model into the exported one (e.g. merge adapters, drop a wing, interpolate)."""

@@ -18,9 +18,15 @@ both LoRA matrices and the adapter's down-projection, which leaves their gradien
 
 Every wrapper keeps the original layer as ``base_layer`` (peft's convention). Trainable parameters are found by module
 type, never by name, so a base-model module whose name happens to contain "lora" or "adapter" is never trained.
+
+A LoRA layer can be switched off (``active = False``, or ``lora_enabled(model, False)`` for a block): it then computes
+its base layer alone, attacks included (AutoLoRa's plain-backbone path). ``remove_lora`` drops the wrappers unmerged.
 """
 
+import contextlib
 import math
+from collections.abc import Iterator
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -29,8 +35,8 @@ from torch import Tensor, nn
 from ..errors import UserError
 from ..models.base import AdapterPoint, FusedQKV, ImageClassifier
 
-__all__ = ["LoRALinear", "LoRAConv2d", "Adapter", "Adapted", "add_lora", "merge_lora", "add_adapters",
-           "lora_layers", "adapter_modules", "bias_parameters"]
+__all__ = ["LoRALinear", "LoRAConv2d", "Adapter", "Adapted", "add_lora", "merge_lora", "remove_lora", "lora_enabled",
+           "lora_parameters", "add_adapters", "lora_layers", "adapter_modules", "bias_parameters"]
 
 Point = FusedQKV | AdapterPoint
 
@@ -52,6 +58,8 @@ class LoRALinear(nn.Module):
     ``slices=None`` adapts the whole output (ordinary LoRA); ``((0, d), (2d, 3d))`` on a fused qkv adapts q and v.
     """
 
+    active: bool = True  # False: the base layer alone
+
     def __init__(self, base: nn.Linear, rank: int, alpha: float,
                  slices: tuple[tuple[int, int], ...] | None = None) -> None:
         super().__init__()
@@ -69,8 +77,10 @@ class LoRALinear(nn.Module):
         _like(self.lora_B, base.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        """Base output plus the zero-padded low-rank updates of the adapted slices."""
+        """Base output plus the zero-padded low-rank updates of the adapted slices (none when inactive)."""
         out = self.base_layer(x)
+        if not self.active:
+            return out
         n = out.shape[-1]
         for (start, stop), a_layer, b_layer in zip(self.slices, self.lora_A, self.lora_B, strict=True):
             out = out + F.pad(b_layer(a_layer(x)) * self.scaling, (start, n - stop))
@@ -96,6 +106,8 @@ class LoRAConv2d(nn.Module):
     stored as peft's conv LoRA stores them (A a conv with the base kernel into ``rank`` channels, B a 1x1 conv out of
     them), so B·A is a rank-``rank`` update of the base kernel and the two forms compute the same function."""
 
+    active: bool = True  # False: the base convolution alone
+
     def __init__(self, base: nn.Conv2d, rank: int, alpha: float) -> None:
         super().__init__()
         if base.groups != 1:
@@ -116,8 +128,10 @@ class LoRAConv2d(nn.Module):
         return conv._conv_forward(x, weight, conv.bias)
 
     def as_conv(self) -> tuple[nn.Conv2d, Tensor]:
-        """(the base conv, whose stride, padding and bias apply; the updated kernel): the hook through which attacks
-        fold a following BN into this layer (``attacks.fold``)."""
+        """(the base conv, whose stride, padding and bias apply; the updated kernel, or the base kernel when inactive):
+        the hook through which attacks fold a following BN into this layer (``attacks.fold``)."""
+        if not self.active:
+            return self.base_layer, self.base_layer.weight
         return self.base_layer, self.base_layer.weight + self.delta_weight()
 
     def delta_weight(self) -> Tensor:
@@ -156,8 +170,39 @@ def _declared(model: nn.Module, points: tuple[Point, ...]) -> list[tuple[str, nn
     return found
 
 
-def add_lora(model: ImageClassifier, rank: int, alpha: float) -> list[nn.Module]:
-    """Attach LoRA (q/v of the model's declared fused-qkv attention, else every Conv2d) in place; returns the wrappers.
+def lora_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The A and B parameters of every LoRA layer in ``model`` (found by module type)."""
+    return [p for m in lora_layers(model) for p in (*m.lora_A.parameters(), *m.lora_B.parameters())]
+
+
+@contextlib.contextmanager
+def lora_enabled(model: nn.Module, enabled: bool = True) -> Iterator[None]:
+    """Within the block, every LoRA layer of ``model`` is on (``enabled``) or off; afterwards as it was."""
+    layers = lora_layers(model)
+    before = [m.active for m in layers]
+    for m in layers:
+        m.active = enabled
+    try:
+        yield
+    finally:
+        for m, active in zip(layers, before, strict=True):
+            m.active = active
+
+
+def _block_convs(model: ImageClassifier) -> list[tuple[str, nn.Conv2d]]:
+    """Every plain Conv2d inside a residual block the model declares (its channel ``adapter_points``): the block
+    convolutions and projection shortcuts, not the stem."""
+    blocks = [(n, m) for n, m, p in _declared(model, model.pretrained_cfg.adapter_points) if p.channels]
+    if not blocks:
+        raise UserError(f"LoRA on residual blocks: {type(model).__name__} declares no residual block (a channel "
+                        f"adapter point in its ModelCfg); use every conv instead")
+    return [(f"{name}.{n}", m) for name, block in blocks for n, m in block.named_modules() if type(m) is nn.Conv2d]
+
+
+def add_lora(model: ImageClassifier, rank: int, alpha: float,
+             convs: Literal["all", "blocks"] = "all") -> list[nn.Module]:
+    """Attach LoRA (q/v of the model's declared fused-qkv attention, else Conv2d layers: every one, or with
+    ``convs="blocks"`` those inside its declared residual blocks) in place; returns the wrappers.
 
     A model that already has LoRA layers is left as it is (preparing twice must not wrap the wrappers).
     """
@@ -170,16 +215,24 @@ def add_lora(model: ImageClassifier, rank: int, alpha: float) -> list[nn.Module]
 
         _replace(model, [(f"{n}.{p.attr}" if n else p.attr, wrap(getattr(m, p.attr))) for n, m, p in attention])
     else:
-        convs = [(n, m) for n, m in model.named_modules() if type(m) is nn.Conv2d]
-        if not convs:
+        targets = (_block_convs(model) if convs == "blocks"
+                   else [(n, m) for n, m in model.named_modules() if type(m) is nn.Conv2d])
+        if not targets:
             raise UserError(f"LoRA found no fused-qkv attention and no Conv2d in {type(model).__name__}")
-        _replace(model, [(n, LoRAConv2d(conv, rank, alpha)) for n, conv in convs])
+        _replace(model, [(n, LoRAConv2d(conv, rank, alpha)) for n, conv in targets])
     return lora_layers(model)
 
 
 def merge_lora(model: nn.Module) -> nn.Module:
     """Fold every LoRA update into its base layer and remove the wrappers: a plain model of the source architecture."""
     _replace(model, [(n, m.merged()) for n, m in model.named_modules() if isinstance(m, LORA_LAYERS)])
+    return model
+
+
+def remove_lora(model: nn.Module) -> nn.Module:
+    """Drop every LoRA wrapper and its update, keeping the base layer as it is: a plain model of the source
+    architecture that computes what the model computes with LoRA off."""
+    _replace(model, [(n, m.base_layer) for n, m in model.named_modules() if isinstance(m, LORA_LAYERS)])
     return model
 
 

@@ -9,6 +9,7 @@ Layouts, so that published checkpoints load without key surgery:
   the network of the RiFT and AutoAttack examples.
 """
 
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from robustft.errors import UserError
@@ -79,6 +80,8 @@ class ResNet(ImageClassifier):
 
     ``stem="imagenet"``: 7x7 stride-2 conv + 3x3 max-pool (224-px inputs); ``stem="cifar"``: one 3x3 stride-1 conv
     (32-px inputs). ``classifier`` names the head attribute (``fc`` for torchvision, ``linear`` for kuangliu).
+    ``resize_input=S`` upsamples inputs to S x S (nearest) inside the model, as MadryLab
+    robustness' ``AttackerModel`` enlarges CIFAR images for ImageNet ResNets: attacks then act on the small image.
     """
 
     def __init__(
@@ -88,9 +91,12 @@ class ResNet(ImageClassifier):
         widths: tuple[int, ...] = (64, 128, 256, 512),
         stem: str = "imagenet",
         classifier: str = "fc",
+        resize_input: int | None = None,
         num_classes: int = 1000,
         normalization: NormSpec = None,
     ) -> None:
+        if resize_input is not None and resize_input < 1:
+            raise UserError(f"resize_input must be a positive image size, got {resize_input}")
         if stem not in ("imagenet", "cifar"):
             raise UserError(f"unknown ResNet stem {stem!r}: use 'imagenet' or 'cifar'")
         imagenet = stem == "imagenet"
@@ -101,6 +107,7 @@ class ResNet(ImageClassifier):
             adapter_points=(AdapterPoint(block, channels=True),),
         )
         super().__init__(cfg, normalization)
+        self.resize_input = resize_input
         width = widths[0]
         if imagenet:
             self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
@@ -118,7 +125,12 @@ class ResNet(ImageClassifier):
 
     def forward_features(self, x: Tensor) -> Tensor:
         """Pooled features of images in [0, 1]."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(self.normalize(x)))))
+        x = self.normalize(x)
+        if self.resize_input:
+            # nearest upsampling copies pixels, so it commutes with the per-channel normalization exactly (and is the
+            # identity on an input of that size); unconditional, so the attacks' BN-folding trace sees no branch
+            x = F.interpolate(x, size=(self.resize_input, self.resize_input), mode="nearest")
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for name in self.stage_names:
             x = getattr(self, name)(x)
         return x.mean(dim=(2, 3))
