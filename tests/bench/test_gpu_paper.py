@@ -48,12 +48,12 @@ def test_gpu_paper_protocol_runs_with_tiny_settings(tiny_task, tmp_path):
     labels = [(r["task"], r["label"]) for r in results["rows"]]
     assert labels[:3] == [("source", "pgd_at source"), ("same_task", "source (before RiFT)"), ("same_task", "rift")]
     assert {label for task, label in labels if task == "transfer"} == {
-        "pgd_at", "twins", "trades", "twins_trades", "adv_linear_probe", "ranli full", "roli full"}
+        "pgd_at", "twins", "trades", "twins_trades", "adv_linear_probe", "ranli full", "roli full", "autolora"}
     source = str(tmp_path / "runs" / "runs" / "source" / "pgd_at_source" / "seed0" / "model.pt")
     for row in results["rows"][2:]:
         cfg = yaml.safe_load((tmp_path / row["run_dir"] / "config.yaml").read_text())
         assert cfg["model"]["checkpoint"] == source, "every later cell starts from the protocol-trained source"
-    assert len(results["claims"]) == 7
+    assert len(results["claims"]) == 8
     assert all(c["verdict"] in ("held", "contradicted", "inconclusive") for c in results["claims"])
     assert all("paired" in m for c in results["claims"] for m in c["metrics"].values()), \
         "every claim metric is compared per test image (AutoAttack and corruption included)"
