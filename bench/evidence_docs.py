@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from robustft.bench.docs import update_docs
+from robustft.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,7 +21,11 @@ def main() -> int:
     p.add_argument("--docs", type=Path, default=ROOT / "docs", help="docs directory")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 if a page is stale")
     args = p.parse_args()
-    changed = update_docs(args.results, args.docs, check=args.check)
+    try:
+        changed = update_docs(args.results, args.docs, check=args.check)
+    except UserError as e:
+        print(f"evidence_docs: error: {e}", file=sys.stderr)
+        return 2
     for page in changed:
         print(f"{'stale' if args.check else 'rewrote'}: {page}")
     return 1 if args.check and changed else 0

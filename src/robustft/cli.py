@@ -4,6 +4,7 @@ a short summary."""
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -448,8 +449,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("bench", help="run a benchmark protocol (methods x tasks x seeds), resumable; table + plots")
-    p.add_argument("--protocol", required=True, help="a shipped protocol (cpu-small, precision, "
-                   "transfer-baselines, transfer-twins: robustft/assets/protocols) or a protocol YAML file")
+    shipped = sorted(f.name.removesuffix(".yaml") for f in resources.files("robustft").joinpath(
+        "assets", "protocols").iterdir() if f.name.endswith(".yaml"))
+    p.add_argument("--protocol", required=True, help=f"a shipped protocol ({', '.join(shipped)}: "
+                   "robustft/assets/protocols) or a protocol YAML file")
     p.add_argument("--data-root", default=None,
                    help="benchmark data root (default $ROBUSTFT_BENCH_DATA, else ../shared/data)")
     p.add_argument("--models-root", default=None,

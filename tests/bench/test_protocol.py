@@ -212,7 +212,7 @@ def test_report_files_state_the_claims(tiny_task, tmp_path):
 def test_protocol_errors(tmp_path):
     assert "cpu-small" in list_protocols()
     task = TINY["tasks"]["t"]
-    with pytest.raises(UserError, match="not an earlier cell"):
+    with pytest.raises(UserError, match="neither an earlier cell of task t"):
         backwards = dict(reversed(task["cells"].items()))
         load_protocol(_write(tmp_path, {**TINY, "tasks": {"t": {**task, "cells": backwards}}}))
     with pytest.raises(UserError, match="unknown cells/metrics"):
