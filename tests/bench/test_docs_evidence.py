@@ -42,7 +42,7 @@ def test_generated_text_states_verdict_interval_n_and_what_would_change_it():
     items = text.split("\n- ")[1:]
     assert len(items) == 4 and "Conditions: the conditions" in text
     assert "**held**" in items[0] and "[+1.0, +3.0] points, n 10,000, seeds 0, 1" in items[0]
-    assert "only other conditions than these can change it" in items[0]
+    assert "per seed +2.0, +2.0 (all 2 seeds agree in sign)" in items[0]
     # inconclusive: the MDD at this n, and the n that a difference of this size needs: 10000 · (1.2 / 0.1)² images
     assert "detect 1.2 points" in items[1] and "about 1,440,000 test images" in items[1]
     assert "the reverse holds" in items[2]

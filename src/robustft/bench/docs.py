@@ -38,10 +38,16 @@ def _change(metric: dict[str, Any], tolerance: float | None) -> str:
             return f"the whole interval lies within ±{100 * tolerance:.1f}"
         return (f"the interval reaches beyond ±{100 * tolerance:.1f}; a narrower one needs more test images "
                 f"(half-width now {100 * (hi - lo) / 2:.1f} points)")
+    seeds = list(metric["per_seed"].values())
+    agree = (f"all {len(seeds)} seeds agree in sign" if len(seeds) > 1 and len({x > 0 for x in seeds}) == 1
+             else f"the {len(seeds)} seeds do not all agree in sign" if len(seeds) > 1 else "one seed")
+    per_seed = ", ".join(_pts(x) for x in seeds)
     if metric["verdict"] == "held":
-        return f"the interval's end nearest zero is {_pts(lo)}: only other conditions than these can change it"
+        return (f"the interval's end nearest zero is {_pts(lo)}; per seed {per_seed} ({agree}): the interval is over "
+                "test images, so other seeds or other conditions than these could change it")
     if metric["verdict"] == "contradicted":
-        return f"the interval lies below zero (upper end {_pts(hi)}): the reverse holds under these conditions"
+        return (f"the interval lies below zero (upper end {_pts(hi)}); per seed {per_seed} ({agree}): the reverse "
+                "holds under these conditions, other seeds or conditions could change it")
     need = f"about {math.ceil(n * (mdd / abs(d)) ** 2):,} test images" if abs(d) > 1e-12 else "far more images"
     return (f"{n:,} images detect {100 * mdd:.1f} points with 80% power; a true difference of {_pts(d)} needs "
             f"{need}, or conditions where it is larger")
