@@ -16,7 +16,7 @@ from ..errors import UserError
 __all__ = ["PAGES", "claim_paper", "claims_markdown", "choosing_markdown", "update_docs"]
 
 PAGES = ("choosing.md", "methods/twins.md", "methods/roli.md", "methods/rift.md", "methods/autolora.md")
-_BLOCK = re.compile(r"(<!-- evidence:(?P<key>[\w-]+) begin -->\n).*?(\n<!-- evidence:(?P=key) end -->)", re.S)
+_BLOCK = re.compile(r"(<!-- evidence:(?P<key>[\w-]+) begin -->\n)(?:.*?\n)?(<!-- evidence:(?P=key) end -->)", re.S)
 
 
 def claim_paper(claim: str) -> str | None:
@@ -125,7 +125,7 @@ def update_docs(results_dir: Path, docs_dir: Path, check: bool = False) -> list[
         def block(m: re.Match, links: tuple[str, str] = links) -> str:
             body = (choosing_markdown(results, links) if m["key"] == "all"
                     else claims_markdown(results, links, m["key"]))
-            return m.group(1) + body + m.group(3)
+            return m.group(1) + (body + "\n" if body else "") + m.group(3)
 
         new = _BLOCK.sub(block, text)
         if new != text:
