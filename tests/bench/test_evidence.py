@@ -116,3 +116,33 @@ def test_grid_seeds_must_be_run(tmp_path, tiny_task):
     with pytest.raises(UserError, match="include none of the grid seeds"):
         run_protocol(protocol, tmp_path / "o", {"data": str(root), "models": str(root)}, seeds=[1],
                      log=lambda s: None)
+
+
+def test_a_task_with_its_own_seeds_is_one_source_for_every_seed(tiny_task, tmp_path):
+    root, _ = tiny_task
+    data = copy.deepcopy(TWO_TASKS)
+    data["tasks"]["source"].update(seeds=[0], curve=True)
+    data["tasks"]["source"]["config"]["train"]["epochs"] = 2
+    data["tasks"]["t"]["cells"] = {"pgd_at": {"method": "pgd_at",
+                                              "set": ["model.checkpoint={cell:source/src}/model.pt"]}}
+    data["claims"] = []
+    del data["tasks"]["t"]["grid_seeds"]
+    protocol = _load(tmp_path, data)
+    out, roots, lines = tmp_path / "out", {"data": str(root), "models": str(root)}, []
+    record = run_protocol(protocol, out, roots, seeds=[1], log=lines.append)
+    assert [(r["task"], r["seed"]) for r in record["rows"]] == [("source", 0), ("t", 1)]
+    assert "cell 2/2" in "\n".join(lines) and not cell_dir(out, "source", "src", 1).exists()
+    cfg = yaml.safe_load((cell_dir(out, "t", "pgd_at", 1) / "config.yaml").read_text())
+    assert cfg["model"]["checkpoint"] == str(cell_dir(out, "source", "src", 0) / "model.pt")
+    record = run_protocol(protocol, out, roots, log=lines.append)  # seeds 0 and 1: the source is reused
+    assert [(r["task"], r["seed"]) for r in record["rows"]] == [("source", 0), ("t", 0), ("t", 1)]
+    written = write_protocol_report(protocol, {**record, "protocol": protocol.name, "seeds": [0, 1],
+                                               "command": "test", "cells_wall_s": 1.0,
+                                               "provenance": {"platform": "p", "cpu_count": 2, "python": "3",
+                                                              "torch": "t"}}, tmp_path / "report")
+    md = written[1].read_text()
+    curve = md.split("Validation curve of src")[1].split("\n\n")[1].splitlines()
+    assert [line.split(" | ")[0] for line in curve[2:]] == ["| 1", "| 2"]  # one row per epoch
+    assert "Validation curve of pgd_at" not in md  # only tasks with curve: true
+    with pytest.raises(UserError, match="list no seeds"):
+        _load(tmp_path, {**data, "tasks": {**data["tasks"], "source": {**data["tasks"]["source"], "seeds": []}}})

@@ -9,7 +9,8 @@ the best validation number (the task's ``select`` rule), never a test number. Pl
 earlier in the task), ``{cell:TASK/LABEL}`` that of an earlier task's cell (e.g. a source trained by the protocol).
 A cell with ``grid: {KEY: [values]}`` stands for one variant per value, grouped; a task's ``grid_seeds`` run every
 variant and the other seeds only the variant those seeds selected. A task's ``bn_stats`` measures how far the
-batch-norm statistics of some datasets are from the source's stored ones.
+batch-norm statistics of some datasets are from the source's stored ones. A task with its own ``seeds`` runs only
+those (e.g. one source trained by the protocol): a reference to it from a seed it does not run resolves to its first.
 """
 
 import copy
@@ -81,6 +82,12 @@ class Task:
                 "data's batch-norm statistics (training split) from the source model's stored ones, reported per "
                 "layer"})
     bn_stats_n: int = field(default=2000, metadata={"help": "training images per bn_stats label", "ge": 1})
+    seeds: list[int] | None = field(default=None, metadata={
+        "help": "seeds this task runs, whatever the protocol's or --seeds (e.g. [0] for one source that later tasks "
+                "fine-tune at every seed: a {cell:TASK/LABEL} from a seed it does not run means its first seed) "
+                "(default: the protocol's)"})
+    curve: bool = field(default=False, metadata={
+        "help": "the report tabulates each cell's validation curve per epoch (e.g. to show a source converged)"})
 
     def __post_init__(self) -> None:
         cells: dict[str, CellSpec] = {}
@@ -132,6 +139,9 @@ class Protocol:
     def __post_init__(self) -> None:
         if not self.seeds:
             raise UserError(f"protocol {self.name}: needs at least one seed")
+        empty = [name for name, task in self.tasks.items() if task.seeds is not None and not task.seeds]
+        if empty:
+            raise UserError(f"protocol {self.name}: task(s) {empty} list no seeds; give at least one or drop the key")
         for name, task in self.tasks.items():
             self._check_task(name, task)
         for c in self.claims:
@@ -223,12 +233,13 @@ def task_config(protocol: Protocol, task: str, overrides: list[str], roots: dict
     return from_dict(RunConfig, data)
 
 
-def resolve_cells(overrides: list[str], out: Path, task: str, seed: int) -> list[str]:
+def resolve_cells(protocol: Protocol, overrides: list[str], out: Path, task: str, seed: int) -> list[str]:
     """``overrides`` with each ``{cell:LABEL}`` / ``{cell:TASK/LABEL}`` replaced by that cell's run directory for
-    ``seed``."""
+    ``seed`` (for the first seed of a task with its own seeds that does not run ``seed``)."""
     def run_dir(m: re.Match) -> str:
         other, _, label = m.group(1).rpartition("/")
-        return str(cell_dir(out, other or task, label, seed))
+        own = protocol.tasks[other or task].seeds
+        return str(cell_dir(out, other or task, label, seed if own is None or seed in own else own[0]))
 
     return [re.sub(r"\{cell:([^}]*)\}", run_dir, o) for o in overrides]
 
@@ -237,4 +248,4 @@ def cell_config(protocol: Protocol, task: str, label: str, seed: int, out: Path,
     """The validated run config of one cell."""
     spec = protocol.tasks[task].cells[label]
     return task_config(protocol, task, [f"method={spec.method}", f"train.seed={seed}",
-                                        *resolve_cells(spec.set, out, task, seed)], roots)
+                                        *resolve_cells(protocol, spec.set, out, task, seed)], roots)

@@ -240,8 +240,21 @@ def _task_lines(protocol: Protocol, name: str, cells: list[dict[str, Any]], grou
     return [*lines, ""]
 
 
+def _curve_lines(histories: dict[str, list[dict[str, Any]]]) -> list[str]:
+    """Per cell, its validation curve per epoch (learning rate, training loss, validation clean and robust)."""
+    lines = []
+    for label, history in histories.items():
+        lines += [f"Validation curve of {label} (the epoch kept is the best validation robust accuracy):", "",
+                  "| epoch | lr | train loss | val clean | val robust |", "|---|---|---|---|---|"]
+        lines += [f"| {h['epoch']} | {h['lr']:.4g} | {h['train_loss']:.3f} | {100 * h['val_clean_acc']:.1f} | "
+                  f"{100 * h['val_robust_acc']:.1f} |" for h in history if "val_robust_acc" in h]
+        lines.append("")
+    return lines
+
+
 def _markdown(protocol: Protocol, table: list[dict[str, Any]], groups: list[dict[str, Any]],
-              claims: list[dict[str, Any]], record: dict[str, Any]) -> str:
+              claims: list[dict[str, Any]], record: dict[str, Any],
+              histories: dict[str, dict[str, list[dict[str, Any]]]]) -> str:
     """results.md: the tables per task, the claims, how it was made."""
     prov = record["provenance"]
     finished = [r["finished_utc"] for r in record["rows"] if "finished_utc" in r]
@@ -254,6 +267,8 @@ def _markdown(protocol: Protocol, table: list[dict[str, Any]], groups: list[dict
                              [g for g in groups if g["task"] == name])
         if name in record.get("bn_stats", {}):
             lines += _bn_lines(record["bn_stats"][name])
+        if protocol.tasks[name].curve:
+            lines += _curve_lines(histories[name])
     lines += ["## Claims, checked here", "",
               "Per metric: the difference in points (mean of the listed cells minus the compared ones) over seeds, "
               "per seed in parentheses, and the 95% confidence interval of the paired difference per test image "
@@ -298,23 +313,27 @@ def write_protocol_report(protocol: Protocol, record: dict[str, Any], out_dir: P
         if matched := matched_grid(protocol, claim, rows):
             checked["matched_grid"] = matched
     record = {**record, "table": table, "groups": groups, "claims": claims}
+    cells, all_histories = {}, {}  # per task: its rows of its first seed, and their per-epoch histories
+    for task_name in protocol.tasks:
+        ran = [r for r in rows if r["task"] == task_name and "metrics" in r]
+        cells[task_name] = [r for r in ran if r["seed"] == min(x["seed"] for x in ran)]
+        all_histories[task_name] = {r["label"]: [json.loads(x) for x in Path(r["metrics"]).read_text().splitlines()]
+                                    for r in cells[task_name]}
     written = [atomic_write_json(record, out_dir / "results.json"),
-               atomic_write(out_dir / "results.md",
-                            lambda tmp: Path(tmp).write_text(_markdown(protocol, table, groups, claims, record)))]
-    first = min(record["seeds"])
+               atomic_write(out_dir / "results.md", lambda tmp: Path(tmp).write_text(
+                   _markdown(protocol, table, groups, claims, record, all_histories)))]
     for task_name, task in protocol.tasks.items():
         entries = [g for g in groups if g["task"] == task_name and "test_pgd" in g]
         if entries:
             written.append(plot_clean_vs_robust(entries, out_dir / f"{task_name}_clean_vs_robust.png",
                                                 title=f"{task.title} (test, mean ± spread)"))
-        cells = [r for r in rows if r["task"] == task_name and r["seed"] == first and "metrics" in r]
-        histories = {r["label"]: [json.loads(x) for x in Path(r["metrics"]).read_text().splitlines()] for r in cells}
+        histories = all_histories[task_name]
         if histories:
             written.append(plot_training_curves(histories, out_dir / f"{task_name}_training_curves.png"))
         diagnosed = {k: h for k, h in histories.items() if h and "conv_weight_norm" in h[0]}
         if diagnosed:
             written.append(plot_norm_diagnostics(diagnosed, out_dir / f"{task_name}_norm_diagnostics.png"))
-        for r in cells:
+        for r in cells[task_name]:
             alpha, mrc = (RunLayout(r["run_dir"]).artifact(stem) for stem in ("alpha_curve", "mrc"))
             if alpha.is_file():
                 curve = json.loads(alpha.read_text())

@@ -73,8 +73,8 @@ def _bn_stats(protocol: Protocol, task_name: str, seed: int, out: Path, roots: d
     log(f"[{protocol.name}] {task_name}: batch-norm statistics of {len(task.bn_stats)} datasets against the source")
     distances = {}
     for label, overrides in task.bn_stats.items():
-        cfg = task_config(protocol, task_name, ["method=standard", *resolve_cells(overrides, out, task_name, seed)],
-                          roots)
+        overrides = resolve_cells(protocol, overrides, out, task_name, seed)
+        cfg = task_config(protocol, task_name, ["method=standard", *overrides], roots)
         device = resolve_device(cfg.train.device)
         data = load_dataset(cfg.data.name, "train", n=task.bn_stats_n, val_fraction=cfg.data.val_fraction,
                             device=device, **cfg.data.source_options())
@@ -118,14 +118,17 @@ def run_protocol(protocol: Protocol, out: Path, roots: dict[str, str], *, seeds:
                             f"ROBUSTFT_BENCH_{key.upper()}")
     start = time.perf_counter()
     seeds = seeds or protocol.seeds
-    orders = {name: _seed_order(task.grid_seeds, seeds, protocol.name) for name, task in protocol.tasks.items()}
+    orders = {name: _seed_order(task.grid_seeds, task.seeds or seeds, protocol.name)
+              for name, task in protocol.tasks.items()}
     total = sum(len(task.cells) if task.grid_seeds is None or seed in task.grid_seeds else len(task.groups())
-                for task in protocol.tasks.values() for seed in seeds)
+                for name, task in protocol.tasks.items() for seed in orders[name])
     rows: list[dict[str, Any]] = []
     bn_stats: dict[str, Any] = {}  # measured before a task's first cell (its source may be an earlier task's cell)
     computed_s, computed, index = 0.0, 0, 0  # cells this invocation ran: their mean wall time gives the ETA
-    for position in range(len(seeds)):
+    for position in range(max(map(len, orders.values()))):
         for task_name, task in protocol.tasks.items():
+            if position >= len(orders[task_name]):
+                continue
             seed = orders[task_name][position]
             if task.bn_stats and position == 0:
                 bn_stats[task_name] = _bn_stats(protocol, task_name, seed, out, roots, log)
