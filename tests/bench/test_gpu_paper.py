@@ -58,3 +58,4 @@ def test_gpu_paper_protocol_runs_with_tiny_settings(tiny_task, tmp_path):
     assert all("paired" in m for c in results["claims"] for m in c["metrics"].values()), \
         "every claim metric is compared per test image (AutoAttack and corruption included)"
     assert "transfer" in results["bn_stats"]
+    assert "Validation curve of pgd_at source" in (report / "results.md").read_text(), "the source's curve is shown"
