@@ -23,6 +23,7 @@ def test_gpu_paper_protocol_runs_with_tiny_settings(tiny_task, tmp_path):
         cfg["data"].pop("val_n")
         cfg["data"]["val_fraction"] = 0.25
         cfg["train"]["epochs"] = 1
+        cfg["model"]["options"] = {"widths": [8, 16, 32, 64]}  # ResNet-18's layout at 1/8 of its width
         cfg["attack"]["steps"] = 1
         cfg["attack"].pop("step_size", None)
         cfg["eval"].update(val_steps=1, test_steps=1)
