@@ -45,6 +45,12 @@ def test_generated_text_states_verdict_interval_n_and_what_would_change_it():
     assert "per seed +2.0, +2.0 (all 2 seeds agree in sign)" in items[0]
     # inconclusive: the MDD at this n, and the n that a difference of this size needs: 10000 · (1.2 / 0.1)² images
     assert "detect 1.2 points" in items[1] and "about 1,440,000 test images" in items[1]
-    assert "the reverse holds" in items[2]
+    assert "the reverse holds" in items[2] and "over test images and seeds" in items[2]
+    # seeds that disagree: their spread, not the images, decides what more evidence would need (2.8² · (3 / 1)² seeds)
+    spread = _claim("inconclusive", -0.05, 0.07)
+    spread["metrics"]["pgd"]["per_seed"] = {0: 0.04, 1: -0.02, 2: 0.04}
+    spread["metrics"]["pgd"]["paired"].update(half_images=0.004, half_seeds=0.06, sd_seed=0.03)
+    text = claims_markdown({**results, "claims": [spread]}, ("../r", "benchmark.md"), "PAPER")
+    assert "about 71 seeds" in text and "not the test set, limits it" in text
     assert "equivalence margin ±1.0" in items[3] and "within ±1.0" in items[3]
     assert claims_markdown(results, ("../r", "benchmark.md"), "OTHER") == ""

@@ -5,6 +5,7 @@ import math
 import pytest
 
 from robustft.report import paired_difference, verdict
+from robustft.report.paired import t95
 
 
 def test_one_pair_gives_the_discordant_counts_and_mcnemars_exact_p():
@@ -37,3 +38,22 @@ def test_flags_of_different_images_are_refused():
     ((-0.004, 0.02), 0.01, "inconclusive"), ((0.0, 0.0), None, "inconclusive")])
 def test_verdict_rule(ci, tolerance, expected):
     assert verdict(ci, tolerance) == expected
+
+
+def test_seeds_that_disagree_widen_the_interval_beyond_the_images():
+    better, than = ["1100111000" * 20] * 3, ["1000001001" * 20] * 3  # 200 images, d = 0.2
+    images = paired_difference(better, than)
+    seeds = paired_difference(better, than, [0.4, 0.0, 0.2])  # each seed's own difference: sd 0.2 over 3 seeds
+    half_seeds = 4.303 * 0.2 / math.sqrt(3)
+    assert seeds["half_seeds"] == pytest.approx(half_seeds) and seeds["half_images"] == pytest.approx(
+        images["ci95"][1] - 0.2)
+    assert seeds["ci95"][1] - 0.2 == pytest.approx(math.hypot(half_seeds, seeds["half_images"]))
+    assert verdict(images["ci95"]) == "held" and verdict(seeds["ci95"]) == "inconclusive"
+    agreeing = paired_difference(better, than, [0.2, 0.2, 0.2])  # no seed spread: the images' interval
+    assert agreeing["ci95"] == pytest.approx(images["ci95"])
+    assert paired_difference(better, than, [0.2])["ci95"] == pytest.approx(images["ci95"])  # one seed: images only
+
+
+def test_t_quantiles():
+    assert t95(2) == 4.303 and t95(30) == pytest.approx(2.042, abs=0.002) and t95(1000) == pytest.approx(1.962,
+                                                                                                        abs=0.001)

@@ -12,6 +12,7 @@ from typing import Any
 
 from .._io import atomic_write
 from ..errors import UserError
+from ..report.paired import Z80, Z95
 
 __all__ = ["PAGES", "claim_paper", "claims_markdown", "choosing_markdown", "update_docs"]
 
@@ -42,15 +43,23 @@ def _change(metric: dict[str, Any], tolerance: float | None) -> str:
     agree = (f"all {len(seeds)} seeds agree in sign" if len(seeds) > 1 and len({x > 0 for x in seeds}) == 1
              else f"the {len(seeds)} seeds do not all agree in sign" if len(seeds) > 1 else "one seed")
     per_seed = ", ".join(_pts(x) for x in seeds)
+    over = "test images and seeds" if len(seeds) > 1 else "test images at one seed"
     if metric["verdict"] == "held":
         return (f"the interval's end nearest zero is {_pts(lo)}; per seed {per_seed} ({agree}): the interval is over "
-                "test images, so other seeds or other conditions than these could change it")
+                f"{over}, so other conditions than these could change it")
     if metric["verdict"] == "contradicted":
         return (f"the interval lies below zero (upper end {_pts(hi)}); per seed {per_seed} ({agree}): the reverse "
-                "holds under these conditions, other seeds or conditions could change it")
-    need = f"about {math.ceil(n * (mdd / abs(d)) ** 2):,} test images" if abs(d) > 1e-12 else "far more images"
-    return (f"{n:,} images detect {100 * mdd:.1f} points with 80% power; a true difference of {_pts(d)} needs "
-            f"{need}, or conditions where it is larger")
+                f"holds under these conditions (the interval is over {over}); other conditions could change it")
+    if abs(d) <= 1e-12:
+        need = "far more images or seeds"
+    elif pair.get("half_seeds", 0.0) > pair.get("half_images", 0.0):  # the seeds dominate: more images do not help
+        need = (f"about {math.ceil((Z95 + Z80) ** 2 * (pair['sd_seed'] / abs(d)) ** 2):,} seeds (per seed "
+                f"{per_seed}: their spread, not the test set, limits it)")
+    else:
+        need = f"about {math.ceil(n * (mdd / abs(d)) ** 2):,} test images"
+    seeds_n = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+    return (f"{n:,} images and {seeds_n} detect {100 * mdd:.1f} points with 80% power; a true difference of "
+            f"{_pts(d)} needs {need}, or conditions where it is larger")
 
 
 def _metric_line(name: str, metric: dict[str, Any], tolerance: float | None) -> str:
@@ -83,10 +92,10 @@ def claims_markdown(results: dict[str, Any], links: tuple[str, str], paper: str 
         return ""
     results_link, rule_link = links
     return "\n".join([f"From [`{results['protocol']}`]({results_link}/results.md) (`{results['command']}`): each "
-                      "difference is better − than in accuracy points, its 95% interval paired per test image over "
-                      "the seeds; *held* / *contradicted* when the interval excludes zero in / against the claimed "
-                      f"direction, *inconclusive* otherwise ([the rule]({rule_link})).", "", *lines, "",
-                      f"Conditions: {results['description'].strip()}"])
+                      "difference is better − than in accuracy points, its 95% interval paired per test image and, "
+                      "with several seeds, over seeds too; *held* / *contradicted* when the interval excludes zero "
+                      f"in / against the claimed direction, *inconclusive* otherwise ([the rule]({rule_link})).", "",
+                      *lines, "", f"Conditions: {results['description'].strip()}"])
 
 
 def choosing_markdown(results: dict[str, Any], links: tuple[str, str]) -> str:

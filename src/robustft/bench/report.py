@@ -111,7 +111,7 @@ def _check_metric(claim: Any, metric: str, rows: list[dict[str, Any]]) -> dict[s
     elif not paired_ok or len({len(f) for f in flags["better"] + flags["than"]}) != 1:
         out["why"] = "no per-image flags for every model compared, so no paired interval"
     else:
-        out["paired"] = paired_difference(flags["better"], flags["than"])
+        out["paired"] = paired_difference(flags["better"], flags["than"], list(per_seed.values()))
         out["verdict"] = verdict(out["paired"]["ci95"], claim.tolerance)
     return out
 
@@ -271,13 +271,15 @@ def _markdown(protocol: Protocol, table: list[dict[str, Any]], groups: list[dict
             lines += _curve_lines(histories[name])
     lines += ["## Claims, checked here", "",
               "Per metric: the difference in points (mean of the listed cells minus the compared ones) over seeds, "
-              "per seed in parentheses, and the 95% confidence interval of the paired difference per test image "
-              "(each image's accuracy averaged over the seeds and listed cells; the images are the independent "
-              "units). A claim that one side beats the other is *held* when that interval lies above 0, "
-              "*contradicted* when it lies below 0; a claim of 'unchanged within ±t' is held when the interval lies "
-              "inside ±t, contradicted when it lies wholly outside; anything else is *inconclusive*, as is a metric "
-              "without per-image flags. n: test images; MDD: the difference this n and spread detect with 80% "
-              "power. The claim's verdict: held if every metric holds, contradicted if one is.",
+              "per seed in parentheses, and the 95% confidence interval of the paired difference: over test "
+              "images (each image's accuracy averaged over the seeds and listed cells) and, with several seeds, "
+              "over seeds too (the seeds' t-interval of their differences joined in quadrature), so a difference "
+              "the seeds disagree on is not called decided. A claim that one side beats the other is *held* when "
+              "that interval lies above 0, *contradicted* when it lies below 0; a claim of 'unchanged within ±t' "
+              "is held when the interval lies inside ±t, contradicted when it lies wholly outside; anything else "
+              "is *inconclusive*, as is a metric without per-image flags. n: test images; MDD: the difference "
+              "this n, these seeds and their spread detect with 80% power. The claim's verdict: held if every "
+              "metric holds, contradicted if one is.",
               "", "| claim | metric: difference [95% CI] (per seed) | verdict |", "|---|---|---|"]
     for c in claims:
         rule = f" (within ±{100 * c['tolerance']:.1f})" if c["tolerance"] is not None else ""

@@ -5,19 +5,35 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Z95", "Z80", "paired_difference", "verdict"]
+__all__ = ["Z95", "Z80", "paired_difference", "t95", "verdict"]
 
 Z95 = 1.959964  # two-sided 95% normal quantile
 Z80 = 0.841621  # one-sided 80% normal quantile (power)
 
 
-def paired_difference(better: Sequence[str], than: Sequence[str]) -> dict[str, Any]:
+def t95(df: int) -> float:
+    """Two-sided 95% quantile of Student's t with ``df`` degrees of freedom (table to 10, Cornish-Fisher beyond)."""
+    if df < 1:
+        raise ValueError("t needs at least 1 degree of freedom")
+    if df <= len(_T95):
+        return _T95[df - 1]
+    z = Z95
+    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+
+
+_T95 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228)
+
+
+def paired_difference(better: Sequence[str], than: Sequence[str],
+                      seed_differences: Sequence[float] = ()) -> dict[str, Any]:
     """Accuracy difference of two sets of models on the same test images, from per-image '0'/'1' flag strings (each
-    entry one model: a cell of one seed). Per image d_i = mean over ``better`` − mean over ``than``; the images are the
-    independent units, so the 95% interval is mean(d) ± 1.96·sd(d)/√n. With one model per side, ``b_only``/``t_only``
-    count the discordant images (McNemar's table) and ``p_mcnemar`` is the exact two-sided binomial p-value.
-    ``mdd80`` is the minimum detectable difference: the true difference this n and spread find (interval excluding
-    zero) with 80% power, (1.96 + 0.84)·sd/√n."""
+    entry one model: a cell of one seed). Per image d_i = mean over ``better`` − mean over ``than``; over the images,
+    the 95% half-width is 1.96·sd(d)/√n. With two or more ``seed_differences`` (each seed's difference on these
+    images) the seeds are a second source of error: their half-width t95(S−1)·sd(D)/√S joins the images' in
+    quadrature, so the interval covers both which test images and which training seeds. With one model per side,
+    ``b_only``/``t_only`` count the discordant images (McNemar's table) and ``p_mcnemar`` is the exact two-sided
+    binomial p-value. ``mdd80`` is the minimum detectable difference: the true difference found (interval excluding
+    zero) with 80% power, (1.96 + 0.84)/1.96 times the half-width."""
     lengths = {len(f) for f in (*better, *than)}
     if not better or not than or len(lengths) != 1:
         raise ValueError(f"paired flags must cover the same images on both sides, got lengths {sorted(lengths)}")
@@ -35,9 +51,16 @@ def paired_difference(better: Sequence[str], than: Sequence[str]) -> dict[str, A
     d = [b - t for b, t in zip(mean_per_image(better), mean_per_image(than), strict=True)]
     mean = sum(d) / n
     sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
-    half = Z95 * sd / math.sqrt(n)
-    out: dict[str, Any] = {"difference": mean, "ci95": [mean - half, mean + half], "n": n,
-                           "models": [len(better), len(than)], "mdd80": (Z95 + Z80) * sd / math.sqrt(n)}
+    half_images = Z95 * sd / math.sqrt(n)
+    out: dict[str, Any] = {"difference": mean, "n": n, "models": [len(better), len(than)],
+                           "half_images": half_images, "seeds": len(seed_differences)}
+    half = half_images
+    if len(seed_differences) > 1:
+        s, m = len(seed_differences), sum(seed_differences) / len(seed_differences)
+        sd_seed = math.sqrt(sum((x - m) ** 2 for x in seed_differences) / (s - 1))
+        out.update(sd_seed=sd_seed, half_seeds=t95(s - 1) * sd_seed / math.sqrt(s))
+        half = math.hypot(half_images, out["half_seeds"])
+    out.update(ci95=[mean - half, mean + half], mdd80=(Z95 + Z80) / Z95 * half)
     if len(better) == len(than) == 1:
         b_only, t_only = sum(x > 0 for x in d), sum(x < 0 for x in d)
         out.update(b_only=b_only, t_only=t_only, p_mcnemar=_binomial_two_sided(b_only, b_only + t_only))
