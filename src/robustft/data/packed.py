@@ -1,0 +1,130 @@
+"""Images of different sizes in one uint8 buffer, and the dataset that serves their views as batches."""
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import torch
+
+from .dataset import ArrayDataset
+from .views import View
+
+__all__ = ["PackedDataset", "PackedImages"]
+
+
+@dataclass(eq=False)
+class PackedImages:
+    """H×W×3 uint8 images back to back in ``pixels`` (flat), image ``i`` at pixel ``offsets[i]`` of size ``sizes[i]``.
+
+    Indexing selects images without copying the buffer, so class subsets and splits of a store are free.
+    """
+
+    pixels: torch.Tensor = field(repr=False)
+    offsets: torch.Tensor = field(repr=False)  # int64 N, in pixels (bytes / 3), on the CPU
+    sizes: torch.Tensor = field(repr=False)  # int64 N×2: height, width, on the CPU
+
+    def __post_init__(self) -> None:
+        if self.pixels.dtype != torch.uint8 or self.pixels.dim() != 1 or self.pixels.numel() % 3:
+            raise ValueError(f"pixels must be a flat uint8 buffer of RGB pixels, got {self.pixels.dtype} "
+                             f"{tuple(self.pixels.shape)}")
+        if self.offsets.shape != self.sizes.shape[:1] or self.sizes.shape[1:] != (2,):
+            raise ValueError(f"offsets (N,) and sizes (N, 2) disagree: {tuple(self.offsets.shape)} vs "
+                             f"{tuple(self.sizes.shape)}")
+
+    @classmethod
+    def pack(cls, images: Sequence[torch.Tensor]) -> "PackedImages":
+        """Pack H×W×3 uint8 arrays (tensors) in order."""
+        sizes = torch.tensor([tuple(im.shape[:2]) for im in images], dtype=torch.int64).reshape(-1, 2)
+        areas = sizes.prod(1)
+        offsets = torch.cumsum(areas, 0) - areas
+        pixels = torch.cat([im.reshape(-1) for im in images]) if images else torch.empty(0, dtype=torch.uint8)
+        return cls(pixels, offsets, sizes)
+
+    def __len__(self) -> int:
+        return self.offsets.shape[0]
+
+    def __getitem__(self, idx: torch.Tensor | slice) -> "PackedImages":
+        """The images at ``idx`` (an index tensor or a slice), sharing this buffer."""
+        return PackedImages(self.pixels, self.offsets[idx], self.sizes[idx])
+
+    def image(self, i: int) -> torch.Tensor:
+        """Image ``i`` as an H×W×3 uint8 tensor (a view of the buffer)."""
+        h, w = self.sizes[i].tolist()
+        start = int(self.offsets[i]) * 3
+        return self.pixels[start:start + h * w * 3].view(h, w, 3)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of pixels these images cover (not the whole buffer when this is a selection)."""
+        return int(self.sizes.prod(1).sum()) * 3
+
+    def to(self, device: torch.device | str) -> "PackedImages":
+        """These images on ``device`` (the index stays on the CPU); a selection is compacted first so only its own
+        pixels move."""
+        if torch.device(device) == self.pixels.device:
+            return self
+        images = self if self.nbytes == self.pixels.numel() else self.compact()
+        return PackedImages(images.pixels.to(device), images.offsets, images.sizes)
+
+    def compact(self) -> "PackedImages":
+        """A copy holding only these images' pixels, in order."""
+        return PackedImages.pack([self.image(i) for i in range(len(self))])
+
+
+@dataclass(eq=False)
+class PackedDataset:
+    """Packed images at their aspect ratio, labels, classes and name, served through views of side ``size``.
+
+    ``eval_view`` (the centre crop) is what evaluation sees; training passes its own random view to
+    ``iterate_batches``. ``render`` turns the evaluation view into an ordinary :class:`ArrayDataset`.
+    """
+
+    images: PackedImages = field(repr=False)
+    y: torch.Tensor = field(repr=False)
+    classes: list[str]
+    name: str
+    size: int
+
+    def __post_init__(self) -> None:
+        if self.y.dtype != torch.int64 or self.y.shape != (len(self.images),):
+            raise ValueError(f"y must be int64 of shape ({len(self.images)},), got {self.y.dtype} "
+                             f"{tuple(self.y.shape)}")
+
+    def __len__(self) -> int:
+        return self.y.shape[0]
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes (``len(classes)``)."""
+        return len(self.classes)
+
+    @property
+    def device(self) -> torch.device:
+        """Where the pixels (and labels) live."""
+        return self.images.pixels.device
+
+    @property
+    def eval_view(self) -> View:
+        """Resize-then-centre-crop, the papers' evaluation view (the resize happened when the images were stored)."""
+        return View("center_crop", self.size)
+
+    def to(self, device: torch.device | str) -> "PackedDataset":
+        """A copy with the pixels and labels on ``device``."""
+        return replace(self, images=self.images.to(device), y=self.y.to(device))
+
+    def subset(self, indices: torch.Tensor | Sequence[int]) -> "PackedDataset":
+        """The samples at ``indices``, in that order."""
+        idx = torch.as_tensor(indices, dtype=torch.int64)
+        return replace(self, images=self.images[idx], y=self.y[idx.to(self.y.device)])
+
+    def batch(self, idx: torch.Tensor | slice, view: View | None = None,
+              generator: torch.Generator | None = None) -> torch.Tensor:
+        """uint8 N×3×size×size: ``view`` (default: the evaluation view) of the samples at ``idx``."""
+        images = self.images[idx.cpu() if isinstance(idx, torch.Tensor) else idx]
+        return (view or self.eval_view)(images.pixels, images.offsets, images.sizes, generator)
+
+    def render(self) -> ArrayDataset:
+        """The evaluation view of every sample, as an in-memory :class:`ArrayDataset`."""
+        x = torch.empty((len(self), 3, self.size, self.size), dtype=torch.uint8, device=self.device)
+        for start in range(0, len(self), 256):
+            x[start:start + 256] = self.batch(slice(start, start + 256))
+        return ArrayDataset(x, self.y, self.classes, self.name)
