@@ -4,7 +4,9 @@ Images are decoded once with PIL (``convert("RGB")``; 16-bit grayscale scaled to
 per split, each checked against ``DecodeLimits`` first (file size, then the header's pixel count) so a bomb is
 never expanded. With ``image_size`` every image is resized to ``image_size``×``image_size`` at decode time (PIL
 bilinear, which antialiases when shrinking), so folders of mixed sizes load; without it, mixed sizes are an
-error. Decoded splits are cached on disk (see ``cache.cached``), keyed on the zip's path, size and mtime, or a
+error. With ``storage_size`` images keep their aspect ratio instead (shorter side resized to it, as torchvision's
+``Resize``) and are packed into one buffer (:class:`PackedImages`) for the papers' crops (``views``). Files are
+decoded in parallel over the CPU cores (``decode.map_files``). Decoded splits are cached on disk (see ``cache.cached``), keyed on the zip's path, size and mtime, or a
 directory's file stats.
 """
 
@@ -28,7 +30,9 @@ from PIL import Image
 from ..errors import UserError
 from ..progress import track
 from .cache import cached
+from .decode import map_files, storage_size_of
 from .limits import DecodeLimits
+from .packed import PackedImages
 from .source import Arrays, Source
 
 __all__ = ["IMAGE_EXTENSIONS", "image_folder"]
@@ -156,8 +160,10 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.round(values * (255 / 65535)).astype(np.uint8))
 
 
-def _decode_one(what: str, data: bytes, image_size: int | None, limits: DecodeLimits) -> np.ndarray:
-    """One image as an H×W×3 uint8 array, resized to ``image_size`` square when given."""
+def _decode_one(what: str, data: bytes, image_size: int | None, limits: DecodeLimits,
+                storage_size: int | None = None) -> np.ndarray:
+    """One image as an H×W×3 uint8 array: its shorter side resized to ``storage_size`` (aspect kept) when given,
+    else resized to ``image_size`` square when given."""
     # The pixel check below replaces PIL's DecompressionBombWarning (> Image.MAX_IMAGE_PIXELS); PIL still refuses
     # images over twice that (~179M pixels) at open, whatever max_image_pixels says.
     with warnings.catch_warnings():
@@ -165,50 +171,68 @@ def _decode_one(what: str, data: bytes, image_size: int | None, limits: DecodeLi
         image = Image.open(io.BytesIO(data))  # reads only the header: nothing is decoded before the check
     with image:
         limits.check_pixels(what, *image.size)
+        size = storage_size_of(image, image_size, storage_size)
+        if size is not None and image.format == "JPEG":
+            image.draft(image.mode, size)  # decode at 1/2, 1/4 or 1/8 scale when still at least ``size``
         image = _to_8bit(image).convert("RGB")
-        if image_size is not None and image.size != (image_size, image_size):
-            image = image.resize((image_size, image_size), Image.BILINEAR)
+        if size is not None and image.size != size:
+            image = image.resize(size, Image.BILINEAR)
         return np.asarray(image)
 
 
-def _decode(tree: _Tree, files: list[tuple[str, int]], image_size: int | None,
-            limits: DecodeLimits) -> dict[str, torch.Tensor]:
-    """Decode ``files`` into ``{"x": uint8 N×3×H×W, "y": int64 N}``, each checked against ``limits`` first."""
+def _decode_file(tree: _Tree, read: Callable[[str], bytes], name: str, image_size: int | None, limits: DecodeLimits,
+                 storage_size: int | None) -> np.ndarray:
+    """``_decode_one`` of member ``name``, with any decoding failure as a ``UserError`` naming the file."""
+    try:
+        return _decode_one(tree.describe(name), read(name), image_size, limits, storage_size)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, zipfile.BadZipFile, zlib.error) as e:
+        raise UserError(f"cannot decode image {tree.describe(name)} ({e}); replace or delete it") from e
+
+
+def _decode(tree: _Tree, files: list[tuple[str, int]], image_size: int | None, limits: DecodeLimits,
+            storage_size: int | None = None) -> dict[str, torch.Tensor]:
+    """Decode ``files`` into ``{"x": uint8 N×3×H×W, "y": int64 N}``, each checked against ``limits`` first; with
+    ``storage_size``, into a packed store ``{"pixels", "offsets", "sizes", "y"}`` (see :class:`PackedImages`)."""
     log.info("decoding %d images from %s", len(files), tree.path)
+    y = torch.tensor([label for _, label in files], dtype=torch.int64)
+    decode = functools.partial(_decode_file, image_size=image_size, limits=limits, storage_size=storage_size)
+    decoded = track(map_files(tree, [name for name, _ in files], decode, limits), total=len(files),
+                    desc=f"decoding {tree.path.name}", unit="image")
+    if storage_size is not None:
+        packed = PackedImages.pack([torch.from_numpy(pixels) for pixels in decoded])
+        return {"pixels": packed.pixels, "offsets": packed.offsets, "sizes": packed.sizes, "y": y}
     out: np.ndarray | None = None
-    with tree.reader(limits) as read:
-        for i, (name, _) in enumerate(track(files, desc=f"decoding {tree.path.name}", unit="image")):
-            try:
-                pixels = _decode_one(tree.describe(name), read(name), image_size, limits)
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, zipfile.BadZipFile,
-                    zlib.error) as e:
-                raise UserError(f"cannot decode image {tree.describe(name)} ({e}); replace or delete it") from e
-            if out is None:
-                out = np.empty((len(files), *pixels.shape), np.uint8)
-            elif pixels.shape != out.shape[1:]:
-                raise UserError(f"image {tree.describe(name)} is {pixels.shape[1]}x{pixels.shape[0]} but "
-                                f"{tree.describe(files[0][0])} is {out.shape[2]}x{out.shape[1]}; "
-                                f"pass image_size (--image-size) to resize every image to one size")
-            out[i] = pixels
-    return {"x": torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(),
-            "y": torch.tensor([label for _, label in files], dtype=torch.int64)}
+    for i, pixels in enumerate(decoded):
+        if out is None:
+            out = np.empty((len(files), *pixels.shape), np.uint8)
+        elif pixels.shape != out.shape[1:]:
+            raise UserError(f"image {tree.describe(files[i][0])} is {pixels.shape[1]}x{pixels.shape[0]} but "
+                            f"{tree.describe(files[0][0])} is {out.shape[2]}x{out.shape[1]}; "
+                            f"pass image_size (--image-size) to resize every image to one size")
+        out[i] = pixels
+    return {"x": torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(), "y": y}
 
 
 def image_folder(path: Path, image_size: int | None = None, cache: bool = True,
-                 limits: DecodeLimits = DecodeLimits()) -> Source:
+                 limits: DecodeLimits = DecodeLimits(), storage_size: int | None = None) -> Source:
     """An image folder (directory or ``.zip``); a cache hit on a zip does not even open the archive.
 
     ``limits`` apply whenever images are decoded, i.e. on a cache miss: any new or changed file misses the cache.
+    ``storage_size`` keeps each image's aspect ratio, its shorter side resized to that size, and loads splits as
+    (:class:`PackedImages`, labels). Each split is decoded (or read from the cache) at most once per source.
     """
     tree: _Tree = _ZipTree(path) if path.is_file() else _DirTree(path)
     index = functools.cache(lambda: _index(tree))  # list the tree at most once, and only on a cache miss
     fingerprint = tree.fingerprint()
     meta = cached((fingerprint, "meta"), lambda: {"classes": index()[0], "splits": sorted(index()[1])}, cache)
 
+    @functools.cache
     def load(split: str) -> Arrays:
-        data = cached((fingerprint, split, image_size), lambda: _decode(tree, index()[1][split], image_size, limits),
-                      cache)
-        return data["x"], data["y"]
+        key = (fingerprint, split, image_size) if storage_size is None else (fingerprint, split, "packed", storage_size)
+        data = cached(key, lambda: _decode(tree, index()[1][split], image_size, limits, storage_size), cache)
+        if storage_size is None:
+            return data["x"], data["y"]
+        return PackedImages(data["pixels"], data["offsets"], data["sizes"]), data["y"]
 
     return Source(name=path.stem if path.is_file() else path.resolve().name, classes=meta["classes"],
                   loaders={split: functools.partial(load, split) for split in meta["splits"]})

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from ..errors import UserError
 from .dataset import ArrayDataset
 from .views import View
 
@@ -38,6 +39,13 @@ class PackedImages:
         offsets = torch.cumsum(areas, 0) - areas
         pixels = torch.cat([im.reshape(-1) for im in images]) if images else torch.empty(0, dtype=torch.uint8)
         return cls(pixels, offsets, sizes)
+
+    @classmethod
+    def from_arrays(cls, x: torch.Tensor) -> "PackedImages":
+        """Same-size images, uint8 N×3×H×W, packed as they are."""
+        n, _, h, w = x.shape
+        return cls(x.permute(0, 2, 3, 1).reshape(-1).contiguous(), torch.arange(n, dtype=torch.int64) * h * w,
+                   torch.tensor([[h, w]], dtype=torch.int64).expand(n, 2).contiguous())
 
     def __len__(self) -> int:
         return self.offsets.shape[0]
@@ -88,6 +96,10 @@ class PackedDataset:
         if self.y.dtype != torch.int64 or self.y.shape != (len(self.images),):
             raise ValueError(f"y must be int64 of shape ({len(self.images)},), got {self.y.dtype} "
                              f"{tuple(self.y.shape)}")
+        if len(self) and int(self.images.sizes.min()) < self.size:
+            h, w = self.images.sizes[int(self.images.sizes.min(1).values.argmin())].tolist()
+            raise UserError(f"dataset {self.name} has a {w}x{h} image, smaller than the {self.size}-pixel crop "
+                            f"(data.image_size); store images larger (data.storage_size) or crop smaller")
 
     def __len__(self) -> int:
         return self.y.shape[0]
