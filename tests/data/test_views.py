@@ -7,6 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
+from robustft.data import iterate_batches
 from robustft.data.packed import PackedDataset, PackedImages
 from robustft.data.views import View, center_crop_boxes, random_crop_boxes, random_resized_crop_boxes
 
@@ -108,3 +109,33 @@ def test_packed_dataset_serves_the_same_views_after_subset_and_render():
     sub = data.subset([2, 0])
     assert torch.equal(sub.render().x, rendered.x[[2, 0]]) and sub.y.tolist() == [2, 0]
     assert torch.equal(sub.images.compact().image(0), torch.from_numpy(arrays[2]))
+
+
+def test_packed_batches_resume_mid_epoch_bit_identically_and_do_not_depend_on_the_device_of_the_draws():
+    arrays = _images([(40, 50), (30, 30), (36, 60), (32, 33)] * 5, seed=2)
+    data = PackedDataset(PackedImages.pack([torch.from_numpy(a) for a in arrays]), torch.arange(20), ["a"] * 20,
+                         "toy", size=28)
+    view = View("random_resized_crop", 28, hflip=True)
+    full = list(iterate_batches(data, 6, shuffle=True, generator=torch.Generator().manual_seed(0), augment=view))
+    tail = list(iterate_batches(data, 6, shuffle=True, generator=torch.Generator().manual_seed(0), augment=view,
+                                start=2))
+    assert len(full) == 4 and all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(full[2:], tail))
+    assert full[0][0].shape == (6, 3, 28, 28) and full[0][0].dtype == torch.float32
+    again = list(iterate_batches(data, 6, shuffle=True, generator=torch.Generator().manual_seed(1), augment=view))
+    assert not torch.equal(full[0][0], again[0][0])
+    # without a view, batches are the centre crops (the evaluation view), in order
+    x, y = next(iterate_batches(data, 20))
+    assert torch.equal(x, data.render().x.float() / 255) and torch.equal(y, torch.arange(20))
+
+
+def test_load_splits_decodes_the_training_data_once_for_train_and_val(tmp_path, make_tree, monkeypatch):
+    from robustft.data import imagefolder, load_splits
+    make_tree(tmp_path / "d", {"train": {"a": 6, "b": 6}, "test": {"a": 2, "b": 2}}, size=40)
+    calls = []
+    decode = imagefolder._decode
+    monkeypatch.setattr(imagefolder, "_decode", lambda tree, files, *a: calls.append(len(files)) or decode(tree, files, *a))
+    splits = load_splits(tmp_path / "d", {"train": None, "val": None}, val_fraction=0.25, cache=False,
+                         image_size=32, storage_size=36)
+    assert calls == [12]
+    assert isinstance(splits["train"], PackedDataset) and len(splits["train"]) + len(splits["val"]) == 12
+    assert splits["val"].images.sizes.tolist() == [[36, 36]] * 4  # stored with the shorter side at storage_size

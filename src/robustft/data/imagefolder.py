@@ -199,7 +199,7 @@ def _decode(tree: _Tree, files: list[tuple[str, int]], image_size: int | None, l
     decoded = track(map_files(tree, [name for name, _ in files], decode, limits), total=len(files),
                     desc=f"decoding {tree.path.name}", unit="image")
     if storage_size is not None:
-        packed = PackedImages.pack([torch.from_numpy(pixels) for pixels in decoded])
+        packed = PackedImages.pack(list(decoded))
         return {"pixels": packed.pixels, "offsets": packed.offsets, "sizes": packed.sizes, "y": y}
     out: np.ndarray | None = None
     for i, pixels in enumerate(decoded):

@@ -3,6 +3,7 @@
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 
 from ..errors import UserError
@@ -32,13 +33,13 @@ class PackedImages:
                              f"{tuple(self.sizes.shape)}")
 
     @classmethod
-    def pack(cls, images: Sequence[torch.Tensor]) -> "PackedImages":
-        """Pack H×W×3 uint8 arrays (tensors) in order."""
+    def pack(cls, images: Sequence[np.ndarray | torch.Tensor]) -> "PackedImages":
+        """Pack H×W×3 uint8 images (arrays or CPU tensors) in order, into one new buffer."""
         sizes = torch.tensor([tuple(im.shape[:2]) for im in images], dtype=torch.int64).reshape(-1, 2)
         areas = sizes.prod(1)
         offsets = torch.cumsum(areas, 0) - areas
-        pixels = torch.cat([im.reshape(-1) for im in images]) if images else torch.empty(0, dtype=torch.uint8)
-        return cls(pixels, offsets, sizes)
+        pixels = np.concatenate([np.asarray(im, dtype=np.uint8).reshape(-1) for im in images]) if images else []
+        return cls(torch.as_tensor(pixels, dtype=torch.uint8), offsets, sizes)
 
     @classmethod
     def from_arrays(cls, x: torch.Tensor) -> "PackedImages":
@@ -125,7 +126,7 @@ class PackedDataset:
 
     def subset(self, indices: torch.Tensor | Sequence[int]) -> "PackedDataset":
         """The samples at ``indices``, in that order."""
-        idx = torch.as_tensor(indices, dtype=torch.int64)
+        idx = torch.as_tensor(indices, dtype=torch.int64).cpu()
         return replace(self, images=self.images[idx], y=self.y[idx.to(self.y.device)])
 
     def batch(self, idx: torch.Tensor | slice, view: View | None = None,

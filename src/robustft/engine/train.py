@@ -21,7 +21,7 @@ from torch import nn
 
 from .._io import atomic_save, atomic_write
 from ..attacks import PGD
-from ..data import ArrayDataset, Augment, iterate_batches, num_batches
+from ..data import ArrayDataset, Augment, View, iterate_batches, num_batches
 from ..errors import UserError
 from ..eval import evaluate
 from ..layout import RunLayout
@@ -90,10 +90,14 @@ def autocast_for(device: torch.device, amp: str) -> tuple[Callable[[], contextli
     return (lambda: torch.autocast(device.type, dtype=dtype)), precision == "fp16"
 
 
-def augment_for(cfg: RunConfig) -> Augment | None:
-    """The training augmentation named in the config."""
-    if cfg.data.augment == "none":
+def augment_for(cfg: RunConfig) -> Augment | View | None:
+    """The training augmentation named in the config: a :class:`View` of packed images with data.storage_size."""
+    d = cfg.data
+    if d.augment == "none":
         return None
+    if d.storage_size is not None:
+        kind = "center_crop" if d.augment == "flip" else d.augment
+        return View(kind, d.image_size, hflip=True, scale=tuple(d.crop_scale), ratio=tuple(d.crop_ratio))
     return Augment(crop_padding=cfg.data.crop_padding if cfg.data.augment == "crop_flip" else 0, hflip=True)
 
 
@@ -225,7 +229,7 @@ class _Loop:
     train_model: nn.Module  # the model, wrapped for DDP / torch.compile when asked
     generators: dict[str, torch.Generator]
     val_attack: PGD
-    augment: Augment | None
+    augment: Augment | View | None
     rule: str
     conv_weights: list[nn.Parameter]  # diagnostics: the convolution weights the optimizer updates
     iters: int
