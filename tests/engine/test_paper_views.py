@@ -2,14 +2,17 @@
 (data.storage_size), trained on random-resized crops and evaluated on centre crops of data.image_size."""
 
 import json
+import subprocess
+import time
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 
 from robustft.cli import main
-from support import error_line, finetune_args
+from support import error_line, finetune_args, robustft_cmd, run_env, run_ok
 
 SHAPES = [(36, 48), (40, 40), (48, 36), (36, 60)]  # height, width
 
@@ -49,9 +52,54 @@ def test_a_run_trains_on_random_resized_crops_of_images_kept_at_their_aspect_rat
     (("--set", "data.storage_size=36", "--set", "data.image_size=32"), "augment=crop_flip pads and crops"),
     (("--set", "data.storage_size=36", "--set", "data.augment=random_crop"), "needs data.image_size"),
     (("--set", "data.crop_scale=[0.5, 2.0]",), "data.crop_scale must be"),
+    (("--set", "data.storage=disk",), "data.storage=disk stores image folders kept at their aspect ratio"),
 ])
 def test_view_mistakes_stop_the_run_before_it_writes(mixed_folder, tiny_task, tmp_path, capsys, extra, match):
     _, ckpt = tiny_task
     assert main(finetune_args(mixed_folder, ckpt, tmp_path, "r", "--epochs", "1", *extra)) == 2
     assert match in error_line(capsys.readouterr().err)
     assert not (tmp_path / "r").exists()
+
+
+DISK = ("--set", "data.storage_size=36", "--set", "data.image_size=32", "--set", "data.augment=random_crop",
+        "--set", "data.storage=disk")
+TORCHRUN = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+
+
+def _weights(run_dir):
+    return torch.load(run_dir / "last.pt", weights_only=True)["model"]
+
+
+def test_disk_store_runs_match_memory_and_two_gloo_processes_match_one(mixed_folder, tiny_task, tmp_path):
+    """Linear probing (see test_ddp.py for why 2 processes then agree with 1 up to summation order)."""
+    _, ckpt = tiny_task
+    extra = ("--method", "linear_probe", "--epochs", "2", "--set", "optim.lr=0.5", "--set", "train.amp=off", *DISK)
+    run_ok(robustft_cmd(*finetune_args(mixed_folder, ckpt, tmp_path, "one", *extra)))
+    run_ok(robustft_cmd(*finetune_args(mixed_folder, ckpt, tmp_path, "memory", *extra, "--set",
+                                       "data.storage=memory")))
+    run_ok(robustft_cmd(*finetune_args(mixed_folder, ckpt, tmp_path, "two", *extra), launcher=TORCHRUN))
+    one, memory, two = (_weights(tmp_path / name) for name in ("one", "memory", "two"))
+    assert (one["fc.weight"] - torch.load(ckpt, weights_only=True)["fc.weight"]).abs().max() > 1e-3
+    for k in one:
+        assert torch.equal(one[k], memory[k]), k
+        assert torch.allclose(one[k].float(), two[k].float(), rtol=1e-5, atol=1e-6), k
+
+
+def test_a_killed_disk_store_run_resumes_to_the_uninterrupted_result(mixed_folder, tiny_task, tmp_path):
+    _, ckpt = tiny_task
+    extra = ("--epochs", "3", "--set", "data.batch_size=16", *DISK)
+    run_ok(robustft_cmd(*finetune_args(mixed_folder, ckpt, tmp_path, "straight", *extra)))
+    args = finetune_args(mixed_folder, ckpt, tmp_path, "killed", *extra)
+    proc = subprocess.Popen(robustft_cmd(*args), env=run_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last, deadline = tmp_path / "killed" / "last.pt", time.time() + 120
+    while not last.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()
+    proc.kill()
+    proc.wait()
+    assert torch.load(last, weights_only=True)["epoch"] < 3 and not (tmp_path / "killed" / "results.json").exists()
+    run_ok(robustft_cmd(*args, "--resume"))
+    a, b = (json.loads((tmp_path / name / "results.json").read_text())["test"] for name in ("straight", "killed"))
+    assert a["clean_acc"] == b["clean_acc"] and a["robust_acc"] == b["robust_acc"]
+    wa, wb = (torch.load(tmp_path / name / "model.pt", weights_only=True) for name in ("straight", "killed"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa), "weights must be bit-identical"

@@ -15,6 +15,7 @@ import hashlib
 import io
 import logging
 import os
+import shutil
 import warnings
 import zipfile
 import zlib
@@ -31,8 +32,9 @@ from ..errors import UserError
 from ..progress import track
 from .cache import cached
 from .decode import map_files, storage_size_of
-from .limits import DecodeLimits
+from .limits import MB, DecodeLimits
 from .packed import PackedImages
+from .store import DiskImages, open_store, store_dir, write_store
 from .source import Arrays, Source
 
 __all__ = ["IMAGE_EXTENSIONS", "image_folder"]
@@ -189,15 +191,45 @@ def _decode_file(tree: _Tree, read: Callable[[str], bytes], name: str, image_siz
         raise UserError(f"cannot decode image {tree.describe(name)} ({e}); replace or delete it") from e
 
 
+def _labels(files: list[tuple[str, int]]) -> torch.Tensor:
+    """The labels of ``files``."""
+    return torch.tensor([label for _, label in files], dtype=torch.int64)
+
+
+def _decoded(tree: _Tree, files: list[tuple[str, int]], image_size: int | None, limits: DecodeLimits,
+             storage_size: int | None) -> Iterator[np.ndarray]:
+    """Each of ``files`` decoded (see ``_decode_one``), in order, in parallel, with progress."""
+    log.info("decoding %d images from %s", len(files), tree.path)
+    decode = functools.partial(_decode_file, image_size=image_size, limits=limits, storage_size=storage_size)
+    return track(map_files(tree, [name for name, _ in files], decode, limits), total=len(files),
+                 desc=f"decoding {tree.path.name}", unit="image")
+
+
+def _stored(tree: _Tree, files: list[tuple[str, int]], key: tuple, limits: DecodeLimits, storage_size: int,
+            storage: str, budget_mb: float) -> tuple[PackedImages | DiskImages, torch.Tensor]:
+    """A split in its disk store (decoded into it first when there is none): read from disk for ``storage=disk``,
+    or for ``auto`` when its pixels exceed ``budget_mb``; otherwise loaded into memory."""
+    path = store_dir(key)
+    opened = open_store(path)
+    if opened is None:
+        shutil.rmtree(path, ignore_errors=True)  # an unreadable store (a damaged disk, an old layout) is rebuilt
+        write_store(path, _decoded(tree, files, None, limits, storage_size), _labels(files))
+        opened = open_store(path)
+        if opened is None:
+            raise UserError(f"the decoded store {path} could not be read back; check the cache disk "
+                            f"($ROBUSTFT_CACHE) and retry")
+    images, y = opened
+    if storage == "auto" and images.nbytes <= budget_mb * MB:
+        return images.load(), y
+    return images, y
+
+
 def _decode(tree: _Tree, files: list[tuple[str, int]], image_size: int | None, limits: DecodeLimits,
             storage_size: int | None = None) -> dict[str, torch.Tensor]:
     """Decode ``files`` into ``{"x": uint8 N×3×H×W, "y": int64 N}``, each checked against ``limits`` first; with
     ``storage_size``, into a packed store ``{"pixels", "offsets", "sizes", "y"}`` (see :class:`PackedImages`)."""
-    log.info("decoding %d images from %s", len(files), tree.path)
-    y = torch.tensor([label for _, label in files], dtype=torch.int64)
-    decode = functools.partial(_decode_file, image_size=image_size, limits=limits, storage_size=storage_size)
-    decoded = track(map_files(tree, [name for name, _ in files], decode, limits), total=len(files),
-                    desc=f"decoding {tree.path.name}", unit="image")
+    y = _labels(files)
+    decoded = _decoded(tree, files, image_size, limits, storage_size)
     if storage_size is not None:
         packed = PackedImages.pack(list(decoded))
         return {"pixels": packed.pixels, "offsets": packed.offsets, "sizes": packed.sizes, "y": y}
@@ -214,12 +246,16 @@ def _decode(tree: _Tree, files: list[tuple[str, int]], image_size: int | None, l
 
 
 def image_folder(path: Path, image_size: int | None = None, cache: bool = True,
-                 limits: DecodeLimits = DecodeLimits(), storage_size: int | None = None) -> Source:
+                 limits: DecodeLimits = DecodeLimits(), storage_size: int | None = None, storage: str = "memory",
+                 memory_budget_mb: float = float("inf")) -> Source:
     """An image folder (directory or ``.zip``); a cache hit on a zip does not even open the archive.
 
     ``limits`` apply whenever images are decoded, i.e. on a cache miss: any new or changed file misses the cache.
     ``storage_size`` keeps each image's aspect ratio, its shorter side resized to that size, and loads splits as
-    (:class:`PackedImages`, labels). Each split is decoded (or read from the cache) at most once per source.
+    (:class:`PackedImages`, labels); then ``storage`` ``disk`` decodes each split once into a store on disk (under
+    the cache directory, whatever ``cache`` says) and reads batches from it (:class:`DiskImages`), and ``auto`` does
+    the same but loads the store into memory when its pixels fit ``memory_budget_mb``. Each split is decoded (or
+    read from the cache) at most once per source.
     """
     tree: _Tree = _ZipTree(path) if path.is_file() else _DirTree(path)
     index = functools.cache(lambda: _index(tree))  # list the tree at most once, and only on a cache miss
@@ -228,10 +264,14 @@ def image_folder(path: Path, image_size: int | None = None, cache: bool = True,
 
     @functools.cache
     def load(split: str) -> Arrays:
-        key = (fingerprint, split, image_size) if storage_size is None else (fingerprint, split, "packed", storage_size)
-        data = cached(key, lambda: _decode(tree, index()[1][split], image_size, limits, storage_size), cache)
         if storage_size is None:
+            data = cached((fingerprint, split, image_size), lambda: _decode(tree, index()[1][split], image_size, limits),
+                          cache)
             return data["x"], data["y"]
+        key = (fingerprint, split, "packed", storage_size)
+        if storage != "memory":
+            return _stored(tree, index()[1][split], key, limits, storage_size, storage, memory_budget_mb)
+        data = cached(key, lambda: _decode(tree, index()[1][split], image_size, limits, storage_size), cache)
         return PackedImages(data["pixels"], data["offsets"], data["sizes"]), data["y"]
 
     return Source(name=path.stem if path.is_file() else path.resolve().name, classes=meta["classes"],

@@ -11,18 +11,24 @@ from ..errors import UserError
 from .arrays import npz_source
 from .dataset import ArrayDataset
 from .imagefolder import image_folder
-from .limits import DecodeLimits
+from .limits import MB, DecodeLimits
 from .named import cifar10, cifar100, svhn
 from .packed import PackedDataset, PackedImages
+from .store import DiskImages
 from .paths import default_data_root
 from .source import Arrays, Source
 from .splits import SPLITS, stratified_split, subset_indices
 from .transforms import resize
 
-__all__ = ["NAMED_DATASETS", "load_dataset", "load_splits", "open_source"]
+__all__ = ["NAMED_DATASETS", "default_memory_budget_mb", "load_dataset", "load_splits", "open_source"]
 
 NAMED_DATASETS = {"cifar10": cifar10, "cifar100": cifar100, "svhn": svhn}
 KINDS = ("imagefolder", "npz")  # explicit ``kind:PATH`` prefixes that override auto-detection
+
+
+def default_memory_budget_mb() -> float:
+    """Half of this machine's physical memory, in MB: what ``storage=auto`` holds in memory at most by default."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 / MB
 
 
 def _named_root(root: str | Path | None) -> Path:
@@ -48,23 +54,28 @@ def _detect(path: Path) -> str:
 def open_source(spec: str | os.PathLike, *, root: str | Path | None = None, image_size: int | None = None,
                 cache: bool = True, download: bool = True, limits: DecodeLimits | None = None,
                 x_key: str | None = None, y_key: str | None = None, classes: Sequence[int | str] | None = None,
-                test_fraction: float | None = None, split_seed: int = 0, storage_size: int | None = None) -> Source:
+                test_fraction: float | None = None, split_seed: int = 0, storage_size: int | None = None,
+                storage: str = "memory", memory_budget_mb: float | None = None) -> Source:
     """Resolve ``spec`` (a named dataset, a path, or ``imagefolder:``/``npz:`` + path) to its :class:`Source`.
 
     ``limits`` (None: the defaults) bound what image folders and npz files may decode to; ``x_key`` / ``y_key``
     name an npz file's arrays; ``classes`` keeps those classes only (``Source.select``), then ``test_fraction``
     carves a test split from train with ``split_seed`` (``Source.carve_test``). ``storage_size`` keeps image folders'
-    aspect ratios (shorter side resized to it) and packs them (see ``image_folder``).
+    aspect ratios (shorter side resized to it) and packs them, held as ``storage`` says (``memory``, ``disk`` or
+    ``auto``: memory when a split's pixels fit ``memory_budget_mb``, default half the machine's memory; see
+    ``image_folder``).
     """
+    budget = default_memory_budget_mb() if memory_budget_mb is None else memory_budget_mb
     source = _open(os.fspath(spec), root, image_size, cache, download, limits or DecodeLimits(), x_key, y_key,
-                   storage_size)
+                   storage_size, storage, budget)
     if classes is not None:
         source = source.select(classes)
     return source if test_fraction is None else source.carve_test(test_fraction, split_seed)
 
 
 def _open(spec: str, root: str | Path | None, image_size: int | None, cache: bool, download: bool,
-          limits: DecodeLimits, x_key: str | None, y_key: str | None, storage_size: int | None) -> Source:
+          limits: DecodeLimits, x_key: str | None, y_key: str | None, storage_size: int | None, storage: str,
+          memory_budget_mb: float) -> Source:
     """The source ``spec`` names, as stored."""
     named = spec.lower() in NAMED_DATASETS
     kind, sep, rest = spec.partition(":")
@@ -81,7 +92,8 @@ def _open(spec: str, root: str | Path | None, image_size: int | None, cache: boo
         return NAMED_DATASETS[spec.lower()](_named_root(root), download=download)
     if kind == "npz":
         return npz_source(path, limits, x_key, y_key)
-    return image_folder(path, image_size=image_size, cache=cache, limits=limits, storage_size=storage_size)
+    return image_folder(path, image_size=image_size, cache=cache, limits=limits, storage_size=storage_size,
+                        storage=storage, memory_budget_mb=memory_budget_mb)
 
 
 def _split(source: Source, split: str, val_fraction: float, split_seed: int) -> Arrays:
@@ -121,7 +133,8 @@ def load_splits(spec: str | os.PathLike, splits: Mapping[str, int | None], *, ro
                 cache: bool = True, download: bool = True, device: torch.device | str = "cpu",
                 limits: DecodeLimits | None = None, x_key: str | None = None, y_key: str | None = None,
                 classes: Sequence[int | str] | None = None, test_fraction: float | None = None,
-                storage_size: int | None = None) -> dict[str, ArrayDataset | PackedDataset]:
+                storage_size: int | None = None, storage: str = "memory",
+                memory_budget_mb: float | None = None) -> dict[str, ArrayDataset | PackedDataset]:
     """Several splits (name -> subset ``n`` or None, see :func:`load_dataset`) from one opening of the source, so
     the training data is decoded (or read from the cache) once for ``train`` and its ``val`` carve-out.
 
@@ -130,7 +143,8 @@ def load_splits(spec: str | os.PathLike, splits: Mapping[str, int | None], *, ro
     decode time with PIL when square, arrays with :func:`resize`). With ``storage_size``, image folders keep their
     aspect ratio instead (shorter side resized to ``storage_size``; arrays stay as they are) and each split is a
     :class:`PackedDataset` served through ``image_size`` crops: the centre crop for evaluation, a random view for
-    training (see ``views``). ``cache`` keeps decoded image folders on disk; ``download`` fetches a named dataset
+    training (see ``views``), its pixels held in memory or read from a store on disk as ``storage`` says
+    (``memory``, ``disk``, or ``auto``: memory when they fit ``memory_budget_mb``; see ``image_folder``). ``cache`` keeps decoded image folders on disk; ``download`` fetches a named dataset
     that is missing from the data root. ``limits`` (None: the defaults) are the file-size, pixel-count and
     array-size limits checked before image folders and npz files are decoded; ``x_key`` / ``y_key`` name the
     arrays of npz files (default ``x``/``y``, else the one array of each kind).
@@ -143,7 +157,8 @@ def load_splits(spec: str | os.PathLike, splits: Mapping[str, int | None], *, ro
                         f"data.image_size, which must be set and at most {storage_size}, got {image_size}")
     source = open_source(spec, root=root, image_size=image_size if isinstance(image_size, int) else None,
                          cache=cache, download=download, limits=limits, x_key=x_key, y_key=y_key, classes=classes,
-                         test_fraction=test_fraction, split_seed=split_seed, storage_size=storage_size)
+                         test_fraction=test_fraction, split_seed=split_seed, storage_size=storage_size,
+                         storage=storage, memory_budget_mb=memory_budget_mb)
     out: dict[str, ArrayDataset | PackedDataset] = {}
     for split, n in splits.items():
         x, y = _split(source, split, val_fraction, split_seed)
@@ -151,7 +166,7 @@ def load_splits(spec: str | os.PathLike, splits: Mapping[str, int | None], *, ro
             idx = subset_indices(len(y), n)
             x, y = x[idx], y[idx]
         if storage_size is not None:
-            images = x if isinstance(x, PackedImages) else PackedImages.from_arrays(x)
+            images = x if isinstance(x, PackedImages | DiskImages) else PackedImages.from_arrays(x)
             out[split] = PackedDataset(images, y, source.classes, source.name, image_size).to(device)
             continue
         if image_size is not None:

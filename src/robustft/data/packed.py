@@ -2,13 +2,17 @@
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..errors import UserError
 from .dataset import ArrayDataset
-from .views import View
+from .views import Boxes, View
+
+if TYPE_CHECKING:
+    from .store import DiskImages
 
 __all__ = ["PackedDataset", "PackedImages"]
 
@@ -55,6 +59,15 @@ class PackedImages:
         """The images at ``idx`` (an index tensor or a slice), sharing this buffer."""
         return PackedImages(self.pixels, self.offsets[idx], self.sizes[idx])
 
+    def read(self, idx: torch.Tensor | slice) -> "PackedImages":
+        """The images at ``idx``, ready to crop (already in memory: the same as indexing)."""
+        return self[idx]
+
+    @property
+    def device(self) -> torch.device:
+        """Where the pixels live."""
+        return self.pixels.device
+
     def image(self, i: int) -> torch.Tensor:
         """Image ``i`` as an H×W×3 uint8 tensor (a view of the buffer)."""
         h, w = self.sizes[i].tolist()
@@ -87,7 +100,7 @@ class PackedDataset:
     ``iterate_batches``. ``render`` turns the evaluation view into an ordinary :class:`ArrayDataset`.
     """
 
-    images: PackedImages = field(repr=False)
+    images: "PackedImages | DiskImages" = field(repr=False)
     y: torch.Tensor = field(repr=False)
     classes: list[str]
     name: str
@@ -112,8 +125,8 @@ class PackedDataset:
 
     @property
     def device(self) -> torch.device:
-        """Where the pixels (and labels) live."""
-        return self.images.pixels.device
+        """Where the pixels (and labels) live, or are read to."""
+        return self.images.device
 
     @property
     def eval_view(self) -> View:
@@ -129,11 +142,29 @@ class PackedDataset:
         idx = torch.as_tensor(indices, dtype=torch.int64).cpu()
         return replace(self, images=self.images[idx], y=self.y[idx.to(self.y.device)])
 
-    def batch(self, idx: torch.Tensor | slice, view: View | None = None,
-              generator: torch.Generator | None = None) -> torch.Tensor:
-        """uint8 N×3×size×size: ``view`` (default: the evaluation view) of the samples at ``idx``."""
-        images = self.images[idx.cpu() if isinstance(idx, torch.Tensor) else idx]
-        return (view or self.eval_view)(images.pixels, images.offsets, images.sizes, generator)
+    def prepare(self, idx: torch.Tensor | slice, view: View | None = None, generator: torch.Generator | None = None,
+                shard: tuple[int, int] = (0, 1)) -> tuple[View, PackedImages, Boxes, torch.Tensor | None]:
+        """Draw ``view`` (default: the evaluation view) for the global batch ``idx``, then read the images of this
+        rank's share (``shard`` = (rank, world size): every ``world``-th sample from ``rank``) — what ``batch``
+        crops; the part that may run ahead on another thread."""
+        view = view or self.eval_view
+        idx = idx.cpu() if isinstance(idx, torch.Tensor) else torch.arange(len(self))[idx]
+        boxes, flips = view.draw(self.images.sizes[idx], generator)
+        rank, world = shard
+        if world > 1:
+            idx, boxes, flips = idx[rank::world], boxes[rank::world], None if flips is None else flips[rank::world]
+        return view, self.images.read(idx), boxes, flips
+
+    def batch(self, idx: torch.Tensor | slice, view: View | None = None, generator: torch.Generator | None = None,
+              shard: tuple[int, int] = (0, 1)) -> torch.Tensor:
+        """uint8 n×3×size×size: ``view`` of this rank's share of the samples at ``idx`` (see ``prepare``)."""
+        return self.apply(self.prepare(idx, view, generator, shard))
+
+    @staticmethod
+    def apply(prepared: tuple[View, PackedImages, Boxes, torch.Tensor | None]) -> torch.Tensor:
+        """Crop, resize and flip a prepared batch on its pixels' device."""
+        view, images, boxes, flips = prepared
+        return view.apply(images.pixels, images.offsets, images.sizes, boxes, flips)
 
     def render(self) -> ArrayDataset:
         """The evaluation view of every sample, as an in-memory :class:`ArrayDataset`."""

@@ -130,13 +130,20 @@ class View:
             return random_crop_boxes(sizes, self.size, generator)
         return center_crop_boxes(sizes, self.size)
 
+    def draw(self, sizes: torch.Tensor, generator: torch.Generator | None) -> tuple[Boxes, torch.Tensor | None]:
+        """Everything random about the views of images of ``sizes``: their boxes, then their flips (or None)."""
+        boxes = self.boxes(sizes.cpu(), generator)
+        return boxes, (torch.rand(len(sizes), generator=generator) < 0.5) if self.hflip else None
+
+    def apply(self, pixels: torch.Tensor, offsets: torch.Tensor, sizes: torch.Tensor, boxes: Boxes,
+              flips: torch.Tensor | None) -> torch.Tensor:
+        """The drawn views of packed images as uint8 N×3×size×size on the pixels' device."""
+        x = crop_resize(pixels, offsets, sizes, boxes, self.size).round_().clamp_(0, 255).to(torch.uint8)
+        if flips is not None:
+            x = torch.where(flips.to(x.device)[:, None, None, None], x.flip(-1), x)
+        return x
+
     def __call__(self, pixels: torch.Tensor, offsets: torch.Tensor, sizes: torch.Tensor,
                  generator: torch.Generator | None = None) -> torch.Tensor:
-        """The view of each packed image as uint8 N×3×size×size on the pixels' device (boxes, then flips)."""
-        sizes = sizes.cpu()
-        x = crop_resize(pixels, offsets, sizes, self.boxes(sizes, generator), self.size)
-        x = x.round_().clamp_(0, 255).to(torch.uint8)
-        if self.hflip:
-            flip = torch.rand(len(sizes), generator=generator) < 0.5
-            x = torch.where(flip.to(x.device)[:, None, None, None], x.flip(-1), x)
-        return x
+        """Draw and apply the view of each packed image (boxes first, then flips, from ``generator``)."""
+        return self.apply(pixels, offsets, sizes, *self.draw(sizes, generator))

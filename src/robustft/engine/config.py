@@ -59,6 +59,13 @@ class DataConfig:
         "help": "keep image folders' aspect ratio, the shorter side resized to this (256 for 224-px crops, as "
                 "Resize(256)), and train and evaluate on data.image_size crops of them (null: resize every image "
                 "to a data.image_size square)", "ge": 1})
+    storage: Literal["memory", "disk", "auto"] = field(default="memory", metadata={
+        "help": "with data.storage_size: hold the decoded images in memory, or decode them once into a store on disk "
+                "(under the cache directory) and read each batch from it, ahead of its use; auto: memory when a "
+                "split fits data.memory_budget_mb"})
+    memory_budget_mb: float | None = field(default=None, metadata={
+        "help": "data.storage=auto: the most decoded pixels held in memory per split (null: half the machine's "
+                "memory)", "gt": 0})
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0], metadata={
         "help": "random_resized_crop: range of the crop's area as a fraction of the image's"})
     crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3], metadata={
@@ -81,6 +88,9 @@ class DataConfig:
         if self.storage_size is None and self.augment in ("random_resized_crop", "random_crop"):
             raise UserError(f"data.augment={self.augment} crops images kept at their aspect ratio: set "
                             f"data.storage_size (e.g. 256) and data.image_size (e.g. 224)")
+        if self.storage_size is None and self.storage != "memory":
+            raise UserError(f"data.storage={self.storage} stores image folders kept at their aspect ratio: set "
+                            f"data.storage_size (e.g. 256) and data.image_size (e.g. 224)")
         if self.storage_size is not None and self.augment == "crop_flip":
             raise UserError("data.augment=crop_flip pads and crops same-size images; with data.storage_size use "
                             "random_resized_crop or random_crop")
@@ -98,7 +108,8 @@ class DataConfig:
         and ``val_fraction``)."""
         return dict(root=self.root, image_size=self.image_size, limits=self.limits(), x_key=self.x_key,
                     y_key=self.y_key, classes=self.classes, test_fraction=self.test_fraction,
-                    split_seed=self.split_seed, storage_size=self.storage_size)
+                    split_seed=self.split_seed, storage_size=self.storage_size, storage=self.storage,
+                    memory_budget_mb=self.memory_budget_mb)
 
 
 @dataclass

@@ -31,7 +31,7 @@ from .config import RunConfig
 from .distributed import DistInfo, all_reduce_sum, barrier
 from .optim import build_optimizer, build_scheduler
 
-__all__ = ["fit", "FitResult", "autocast_for", "cpu_has_native_bf16", "train_precision", "run_precision", "rank_slice",
+__all__ = ["fit", "FitResult", "autocast_for", "cpu_has_native_bf16", "train_precision", "run_precision",
            "summary_writer"]
 
 
@@ -99,11 +99,6 @@ def augment_for(cfg: RunConfig) -> Augment | View | None:
         kind = "center_crop" if d.augment == "flip" else d.augment
         return View(kind, d.image_size, hflip=True, scale=tuple(d.crop_scale), ratio=tuple(d.crop_ratio))
     return Augment(crop_padding=cfg.data.crop_padding if cfg.data.augment == "crop_flip" else 0, hflip=True)
-
-
-def rank_slice(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """This rank's share of a global batch (interleaved, like DistributedSampler)."""
-    return x if info.world_size == 1 else x[info.rank::info.world_size]
 
 
 def select_value(metrics: dict[str, float], rule: str) -> float:
@@ -303,10 +298,11 @@ def _train_epoch(loop: _Loop, method: Method, model: nn.Module, train: ArrayData
     method.train_mode(model)
     sums = StepSums(info.device)
     batches = iterate_batches(train, cfg.data.batch_size, shuffle=True, generator=loop.generators["data"],
-                              augment=loop.augment, drop_last=True, channels_last=cfg.train.channels_last)
+                              augment=loop.augment, drop_last=True, channels_last=cfg.train.channels_last,
+                              shard=(info.rank, info.world_size))
     bar = track(batches, total=loop.iters, desc=f"epoch {epoch + 1}/{cfg.train.epochs}")
     for it, (x, y) in enumerate(bar):
-        _step(loop, method, rank_slice(x, info), rank_slice(y, info), sums)
+        _step(loop, method, x, y, sums)
         if (it + 1) % cfg.train.log_every == 0 or it + 1 == loop.iters:
             mean_loss = sums.mean_loss()
             if not math.isfinite(mean_loss):
