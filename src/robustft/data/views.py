@@ -1,21 +1,24 @@
 """The papers' 224-px views of images stored at their aspect ratio, batched on the batch's device.
 
-A view draws one crop box per sample (torchvision's rules: ``RandomResizedCrop``, ``RandomCrop``, ``CenterCrop``),
-then crops and resizes the whole batch at once with PIL's bilinear filter (antialiased when shrinking, as
-torchvision's ``resized_crop`` of a PIL image: crop first, then resize), and optionally flips. All randomness comes
+A view draws one crop box per sample for the whole batch at once (torchvision's rules: ``RandomResizedCrop``,
+``RandomCrop``, ``CenterCrop``), crops and resizes each sample on the pixels' device with PIL's bilinear filter
+(antialiased when shrinking, as torchvision's ``resized_crop`` of a PIL image: crop first, then resize), and flips
+the batch. All randomness comes
 from one CPU generator, so the same boxes are drawn whatever device the images live on.
 """
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 
 __all__ = ["View", "VIEW_KINDS", "center_crop_boxes", "crop_resize", "random_crop_boxes", "random_resized_crop_boxes"]
 
 VIEW_KINDS = ("random_resized_crop", "random_crop", "center_crop")
-CHUNK = 64  # samples cropped at once: bounds the gathered crops' memory at about CHUNK × 3 × H × W floats
 
 Boxes = torch.Tensor  # int64 N×4: top, left, height, width
 
@@ -67,44 +70,48 @@ def center_crop_boxes(sizes: torch.Tensor, size: int) -> Boxes:
     return torch.cat([corner, torch.full_like(corner, size)], 1)
 
 
-def _weights(length: torch.Tensor, out: int, span: int) -> torch.Tensor:
-    """PIL's bilinear resampling weights (N×out×span) from ``length`` source pixels (per sample) to ``out``.
-
-    Output pixel ``i`` is centred at ``(i + 0.5) * scale`` in source pixels; source pixel ``j`` gets the triangle
-    ``max(0, 1 - |j + 0.5 - centre| / s)`` with ``s = max(scale, 1)`` (antialiasing when shrinking), rows
-    normalised to sum 1 and pixels past ``length`` (padding up to ``span``) weighted 0.
-    """
-    length = length.to(torch.float64)[:, None, None]
-    scale = length / out
-    support = scale.clamp(min=1)
-    centre = (torch.arange(out, dtype=torch.float64, device=length.device)[None, :, None] + 0.5) * scale
-    j = torch.arange(span, dtype=torch.float64, device=length.device)[None, None, :]
-    w = (1 - (j + 0.5 - centre).abs() / support).clamp_(min=0) * (j < length)
-    return (w / w.sum(-1, keepdim=True)).float()
-
-
 def crop_resize(pixels: torch.Tensor, offsets: torch.Tensor, sizes: torch.Tensor, boxes: Boxes,
                 out: int) -> torch.Tensor:
-    """The ``boxes`` of packed images, each resized to ``out``×``out``: float32 N×3×out×out in 0..255.
+    """The ``boxes`` of packed images, each resized to ``out``×``out``: uint8 N×3×out×out on the pixels' device.
 
     ``pixels`` is the flat uint8 buffer of H×W×3 images starting at ``offsets`` (in pixels, i.e. bytes / 3) with
-    ``sizes`` (height, width). A box as large as the output is copied exactly; any other is resized with PIL's
-    bilinear filter (see ``_weights``), so the result is within rounding of PIL's ``crop(box).resize``.
+    ``sizes`` (height, width). A box as large as the output is copied exactly; any other is resized with the
+    antialiased bilinear filter PIL uses (``F.interpolate(antialias=True)``, on the crop in place: uint8 on the CPU,
+    float32 then rounded elsewhere), within about one grey level of PIL's ``crop(box).resize``.
     """
-    device = pixels.device
-    flat = pixels.view(-1, 3)
-    parts = []
-    for start in range(0, len(boxes), CHUNK):
-        box, off, width = (t[start:start + CHUNK].to(device) for t in (boxes, offsets, sizes[:, 1]))
-        span_h, span_w = int(box[:, 2].max()), int(box[:, 3].max())
-        rows = torch.minimum(torch.arange(span_h, device=device)[None], box[:, 2:3] - 1) + box[:, 0:1]  # n×span_h
-        cols = torch.minimum(torch.arange(span_w, device=device)[None], box[:, 3:4] - 1) + box[:, 1:2]  # n×span_w
-        index = off[:, None, None] + rows[:, :, None] * width[:, None, None] + cols[:, None, :]
-        crops = flat[index].permute(0, 3, 1, 2).float()  # n×3×span_h×span_w, padded by repeating the edge
-        wy = _weights(box[:, 2], out, span_h)[:, None]  # n×1×out×span_h
-        wx = _weights(box[:, 3], out, span_w)[:, None]  # n×1×out×span_w
-        parts.append(wy @ crops @ wx.transpose(-1, -2))
-    return torch.cat(parts)
+    x = torch.empty((len(boxes), out, out, 3), dtype=torch.uint8, device=pixels.device)
+    with _one_thread() if pixels.device.type == "cpu" else contextlib.nullcontext():
+        _crop_resize_into(x, pixels, offsets, sizes, boxes, out)
+    return x.permute(0, 3, 1, 2)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
+    """Run the enclosed torch ops on one CPU thread: one image is too little work to split (with several threads
+    on a busy CPU, resizing a 224-px crop takes about 10× longer)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _crop_resize_into(x: torch.Tensor, pixels: torch.Tensor, offsets: torch.Tensor, sizes: torch.Tensor,
+                      boxes: Boxes, out: int) -> None:
+    """``crop_resize`` into ``x`` (N×out×out×3)."""
+    for i, ((top, left, h, w), start, (height, width)) in enumerate(zip(boxes.tolist(), offsets.tolist(),
+                                                                        sizes.tolist())):
+        image = pixels[start * 3:(start + height * width) * 3].view(height, width, 3)
+        crop = image[top:top + h, left:left + w]
+        if (h, w) == (out, out):
+            x[i] = crop
+            continue
+        crop = crop.permute(2, 0, 1)[None]  # a channels-last view: no copy
+        if pixels.device.type != "cpu":
+            crop = crop.float()
+        resized = F.interpolate(crop, size=(out, out), mode="bilinear", align_corners=False, antialias=True)[0]
+        x[i] = (resized.round().clamp_(0, 255) if resized.is_floating_point() else resized).permute(1, 2, 0)
 
 
 @dataclass(frozen=True)
@@ -116,11 +123,6 @@ class View:
     hflip: bool = False
     scale: tuple[float, float] = (0.08, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
-
-    @property
-    def random(self) -> bool:
-        """Whether the view draws anything from a generator."""
-        return self.kind != "center_crop" or self.hflip
 
     def boxes(self, sizes: torch.Tensor, generator: torch.Generator | None) -> Boxes:
         """One crop box per (height, width) in ``sizes`` (a CPU tensor)."""
@@ -138,7 +140,7 @@ class View:
     def apply(self, pixels: torch.Tensor, offsets: torch.Tensor, sizes: torch.Tensor, boxes: Boxes,
               flips: torch.Tensor | None) -> torch.Tensor:
         """The drawn views of packed images as uint8 N×3×size×size on the pixels' device."""
-        x = crop_resize(pixels, offsets, sizes, boxes, self.size).round_().clamp_(0, 255).to(torch.uint8)
+        x = crop_resize(pixels, offsets, sizes, boxes, self.size)
         if flips is not None:
             x = torch.where(flips.to(x.device)[:, None, None, None], x.flip(-1), x)
         return x
