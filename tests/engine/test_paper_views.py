@@ -45,6 +45,13 @@ def test_a_run_trains_on_random_resized_crops_of_images_kept_at_their_aspect_rat
     results = json.loads((tmp_path / "r" / "results.json").read_text())
     assert results["data"]["image_size"] == [32, 32] and results["test"]["n"] == 16
     assert yaml.safe_load((tmp_path / "r" / "config.yaml").read_text())["data"]["crop_scale"] == [0.08, 1.0]
+    card = json.loads((tmp_path / "r" / "model.json").read_text())
+    assert card["data"]["storage_size"] == 36 and card["data"]["image_size"] == [32, 32]
+    # evaluate of the export sees the run's test view: centre crops of the images stored at 36 px
+    assert main(["evaluate", "--arch", "cifar_resnet20", "--checkpoint", str(tmp_path / "r" / "model.pt"), "--data",
+                 str(mixed_folder), "--steps", "2", "--json", str(tmp_path / "e.json")]) == 0
+    assert "centre crops of images resized to 36 px on the shorter side" in capsys.readouterr().out
+    assert json.loads((tmp_path / "e.json").read_text())["clean_acc"] == results["test"]["clean_acc"]
 
 
 @pytest.mark.parametrize("extra,match", [

@@ -168,6 +168,9 @@ def read_card(checkpoint: str | Path) -> dict[str, Any] | None:
         if size is not None and not (isinstance(size, list) and len(size) == 2
                                      and all(isinstance(v, int) and v > 0 for v in size)):
             problems.append("data.image_size")
+        storage = data.get("storage_size")
+        if storage is not None and not (isinstance(storage, int) and storage >= max(size or [1])):
+            problems.append("data.storage_size")
         if data.get("classes") is not None and not (isinstance(card.get("classes"), list)
                                                     and all(isinstance(c, str) for c in card["classes"])):
             problems.append("classes")
@@ -311,8 +314,10 @@ def data_record(cfg: RunConfig, train: ArrayDataset | PackedDataset) -> dict[str
             f"data.split_seed={d.split_seed}, disjoint from train and val (evaluate --test-fraction "
             f"{d.test_fraction:g} --split-seed {d.split_seed})" if d.test_fraction is not None
             else "the dataset's own test split")
-    size = [train.size] * 2 if isinstance(train, PackedDataset) else list(train.x.shape[-2:])
-    return {"image_size": size, "classes": d.classes, "test_split": test}
+    if isinstance(train, PackedDataset):  # crops of images kept at their aspect ratio: evaluate needs both sizes
+        return {"image_size": [train.size] * 2, "storage_size": d.storage_size, "classes": d.classes,
+                "test_split": test}
+    return {"image_size": list(train.x.shape[-2:]), "classes": d.classes, "test_split": test}
 
 
 def _test(model: nn.Module, cfg: RunConfig, eps: float, device: torch.device, source: nn.Module | None
