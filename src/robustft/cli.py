@@ -361,10 +361,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """List registered architectures."""
-    from .models import list_models
+    """List registered architectures and every published-weights tag with its source (markdown: the docs' table)."""
+    from .models import KNOWN_WEIGHTS, list_models
+    from .models.hub import weights_table
 
-    print("\n".join(list_models()))
+    if args.format == "markdown":
+        print(weights_table(), end="")
+        return 0
+    print("architectures:\n" + "\n".join(f"  {name}" for name in list_models()))
+    print("published weights (arch.tag: file, sha256, layout, what, source):")
+    for name, w in KNOWN_WEIGHTS.items():
+        print(f"  {name}: {w.url}, sha256 {w.sha256 or 'none (' + w.checksum_note + ')'}, {w.layout}; "
+              f"{w.description}; {w.source}")
     return 0
 
 
@@ -469,7 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output file, .safetensors or .pt; the card goes beside it with .json")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("models", help="list architectures")
+    p = sub.add_parser("models", help="list architectures and published weights (arch.tag) with their sources")
+    p.add_argument("--format", choices=["text", "markdown"], default="text",
+                   help="markdown: the weights table of docs/models.md")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("config", help="every config key: type, default, range and help (--method: its options too)")
