@@ -3,6 +3,7 @@ and the ``config.json`` of Hugging Face hub model directories."""
 
 import json
 import os
+import sys
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,7 +213,8 @@ def fetch_weights(name: str) -> Path:
     try:
         # Downloads to a temporary file beside `path`, checks the hash prefix (the whole sha256 here) and renames it,
         # so an interrupted or corrupt download leaves nothing.
-        torch.hub.download_url_to_file(weights.url, str(path), hash_prefix=weights.sha256, progress=True)
+        torch.hub.download_url_to_file(weights.url, str(path), hash_prefix=weights.sha256,
+                                       progress=sys.stderr.isatty())
     except OSError as err:  # includes urllib's URLError / HTTPError
         raise UserError(f"could not download the {name} weights from {weights.url} ({err}); {manual}") from err
     except RuntimeError as err:  # torch.hub's hash mismatch
