@@ -355,7 +355,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     out = export_plain(args.run, args.out)
     stats = read_card(out)["normalize"]
-    print(f"wrote {out} and {out.with_suffix('.json')}; normalize inputs in [0,1] outside the model first: "
+    config = f", {out.parent / 'config.json'}" if not args.out.suffix else ""
+    print(f"wrote {out}{config} and {out.with_suffix('.json')}; normalize inputs in [0,1] outside the model first: "
           f"mean {','.join(f'{v:g}' for v in stats['mean'])}, std {','.join(f'{v:g}' for v in stats['std'])}")
     return 0
 
@@ -474,7 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "timm-style code (no normalize.* keys), its normalization in a card beside it")
     p.add_argument("run", help="finished run directory (or its exported model.pt)")
     p.add_argument("--out", type=Path, required=True,
-                   help="output file, .safetensors or .pt; the card goes beside it with .json")
+                   help="output file, .safetensors or .pt (the card goes beside it with .json), or a directory "
+                        "(no suffix): a timm / HF hub model directory (model.safetensors, timm config.json, card)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("models", help="list architectures and published weights (arch.tag) with their sources")

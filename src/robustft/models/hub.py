@@ -13,8 +13,8 @@ import torch
 
 from robustft.errors import UserError
 
-__all__ = ["PretrainedWeights", "KNOWN_WEIGHTS", "LAYOUTS", "weights_table", "cache_dir", "cached_path", "fetch_weights",
-           "HubConfig", "read_hub_config"]
+__all__ = ["PretrainedWeights", "KNOWN_WEIGHTS", "LAYOUTS", "weights_table", "cache_dir", "cached_path",
+           "fetch_weights", "HubConfig", "read_hub_config"]
 
 
 Layout = Literal["robustness", "timm", "robustbench"]

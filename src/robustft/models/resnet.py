@@ -173,7 +173,7 @@ def resnet50(**kwargs) -> ResNet:
 
 @register_model
 def wide_resnet50_2(**kwargs) -> ResNet:
-    """Wide ResNet-50-2, torchvision layout (68.9M parameters with 1000 classes); MadryLab robust weights load into it."""
+    """Wide ResNet-50-2, torchvision layout (68.9M parameters with 1000 classes); MadryLab robust weights load."""
     return _create_resnet("wide_resnet50_2", block=WideBottleneck, layers=(3, 4, 6, 3), **kwargs)
 
 
