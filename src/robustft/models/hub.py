@@ -1,5 +1,5 @@
 """Published checkpoints: known robust weights addressed by timm-style ``arch.tag`` names and their download cache,
-and the ``config.json`` of Hugging Face hub model directories."""
+``hf-hub:OWNER/REPO`` names resolved through ``huggingface_hub``, and the ``config.json`` of hub model directories."""
 
 import json
 import os
@@ -12,9 +12,10 @@ from typing import Any, Literal
 import torch
 
 from robustft.errors import UserError
+from robustft.models.checkpoint import HUB_WEIGHT_FILES
 
 __all__ = ["PretrainedWeights", "KNOWN_WEIGHTS", "LAYOUTS", "weights_table", "cache_dir", "cached_path",
-           "fetch_weights", "HubConfig", "read_hub_config"]
+           "fetch_weights", "HF_HUB_PREFIX", "hf_hub_directory", "HubConfig", "read_hub_config"]
 
 
 Layout = Literal["robustness", "timm", "robustbench"]
@@ -229,6 +230,55 @@ def fetch_weights(name: str) -> Path:
     return path
 
 
+HF_HUB_PREFIX = "hf-hub:"
+
+
+def hf_hub_directory(name: str) -> Path:
+    """The local snapshot directory of ``hf-hub:OWNER/REPO[@REVISION]`` holding its ``config.json`` (if it has one)
+    and its weights (``HUB_WEIGHT_FILES``, the first the repo has), downloaded through ``huggingface_hub``.
+
+    Everything is that library's own behaviour: its cache (``HF_HUB_CACHE`` / ``HF_HOME``, shared with timm and
+    transformers), offline mode (``HF_HUB_OFFLINE=1``: the cache only), mirrors (``HF_ENDPOINT``) and tokens
+    (``HF_TOKEN`` or ``hf auth login``) for gated or private repos."""
+    try:
+        from huggingface_hub import constants, errors, hf_hub_download
+    except ImportError:
+        raise UserError(f"{name}: hf-hub: names need the huggingface_hub package: pip install 'robustft[hub]'") from None
+    repo, _, revision = name.removeprefix(HF_HUB_PREFIX).partition("@")
+    where = f"{repo}{'@' + revision if revision else ''} on {constants.ENDPOINT}"
+    offline = " (HF_HUB_OFFLINE is set: only the Hugging Face cache is read, and it lacks them)" \
+        if constants.HF_HUB_OFFLINE else ""
+
+    def download(filename: str) -> Path | None:
+        """The cached path of ``filename`` in the repo, None when the repo (or, offline, the cache) has none."""
+        try:
+            return Path(hf_hub_download(repo, filename, revision=revision or None))
+        except errors.LocalEntryNotFoundError:  # not cached, and offline or the hub unreachable
+            if constants.HF_HUB_OFFLINE:
+                return None
+            raise
+        except errors.EntryNotFoundError:
+            return None
+
+    try:
+        weights = next((path for file in HUB_WEIGHT_FILES if (path := download(file)) is not None), None)
+        if weights is not None:
+            download("config.json")
+    except errors.HFValidationError as err:
+        raise UserError(f"{name} is not a Hugging Face repo name (hf-hub:OWNER/REPO[@REVISION]): {err}") from None
+    except errors.RevisionNotFoundError:
+        raise UserError(f"{where} has no revision {revision!r}") from None
+    except errors.RepositoryNotFoundError:  # also gated and private repos without a token
+        raise UserError(f"{where} does not exist or needs access: for a gated or private repo set HF_TOKEN "
+                        f"(or run `hf auth login`)") from None
+    except OSError as err:  # HfHubHTTPError and connection errors
+        raise UserError(f"could not reach {where} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                        f"); set HF_ENDPOINT for a mirror, or HF_HUB_OFFLINE=1 to use the cache only") from None
+    if weights is None:
+        raise UserError(f"{where} has none of {', '.join(HUB_WEIGHT_FILES)}{offline}")
+    return weights.parent
+
+
 MAX_CONFIG_BYTES = 16 << 20  # a timm config.json is a few kB, with 21k label names a few MB
 
 
@@ -254,11 +304,13 @@ def _triple(cfg: dict[str, Any], key: str, kind: type | tuple[type, ...], file: 
 
 
 def read_hub_config(path: str | os.PathLike) -> HubConfig | None:
-    """The ``config.json`` of the hub model directory ``path``; None when ``path`` is not one or has none.
+    """The ``config.json`` of the hub model directory ``path`` (or ``hf-hub:`` name); None when it has none.
 
     timm writes ``num_classes`` at the top and the preprocessing (``mean``, ``std``, ``input_size``) under
     ``pretrained_cfg``; older exports put everything at the top (timm ``_hub.py::_parse_model_cfg`` reads both).
     """
+    if str(path).startswith(HF_HUB_PREFIX):
+        path = hf_hub_directory(str(path))
     file = Path(path) / "config.json"
     if not file.is_file():
         return None

@@ -18,7 +18,7 @@ from torch import Tensor
 from robustft.errors import UserError
 from robustft.models.base import ImageClassifier
 from robustft.models.checkpoint import from_timm_layout, load_state_dict_into, load_weights, read_state_dict
-from robustft.models.hub import KNOWN_WEIGHTS, fetch_weights, read_hub_config
+from robustft.models.hub import HF_HUB_PREFIX, KNOWN_WEIGHTS, fetch_weights, hf_hub_directory, read_hub_config
 from robustft.models.normalization import NormSpec, resolve_normalization, set_normalization
 from robustft.schema import coerce_value, type_name
 
@@ -167,7 +167,8 @@ def load_model(
 ) -> ImageClassifier:
     """Build ``arch`` and load ``checkpoint`` (any format ``read_state_dict`` reads) strictly into it.
 
-    A tagged ``arch`` without a ``checkpoint`` loads the tag's published weights (downloaded once). A hub model
+    A tagged ``arch`` without a ``checkpoint`` loads the tag's published weights (downloaded once); a ``checkpoint``
+    ``hf-hub:OWNER/REPO[@REVISION]`` is downloaded through ``huggingface_hub`` (``hub.hf_hub_directory``). A hub model
     directory's ``config.json`` supplies ``num_classes``, mean/std and the input size (``pretrained_cfg.input_size``)
     where they are not given. ``num_classes=None`` takes the class count from the checkpoint's head.
     ``normalization=None`` keeps the checkpoint's ``normalize`` buffers, or assumes the architecture default when it
@@ -177,6 +178,8 @@ def load_model(
     published = _weights_name(base, tag, pretrained=True) if checkpoint is None and tag else None
     if published:
         checkpoint = fetch_weights(published)
+    elif str(checkpoint).startswith(HF_HUB_PREFIX):
+        checkpoint = hf_hub_directory(str(checkpoint))
     hub = read_hub_config(checkpoint) if checkpoint is not None else None
     if hub is not None:
         num_classes = hub.num_classes if num_classes is None else num_classes
