@@ -155,6 +155,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-arg", action="append", type=_model_arg, default=None, metavar="KEY=VALUE",
                    help="architecture option passed to its constructor, value parsed as YAML (e.g. width=4, "
                         "final_bn=false); repeatable; overrides an export card's model.options")
+    p.add_argument("--adapter", default=None,
+                   help="adapter-only export (robustft export --adapter-only) to attach to --checkpoint, its base")
 
 
 def _load_model(args: argparse.Namespace, data_classes: int):
@@ -165,6 +167,12 @@ def _load_model(args: argparse.Namespace, data_classes: int):
     if num_classes < data_classes:
         raise UserError(f"--num-classes {num_classes} is fewer than the {data_classes} classes of the data, whose "
                         f"labels index the model's outputs")
+    if args.adapter:  # the base keeps its own head; the adapter file brings the fine-tuned one
+        from .engine.adapters import load_adapters
+
+        base = load_exported_model(args.arch, args.checkpoint, normalization=args.normalization,
+                                   **dict(args.model_arg or []))
+        return load_adapters(base, args.adapter)
     return load_exported_model(args.arch, args.checkpoint, num_classes=num_classes, normalization=args.normalization,
                                **dict(args.model_arg or []))
 
@@ -349,9 +357,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """A finished run's model as a plain state dict without normalize.* keys, with a card stating the normalization."""
+    """A finished run's model as a plain state dict without normalize.* keys, with a card stating the normalization;
+    or, with --adapter-only, its LoRA factors / adapters and head alone."""
     from .engine import export_plain
     from .engine.run import read_card
+
+    if args.adapter_only:
+        from .engine.adapters import export_adapters
+
+        out = export_adapters(args.run, args.out)
+        print(f"wrote {out} and {out.with_suffix('.json')}: load them onto the base with robustft evaluate "
+              f"--checkpoint BASE --adapter {out}")
+        return 0
 
     out = export_plain(args.run, args.out)
     stats = read_card(out)["normalize"]
@@ -474,6 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="a finished run's model as a plain state dict that loads into torchvision/"
                                       "timm-style code (no normalize.* keys), its normalization in a card beside it")
     p.add_argument("run", help="finished run directory (or its exported model.pt)")
+    p.add_argument("--adapter-only", action="store_true",
+                   help="only the LoRA factors / adapters and the head of a RoLI-style run, with an adapter card")
     p.add_argument("--out", type=Path, required=True,
                    help="output file, .safetensors or .pt (the card goes beside it with .json), or a directory "
                         "(no suffix): a timm / HF hub model directory (model.safetensors, timm config.json, card)")

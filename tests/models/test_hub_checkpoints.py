@@ -149,7 +149,8 @@ def _hf_cache(cache: Path, repo: str, weights: str = "model.safetensors", num_cl
 def test_hf_hub_name_loads_from_the_huggingface_cache_offline(tmp_path, npz_data):
     """A child process, so huggingface_hub reads HF_HUB_CACHE and HF_HUB_OFFLINE as users set them."""
     _hf_cache(tmp_path / "hf", "someone/robust-r20")
-    env = {**run_env(), "HF_HUB_CACHE": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "HF_ENDPOINT": "http://127.0.0.1:9"}
+    env = {**run_env(), "HF_HUB_CACHE": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1",
+           "HF_ENDPOINT": "http://127.0.0.1:9"}  # no network: a request would fail
     proc = subprocess.run([sys.executable, "-m", "robustft.cli", "evaluate", "--arch", "cifar_resnet20", "--checkpoint",
                            "hf-hub:someone/robust-r20", "--data", str(npz_data), "--steps", "1", "--json",
                            str(tmp_path / "r.json")], env=env, capture_output=True, text=True)

@@ -243,7 +243,8 @@ def hf_hub_directory(name: str) -> Path:
     try:
         from huggingface_hub import constants, errors, hf_hub_download
     except ImportError:
-        raise UserError(f"{name}: hf-hub: names need the huggingface_hub package: pip install 'robustft[hub]'") from None
+        raise UserError(f"{name}: hf-hub: names need the huggingface_hub package: "
+                        f"pip install 'robustft[hub]'") from None
     repo, _, revision = name.removeprefix(HF_HUB_PREFIX).partition("@")
     where = f"{repo}{'@' + revision if revision else ''} on {constants.ENDPOINT}"
     offline = " (HF_HUB_OFFLINE is set: only the Hugging Face cache is read, and it lacks them)" \
