@@ -15,7 +15,7 @@ from robustft.models.hub import LAYOUTS, PretrainedWeights, cached_path, weights
 from support import error_line
 
 ROOT = Path(__file__).resolve().parents[2]
-# Options that shrink each tagged architecture to a few thousand parameters with the same key names.
+# Options that shrink each tagged ImageNet architecture to a few thousand parameters with the same key names.
 TINY = {
     "resnet18": dict(widths=(4, 4, 4, 4)),
     "resnet50": dict(widths=(4, 4, 4, 4)),
@@ -30,7 +30,7 @@ def _published_file(path: Path, name: str, weights: PretrainedWeights) -> torch.
     """Write a tiny network of ``name``'s architecture to ``path`` in the layout its publisher ships; return it."""
     arch = name.partition(".")[0]
     torch.manual_seed(0)
-    model = create_model(arch, 1000, normalization=weights.normalization, **TINY[arch]).eval()
+    model = create_model(arch, weights.num_classes, normalization=weights.normalization, **TINY.get(arch, {})).eval()
     network = {k: v for k, v in model.state_dict().items() if not k.startswith("normalize.")}
     if weights.layout == "robustness":  # robustness' AttackerModel under DataParallel: the network twice
         mean, std = model.normalize.mean.reshape(3, 1, 1), model.normalize.std.reshape(3, 1, 1)
@@ -70,7 +70,7 @@ def test_tag_loads_its_published_layout_from_the_cache(name, tmp_path, monkeypat
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", download)
     arch = name.partition(".")[0]
-    model = create_model(name, pretrained=True, **TINY[arch]).eval()
+    model = create_model(name, pretrained=True, **TINY.get(arch, {})).eval()
     x = torch.rand(2, 3, *source.pretrained_cfg.input_size[1:])
     with torch.no_grad():
         torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)

@@ -9,7 +9,8 @@ mean-pooled tokens. ``relative_position_index`` and ``attn_mask`` are persistent
 checkpoints load strictly as they are. ``checkpoint_filter_fn`` (the model's ``ModelCfg.checkpoint_filter``) maps
 timm >= 0.9 checkpoints onto this layout, inverting timm's ``swin_transformer.checkpoint_filter_fn`` renaming
 (downsample at the start of stages 1..n-1, ``head.fc``, no buffers), and fills missing buffers from the model (they
-are constants); ``robustft.models.checkpoint`` unwraps ARES/RobustBench files before it runs.
+are constants); ``robustft.models.checkpoint`` unwraps ARES/RobustBench files before it runs. ``to_timm_fn`` is its
+inverse, for exports that strict-load into timm >= 0.9 (``robustft.models.export``).
 ``swin`` is a tiny 32-px variant that trains on a CPU.
 """
 
