@@ -1,27 +1,17 @@
 """`robustft datasets`: every name with its classes, split sizes, source and licence; docs/datasets.md holds its
 table. Run this file (``PYTHONPATH=src python tests/test_datasets_cmd.py``) to rewrite the table."""
 
-import contextlib
-import io
 import re
-import shlex
 from pathlib import Path
 
 from robustft.cli import main
 from robustft.data.catalog import CATALOG, CORRUPTIONS
+from test_config_cmd import generated
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "datasets.md"
 BLOCK = re.compile(r"<!-- (robustft datasets[^>]*?): begin -->\n(.*?)<!-- robustft datasets: end -->", re.S)
 REGENERATE = "PYTHONPATH=src python tests/test_datasets_cmd.py"
-
-
-def generated(command: str) -> str:
-    """What ``command`` (``robustft datasets ...``) prints."""
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        assert main(shlex.split(command)[1:]) == 0, command
-    return out.getvalue()
 
 
 def regenerate(text: str) -> str:
@@ -44,7 +34,7 @@ def test_every_name_is_listed_with_classes_sizes_source_and_licence(capsys):
 def test_the_docs_table_matches_the_command():
     text = DOC.read_text()
     assert BLOCK.search(text), "docs/datasets.md lost its generated table"
-    assert regenerate(text) == text, f"docs/datasets.md: the dataset table is out of date; rewrite it with `{REGENERATE}`"
+    assert regenerate(text) == text, f"docs/datasets.md: the table is out of date; rewrite it with `{REGENERATE}`"
 
 
 if __name__ == "__main__":

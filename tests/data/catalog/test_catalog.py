@@ -1,6 +1,6 @@
-"""The named datasets, each from a tiny copy of its official archives: the published file names, list files and ``.mat`` / ``.txt``
-annotations, with small JPEGs whose red channel encodes their label (10 * label) so every test can check that each
-image decodes under the label its list gives it."""
+"""The named datasets, each from a tiny copy of its official archives: the published file names, list files and
+``.mat`` / ``.txt`` annotations, with small JPEGs whose red channel encodes their label (10 * label) so every test
+can check that each image decodes under the label its list gives it."""
 
 import hashlib
 import io

@@ -23,7 +23,8 @@ CATALOG = {card.name: card for card in (
     Card("cifar100", "CIFAR-100 (fine labels)", 100, {"train": 50000, "test": 10000},
          "https://www.cs.toronto.edu/~kriz/cifar.html", "no licence stated by the authors",
          f"official train / test; {_ARRAYS}", lambda o: cifar100(o.root, o.download)),
-    Card("svhn", "SVHN (cropped digits)", 10, {"train": 73257, "test": 26032}, "http://ufldl.stanford.edu/housenumbers/",
+    Card("svhn", "SVHN (cropped digits)", 10, {"train": 73257, "test": 26032},
+         "http://ufldl.stanford.edu/housenumbers/",
          "non-commercial use only", f"official train / test (no extra); {_ARRAYS}", lambda o: svhn(o.root, o.download)),
     CALTECH256, CUB200, STANFORD_DOGS, DTD, STL10, TINYIMAGENET, FLOWERS102, OXFORD_PETS, FGVC_AIRCRAFT,
     CALTECH101, FOOD101, IMAGENET,
@@ -47,7 +48,8 @@ def table(markdown: bool = False) -> str:
              for c in CORRUPTIONS.values()]
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-        return "\n".join(lines + ["| " + " | ".join(cell.replace("|", "\\|") for cell in r) + " |" for r in rows]) + "\n"
+        cells = [[cell.replace("|", "\\|") for cell in r] for r in rows]
+        return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells]) + "\n"
     return "\n\n".join("\n".join(f"{key:>8}: {value}" for key, value in zip(header, r, strict=True))
                        for r in rows) + "\n"
 

@@ -50,10 +50,10 @@ def caltech256(opts: Options) -> Source:
     """Caltech-256 (257 classes with clutter) from ``<root>/caltech256/256_ObjectCategories``, RoLI's split."""
     folder = opts.root / "caltech256"
     fetch(folder, "Caltech-256", {CALTECH256_REMOTE: ["256_ObjectCategories"],
-                                  **{r: [Path(r.url).name] for r in ROLI_SPLITS.values()}}, opts.download)
+                                  **{r: [r.name] for r in ROLI_SPLITS.values()}}, opts.download)
     base = folder / "256_ObjectCategories"
     classes = sorted(p.name for p in base.iterdir() if p.is_dir())
-    files = {split: _roli_split(folder / Path(r.url).name, base, classes) for split, r in ROLI_SPLITS.items()}
+    files = {split: _roli_split(folder / r.name, base, classes) for split, r in ROLI_SPLITS.items()}
     return listed_source("caltech256", base, classes, files, opts)
 
 
@@ -80,7 +80,8 @@ CALTECH256 = Card(
     caltech256)
 CALTECH101 = Card(
     "caltech101", "Caltech-101", 101, {"train": 3030, "test": 5647},
-    "https://data.caltech.edu/records/mzrjq-6wc02", "CC BY 4.0 (CaltechDATA)",
-    f"no official split: {CALTECH101_TRAIN_PER_CLASS} random training images per class (torch.randperm, "
-    f"seed {CALTECH101_SPLIT_SEED}, class by class in sorted order), the rest test; val carved from train",
+    "https://data.caltech.edu/records/mzrjq-6wc02 (downloaded from torchvision's Google Drive copy, same md5)",
+    "CC BY 4.0 (CaltechDATA)",
+    f"no official split: {CALTECH101_TRAIN_PER_CLASS} random training images per class (torch.randperm, seed "
+    f"{CALTECH101_SPLIT_SEED}, class by class in sorted order), the rest test; val carved from train",
     caltech101)

@@ -31,7 +31,8 @@ def tinyimagenet(opts: Options) -> Source:
     labels in val_annotations.txt) as the test split; classes are the sorted wnids."""
     folder = opts.root / "tinyimagenet"
     base_name = "tiny-imagenet-200"
-    fetch(folder, "Tiny-ImageNet", {TINY_REMOTE: [f"{base_name}/{f}" for f in ("wnids.txt", "train", "val")]}, opts.download)
+    fetch(folder, "Tiny-ImageNet", {TINY_REMOTE: [f"{base_name}/{f}" for f in ("wnids.txt", "train", "val")]},
+          opts.download)
     base = folder / base_name
     classes = sorted(read_lines(base / "wnids.txt"))
     label = {c: i for i, c in enumerate(classes)}

@@ -1,6 +1,7 @@
 """STL-10's labelled splits from the official binaries (``stl10_binary/{train,test}_{X,y}.bin``); the unlabelled
 100k images are not loaded."""
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ def stl10(opts: Options) -> Source:
     fetch(folder, "STL-10", {STL10_REMOTE: [f"stl10_binary/{n}" for n in names]}, opts.download)
     base = folder / "stl10_binary"
     classes = read_lines(base / "class_names.txt")
-    return Source("stl10", classes, {split: (lambda s=split: _split(base, s, len(classes)))
+    return Source("stl10", classes, {split: functools.partial(_split, base, split, len(classes))
                                      for split in ("train", "test")})
 
 
