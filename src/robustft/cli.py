@@ -409,7 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the CIFAR-10-C parameters unless --corruption-dir")
     p.add_argument("--severity", default="all", help="corruption severities: all | 1-5 | 3 | 1,3,5")
     p.add_argument("--corruption-dir", default=None,
-                   help="published CIFAR-10-C-style directory (<name>.npy + labels.npy) to evaluate instead "
+                   help="published CIFAR-10-C-style directory (<name>.npy + labels.npy) to evaluate instead, or a "
+                        "benchmark's name (cifar10_c, cifar100_c, tinyimagenet_c: fetched into the data root) "
                         "(--n then subsets each severity)")
     p.set_defaults(func=cmd_evaluate)
 
