@@ -369,20 +369,34 @@ def test_pretrain_data_imagenet_trains_from_the_local_folder(tmp_path, monkeypat
 # ---------------------------------------------------------------------------------------------------------------
 # corruption benchmarks by name
 # ---------------------------------------------------------------------------------------------------------------
-def test_cifar10_c_by_name_is_fetched_into_the_data_root(tmp_path, monkeypatch):
-    images = np.arange(5 * 4 * 32 * 32 * 3, dtype=np.int64).astype(np.uint8).reshape(20, 32, 32, 3)
+def serve_cifar10_c(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fog: np.ndarray) -> None:
+    """CIFAR-10-C.tar holding ``fog.npy`` (5 severities stacked) and ``labels.npy``, served as ``cifar10_c``."""
     files = {}
-    for name, array in (("CIFAR-10-C/fog.npy", images), ("CIFAR-10-C/labels.npy", np.arange(20) % 10)):
+    for name, array in (("CIFAR-10-C/fog.npy", fog), ("CIFAR-10-C/labels.npy", np.arange(len(fog)) % 10)):
         out = io.BytesIO()
         np.save(out, array)
         files[name] = out.getvalue()
     card = CORRUPTIONS["cifar10_c"]
     monkeypatch.setitem(CORRUPTIONS, "cifar10_c", type(card)(**{**card.__dict__,
                                                                 "remote": pack(files, tmp_path / "CIFAR-10-C.tar")}))
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # where no directory is called cifar10_c
+
+
+def test_cifar10_c_by_name_is_fetched_into_the_data_root(tmp_path, monkeypatch):
+    images = np.arange(5 * 4 * 32 * 32 * 3, dtype=np.int64).astype(np.uint8).reshape(20, 32, 32, 3)
+    serve_cifar10_c(tmp_path, monkeypatch, images)
     ds = load_corrupted("cifar10_c", "fog", 2)
     assert torch.equal(ds.x, torch.from_numpy(images[4:8]).permute(0, 3, 1, 2))
     assert (default_data_root() / "CIFAR-10-C" / "labels.npy").is_file()
+
+
+def test_evaluate_corruption_dir_by_name(tmp_path, monkeypatch, npz_data, ckpt, capsys):
+    serve_cifar10_c(tmp_path, monkeypatch, np.zeros((10, 32, 32, 3), np.uint8))
+    argv = ["evaluate", "--arch", "cifar_resnet20", "--checkpoint", str(ckpt), "--data", str(npz_data),
+            "--corruptions", "all", "--severity", "3", "--corruption-dir", "cifar10_c", "--json", "r.json"]
+    assert main(argv) == 0, capsys.readouterr().err
+    record = json.loads((tmp_path / "r.json").read_text())["corruptions"]
+    assert list(record["accuracy"]) == ["fog"] and record["source"] == "cifar10_c"
 
 
 def test_a_corruption_set_as_data_points_to_corruption_dir(capsys):
