@@ -58,9 +58,9 @@ def _download(remote: Remote, dest: Path) -> None:
         raise ValueError(f"md5 {md5.hexdigest()} != expected {remote.md5}")
 
 
-def _extract(archive: Path, staging: Path) -> None:
-    """Unpack a tar (any compression) or zip into ``staging``, refusing members that would land outside it."""
-    if zipfile.is_zipfile(archive):
+def _extract(archive: Path, staging: Path, *, zipped: bool) -> None:
+    """Unpack a zip or a tar (any compression) into ``staging``, refusing members that would land outside it."""
+    if zipped:
         with zipfile.ZipFile(archive) as zf:
             for name in zf.namelist():
                 if Path(name).is_absolute() or ".." in Path(name).parts:
@@ -80,7 +80,7 @@ def _fetch(remote: Remote, root: Path, files: list[str]) -> None:
         if remote.is_archive:
             archive = staging / ".archive"  # a name no member can collide with
             _download(remote, archive)
-            _extract(archive, staging)
+            _extract(archive, staging, zipped=remote.name.endswith(".zip"))
         else:
             (staging / files[0]).parent.mkdir(parents=True, exist_ok=True)
             _download(remote, staging / files[0])

@@ -284,6 +284,16 @@ def test_a_remote_without_published_checksum_is_used_with_a_warning(tmp_path, mo
     assert "no published checksum" in caplog.text
 
 
+def test_a_zip_member_escaping_the_data_root_is_refused(tmp_path, monkeypatch):
+    remote = pack({"tiny-imagenet-200/wnids.txt": text(["n1"]), "../evil": b"x"}, tmp_path / "tiny-imagenet-200.zip")
+    monkeypatch.setattr(imagenet, "TINY_REMOTE", remote)
+    root = tmp_path / "deep" / "root"
+    root.mkdir(parents=True)
+    with pytest.raises(UserError, match="outside"):
+        load_dataset("tinyimagenet", root=root)
+    assert [p for p in (tmp_path / "deep").rglob("*") if not p.is_dir()] == []
+
+
 def test_missing_without_download_says_what_to_fetch(tmp_path):
     with pytest.raises(UserError) as err:
         load_dataset("cub200", root=tmp_path, download=False)
