@@ -75,13 +75,13 @@ def caltech101(opts: Options) -> Source:
 
 CALTECH256 = Card(
     "caltech256", "Caltech-256", 257, {"train": 14649, "val": 771, "test": 15187},
-    "https://data.caltech.edu/records/nyy15-4j048", "CC BY 4.0 (CaltechDATA)",
+    "https://data.caltech.edu/records/nyy15-4j048", "CC BY 4.0 (as listed on CaltechDATA)",
     "RoLI's train/val/test JSON split (DongXzz/RoLI data_splits/caltech256, pinned commit, md5-checked)",
     caltech256)
 CALTECH101 = Card(
     "caltech101", "Caltech-101", 101, {"train": 3030, "test": 5647},
     "https://data.caltech.edu/records/mzrjq-6wc02 (downloaded from torchvision's Google Drive copy, same md5)",
-    "CC BY 4.0 (CaltechDATA)",
+    "CC BY 4.0 (as listed on CaltechDATA)",
     f"no official split: {CALTECH101_TRAIN_PER_CLASS} random training images per class (torch.randperm, seed "
     f"{CALTECH101_SPLIT_SEED}, class by class in sorted order), the rest test; val carved from train",
     caltech101)

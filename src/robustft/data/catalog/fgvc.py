@@ -96,8 +96,8 @@ def fgvc_aircraft(opts: Options) -> Source:
 
 
 CUB200 = Card("cub200", "CUB-200-2011", 200, {"train": 5994, "test": 5794},
-              "https://data.caltech.edu/records/65de6-vp158", "non-commercial research and education (Caltech terms; "
-              "images from Flickr)", "official train_test_split.txt; val carved from train", cub200)
+              "https://data.caltech.edu/records/65de6-vp158", "no licence stated in the release (images from Flickr, "
+              "© their owners; research use)", "official train_test_split.txt; val carved from train", cub200)
 STANFORD_DOGS = Card("stanford_dogs", "Stanford Dogs", 120, {"train": 12000, "test": 8580},
                      "http://vision.stanford.edu/aditya86/ImageNetDogs/ (no checksum published)",
                      "ImageNet terms: non-commercial research and education",

@@ -88,5 +88,5 @@ OXFORD_PETS = Card("oxford_pets", "Oxford-IIIT Pets", 37, {"train": 3680, "test"
                    "https://www.robots.ox.ac.uk/~vgg/data/pets/", "CC BY-SA 4.0",
                    "official trainval.txt (train) / test.txt; val carved from train", oxford_pets)
 DTD = Card("dtd", "Describable Textures (DTD)", 47, {"train": 1880, "val": 1880, "test": 1880},
-           "https://www.robots.ox.ac.uk/~vgg/data/dtd/", "research use only (images © their Flickr owners)",
+           "https://www.robots.ox.ac.uk/~vgg/data/dtd/", "research use (images from Flickr, © their owners)",
            f"official labels/{{train,val,test}}{DTD_PARTITION}.txt (partition {DTD_PARTITION})", dtd)
