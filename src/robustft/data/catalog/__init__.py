@@ -48,7 +48,7 @@ def table(markdown: bool = False) -> str:
              for c in CORRUPTIONS.values()]
     if markdown:
         lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
-        cells = [[cell.replace("|", "\\|") for cell in r] for r in rows]
+        cells = [[cell.replace("|", "\\|").replace("<", "&lt;") for cell in r] for r in rows]
         return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in cells]) + "\n"
     return "\n\n".join("\n".join(f"{key:>8}: {value}" for key, value in zip(header, r, strict=True))
                        for r in rows) + "\n"
