@@ -477,7 +477,8 @@ def _equalize_hist(x: Tensor) -> Tensor:
 def spatter(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
     """Water drops (severities 1-3: a liquid layer shaded by its distance to the layer's Canny edges, pale
     turquoise, added) or mud (4-5: the thresholded, blurred layer replaced by brown), as the original step by step;
-    OpenCV re-implemented, the distance transform exact (the original's 5×5-mask one is within 2 %)."""
+    OpenCV re-implemented, the distance transform exact (the original's 5×5-mask one is within 2 %); Canny's
+    hysteresis and the distance transform run in scipy on the CPU."""
     loc, scale, sigma, threshold, intensity, mud = [
         (0.62, 0.1, 0.7, 0.7, 0.5, 0), (0.65, 0.1, 0.8, 0.7, 0.5, 0), (0.65, 0.3, 1, 0.69, 0.5, 0),
         (0.65, 0.1, 0.7, 0.69, 0.6, 1), (0.65, 0.1, 0.5, 0.68, 0.6, 1)][severity - 1]
@@ -489,7 +490,7 @@ def spatter(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
         m = _gaussian((liquid > threshold).to(x.dtype)[:, None], intensity)
         m = torch.where(m < 0.8, torch.zeros_like(m), m)
         return x * (1 - m) + _colour((63, 42, 20), x) * m
-    liquid = torch.floor(liquid.clamp(0, 255 / 256) * 255)  # the original's astype(np.uint8)
+    liquid = torch.floor((liquid * 255).clamp(0, 255))  # the original's astype(np.uint8) (which wraps past 255)
     edges = _canny(liquid, 50, 150).cpu().numpy()
     # distance to the nearest edge pixel of the same image (other images lie 10^4 away, past the cap of 20)
     dist = scipy.ndimage.distance_transform_edt(~edges, sampling=(1e4, 1, 1)) if edges.any() else np.full(
