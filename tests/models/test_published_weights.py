@@ -10,7 +10,7 @@ import torch
 
 from robustft.cli import main
 from robustft.errors import UserError
-from robustft.models import KNOWN_WEIGHTS, create_model
+from robustft.models import KNOWN_WEIGHTS, create_model, load_model
 from robustft.models.hub import LAYOUTS, PretrainedWeights, cached_path, weights_table
 from support import error_line
 
@@ -70,11 +70,12 @@ def test_tag_loads_its_published_layout_from_the_cache(name, tmp_path, monkeypat
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", download)
     arch = name.partition(".")[0]
-    model = create_model(name, pretrained=True, **TINY.get(arch, {})).eval()
     x = torch.rand(2, 3, *source.pretrained_cfg.input_size[1:])
-    with torch.no_grad():
-        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
-    assert model.pretrained_cfg.normalization_source == "checkpoint"
+    for model in (create_model(name, pretrained=True, **TINY.get(arch, {})),  # Python
+                  load_model(name, **TINY.get(arch, {}))):  # what evaluate / finetune --arch ARCH.TAG call
+        with torch.no_grad():
+            torch.testing.assert_close(model.eval()(x), source(x), rtol=0, atol=0)
+        assert model.pretrained_cfg.normalization_source == "checkpoint"
 
 
 def _file_entry(monkeypatch, tmp_path, payload: bytes, sha256: str | None) -> str:
