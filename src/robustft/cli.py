@@ -122,7 +122,8 @@ def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument("--max-array-mb", type=_positive, default=None,
                    help="largest .npz array read, in MB decompressed (default: as data.max_array_mb)")
     p.add_argument("--max-classes", type=_count, default=None,
-                   help="most classes (class directories, or the largest .npz label + 1) (default: as data.max_classes)")
+                   help="most classes (class directories, or the largest .npz label + 1) accepted (default: as "
+                        "data.max_classes)")
 
 
 _SET_ELSEWHERE = {"num_classes": "--num-classes", "normalization": "--normalization"}

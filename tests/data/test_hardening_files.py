@@ -1,7 +1,6 @@
 """Hostile data folders, round 2 (issue #25): non-regular files, a tampered decode cache, non-UTF-8 file names,
 npz headers and labels sized to exhaust memory, and training data with too few classes."""
 
-import json
 import os
 import signal
 import subprocess
@@ -303,8 +302,9 @@ def test_npz_header_announcing_more_than_max_array_mb_is_refused_before_reading(
 def test_cli_labels_implying_a_billion_classes_are_refused_before_naming_them(tmp_path, ckpt):
     data = _npz(tmp_path / "data", np.zeros((2, 8, 8, 3), np.uint8), np.array([0, 10 ** 9]))
     error = _limited_error(ckpt, data)
-    assert ("the class count its labels 'y' imply (largest label 1000000000 + 1) is 1000000001, over "
-            "data.max_classes=100000 (raise it with --set data.max_classes=N, or --max-classes N for evaluate)") in error
+    assert error.endswith("the class count its labels 'y' imply (largest label 1000000000 + 1) is 1000000001, over "
+                          "data.max_classes=100000 (raise it with --set data.max_classes=N, or --max-classes N for "
+                          "evaluate)")
 
 
 def test_cli_uint64_labels_past_int64_are_reported_as_they_are(tmp_path, ckpt, capsys):
