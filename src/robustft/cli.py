@@ -97,7 +97,9 @@ def _data_options(args: argparse.Namespace, checkpoint: str | None) -> dict[str,
 
 def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
     """Dataset selection flags shared by every command that reads data."""
-    p.add_argument("--data", required=True, help="cifar10 | cifar100 | svhn | image-folder dir/.zip | .npz dir/file")
+    p.add_argument("--data", required=True,
+                   help="a dataset name (robustft datasets: cifar10, caltech256, imagenet, ...) | image-folder "
+                        "dir/.zip | .npz dir/file")
     p.add_argument("--data-root", default=None, help="root of named datasets (default $ROBUSTFT_DATA or user cache)")
     p.add_argument("--split", default=split, help="train | val | test | train_full (val is carved from train)")
     p.add_argument("--n", type=_count, default=None, help="deterministic subset: indices round(i*len/n), i < n")
@@ -371,6 +373,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_datasets(args: argparse.Namespace) -> int:
+    """Print every dataset name with its classes, official split sizes, split rule, source and licence."""
+    from .data.catalog import table
+
+    print(table(markdown=args.format == "markdown"), end="")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     """Print every config key with its type, default, range and help (with --method, that method's options)."""
     from .engine.config import describe_config
@@ -402,7 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the CIFAR-10-C parameters unless --corruption-dir")
     p.add_argument("--severity", default="all", help="corruption severities: all | 1-5 | 3 | 1,3,5")
     p.add_argument("--corruption-dir", default=None,
-                   help="published CIFAR-10-C-style directory (<name>.npy + labels.npy) to evaluate instead "
+                   help="published CIFAR-10-C-style directory (<name>.npy + labels.npy) to evaluate instead, or a "
+                        "benchmark's name (cifar10_c, cifar100_c, tinyimagenet_c: fetched into the data root) "
                         "(--n then subsets each severity)")
     p.set_defaults(func=cmd_evaluate)
 
@@ -474,6 +485,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("models", help="list architectures")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("datasets", help="every dataset name: classes, official split sizes, source, licence")
+    p.add_argument("--format", choices=["text", "markdown"], default="text",
+                   help="text: one block per dataset; markdown: one table (the docs' dataset table)")
+    p.set_defaults(func=cmd_datasets)
 
     p = sub.add_parser("config", help="every config key: type, default, range and help (--method: its options too)")
     p.add_argument("--method", default=None, help="also list this method's options (method_args.*, its defaults)")

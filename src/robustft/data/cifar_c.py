@@ -8,6 +8,9 @@ Two layouts under one root directory:
   the labels, either N·5 entries (as published) or N;
 - image folders (Tiny-ImageNet-C as published): ``<corruption>/<severity>/<class>/<image>``.
 
+``root`` may also name a published benchmark (``cifar10_c``, ``cifar100_c``, ``tinyimagenet_c``: see
+``robustft.data.catalog.corruptions``), fetched into the data root on first use.
+
 ``load_corrupted(root, name, severity)`` returns one (corruption, severity) slice as an ``ArrayDataset``.
 """
 
@@ -18,7 +21,9 @@ import torch
 from PIL import Image
 
 from ..errors import UserError
+from .catalog.corruptions import CORRUPTIONS, corruption_dir
 from .dataset import ArrayDataset
+from .paths import default_data_root
 from .splits import subset_indices
 
 __all__ = ["available_corruptions", "load_corrupted", "LABELS"]
@@ -28,8 +33,11 @@ _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def _root(root: str | Path) -> Path:
-    """The root directory, checked."""
+    """The root directory, checked; a benchmark's name (``cifar10_c``, ...) that is not a path is its directory
+    under ``default_data_root()``, downloaded there first if missing."""
     path = Path(root)
+    if not path.exists() and str(root).lower() in CORRUPTIONS:
+        return corruption_dir(CORRUPTIONS[str(root).lower()], default_data_root(), download=True)
     if not path.is_dir():
         raise UserError(f"corruption data directory {path} does not exist (expected <corruption>.npy + labels.npy, "
                         f"or <corruption>/<severity>/<class>/<image>)")
