@@ -21,7 +21,7 @@ import torch
 
 from ..errors import UserError, warn
 from .limits import DecodeLimits
-from .readers import open_regular, read_file
+from .readers import open_regular, read_text
 from .source import Arrays, Source
 
 __all__ = ["npz_source"]
@@ -189,9 +189,9 @@ def _class_names(directory: Path, count: int, limits: DecodeLimits) -> list[str]
     if not listing.exists():
         return [str(i) for i in range(count)]
     try:
-        text = read_file(listing, str(listing), limits).decode().rstrip("\n")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{listing} is not UTF-8 text ({e}); save it as UTF-8, one class name per line") from None
+        text = read_text(listing, limits).rstrip("\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {listing} ({e}); save it as UTF-8 text, one class name per line") from None
     limits.check_classes(f"{listing}: the number of lines", text.count("\n") + 1)
     names = text.split("\n")
     if len(names) < count:

@@ -19,7 +19,7 @@ import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -104,14 +104,13 @@ class _ZipTree:
 
     @contextmanager
     def _open(self) -> Iterator[zipfile.ZipFile]:
-        with open_regular(self.path) as f:
+        with ExitStack() as stack:
             try:
-                archive = zipfile.ZipFile(f)
+                archive = stack.enter_context(zipfile.ZipFile(stack.enter_context(open_regular(self.path))))
             except (OSError, ValueError, zipfile.BadZipFile) as e:  # ValueError: a member name that is not UTF-8
                 raise UserError(f"cannot open {self.path} as a zip archive ({e}); check the file or re-create it"
                                 ) from e
-            with archive:
-                yield archive
+            yield archive
 
     def names(self) -> list[str]:
         return [info.filename for info in self._members]

@@ -10,12 +10,14 @@ import os
 import stat
 import zipfile
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+import scipy.io
 
 from ..errors import UserError
 from .limits import DecodeLimits
 
-__all__ = ["open_regular", "printable", "read_file", "read_member"]
+__all__ = ["load_mat", "open_regular", "printable", "read_file", "read_member", "read_text"]
 
 _KINDS = {stat.S_IFIFO: "a named pipe (FIFO)", stat.S_IFCHR: "a character device", stat.S_IFBLK: "a block device",
           stat.S_IFSOCK: "a socket", stat.S_IFDIR: "a directory"}
@@ -27,11 +29,10 @@ def printable(path: str | os.PathLike) -> str:
 
 
 def open_regular(path: Path) -> BinaryIO:
-    """``path`` opened for binary reading; a one-line UserError unless it is (a link to) a regular file."""
-    try:  # O_NONBLOCK: a FIFO opens at once instead of waiting for a writer; regular files ignore the flag
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as e:
-        raise UserError(f"cannot open {printable(path)}: {e.strerror}; check the path and its permissions") from None
+    """``path`` opened for binary reading; a one-line UserError unless it is (a link to) a regular file, the
+    OSError of a failed open (a missing file, no permission) as it is, for the caller to say what the file was."""
+    # O_NONBLOCK: a FIFO opens at once instead of waiting for a writer; regular files ignore the flag
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     mode = os.fstat(fd).st_mode  # of the file the links lead to, as opened: no race with a later swap
     if not stat.S_ISREG(mode):
         os.close(fd)
@@ -62,3 +63,14 @@ def read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, what: str, limi
     limits.check_file(what, info.file_size, zipped=True)  # the central directory's size: nothing opened yet
     with archive.open(info) as f:
         return _read_capped(f, what, limits, zipped=True)
+
+
+def read_text(path: Path, limits: DecodeLimits = DecodeLimits()) -> str:
+    """A UTF-8 text file (a class list, an annotation list), refused over ``limits.max_file_mb``."""
+    return read_file(path, str(path), limits).decode()
+
+
+def load_mat(path: Path, **options: Any) -> dict[str, Any]:
+    """A MATLAB ``.mat`` file (``scipy.io.loadmat`` with ``options``), opened as a regular file."""
+    with open_regular(path) as f:
+        return scipy.io.loadmat(f, **options)
