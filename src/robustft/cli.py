@@ -64,7 +64,7 @@ def _limits(args: argparse.Namespace):
     """The decoding limits the data flags set (the library's defaults for those not given)."""
     from .data import DecodeLimits
 
-    given = {k: getattr(args, k) for k in ("max_file_mb", "max_image_pixels", "max_array_mb")}
+    given = {k: getattr(args, k) for k in ("max_file_mb", "max_image_pixels", "max_array_mb", "max_classes")}
     return DecodeLimits(**{k: v for k, v in given.items() if v is not None})
 
 
@@ -123,6 +123,9 @@ def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
                    help="largest image (width x height, from its header) decoded (default: as data.max_image_pixels)")
     p.add_argument("--max-array-mb", type=_positive, default=None,
                    help="largest .npz array read, in MB decompressed (default: as data.max_array_mb)")
+    p.add_argument("--max-classes", type=_count, default=None,
+                   help="most classes (class directories, or the largest .npz label + 1) accepted (default: as "
+                        "data.max_classes)")
 
 
 _SET_ELSEWHERE = {"num_classes": "--num-classes", "normalization": "--normalization"}

@@ -16,6 +16,7 @@ from torch import nn
 from .._io import atomic_write, atomic_write_json, check_writable, locked, remove_stale_temporaries
 from ..attacks import PGD, create_attack, parse_eps
 from ..data import ArrayDataset, load_dataset, open_source
+from ..data.dataset import check_training_classes
 from ..errors import UserError, warn
 from ..eval import evaluate, num_outputs, subset_autoattack
 from ..layout import RunLayout, resolve_weights
@@ -463,6 +464,7 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Calla
     device = info.device
     train, val = _load(cfg, "train", cfg.data.train_n, device), _load(cfg, "val", cfg.data.val_n, device)
     _check_test_split(cfg)
+    check_training_classes(train)
     log(f"data: {len(train)} train / {len(val)} val images of {train.x.shape[-1]}x{train.x.shape[-2]} pixels"
         f"{'' if cfg.data.image_size is None else ' (data.image_size)'}, {train.num_classes} classes"
         f"{'' if cfg.data.classes is None else ' (data.classes: ' + ', '.join(train.classes) + ')'}"
