@@ -64,7 +64,7 @@ def _limits(args: argparse.Namespace):
     """The decoding limits the data flags set (the library's defaults for those not given)."""
     from .data import DecodeLimits
 
-    given = {k: getattr(args, k) for k in ("max_file_mb", "max_image_pixels", "max_array_mb")}
+    given = {k: getattr(args, k) for k in ("max_file_mb", "max_image_pixels", "max_array_mb", "max_classes")}
     return DecodeLimits(**{k: v for k, v in given.items() if v is not None})
 
 
@@ -101,7 +101,9 @@ def _data_options(args: argparse.Namespace, checkpoint: str | None) -> dict[str,
 
 def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
     """Dataset selection flags shared by every command that reads data."""
-    p.add_argument("--data", required=True, help="cifar10 | cifar100 | svhn | image-folder dir/.zip | .npz dir/file")
+    p.add_argument("--data", required=True,
+                   help="a dataset name (robustft datasets: cifar10, caltech256, imagenet, ...) | image-folder "
+                        "dir/.zip | .npz dir/file")
     p.add_argument("--data-root", default=None, help="root of named datasets (default $ROBUSTFT_DATA or user cache)")
     p.add_argument("--split", default=split, help="train | val | test | train_full (val is carved from train)")
     p.add_argument("--n", type=_count, default=None, help="deterministic subset: indices round(i*len/n), i < n")
@@ -125,6 +127,9 @@ def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
                    help="largest image (width x height, from its header) decoded (default: as data.max_image_pixels)")
     p.add_argument("--max-array-mb", type=_positive, default=None,
                    help="largest .npz array read, in MB decompressed (default: as data.max_array_mb)")
+    p.add_argument("--max-classes", type=_count, default=None,
+                   help="most classes (class directories, or the largest .npz label + 1) accepted (default: as "
+                        "data.max_classes)")
 
 
 _SET_ELSEWHERE = {"num_classes": "--num-classes", "normalization": "--normalization"}
@@ -159,6 +164,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-arg", action="append", type=_model_arg, default=None, metavar="KEY=VALUE",
                    help="architecture option passed to its constructor, value parsed as YAML (e.g. width=4, "
                         "final_bn=false); repeatable; overrides an export card's model.options")
+    p.add_argument("--adapter", default=None,
+                   help="adapter-only export (robustft export --adapter-only) to attach to --checkpoint, its base")
 
 
 def _load_model(args: argparse.Namespace, data_classes: int):
@@ -169,6 +176,12 @@ def _load_model(args: argparse.Namespace, data_classes: int):
     if num_classes < data_classes:
         raise UserError(f"--num-classes {num_classes} is fewer than the {data_classes} classes of the data, whose "
                         f"labels index the model's outputs")
+    if args.adapter:  # the base keeps its own head; the adapter file brings the fine-tuned one
+        from .engine.adapters import load_adapters
+
+        base = load_exported_model(args.arch, args.checkpoint, normalization=args.normalization,
+                                   **dict(args.model_arg or []))
+        return load_adapters(base, args.adapter)
     return load_exported_model(args.arch, args.checkpoint, num_classes=num_classes, normalization=args.normalization,
                                **dict(args.model_arg or []))
 
@@ -355,22 +368,48 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """A finished run's model as a plain state dict without normalize.* keys, with a card stating the normalization."""
+    """A finished run's model as a plain state dict without normalize.* keys, with a card stating the normalization;
+    or, with --adapter-only, its LoRA factors / adapters and head alone."""
     from .engine import export_plain
     from .engine.run import read_card
 
+    if args.adapter_only:
+        from .engine.adapters import export_adapters
+
+        out = export_adapters(args.run, args.out)
+        print(f"wrote {out} and {out.with_suffix('.json')}: load them onto the base with robustft evaluate "
+              f"--checkpoint BASE --adapter {out}")
+        return 0
+
     out = export_plain(args.run, args.out)
     stats = read_card(out)["normalize"]
-    print(f"wrote {out} and {out.with_suffix('.json')}; normalize inputs in [0,1] outside the model first: "
+    config = f", {out.parent / 'config.json'}" if not args.out.suffix else ""
+    print(f"wrote {out}{config} and {out.with_suffix('.json')}; normalize inputs in [0,1] outside the model first: "
           f"mean {','.join(f'{v:g}' for v in stats['mean'])}, std {','.join(f'{v:g}' for v in stats['std'])}")
     return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """List registered architectures."""
-    from .models import list_models
+    """List registered architectures and every published-weights tag with its source (markdown: the docs' table)."""
+    from .models import KNOWN_WEIGHTS, list_models
+    from .models.hub import weights_table
 
-    print("\n".join(list_models()))
+    if args.format == "markdown":
+        print(weights_table(), end="")
+        return 0
+    print("architectures:\n" + "\n".join(f"  {name}" for name in list_models()))
+    print("published weights (arch.tag: file, sha256, layout, what, source):")
+    for name, w in KNOWN_WEIGHTS.items():
+        print(f"  {name}: {w.url}, sha256 {w.sha256 or 'none (' + w.checksum_note + ')'}, {w.layout}; "
+              f"{w.description}; {w.source}")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    """Print every dataset name with its classes, official split sizes, split rule, source and licence."""
+    from .data.catalog import table
+
+    print(table(markdown=args.format == "markdown"), end="")
     return 0
 
 
@@ -405,7 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "the CIFAR-10-C parameters unless --corruption-dir")
     p.add_argument("--severity", default="all", help="corruption severities: all | 1-5 | 3 | 1,3,5")
     p.add_argument("--corruption-dir", default=None,
-                   help="published CIFAR-10-C-style directory (<name>.npy + labels.npy) to evaluate instead "
+                   help="published CIFAR-10-C-style directory (<name>.npy + labels.npy) to evaluate instead, or a "
+                        "benchmark's name (cifar10_c, cifar100_c, tinyimagenet_c: fetched into the data root) "
                         "(--n then subsets each severity)")
     p.set_defaults(func=cmd_evaluate)
 
@@ -471,12 +511,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="a finished run's model as a plain state dict that loads into torchvision/"
                                       "timm-style code (no normalize.* keys), its normalization in a card beside it")
     p.add_argument("run", help="finished run directory (or its exported model.pt)")
+    p.add_argument("--adapter-only", action="store_true",
+                   help="only the LoRA factors / adapters and the head of a RoLI-style run, with an adapter card")
     p.add_argument("--out", type=Path, required=True,
-                   help="output file, .safetensors or .pt; the card goes beside it with .json")
+                   help="output file, .safetensors or .pt (the card goes beside it with .json), or a directory "
+                        "(no suffix): a timm / HF hub model directory (model.safetensors, timm config.json, card)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("models", help="list architectures")
+    p = sub.add_parser("models", help="list architectures and published weights (arch.tag) with their sources")
+    p.add_argument("--format", choices=["text", "markdown"], default="text",
+                   help="markdown: the weights table of docs/models.md")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("datasets", help="every dataset name: classes, official split sizes, source, licence")
+    p.add_argument("--format", choices=["text", "markdown"], default="text",
+                   help="text: one block per dataset; markdown: one table (the docs' dataset table)")
+    p.set_defaults(func=cmd_datasets)
 
     p = sub.add_parser("config", help="every config key: type, default, range and help (--method: its options too)")
     p.add_argument("--method", default=None, help="also list this method's options (method_args.*, its defaults)")

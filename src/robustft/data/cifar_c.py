@@ -8,6 +8,9 @@ Two layouts under one root directory:
   the labels, either N·5 entries (as published) or N;
 - image folders (Tiny-ImageNet-C as published): ``<corruption>/<severity>/<class>/<image>``.
 
+``root`` may also name a published benchmark (``cifar10_c``, ``cifar100_c``, ``tinyimagenet_c``: see
+``robustft.data.catalog.corruptions``), fetched into the data root on first use.
+
 ``load_corrupted(root, name, severity)`` returns one (corruption, severity) slice as an ``ArrayDataset``.
 """
 
@@ -18,7 +21,10 @@ import torch
 from PIL import Image
 
 from ..errors import UserError
+from .catalog.corruptions import CORRUPTIONS, corruption_dir
 from .dataset import ArrayDataset
+from .paths import default_data_root
+from .readers import open_regular
 from .splits import subset_indices
 
 __all__ = ["available_corruptions", "load_corrupted", "LABELS"]
@@ -28,8 +34,11 @@ _IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def _root(root: str | Path) -> Path:
-    """The root directory, checked."""
+    """The root directory, checked; a benchmark's name (``cifar10_c``, ...) that is not a path is its directory
+    under ``default_data_root()``, downloaded there first if missing."""
     path = Path(root)
+    if not path.exists() and str(root).lower() in CORRUPTIONS:
+        return corruption_dir(CORRUPTIONS[str(root).lower()], default_data_root(), download=True)
     if not path.is_dir():
         raise UserError(f"corruption data directory {path} does not exist (expected <corruption>.npy + labels.npy, "
                         f"or <corruption>/<severity>/<class>/<image>)")
@@ -64,7 +73,8 @@ def _class_names(classes: list[str] | None, labels: np.ndarray) -> list[str]:
 def _from_arrays(path: Path, name: str, severity: int, n: int | None, classes: list[str] | None) -> ArrayDataset:
     """One severity of ``<name>.npy`` (memory-mapped: only that slice is read)."""
     images = np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
-    labels = np.load(path / LABELS, allow_pickle=False)
+    with open_regular(path / LABELS) as f:
+        labels = np.load(f, allow_pickle=False)
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) % 5:
         raise UserError(f"{path / name}.npy must hold uint8 N·5×H×W(×C) images (5 severities stacked), got "
                         f"{images.dtype} {images.shape}")
@@ -78,6 +88,12 @@ def _from_arrays(path: Path, name: str, severity: int, n: int | None, classes: l
     x = x[..., None] if x.ndim == 3 else x
     return ArrayDataset(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), torch.from_numpy(y),
                         _class_names(classes, y), f"{path.name}-{name}{severity}")
+
+
+def _rgb(path: Path) -> np.ndarray:
+    """One image file as H×W×3 uint8."""
+    with open_regular(path) as f, Image.open(f) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 def _from_folders(path: Path, name: str, severity: int, n: int | None, classes: list[str] | None) -> ArrayDataset:
@@ -97,7 +113,7 @@ def _from_folders(path: Path, name: str, severity: int, n: int | None, classes: 
         files = [files[i] for i in subset_indices(len(files), min(n, len(files))).tolist()]
     if not files:
         raise UserError(f"no images under {base}")
-    x = np.stack([np.asarray(Image.open(f).convert("RGB")) for f, _ in files])
+    x = np.stack([_rgb(f) for f, _ in files])
     y = torch.tensor([lab for _, lab in files], dtype=torch.int64)
     return ArrayDataset(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), y, names,
                         f"{path.name}-{name}{severity}")

@@ -6,7 +6,9 @@ import logging
 import os
 import tarfile
 import tempfile
+import urllib.parse
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,28 +21,54 @@ log = logging.getLogger(__name__)
 TIMEOUT_S = 30  # per socket operation: an offline machine fails fast instead of hanging
 
 
+ARCHIVES = (".tar.gz", ".tgz", ".tar", ".zip")
+
+
 @dataclass(frozen=True)
 class Remote:
-    """An official download: a ``.tar.gz`` extracted into the data root, or one file saved as-is."""
+    """An official download: an archive (``.tar[.gz]``, ``.tgz``, ``.zip``) extracted into the data root, or one
+    file saved as-is. ``md5`` is the published checksum, or None where the publisher gives none (the download is
+    then used unchecked, with a warning); ``filename`` names a download whose URL does not end in its file name."""
 
     url: str
-    md5: str
+    md5: str | None
+    filename: str | None = None
+
+    @property
+    def name(self) -> str:
+        """The downloaded file's name."""
+        return self.filename or Path(urllib.parse.urlparse(self.url).path).name
 
     @property
     def is_archive(self) -> bool:
-        """Whether the download is a tarball to extract rather than the data file itself."""
-        return self.url.endswith((".tar.gz", ".tgz"))
+        """Whether the download is an archive to extract rather than the data file itself."""
+        return self.name.endswith(ARCHIVES)
 
 
 def _download(remote: Remote, dest: Path) -> None:
-    """Stream ``remote`` to ``dest`` and check its md5."""
+    """Stream ``remote`` to ``dest`` and check its md5 (when one is published)."""
     md5 = hashlib.md5()
     with urllib.request.urlopen(remote.url, timeout=TIMEOUT_S) as response, open(dest, "wb") as f:
         while chunk := response.read(1 << 20):
             md5.update(chunk)
             f.write(chunk)
-    if md5.hexdigest() != remote.md5:
+    if remote.md5 is None:
+        log.warning("%s has no published checksum: md5 %s was not verified", remote.url, md5.hexdigest())
+    elif md5.hexdigest() != remote.md5:
         raise ValueError(f"md5 {md5.hexdigest()} != expected {remote.md5}")
+
+
+def _extract(archive: Path, staging: Path, *, zipped: bool) -> None:
+    """Unpack a zip or a tar (any compression) into ``staging``, refusing members that would land outside it."""
+    if zipped:
+        with zipfile.ZipFile(archive) as zf:
+            for name in zf.namelist():
+                if Path(name).is_absolute() or ".." in Path(name).parts:
+                    raise ValueError(f"archive member {name!r} would be written outside {staging}")
+            zf.extractall(staging)
+        return
+    with tarfile.open(archive) as tar:
+        tar.extractall(staging, filter="data")  # refuses absolute paths, "..", and links out of staging
 
 
 def _fetch(remote: Remote, root: Path, files: list[str]) -> None:
@@ -52,12 +80,11 @@ def _fetch(remote: Remote, root: Path, files: list[str]) -> None:
         if remote.is_archive:
             archive = staging / ".archive"  # a name no member can collide with
             _download(remote, archive)
-            with tarfile.open(archive) as tar:
-                tar.extractall(staging, filter="data")  # refuses absolute paths, "..", and links out of staging
+            _extract(archive, staging, zipped=remote.name.endswith(".zip"))
         else:
             (staging / files[0]).parent.mkdir(parents=True, exist_ok=True)
             _download(remote, staging / files[0])
-        missing = [f for f in files if not (staging / f).is_file()]
+        missing = [f for f in files if not (staging / f).exists()]
         if missing:
             raise ValueError(f"the download lacks {', '.join(missing)}")
         for f in files:  # same filesystem as root, so each move is atomic and nothing partial is ever visible
@@ -66,8 +93,9 @@ def _fetch(remote: Remote, root: Path, files: list[str]) -> None:
 
 
 def ensure_files(root: Path, files: list[str], remote: Remote, *, what: str, download: bool) -> None:
-    """Make sure every ``root/f`` exists, downloading ``remote`` if allowed; otherwise one UserError saying how."""
-    missing = [f for f in files if not (root / f).is_file()]
+    """Make sure every ``root/f`` (a file, or a directory moved into place whole) exists, downloading ``remote`` if
+    allowed; otherwise one UserError saying how."""
+    missing = [f for f in files if not (root / f).exists()]
     if not missing:
         return
     reason = "download=False"
@@ -75,7 +103,7 @@ def ensure_files(root: Path, files: list[str], remote: Remote, *, what: str, dow
         try:
             _fetch(remote, root, missing)
             return
-        except (OSError, ValueError, tarfile.TarError, http.client.HTTPException) as e:
+        except (OSError, ValueError, tarfile.TarError, zipfile.BadZipFile, http.client.HTTPException) as e:
             reason = f"downloading {remote.url} failed: {e}"
     how = (f"download {remote.url} and extract it into {root}" if remote.is_archive
            else f"download {remote.url} and save it as {root / files[0]}")

@@ -5,9 +5,12 @@ per split, each checked against ``DecodeLimits`` first (file size, then the head
 never expanded. With ``image_size`` every image is resized to ``image_size``×``image_size`` at decode time (PIL
 bilinear, which antialiases when shrinking), so folders of mixed sizes load; without it, mixed sizes are an
 error. With ``storage_size`` images keep their aspect ratio instead (shorter side resized to it, as torchvision's
-``Resize``) and are packed into one buffer (:class:`PackedImages`) for the papers' crops (``views``). Files are
-decoded in parallel over the CPU cores (``decode.map_files``). Decoded splits are cached on disk (see ``cache.cached``), keyed on the zip's path, size and mtime, or a
-directory's file stats.
+``Resize``) and are packed into one buffer (:class:`PackedImages`) for the papers' crops (``views``), held in memory
+or in a store on disk (``store``). Files are decoded in parallel over the CPU cores (``decode.map_files``). Decoded
+splits are cached on disk (see ``cache.cached``), keyed on the zip's central directory (every
+member's name, CRC-32 and size, so a same-size replacement with its mtime kept is still a miss) or a directory's
+file stats (inode and ctime included: ``cp -p`` and ``rsync -a`` cannot set those back). Class names and labels come
+from the listing on every run; a cached split must match them, and its content digest, or it is decoded again.
 """
 
 import functools
@@ -20,7 +23,7 @@ import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -28,14 +31,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import UserError
+from ..errors import UserError, warn
 from ..progress import track
 from .cache import cached
 from .decode import map_files, storage_size_of
 from .limits import MB, DecodeLimits
 from .packed import PackedImages
-from .store import DiskImages, open_store, store_dir, write_store
+from .readers import open_regular, printable, read_file, read_member
 from .source import Arrays, Source
+from .store import DiskImages, open_store, store_dir, write_store
 
 __all__ = ["IMAGE_EXTENSIONS", "image_folder"]
 
@@ -59,32 +63,42 @@ class _Tree(Protocol):
     def describe(self, name: str) -> str: ...
 
 
+def _utf8(name: str) -> bool:
+    """Whether a listed name is valid UTF-8 (Python decodes other bytes to lone surrogates)."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class _DirTree:
     """An image folder on disk, listed up front because its files' stats are its fingerprint."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._names = [Path(d, f).relative_to(path).as_posix() for d, _, files in os.walk(path) for f in files]
+        names = [Path(d, f).relative_to(path).as_posix() for d, _, files in os.walk(path) for f in files]
+        self._names = [n for n in names if _utf8(n)]
+        if skipped := [n for n in names if not _utf8(n) and n.lower().endswith(IMAGE_EXTENSIONS)]:
+            warn(f"skipping {len(skipped)} image(s) whose names are not valid UTF-8, e.g. "
+                 f"{printable(path / skipped[0])}; rename them to use them")
 
     def names(self) -> list[str]:
         return self._names
 
     @contextmanager
     def reader(self, limits: DecodeLimits) -> Iterator[Callable[[str], bytes]]:
-        def read(name: str) -> bytes:
-            limits.check_file(self.describe(name), (self.path / name).stat().st_size, zipped=False)
-            return (self.path / name).read_bytes()
-        yield read
+        yield lambda name: read_file(self.path / name, self.describe(name), limits)
 
     def fingerprint(self) -> tuple:
         digest = hashlib.sha256()
         for name in sorted(self.names()):
             st = (self.path / name).stat()
-            digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+            digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{st.st_ctime_ns}\0".encode())
         return "dir", str(self.path.resolve()), digest.hexdigest()
 
     def describe(self, name: str) -> str:
-        return str(self.path / name)
+        return printable(self.path / name)
 
 
 class _ZipTree:
@@ -92,32 +106,32 @@ class _ZipTree:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        with self._open() as archive:
+            self._members = [info for info in archive.infolist() if not info.is_dir()]
 
     @contextmanager
     def _open(self) -> Iterator[zipfile.ZipFile]:
-        try:
-            archive = zipfile.ZipFile(self.path)
-        except (OSError, zipfile.BadZipFile) as e:
-            raise UserError(f"cannot open {self.path} as a zip archive ({e}); check the file or re-create it") from e
-        with archive:
+        with ExitStack() as stack:
+            try:
+                archive = stack.enter_context(zipfile.ZipFile(stack.enter_context(open_regular(self.path))))
+            except (OSError, ValueError, zipfile.BadZipFile) as e:  # ValueError: a member name that is not UTF-8
+                raise UserError(f"cannot open {self.path} as a zip archive ({e}); check the file or re-create it"
+                                ) from e
             yield archive
 
     def names(self) -> list[str]:
-        with self._open() as archive:
-            return [info.filename for info in archive.infolist() if not info.is_dir()]
+        return [info.filename for info in self._members]
 
     @contextmanager
     def reader(self, limits: DecodeLimits) -> Iterator[Callable[[str], bytes]]:
         with self._open() as archive:
-            def read(name: str) -> bytes:
-                info = archive.getinfo(name)  # the central directory's size; zipfile never inflates past it
-                limits.check_file(self.describe(name), info.file_size, zipped=True)
-                return archive.read(info)
-            yield read
+            yield lambda name: read_member(archive, archive.getinfo(name), self.describe(name), limits)
 
     def fingerprint(self) -> tuple:
-        st = self.path.stat()
-        return "zip", str(self.path.resolve()), st.st_size, st.st_mtime_ns
+        digest = hashlib.sha256()  # the content as the archive states it: reading a member checks its CRC-32
+        for info in self._members:
+            digest.update(f"{info.filename}\0{info.CRC}\0{info.file_size}\0".encode())
+        return "zip", digest.hexdigest()
 
     def describe(self, name: str) -> str:
         return f"{name} inside {self.path}"
@@ -245,10 +259,57 @@ def _decode(tree: _Tree, files: list[tuple[str, int]], image_size: int | None, l
     return {"x": torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(), "y": y}
 
 
+def _check_decoded(files: list[tuple[str, int]], image_size: int | None, value: dict) -> str | None:
+    """Why a cached split is not what decoding ``files`` gives (None when it can be): checked as fresh data is."""
+    x, y = value.get("x"), value.get("y")
+    if value.keys() != {"x", "y"} or not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        return "it does not hold images x and labels y"
+    if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[:2] != (len(files), 3) or min(x.shape[2:]) < 1:
+        return f"its images are {x.dtype} {tuple(x.shape)}, not uint8 {len(files)}×3×H×W"
+    if image_size is not None and x.shape[2:] != (image_size, image_size):
+        return f"its images are {x.shape[3]}x{x.shape[2]}, not {image_size}x{image_size}"
+    if y.dtype != torch.int64 or y.shape != (len(files),) or not torch.equal(y, _labels(files)):
+        return "its labels are not the folder's"
+    return None
+
+
+def _check_packed(files: list[tuple[str, int]], storage_size: int, value: dict) -> str | None:
+    """Why a cached packed split is not what decoding ``files`` at ``storage_size`` gives (None when it can be)."""
+    if value.keys() != {"pixels", "offsets", "sizes", "y"} or not all(isinstance(v, torch.Tensor)
+                                                                       for v in value.values()):
+        return "it does not hold packed images and labels"
+    try:
+        images = PackedImages(value["pixels"], value["offsets"], value["sizes"])
+    except ValueError as e:
+        return str(e)
+    if len(images) != len(files) or images.nbytes != images.pixels.numel() or int(images.sizes.min()) != storage_size:
+        return f"its images are not {len(files)} images packed with the shorter side {storage_size}"
+    if not torch.equal(value["y"], _labels(files)):
+        return "its labels are not the folder's"
+    return None
+
+
+def decoded_split(tree: _Tree, files: list[tuple[str, int]], key: tuple, image_size: int | None,
+                  limits: DecodeLimits, cache: bool, storage_size: int | None = None, storage: str = "memory",
+                  memory_budget_mb: float = float("inf")) -> Arrays:
+    """``files`` of ``tree`` decoded (or from the cache, under ``key`` + the sizes): (uint8 N×3×H×W, labels), or
+    with ``storage_size`` (:class:`PackedImages` or, as ``storage`` says, :class:`DiskImages`, labels)."""
+    if storage_size is None:
+        data = cached((*key, image_size), lambda: _decode(tree, files, image_size, limits), cache,
+                      check=functools.partial(_check_decoded, files, image_size))
+        return data["x"], data["y"]
+    key = (*key, "packed", storage_size)
+    if storage != "memory":
+        return _stored(tree, files, key, limits, storage_size, storage, memory_budget_mb)
+    data = cached(key, lambda: _decode(tree, files, image_size, limits, storage_size), cache,
+                  check=functools.partial(_check_packed, files, storage_size))
+    return PackedImages(data["pixels"], data["offsets"], data["sizes"]), data["y"]
+
+
 def image_folder(path: Path, image_size: int | None = None, cache: bool = True,
                  limits: DecodeLimits = DecodeLimits(), storage_size: int | None = None, storage: str = "memory",
                  memory_budget_mb: float = float("inf")) -> Source:
-    """An image folder (directory or ``.zip``); a cache hit on a zip does not even open the archive.
+    """An image folder (directory or ``.zip``); a cache hit reads the listing (a zip's central directory) only.
 
     ``limits`` apply whenever images are decoded, i.e. on a cache miss: any new or changed file misses the cache.
     ``storage_size`` keeps each image's aspect ratio, its shorter side resized to that size, and loads splits as
@@ -257,22 +318,15 @@ def image_folder(path: Path, image_size: int | None = None, cache: bool = True,
     the same but loads the store into memory when its pixels fit ``memory_budget_mb``. Each split is decoded (or
     read from the cache) at most once per source.
     """
-    tree: _Tree = _ZipTree(path) if path.is_file() else _DirTree(path)
-    index = functools.cache(lambda: _index(tree))  # list the tree at most once, and only on a cache miss
+    tree: _Tree = _DirTree(path) if path.is_dir() else _ZipTree(path)
+    classes, files = _index(tree)
+    limits.check_classes(f"{path}: the number of class directories", len(classes))
     fingerprint = tree.fingerprint()
-    meta = cached((fingerprint, "meta"), lambda: {"classes": index()[0], "splits": sorted(index()[1])}, cache)
 
     @functools.cache
     def load(split: str) -> Arrays:
-        if storage_size is None:
-            data = cached((fingerprint, split, image_size), lambda: _decode(tree, index()[1][split], image_size, limits),
-                          cache)
-            return data["x"], data["y"]
-        key = (fingerprint, split, "packed", storage_size)
-        if storage != "memory":
-            return _stored(tree, index()[1][split], key, limits, storage_size, storage, memory_budget_mb)
-        data = cached(key, lambda: _decode(tree, index()[1][split], image_size, limits, storage_size), cache)
-        return PackedImages(data["pixels"], data["offsets"], data["sizes"]), data["y"]
+        return decoded_split(tree, files[split], (fingerprint, split), image_size, limits, cache, storage_size,
+                             storage, memory_budget_mb)
 
-    return Source(name=path.stem if path.is_file() else path.resolve().name, classes=meta["classes"],
-                  loaders={split: functools.partial(load, split) for split in meta["splits"]})
+    return Source(name=path.resolve().name if path.is_dir() else path.stem, classes=classes,
+                  loaders={split: functools.partial(load, split) for split in sorted(files)})

@@ -9,10 +9,10 @@ import torch
 
 from ..errors import UserError
 from .arrays import npz_source
+from .catalog import CATALOG, CORRUPTIONS, Options
 from .dataset import ArrayDataset
 from .imagefolder import image_folder
 from .limits import MB, DecodeLimits
-from .named import cifar10, cifar100, svhn
 from .packed import PackedDataset, PackedImages
 from .store import DiskImages
 from .paths import default_data_root
@@ -22,7 +22,7 @@ from .transforms import resize
 
 __all__ = ["NAMED_DATASETS", "default_memory_budget_mb", "load_dataset", "load_splits", "open_source"]
 
-NAMED_DATASETS = {"cifar10": cifar10, "cifar100": cifar100, "svhn": svhn}
+NAMED_DATASETS = CATALOG  # name -> Card (see ``robustft datasets``)
 KINDS = ("imagefolder", "npz")  # explicit ``kind:PATH`` prefixes that override auto-detection
 
 
@@ -78,6 +78,10 @@ def _open(spec: str, root: str | Path | None, image_size: int | None, cache: boo
           memory_budget_mb: float) -> Source:
     """The source ``spec`` names, as stored."""
     named = spec.lower() in NAMED_DATASETS
+    if spec.lower() in CORRUPTIONS:
+        raise UserError(f"{spec} is a corruption benchmark (test images per corruption and severity): evaluate on it "
+                        f"with `robustft evaluate --corruptions all --corruption-dir {spec.lower()}` and the clean "
+                        f"dataset as --data")
     kind, sep, rest = spec.partition(":")
     explicit = bool(sep) and kind in KINDS
     path = Path(rest if explicit else spec).expanduser()
@@ -89,7 +93,9 @@ def _open(spec: str, root: str | Path | None, image_size: int | None, cache: boo
         raise UserError(f"data.x_key / data.y_key (--x-key / --y-key) name the arrays of .npz data, but {spec} is "
                         f"not .npz; remove them")
     if named:
-        return NAMED_DATASETS[spec.lower()](_named_root(root), download=download)
+        options = Options(_named_root(root), download, image_size, cache, limits, storage_size, storage,
+                          memory_budget_mb)
+        return NAMED_DATASETS[spec.lower()].open(options)
     if kind == "npz":
         return npz_source(path, limits, x_key, y_key)
     return image_folder(path, image_size=image_size, cache=cache, limits=limits, storage_size=storage_size,
@@ -116,7 +122,8 @@ def load_dataset(spec: str | os.PathLike, split: str = "test", *, n: int | None 
                  **options: Any) -> ArrayDataset | PackedDataset:
     """Load one split of a dataset into memory as uint8 images and int64 labels on ``device``.
 
-    ``spec``: ``cifar10``, ``cifar100``, ``svhn`` (under ``root``, else ``default_data_root()``), or a path: an
+    ``spec``: a named dataset (``robustft datasets``: cifar10, caltech256, imagenet, ...; under ``root``, else
+    ``default_data_root()``), or a path: an
     image-folder directory or ``.zip`` (``<split>/<class>/<image>``), an ``.npz`` file, or a directory of them.
     ``split``: ``test`` (the source's own, or with ``test_fraction`` a class-stratified fraction of its training
     data drawn with ``split_seed``, which every other split then excludes); ``train_full`` (all training data);

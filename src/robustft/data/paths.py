@@ -14,6 +14,6 @@ def default_cache_dir() -> Path:
 
 
 def default_data_root() -> Path:
-    """``$ROBUSTFT_DATA``, else ``<default_cache_dir()>/data``: where cifar10, cifar100 and svhn are looked for."""
+    """``$ROBUSTFT_DATA``, else ``<default_cache_dir()>/data``: where named datasets (``robustft datasets``) live."""
     env = os.environ.get("ROBUSTFT_DATA")
     return Path(env).expanduser() if env else default_cache_dir() / "data"
