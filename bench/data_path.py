@@ -109,7 +109,7 @@ class SeedStyle(torch.utils.data.Dataset):
             image = image.resize((SIZE, SIZE), Image.BILINEAR, box=(left, top, left + cw, top + ch))
             if rng.random() < 0.5:
                 image = image.transpose(Image.FLIP_LEFT_RIGHT)
-            return torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float().div(255), label
+            return torch.from_numpy(np.array(image)).permute(2, 0, 1).float().div(255), label
 
 
 def epoch2_rate(batches_of_epoch, n: int) -> float:

@@ -6,8 +6,7 @@ import hashlib
 from pathlib import Path
 
 from ...errors import UserError
-from ..cache import cached
-from ..imagefolder import _check_decoded, _decode, _DirTree
+from ..imagefolder import _DirTree, decoded_split
 from ..source import Arrays, Source
 from .base import Options
 
