@@ -3,7 +3,7 @@
 The store is a directory of two standard NumPy files: ``pixels.npy`` (the flat uint8 buffer of
 :class:`PackedImages`, loadable with ``np.load(..., mmap_mode="r")``) and ``index.npz`` (offsets, sizes, labels). It is
 written into a temporary directory, pixels streamed as they are decoded, and renamed into place, so a killed write
-leaves nothing that is read back. Batches are read with ``os.pread`` of each image's byte range rather than through
+leaves nothing that is read back. Batches are read with ``os.preadv`` of each image's byte range rather than through
 a memory map, so what a run holds is its batches, never the pages of the whole file it has touched.
 """
 
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import UserError
 from .packed import PackedImages
 from .paths import default_cache_dir
 
@@ -110,15 +111,22 @@ class DiskImages:
         return DiskImages(self.path, self.offsets, self.sizes, torch.device(device))
 
     def read(self, idx: torch.Tensor | slice) -> PackedImages:
-        """The images at ``idx`` in memory, packed, on this store's device (one ``pread`` per image)."""
+        """The images at ``idx`` in memory, packed, on this store's device (one ``preadv`` per image)."""
         offsets, sizes = self.offsets[idx], self.sizes[idx]
         lengths = (sizes.prod(1) * 3).tolist()
         out = np.empty(sum(lengths), np.uint8)
+        view = memoryview(out)
         fd = os.open(self.path, os.O_RDONLY)
         try:
             at = 0
             for start, length in zip((offsets * 3 + HEADER).tolist(), lengths):
-                out[at:at + length] = np.frombuffer(os.pread(fd, length, start), np.uint8)
+                done = 0
+                while done < length:  # straight into the batch buffer: no per-image bytes object
+                    read = os.preadv(fd, [view[at + done:at + length]], start + done)
+                    if read == 0:
+                        raise UserError(f"the decoded store {self.path} is shorter than its index; delete "
+                                        f"{self.path.parent} to rebuild it")
+                    done += read
                 at += length
         finally:
             os.close(fd)
