@@ -142,10 +142,10 @@ def data_path(root: Path, batch_size: int) -> dict[str, float]:
 
 
 RSS_CHILD = """
-import json, resource, sys, torch
+import json, sys, torch
 from robustft.data import View, iterate_batches, load_splits
-def rss_mb():
-    return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) / 1024
+def rss_mb(key="VmRSS"):  # VmHWM, not ru_maxrss: that keeps the forking parent's high-water mark across exec
+    return int(next(l for l in open("/proc/self/status") if l.startswith(key)).split()[1]) / 1024
 before = rss_mb()
 root, budget, batch = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
 data = load_splits(root, {"train_full": None}, image_size=224, storage_size=256, storage="auto",
@@ -153,7 +153,7 @@ data = load_splits(root, {"train_full": None}, image_size=224, storage_size=256,
 view = View("random_resized_crop", 224, hflip=True)
 for x, y in iterate_batches(data, batch, shuffle=True, generator=torch.Generator().manual_seed(0), augment=view):
     x.sum()
-print(json.dumps({"rss_before_data_mb": before, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"rss_before_data_mb": before, "peak_rss_mb": rss_mb("VmHWM"),
                   "storage": type(data.images).__name__, "decoded_mb": data.images.nbytes / 2**20}))
 """
 
