@@ -128,7 +128,7 @@ _SET_ELSEWHERE = {"num_classes": "--num-classes", "normalization": "--normalizat
 
 def _model_arg(text: str) -> tuple[str, Any]:
     """An argparse type: ``KEY=VALUE``, the value parsed as YAML like a config value (``width=4``, ``final_bn=no``)."""
-    import yaml
+    from ._yaml import load_yaml
 
     key, sep, raw = text.partition("=")
     if not sep or not key.isidentifier():
@@ -136,11 +136,9 @@ def _model_arg(text: str) -> tuple[str, Any]:
     if key in _SET_ELSEWHERE:
         raise argparse.ArgumentTypeError(f"{key} has its own flag: use {_SET_ELSEWHERE[key]}")
     try:
-        return key, yaml.safe_load(raw) if raw else None
-    except yaml.YAMLError as e:
-        from .engine.config import yaml_problem
-
-        raise argparse.ArgumentTypeError(f"cannot parse the value of {text!r}: {yaml_problem(e)}") from None
+        return key, load_yaml(raw, f"cannot parse the value of {text!r}") if raw else None
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -192,7 +190,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Clean + robust accuracy of a checkpoint on a dataset split."""
     import torch
 
-    from ._io import atomic_write_json, check_writable
+    from ._io import atomic_write_json, check_not_input, check_writable
     from .attacks import create_attack, parse_eps
     from .data import load_dataset
     from .eval import balanced_subset, evaluate, evaluate_corruptions
@@ -205,6 +203,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                              aa_attacks=args.aa_attacks.split(",") if args.aa_attacks else None)
                for name in (args.attack or ["pgd"])]
     if args.json:
+        card = Path(args.checkpoint).with_suffix(".json") if args.checkpoint else None
+        check_not_input(args.json, [args.checkpoint, card, args.data if Path(args.data).exists() else None], "--json")
         check_writable(args.json)
     device = resolve_device(args.device)
     seed_everything(args.seed)

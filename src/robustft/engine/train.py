@@ -30,6 +30,7 @@ from ..progress import duration, track
 from .config import RunConfig
 from .distributed import DistInfo, all_reduce_sum, barrier
 from .optim import build_optimizer, build_scheduler
+from .state import load_best_weights, restore_training_state
 
 __all__ = ["fit", "FitResult", "autocast_for", "cpu_has_native_bf16", "train_precision", "run_precision", "rank_slice",
            "summary_writer"]
@@ -370,7 +371,7 @@ def _apply_decision(decision: EpochDecision, loop: _Loop, model: nn.Module, layo
         metrics["lr_scale"] = decision.lr_scale
     if decision.reload_best:
         barrier(info)  # rank 0 has written best.pt
-        model.load_state_dict(torch.load(layout.best, map_location=info.device, weights_only=True))
+        load_best_weights(model, layout.best, info.device)
         metrics["reloaded_epoch"] = int(loop.best["epoch"])
     if decision.stop:
         metrics["stopped"] = True
@@ -404,8 +405,8 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
     run_dir.mkdir(parents=True, exist_ok=True)
     loop = _setup(method, model, train, cfg, info)
     if resume and layout.last.exists():
-        state = torch.load(layout.last, map_location=info.device, weights_only=True)
-        _restore(state, model, loop.optimizer, loop.scheduler, loop.scaler, loop.generators)
+        state = restore_training_state(layout.last, cfg.train.epochs, info.device, lambda state: _restore(
+            state, model, loop.optimizer, loop.scheduler, loop.scaler, loop.generators))
         loop.start_epoch, loop.history, loop.best = state["epoch"], state["history"], state["best"]
         log(f"resumed from {layout.last} after epoch {loop.start_epoch}")
     if cfg.train.tensorboard and info.is_main:

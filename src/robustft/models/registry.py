@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from robustft.errors import UserError
+from robustft.errors import UserError, shown
 from robustft.models.base import ImageClassifier
 from robustft.models.checkpoint import from_timm_layout, load_state_dict_into, load_weights, read_state_dict
 from robustft.models.hub import KNOWN_WEIGHTS, fetch_weights, read_hub_config
@@ -74,7 +74,7 @@ def _construct(arch: str, entrypoint: Callable[..., ImageClassifier], **kwargs) 
             try:
                 kwargs[key] = coerce_value(kwargs[key], hint, key)
             except UserError:
-                raise UserError(f"architecture {arch}: option {key} must be {type_name(hint)}, got {kwargs[key]!r} "
+                raise UserError(f"architecture {arch}: option {key} must be {type_name(hint)}, got {shown(kwargs[key])} "
                                 f"{where}") from None
     options = {k: v for k, v in kwargs.items() if k not in ("num_classes", "normalization")}
     try:
@@ -170,7 +170,7 @@ def load_model(
     model = create_model(arch, num_classes, normalization=normalization, **kwargs)
     if checkpoint is None:
         return model
-    state_dict = from_timm_layout(read_state_dict(checkpoint), model)  # timm/ARES/RobustBench layouts → ours
+    state_dict = from_timm_layout(read_state_dict(checkpoint, model), model)  # timm/ARES/RobustBench layouts → ours
     head_weight = state_dict.get(f"{model.pretrained_cfg.classifier}.weight")
     if num_classes is None and head_weight is not None and head_weight.ndim == 2:
         model.reset_classifier(head_weight.shape[0])
