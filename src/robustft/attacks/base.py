@@ -54,8 +54,10 @@ def parse_eps(value: str | float) -> float:
     else:
         try:
             eps = float(Fraction(value.strip()))
-        except (ValueError, ZeroDivisionError, OverflowError, AttributeError) as e:
+        except (ValueError, ZeroDivisionError, AttributeError) as e:
             raise UserError(f"cannot parse eps {shown(value)}: give a number (0.031) or a fraction (8/255)") from e
+        except OverflowError:
+            eps = math.inf
     if not math.isfinite(eps) or eps < 0:
         raise UserError(f"eps must be a finite number >= 0, got {shown(value)}")
     return eps

@@ -2,6 +2,7 @@
 reloads it): through the restricted loader, checked for the keys, types and epoch range robustft writes, every
 failure one line saying how to carry on."""
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from ..models.checkpoint import restricted_load
 
 __all__ = ["restore_training_state", "load_best_weights"]
 
+STAGE_DIR = re.compile(r"stage\d+_.+")  # RunLayout.stage: the directory of one stage of a multi-stage method
 # what ``train._training_state`` writes: key -> (accepted types, what it must be)
 _STATE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
     "model": ((dict,), "a state dict"), "optimizer": ((dict,), "an optimizer state"),
@@ -27,10 +29,11 @@ _STATE_KEYS: dict[str, tuple[tuple[type, ...], str]] = {
 def _damaged(path: Path, reason: str) -> UserError:
     """The one line for a damaged run file: what is wrong and how to go on."""
     stage = path.parent
+    where = f"stage {stage.name.partition('_')[2]}" if STAGE_DIR.fullmatch(stage.name) else "the run"
     if path.name == "last.pt":
-        fix = f"delete it to restart {stage} from epoch 1 (the other stages' finished work is kept)"
+        fix = f"delete it to restart {where} from epoch 1"
     else:
-        fix = f"delete it and {stage / 'last.pt'} to retrain {stage} from epoch 1"
+        fix = f"delete it and {stage / 'last.pt'} to retrain {where} from epoch 1"
     return UserError(f"{path.name} is damaged: {reason}; {fix}, or restore it from a backup")
 
 

@@ -143,7 +143,7 @@ def restricted_load(path: Path, map_location: str | torch.device = "cpu") -> Any
             f"refusing to load {path}: it needs arbitrary code execution to unpickle "
             f"(it references {found.group(1) or found.group(2)}); re-save it as a plain state_dict or safetensors"
         ) from None
-    except (RuntimeError, EOFError, KeyError, ValueError) as err:
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as err:
         if "legacy .tar format" in str(err):
             raise UserError(
                 f"{path} is in the legacy .tar format of torch < 0.4, which cannot be read without running code "
