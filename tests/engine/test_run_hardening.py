@@ -2,6 +2,7 @@
 
 import fcntl
 import hashlib
+import json
 import shutil
 import subprocess
 import time
@@ -410,3 +411,37 @@ def test_evaluate_json_never_overwrites_its_inputs(finished_run, tmp_path, capsy
         line = _error_line(capsys)
         assert f"--json {out} would overwrite" in line and "an input of this command" in line
     assert all(p.read_bytes() == b for p, b in before.items())
+
+
+def test_a_finite_but_exploded_epoch_is_flagged_in_the_log_and_the_card(tiny_task, tmp_path, capsys, monkeypatch):
+    """Epoch 2's training loss is 1e9 times epoch 1's and its validation at chance: warned, recorded, and the card of
+    the model that keeps it (eval.select=last) says so."""
+    from robustft.engine import train
+    from robustft.methods import Method
+
+    loss, validate = Method.loss, train._validate
+
+    def exploding_loss(self, model, x, y, generator=None):
+        value, stats = loss(self, model, x, y, generator)
+        return value, {**stats, "loss": stats["loss"] * (1e9 if train_calls[-1] >= 2 else 1)}
+
+    def chance_after_the_first(model, val, attack, cfg, info, epoch):
+        return validate(model, val, attack, cfg, info, epoch) if epoch == 0 else {"val_clean_acc": 0.25,
+                                                                                  "val_robust_acc": 0.25}
+
+    train_calls = [0]
+    train_mode = Method.train_mode
+    monkeypatch.setattr(Method, "train_mode", lambda self, model: (train_calls.append(train_calls[-1] + 1),
+                                                                    train_mode(self, model)))
+    monkeypatch.setattr(Method, "loss", exploding_loss)
+    monkeypatch.setattr(train, "_validate", chance_after_the_first)
+    data, ckpt = tiny_task
+    assert main(finetune_args(data, ckpt, tmp_path, "r", "--method", "standard", "--epochs", "2",
+                              "--set", "eval.select=last")) == 0
+    err = capsys.readouterr().err
+    assert "robustft: warning: epoch 2 exploded (train loss" in err and "validation clean accuracy 0.250, chance is " \
+        "0.250); lower optim.lr" in err and "epoch 1 exploded" not in err
+    metrics = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [m.get("exploded", False) for m in metrics] == [False, True]
+    card = json.loads((tmp_path / "r" / "model.json").read_text())
+    assert card["warning"].startswith("the selected epoch 2 exploded")

@@ -131,6 +131,9 @@ def export_model(model: nn.Module, cfg: RunConfig, classes: list[str], run_dir: 
             "precision": precision, "data": data, "metrics": metrics,
             "format": "torch.save of a plain state_dict (loads with torch.load(weights_only=True))",
             "state_dict_keys": {k: list(v.shape) for k, v in sd.items()}}
+    if metrics.get("val", {}).get("exploded"):
+        card["warning"] = (f"the selected epoch {metrics['val']['epoch']} exploded (training loss far above the first "
+                           f"epoch's, validation at chance): this model is likely unusable; retrain with a lower lr")
     atomic_write_json(card, layout.card)
 
 

@@ -22,7 +22,7 @@ from torch import nn
 from .._io import atomic_save, atomic_write
 from ..attacks import PGD
 from ..data import ArrayDataset, Augment, iterate_batches, num_batches
-from ..errors import UserError
+from ..errors import UserError, warn
 from ..eval import evaluate
 from ..layout import RunLayout
 from ..methods import EpochDecision, Method
@@ -35,6 +35,9 @@ from .state import load_best_weights, restore_training_state
 __all__ = ["fit", "FitResult", "autocast_for", "cpu_has_native_bf16", "train_precision", "run_precision", "rank_slice",
            "summary_writer"]
 
+# A finite epoch counts as exploded when its training loss is this many times the first epoch's or more while its
+# validation clean accuracy is at most this many times chance (flagged in the log, metrics.jsonl and the card).
+EXPLODED_LOSS_FACTOR, EXPLODED_CHANCE_FACTOR = 10.0, 1.5
 
 
 @dataclass
@@ -321,6 +324,16 @@ def _train_epoch(loop: _Loop, method: Method, model: nn.Module, train: ArrayData
     return metrics
 
 
+def _exploded(metrics: dict[str, Any], history: list[dict], num_classes: int) -> str | None:
+    """Why a finite epoch exploded — training loss ``EXPLODED_LOSS_FACTOR`` times the first epoch's or more, and
+    validation at chance — or None."""
+    if not history or metrics["val_clean_acc"] > EXPLODED_CHANCE_FACTOR / num_classes:
+        return None
+    ratio = metrics["train_loss"] / max(history[0]["train_loss"], 1e-12)
+    return (f"train loss {metrics['train_loss']:.3g}, {ratio:.3g}x the first epoch's; validation clean accuracy "
+            f"{metrics['val_clean_acc']:.3f}, chance is {1 / num_classes:.3f}") if ratio >= EXPLODED_LOSS_FACTOR else None
+
+
 def _end_epoch(loop: _Loop, method: Method, model: nn.Module, val: ArrayDataset, cfg: RunConfig, info: DistInfo,
                metrics: dict[str, Any], t0: float, fit_start: float, layout: RunLayout,
                log: Callable[[str], None]) -> None:
@@ -332,6 +345,10 @@ def _end_epoch(loop: _Loop, method: Method, model: nn.Module, val: ArrayDataset,
     # the stage's remaining epochs at this invocation's mean epoch time
     left = (time.perf_counter() - fit_start) / (epoch + 1 - loop.start_epoch) * (epochs - epoch - 1)
     eta = f", ETA {duration(left)}" if epoch + 1 < epochs else ""
+    if why := _exploded(metrics, loop.history, val.num_classes):
+        metrics["exploded"] = True
+        if info.is_main:
+            warn(f"epoch {metrics['epoch']} exploded ({why}); lower optim.lr (the model card flags it if it is kept)")
     loop.history.append(metrics)
     improved = (loop.rule == "last" or not loop.best
                 or select_value(metrics, loop.rule) > select_value(loop.best, loop.rule))
