@@ -375,7 +375,7 @@ def run(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False,
 def _started(run_dir: Path) -> bool:
     """Whether a run directory holds work to protect: a finished epoch of any stage, or final results."""
     layout = RunLayout(run_dir)
-    return layout.results.exists() or any(run_dir.rglob(layout.last.name))
+    return layout.results.exists() or any((d / layout.last.name).exists() for d in layout.written_dirs())
 
 
 def _check_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None]) -> bool:
