@@ -397,7 +397,8 @@ def test_exports_and_checkpoints_are_byte_reproducible(tmp_path):
         save_state_dict(model, path)
     atomic_save({"model": model.state_dict(), "epoch": 1}, tmp_path / "last1.pt")
     atomic_save({"model": model.state_dict(), "epoch": 1}, tmp_path / "last2.pt")
-    digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in [*paths, tmp_path / "last1.pt", tmp_path / "last2.pt"]]
+    files = [*paths, tmp_path / "last1.pt", tmp_path / "last2.pt"]
+    digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in files]
     assert digest[0] == digest[1] and digest[2] == digest[3]
 
 

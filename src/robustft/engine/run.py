@@ -404,7 +404,8 @@ def _same_config(saved: Path, cfg: RunConfig) -> bool:
     try:
         data = read_yaml(saved, f"the run's config {saved}")
     except UserError as e:
-        raise UserError(f"cannot resume: {e}; restore it, or start a new run (another train.name / --run-dir)") from None
+        raise UserError(f"cannot resume: {e}; restore it, or start a new run (another train.name / --run-dir)"
+                        ) from None
     try:
         started = to_dict(from_dict(RunConfig, data))
     except (UserError, TypeError, AttributeError):  # a key robustft no longer has, or a damaged file

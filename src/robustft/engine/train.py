@@ -330,8 +330,10 @@ def _exploded(metrics: dict[str, Any], history: list[dict], num_classes: int) ->
     if not history or metrics["val_clean_acc"] > EXPLODED_CHANCE_FACTOR / num_classes:
         return None
     ratio = metrics["train_loss"] / max(history[0]["train_loss"], 1e-12)
+    if ratio < EXPLODED_LOSS_FACTOR:
+        return None
     return (f"train loss {metrics['train_loss']:.3g}, {ratio:.3g}x the first epoch's; validation clean accuracy "
-            f"{metrics['val_clean_acc']:.3f}, chance is {1 / num_classes:.3f}") if ratio >= EXPLODED_LOSS_FACTOR else None
+            f"{metrics['val_clean_acc']:.3f}, chance is {1 / num_classes:.3f}")
 
 
 def _end_epoch(loop: _Loop, method: Method, model: nn.Module, val: ArrayDataset, cfg: RunConfig, info: DistInfo,

@@ -74,8 +74,8 @@ def _construct(arch: str, entrypoint: Callable[..., ImageClassifier], **kwargs) 
             try:
                 kwargs[key] = coerce_value(kwargs[key], hint, key)
             except UserError:
-                raise UserError(f"architecture {arch}: option {key} must be {type_name(hint)}, got {shown(kwargs[key])} "
-                                f"{where}") from None
+                raise UserError(f"architecture {arch}: option {key} must be {type_name(hint)}, got "
+                                f"{shown(kwargs[key])} {where}") from None
     options = {k: v for k, v in kwargs.items() if k not in ("num_classes", "normalization")}
     try:
         model = entrypoint(**kwargs)
