@@ -197,3 +197,14 @@ def test_the_checkpoint_limit_is_checked_for_safetensors_and_can_be_raised(tmp_p
         m.setenv("ROBUSTFT_MAX_CHECKPOINT_MB", "100")
         line = _evaluate_error(tmp_path / "m.safetensors", npz_data, capsys)
     assert "unexpected keys: extra" in line, "raised, the limit lets the file be read (and its keys checked)"
+
+
+def test_keys_are_checked_before_any_per_tensor_work(tmp_path, npz_data, state, capsys, monkeypatch):
+    """A tensor the model does not have is reported as unexpected; the finiteness check never touches it."""
+    state["extra"] = torch.full((4,), float("nan"))
+    torch.save(state, tmp_path / "m.pt")
+    checked = []
+    isfinite = torch.isfinite
+    monkeypatch.setattr(torch, "isfinite", lambda t: checked.append(t.shape) or isfinite(t))
+    line = _evaluate_error(tmp_path / "m.pt", npz_data, capsys)
+    assert "unexpected keys: extra" in line and "non-finite" not in line and not checked

@@ -164,8 +164,9 @@ def _check_finite(state: Mapping[str, Tensor], source: str) -> None:
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         counts = [f"{k} ({int(state[k].isnan().sum())} NaN, {int(state[k].isinf().sum())} Inf)" for k in bad]
+        what = f"checkpoint {source}" if source else "the checkpoint"
         raise UserError(
-            f"checkpoint {source} has non-finite values in {_name_list(counts)}; it is not a usable model "
+            f"{what} has non-finite values in {_name_list(counts)}; it is not a usable model "
             "(did training diverge?); use a checkpoint saved before the divergence"
         )
 
@@ -241,7 +242,8 @@ def read_state_dict(path: str | os.PathLike, model: nn.Module | None = None) -> 
     """Read a checkpoint (``.safetensors``, ``torch.save`` output, hub model directory); return the network's state.
 
     With ``model`` (what the checkpoint will be loaded into) a file larger than ``checkpoint_limit_mb(model)`` is
-    refused before it is read."""
+    refused before it is read, and the values are checked (NaN/Inf) when ``load_state_dict_into`` loads them, after
+    their keys and shapes: no per-tensor work on tensors the model does not have."""
     path = _weights_file(Path(path))
     _check_size(path, model)
     if path.suffix == ".safetensors":
@@ -253,7 +255,8 @@ def read_state_dict(path: str | os.PathLike, model: nn.Module | None = None) -> 
         obj = restricted_load(path)
     state = unwrap_state_dict(obj, source=str(path))
     _check_storage(state, source=str(path))
-    _check_finite(state, source=str(path))
+    if model is None:
+        _check_finite(state, source=str(path))
     return state
 
 
@@ -372,12 +375,14 @@ def load_state_dict_into(
     *,
     strict: bool = True,
     skip_classifier: bool = False,
+    source: str = "",
 ) -> LoadResult:
     """Copy ``state_dict`` into ``model``, raising one UserError naming every missing, unexpected, misshapen, int key.
 
     A checkpoint without ``normalize.*`` buffers keeps the model's configured normalization. ``skip_classifier``
     loads everything but the head (fine-tuning on new classes). ``strict=False`` tolerates missing and
-    unexpected keys (returned), never shape mismatches.
+    unexpected keys (returned), never shape mismatches. Then the loaded values must be finite (``source`` names the
+    checkpoint in that error).
     """
     cfg = model.pretrained_cfg
     state = {k: v for k, v in state_dict.items() if not k.startswith(cfg.unused_checkpoint_prefixes)}
@@ -422,7 +427,9 @@ def load_state_dict_into(
         problems.append(f"unexpected keys: {_name_list(unexpected)}")
     if problems:
         raise UserError(f"checkpoint does not fit {cfg.architecture or type(model).__name__} ({'; '.join(problems)})")
-    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+    loaded = {k: v for k, v in state.items() if k in expected}
+    _check_finite(loaded, source)
+    model.load_state_dict(loaded, strict=False)
     return LoadResult(missing, unexpected)
 
 
@@ -433,7 +440,7 @@ def load_weights(model: ImageClassifier, state_dict: Mapping[str, Tensor], sourc
 
     Which one is recorded in ``model.pretrained_cfg.normalization_source`` (exports state it in their card).
     """
-    load_state_dict_into(model, state_dict)
+    load_state_dict_into(model, state_dict, source=source)
     if normalization is not None:
         set_normalization(model, normalization)
         origin = "given"
@@ -471,6 +478,7 @@ def load_classifier(model: nn.Module, path: str | os.PathLike) -> None:
     head = {k: state[f"{name}.{k}"] for k in ("weight", "bias") if f"{name}.{k}" in state}
     if not head:
         raise UserError(f"{path} has no classifier weights {name}.weight / {name}.bias")
+    _check_finite(head, str(path))
     try:
         model.get_classifier().load_state_dict(head)
     except RuntimeError as e:

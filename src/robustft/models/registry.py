@@ -135,7 +135,8 @@ def create_model(
     model.pretrained_cfg = replace(model.pretrained_cfg, tag=weights_name.partition(".")[2],
                                    normalization_source="checkpoint" if normalization is None else "given")
     if pretrained:
-        load_state_dict_into(model, read_state_dict(fetch_weights(weights_name), model))
+        path = fetch_weights(weights_name)
+        load_state_dict_into(model, read_state_dict(path, model), source=str(path))
         if normalization is not None:  # an explicit choice overrides the statistics stored in the checkpoint
             set_normalization(model, normalization)
     if num_classes is not None and num_classes != weights.num_classes:
