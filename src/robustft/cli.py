@@ -2,13 +2,14 @@
 a short summary."""
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .errors import UserError
+from .errors import UserError, shown
 from .shortcuts import SHORTCUTS
 
 __all__ = ["main"]
@@ -39,8 +40,19 @@ def _positive(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a seed, an integer in 0..2**32-1 (what every generator robustft seeds accepts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not an integer") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"must be >= 0 and < 2**32, got {shown(value)}")
     return value
 
 
@@ -106,7 +118,7 @@ def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of train carved out as validation")
     p.add_argument("--test-fraction", type=_fraction, default=None,
                    help="carve a class-stratified test split of this fraction from train (as data.test_fraction)")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the stratified train/val (and test) splits")
+    p.add_argument("--split-seed", type=_seed, default=0, help="seed of the stratified train/val (and test) splits")
     p.add_argument("--classes", type=_classes, default=None,
                    help="comma list of class indices or names to keep, relabelled 0..k-1 in this order (default: all, "
                         "or a robustft export's class subset from its card)")
@@ -391,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_attack_args(p)
     p.add_argument("--batch-size", type=_count, default=256)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW (channels_last is faster on CPU/GPU)")
     p.add_argument("--json", type=Path, default=None, help="write the results (with provenance) to this JSON file")
     p.add_argument("--corruptions", default=None,
@@ -421,7 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "this many examples (official: 512), then one projection (default: one full-batch step)")
     p.add_argument("--batch-size", type=_count, default=512, help="examples per forward (memory only)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--seed", type=int, default=0, help="seed of the PGD random starts and the mini-batch shuffles")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the PGD random starts and the mini-batch shuffles")
     p.add_argument("--out-dir", type=Path, default=Path("mrc"), help="where mrc.json, mrc.txt and mrc.png go")
     p.add_argument("--verbose", action="store_true", help="print each module's result as it is computed")
     p.set_defaults(func=cmd_mrc)

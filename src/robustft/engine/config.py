@@ -38,7 +38,7 @@ class DataConfig:
         "help": "carve a class-stratified test split of this fraction from the training data (seeded by split_seed, "
                 "disjoint from train and val) when the data has no test split", "gt": 0, "lt": 1})
     split_seed: int = field(default=0, metadata={"help": "seed of the stratified train/val (and test_fraction) splits",
-                                                 "ge": 0})
+                                                 "ge": 0, "le": 2**32 - 1})
     classes: list[int | str] | None = field(default=None, metadata={
         "help": "keep only these classes (indices or names), relabelled 0..k-1 in this order; recorded in the card"})
     x_key: str | None = field(default=None, metadata={
