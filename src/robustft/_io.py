@@ -95,16 +95,16 @@ def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
 
 
 def check_not_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None], flag: str) -> None:
-    """Refuse an output path that is one of the command's ``inputs`` (or lies inside an input directory): writing it
-    would destroy what the command read."""
+    """Refuse an output path that is one of the command's ``inputs`` (or an existing file inside an input
+    directory): writing it would destroy what the command read."""
     target = Path(out).resolve()
     for given in inputs:
         if given is None:
             continue
         source = Path(given).resolve()
-        if target == source or (source.is_dir() and source in target.parents):
-            raise UserError(f"{flag} {out} would overwrite {'a file in ' if target != source else ''}{given}, an "
-                            f"input of this command; write it elsewhere")
+        if target == source or (source.is_dir() and source in target.parents and target.exists()):
+            inside = f"a file of {given}" if target != source else str(given)
+            raise UserError(f"{flag} {out} would overwrite {inside}, an input of this command; write it elsewhere")
 
 
 def check_writable(path: str | os.PathLike, *, directory: bool = False) -> None:
