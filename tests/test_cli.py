@@ -180,7 +180,7 @@ def test_final_bn_false_loads_a_preact_resnet_without_a_final_bn(tmp_path, npz_d
     (["--model-arg", "num_classes=10"], "num_classes has its own flag: use --num-classes"),
     (["--num-classes", "3"], "--num-classes 3 is fewer than the 10 classes of the data"),
     (["--model-arg", "width=[&w 4, *w]"], "'width=[&w 4, *w]': aliases (*w) are not supported"),
-    (["--seed", "100000000000000000000"], "--seed: must be >= 0 and < 2**32, got 100000000000000000000"),
+    (["--seed", "100000000000000000000"], "--seed: must be >= 0 and <= 4294967295, got 100000000000000000000"),
     (["--eps", "1e400"], "eps must be a finite number >= 0, got '1e400'"),
     (["--max-file-mb", "inf"], "--max-file-mb: must be a finite number > 0, got inf"),
 ])

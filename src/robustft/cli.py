@@ -23,15 +23,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"robustft: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _count(text: str) -> int:
-    """An argparse type: an integer >= 1."""
+def _integer(text: str, low: int, high: int | None = None) -> int:
+    """``text`` as an integer in ``low..high`` (no upper bound: None), else an argparse error."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not an integer") from None
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"must be >= {low}{'' if high is None else f' and <= {high}'}, got "
+                                         f"{shown(value)}")
     return value
+
+
+def _count(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    return _integer(text, 1)
 
 
 def _positive(text: str) -> float:
@@ -47,13 +53,7 @@ def _positive(text: str) -> float:
 
 def _seed(text: str) -> int:
     """An argparse type: a seed, an integer in 0..2**32-1 (what every generator robustft seeds accepts)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{shown(text)} is not an integer") from None
-    if not 0 <= value < 2**32:
-        raise argparse.ArgumentTypeError(f"must be >= 0 and < 2**32, got {shown(value)}")
-    return value
+    return _integer(text, 0, 2**32 - 1)
 
 
 def _fraction(text: str) -> float:
