@@ -179,6 +179,10 @@ def test_final_bn_false_loads_a_preact_resnet_without_a_final_bn(tmp_path, npz_d
     (["--model-arg", "width=[4"], "--model-arg: cannot parse the value of 'width=[4'"),
     (["--model-arg", "num_classes=10"], "num_classes has its own flag: use --num-classes"),
     (["--num-classes", "3"], "--num-classes 3 is fewer than the 10 classes of the data"),
+    (["--model-arg", "width=[&w 4, *w]"], "'width=[&w 4, *w]': aliases (*w) are not supported"),
+    (["--seed", "100000000000000000000"], "--seed: must be >= 0 and <= 4294967295, got 100000000000000000000"),
+    (["--eps", "1e400"], "eps must be a finite number >= 0, got '1e400'"),
+    (["--max-file-mb", "inf"], "--max-file-mb: must be a finite number > 0, got inf"),
 ])
 def test_bad_model_args_are_one_line(npz_data, ckpt, capsys, extra, match):
     assert _exit_code(["evaluate", "--arch", "cifar_resnet20", "--checkpoint", str(ckpt), "--data", str(npz_data),

@@ -2,13 +2,14 @@
 a short summary."""
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .errors import UserError
+from .errors import UserError, shown
 from .shortcuts import SHORTCUTS
 
 __all__ = ["main"]
@@ -22,15 +23,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"robustft: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _count(text: str) -> int:
-    """An argparse type: an integer >= 1."""
+def _integer(text: str, low: int, high: int | None = None) -> int:
+    """``text`` as an integer in ``low..high`` (no upper bound: None), else an argparse error."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not an integer") from None
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"must be >= {low}{'' if high is None else f' and <= {high}'}, got "
+                                         f"{shown(value)}")
     return value
+
+
+def _count(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    return _integer(text, 1)
 
 
 def _positive(text: str) -> float:
@@ -39,9 +46,14 @@ def _positive(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a seed, an integer in 0..2**32-1 (what every generator robustft seeds accepts)."""
+    return _integer(text, 0, 2**32 - 1)
 
 
 def _fraction(text: str) -> float:
@@ -108,7 +120,7 @@ def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of train carved out as validation")
     p.add_argument("--test-fraction", type=_fraction, default=None,
                    help="carve a class-stratified test split of this fraction from train (as data.test_fraction)")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the stratified train/val (and test) splits")
+    p.add_argument("--split-seed", type=_seed, default=0, help="seed of the stratified train/val (and test) splits")
     p.add_argument("--classes", type=_classes, default=None,
                    help="comma list of class indices or names to keep, relabelled 0..k-1 in this order (default: all, "
                         "or a robustft export's class subset from its card)")
@@ -133,7 +145,7 @@ _SET_ELSEWHERE = {"num_classes": "--num-classes", "normalization": "--normalizat
 
 def _model_arg(text: str) -> tuple[str, Any]:
     """An argparse type: ``KEY=VALUE``, the value parsed as YAML like a config value (``width=4``, ``final_bn=no``)."""
-    import yaml
+    from ._yaml import load_yaml
 
     key, sep, raw = text.partition("=")
     if not sep or not key.isidentifier():
@@ -141,11 +153,9 @@ def _model_arg(text: str) -> tuple[str, Any]:
     if key in _SET_ELSEWHERE:
         raise argparse.ArgumentTypeError(f"{key} has its own flag: use {_SET_ELSEWHERE[key]}")
     try:
-        return key, yaml.safe_load(raw) if raw else None
-    except yaml.YAMLError as e:
-        from .engine.config import yaml_problem
-
-        raise argparse.ArgumentTypeError(f"cannot parse the value of {text!r}: {yaml_problem(e)}") from None
+        return key, load_yaml(raw, f"cannot parse the value of {text!r}") if raw else None
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -205,7 +215,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """Clean + robust accuracy of a checkpoint on a dataset split."""
     import torch
 
-    from ._io import atomic_write_json, check_writable
+    from ._io import atomic_write_json, check_not_input, check_writable
     from .attacks import create_attack, parse_eps
     from .data import load_dataset
     from .eval import balanced_subset, evaluate, evaluate_corruptions
@@ -218,6 +228,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                              aa_attacks=args.aa_attacks.split(",") if args.aa_attacks else None)
                for name in (args.attack or ["pgd"])]
     if args.json:
+        card = Path(args.checkpoint).with_suffix(".json") if args.checkpoint else None
+        check_not_input(args.json, [args.checkpoint, card, args.data if Path(args.data).exists() else None], "--json")
         check_writable(args.json)
     device = resolve_device(args.device)
     seed_everything(args.seed)
@@ -430,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_attack_args(p)
     p.add_argument("--batch-size", type=_count, default=256)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW (channels_last is faster on CPU/GPU)")
     p.add_argument("--json", type=Path, default=None, help="write the results (with provenance) to this JSON file")
     p.add_argument("--corruptions", default=None,
@@ -461,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "this many examples (official: 512), then one projection (default: one full-batch step)")
     p.add_argument("--batch-size", type=_count, default=512, help="examples per forward (memory only)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--seed", type=int, default=0, help="seed of the PGD random starts and the mini-batch shuffles")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the PGD random starts and the mini-batch shuffles")
     p.add_argument("--out-dir", type=Path, default=Path("mrc"), help="where mrc.json, mrc.txt and mrc.png go")
     p.add_argument("--verbose", action="store_true", help="print each module's result as it is computed")
     p.set_defaults(func=cmd_mrc)

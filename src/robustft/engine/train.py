@@ -22,7 +22,7 @@ from torch import nn
 from .._io import atomic_save, atomic_write
 from ..attacks import PGD
 from ..data import ArrayDataset, Augment, iterate_batches, num_batches
-from ..errors import UserError
+from ..errors import UserError, warn
 from ..eval import evaluate
 from ..layout import RunLayout
 from ..methods import EpochDecision, Method
@@ -30,10 +30,14 @@ from ..progress import duration, track
 from .config import RunConfig
 from .distributed import DistInfo, all_reduce_sum, barrier
 from .optim import build_optimizer, build_scheduler
+from .state import load_best_weights, restore_training_state
 
 __all__ = ["fit", "FitResult", "autocast_for", "cpu_has_native_bf16", "train_precision", "run_precision", "rank_slice",
            "summary_writer"]
 
+# A finite epoch counts as exploded when its training loss is this many times the first epoch's or more while its
+# validation clean accuracy is at most this many times chance (flagged in the log, metrics.jsonl and the card).
+EXPLODED_LOSS_FACTOR, EXPLODED_CHANCE_FACTOR = 10.0, 1.5
 
 
 @dataclass
@@ -320,6 +324,18 @@ def _train_epoch(loop: _Loop, method: Method, model: nn.Module, train: ArrayData
     return metrics
 
 
+def _exploded(metrics: dict[str, Any], history: list[dict], num_classes: int) -> str | None:
+    """Why a finite epoch exploded — training loss ``EXPLODED_LOSS_FACTOR`` times the first epoch's or more, and
+    validation at chance — or None."""
+    if not history or metrics["val_clean_acc"] > EXPLODED_CHANCE_FACTOR / num_classes:
+        return None
+    ratio = metrics["train_loss"] / max(history[0]["train_loss"], 1e-12)
+    if ratio < EXPLODED_LOSS_FACTOR:
+        return None
+    return (f"train loss {metrics['train_loss']:.3g}, {ratio:.3g}x the first epoch's; validation clean accuracy "
+            f"{metrics['val_clean_acc']:.3f}, chance is {1 / num_classes:.3f}")
+
+
 def _end_epoch(loop: _Loop, method: Method, model: nn.Module, val: ArrayDataset, cfg: RunConfig, info: DistInfo,
                metrics: dict[str, Any], t0: float, fit_start: float, layout: RunLayout,
                log: Callable[[str], None]) -> None:
@@ -331,6 +347,10 @@ def _end_epoch(loop: _Loop, method: Method, model: nn.Module, val: ArrayDataset,
     # the stage's remaining epochs at this invocation's mean epoch time
     left = (time.perf_counter() - fit_start) / (epoch + 1 - loop.start_epoch) * (epochs - epoch - 1)
     eta = f", ETA {duration(left)}" if epoch + 1 < epochs else ""
+    if why := _exploded(metrics, loop.history, val.num_classes):
+        metrics["exploded"] = True
+        if info.is_main:
+            warn(f"epoch {metrics['epoch']} exploded ({why}); lower optim.lr (the model card flags it if it is kept)")
     loop.history.append(metrics)
     improved = (loop.rule == "last" or not loop.best
                 or select_value(metrics, loop.rule) > select_value(loop.best, loop.rule))
@@ -370,7 +390,7 @@ def _apply_decision(decision: EpochDecision, loop: _Loop, model: nn.Module, layo
         metrics["lr_scale"] = decision.lr_scale
     if decision.reload_best:
         barrier(info)  # rank 0 has written best.pt
-        model.load_state_dict(torch.load(layout.best, map_location=info.device, weights_only=True))
+        load_best_weights(model, layout.best, info.device)
         metrics["reloaded_epoch"] = int(loop.best["epoch"])
     if decision.stop:
         metrics["stopped"] = True
@@ -404,8 +424,8 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
     run_dir.mkdir(parents=True, exist_ok=True)
     loop = _setup(method, model, train, cfg, info)
     if resume and layout.last.exists():
-        state = torch.load(layout.last, map_location=info.device, weights_only=True)
-        _restore(state, model, loop.optimizer, loop.scheduler, loop.scaler, loop.generators)
+        state = restore_training_state(layout.last, cfg.train.epochs, info.device, lambda state: _restore(
+            state, model, loop.optimizer, loop.scheduler, loop.scaler, loop.generators))
         loop.start_epoch, loop.history, loop.best = state["epoch"], state["history"], state["best"]
         log(f"resumed from {layout.last} after epoch {loop.start_epoch}")
     if cfg.train.tensorboard and info.is_main:
