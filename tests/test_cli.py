@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from robustft import cli
 from robustft.cli import main
 from robustft.models import create_model, save_state_dict
 from support import error_line
@@ -188,3 +189,28 @@ def test_bad_model_args_are_one_line(npz_data, ckpt, capsys, extra, match):
     assert _exit_code(["evaluate", "--arch", "cifar_resnet20", "--checkpoint", str(ckpt), "--data", str(npz_data),
                        *extra]) == 2
     assert match in _error_line(capsys)
+
+
+@pytest.mark.parametrize("error", [MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: "
+                                                              "can't allocate memory: you tried to allocate 2048000000 "
+                                                              "bytes.\nmore lines"),
+                                   torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")])
+def test_out_of_memory_is_one_line(monkeypatch, capsys, error):
+    """An allocation failure anywhere in a command (e.g. 4000x4000 .npz images) ends in one line, exit 2."""
+    def fail(args):
+        raise error
+
+    monkeypatch.setattr(cli, "cmd_models", fail)
+    assert cli.main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("robustft: error: out of memory (") and "batch size" in err
+
+
+def test_other_runtime_errors_are_not_hidden(monkeypatch):
+    """A RuntimeError that is not an allocation failure is a bug: it propagates with its traceback."""
+    def fail(args):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(cli, "cmd_models", fail)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        cli.main(["models"])

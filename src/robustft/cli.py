@@ -555,6 +555,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("robustft: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        print(f"robustft: error: out of memory ({(str(e).splitlines() or [type(e).__name__])[0][:200]}); "
+              f"lower the batch size, or the image size (data.image_size / --image-size)", file=sys.stderr)
+        return 2
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is a failed host or device allocation rather than a bug."""
+    import torch
+
+    return isinstance(err, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(err)
 
 
 if __name__ == "__main__":
