@@ -19,6 +19,7 @@ from robustft.engine import build_optimizer, load_config
 from robustft.engine.run import _stage_config
 from robustft.methods import create_method, list_methods
 from robustft.models import create_model, list_models
+from support import tiny_resnet, with_source_bn_stats
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
@@ -97,17 +98,6 @@ def _method(cfg):
     return create_method(cfg.method, attack, **cfg.method_args)
 
 
-def _with_source_bn_stats(model: nn.Module) -> nn.Module:
-    """Pre-trained-looking BN statistics, so re-estimated statistics are visible."""
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, nn.BatchNorm2d):
-                m.running_mean.uniform_(-0.3, 0.3)
-                m.running_var.uniform_(0.5, 2.0)
-    return model
-
-
 TWINS_CIFAR = [f"twins_{t}cifar{n}" for t in ("", "trades_") for n in (10, 100)]
 
 
@@ -136,8 +126,7 @@ def test_twins_trades_presets_attack_with_ce_as_official(stem):
     """The preset's training attack gives the official CE PGD's examples (transcribed here, from the clean point)."""
     cfg = load_config(_paper(stem))
     attack = dataclasses.replace(_method(cfg).attack, random_start=False, steps=3)
-    torch.manual_seed(0)
-    model = _with_source_bn_stats(create_model("cifar_resnet20", num_classes=10, width=4)).eval()
+    model = tiny_resnet(num_classes=10).eval()
     x, y = torch.rand(6, 3, 32, 32), torch.arange(6) % 10
     eps, step = attack.eps, parse_eps(cfg.attack.step_size)
     x_adv = x.clone()
@@ -155,7 +144,7 @@ def test_rift_presets_reestimate_bn_as_the_official_fine_tune(stem):
     cfg = load_config(_paper(stem))
     module = "layer2.1.conv2"
     torch.manual_seed(0)
-    source = _with_source_bn_stats(create_model(cfg.model.arch, num_classes=10, widths=(4, 8, 16, 32)))
+    source = with_source_bn_stats(create_model(cfg.model.arch, num_classes=10, widths=(4, 8, 16, 32)))
     x, y = torch.rand(8, 3, 32, 32), torch.arange(8) % 10
     sgd = dict(lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
     official = copy.deepcopy(source)
