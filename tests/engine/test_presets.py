@@ -229,3 +229,80 @@ def test_roli_presets_use_the_official_peft_inits(path):
 @pytest.mark.parametrize("stem", ["autolora_cifar10", "autolora_cifar100"])
 def test_autolora_presets_use_the_official_branch(stem):
     assert create_method("autolora", PGD(), **load_config(_paper(stem)).method_args).cfg.lora_layout == "official"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# every paper preset, every stage: the effective settings against a table of the official values
+# ---------------------------------------------------------------------------------------------------------------
+def _twins(data: str) -> dict:
+    """TWINS (train.sh of TWINS_cifar / TWINS_high_res_data, argument.py, test())."""
+    caltech = data == "caltech256"
+    return {"main": dict(
+        optim="sgd", lr=0.003, momentum=0.9, weight_decay=1e-3 if caltech else 1e-5, epochs=60, warmup=0.0,
+        schedule="multistep", milestones=[30, 50], batch=128, attack=("8/255", 10, "2/255"), val_steps=10,
+        test_steps=10, test_random_start=False, view=("image_size", 224) if caltech else ("resize_input", 224),
+        select="last", val_fraction=0.1)}
+
+
+def _roli(peft: str, data: str) -> dict:
+    """RoLI (configs/linear/<data>_ranli.yaml, configs/<peft>/<data>_roli.yaml, make_optimizer, BASE_LR/256*64)."""
+    caltech = data == "caltech256"
+    shared = dict(batch=64, attack=("8/255", 7, "2/255"), val_steps=10, test_steps=10, test_random_start=True,
+                  view=("image_size", 224) if caltech else ("resize_input", True), select="auto", warmup=10.0,
+                  schedule="cosine", epochs=40 if caltech else 20, val_fraction=0.1)
+    lp_wd = {"cifar10": 0.01, "cifar100": 1e-3, "caltech256": 0.01}[data]
+    official_wd = ROLI_OFFICIAL_WD[data][peft]
+    return {"lp": dict(shared, optim="sgd", lr=ROLI_EFFECTIVE_LR[data]["lp"], momentum=0.9, weight_decay=lp_wd),
+            "ft": dict(shared, optim="adamw" if official_wd > 0 else "sgd", lr=ROLI_EFFECTIVE_LR[data][peft],
+                       momentum=None if official_wd > 0 else 0.9, weight_decay=0.01 if official_wd > 0 else 0.0)}
+
+
+RIFT = {"main": dict(optim="sgd", lr=1e-3, momentum=0.9, weight_decay=5e-4, epochs=10, warmup=0.0, schedule="multistep",
+                     milestones=[5], batch=128, attack=("8/255", 10, "2/255"), val_steps=10, test_steps=10,
+                     test_random_start=True, view=None, select="clean_acc", val_fraction=0.1)}
+AUTOLORA = {"main": dict(optim="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, epochs=60, warmup=0.0,
+                         schedule="constant", batch=128, attack=("8/255", 10, "2/255"), val_steps=10, test_steps=10,
+                         test_random_start=False, view=("resize_input", 224), select="auto", val_fraction=0.05)}
+OFFICIAL_SETTINGS = {
+    **{f"twins_{t}{d}": _twins(d) for t in ("", "trades_") for d in ("cifar10", "cifar100")},
+    "twins_caltech256": _twins("caltech256"),
+    **{f"roli_{p}_{d}": _roli(p, d) for p in ("full", "bias", "lora", "adapter")
+       for d in ("cifar10", "cifar100", "caltech256")},
+    "rift_cifar10": RIFT, "rift_cifar100": RIFT,
+    "autolora_cifar10": AUTOLORA, "autolora_cifar100": AUTOLORA,
+}
+
+
+def _effective(cfg) -> dict:
+    """The settings a stage config trains and evaluates with, in the table's terms."""
+    o, d, e = cfg.optim, cfg.data, cfg.eval
+    view = next(((k, v) for k, v in (("image_size", d.image_size), *cfg.model.options.items())
+                 if k in ("image_size", "resize_input") and v), None)
+    row = dict(optim=o.name, lr=o.lr, momentum=o.momentum if o.name == "sgd" else None, weight_decay=o.weight_decay,
+               epochs=cfg.train.epochs, warmup=float(o.warmup_epochs), schedule=o.schedule, batch=d.batch_size,
+               attack=(cfg.attack.eps, cfg.attack.steps, cfg.attack.step_size), val_steps=e.val_steps,
+               test_steps=e.test_steps, test_random_start=e.test_random_start, view=view, select=e.select,
+               val_fraction=d.val_fraction)
+    if o.schedule == "multistep":
+        row["milestones"] = list(o.milestones)
+    return row
+
+
+def test_every_paper_preset_has_a_row_of_official_settings():
+    assert {p.stem for p in PAPER} == set(OFFICIAL_SETTINGS)
+
+
+@pytest.mark.parametrize("path", PAPER, ids=lambda p: p.stem)
+def test_paper_preset_stages_train_with_the_official_settings(path):
+    """Each stage's effective lr (after batch scaling), epochs, warm-up, schedule, weight decay, optimizer, batch,
+    training / validation / test attack, image view, selection rule and validation carve equal the official values."""
+    cfg = load_config(path)
+    stages = create_method(cfg.method, PGD(), **cfg.method_args).stages()
+    expected = OFFICIAL_SETTINGS[path.stem]
+    assert [s.name for s in stages] == list(expected)
+    for stage in stages:
+        got, want = _effective(_stage_config(cfg, stage)), expected[stage.name]
+        assert got.keys() == want.keys(), stage.name
+        for key, value in want.items():
+            assert got[key] == (pytest.approx(value, rel=1e-12) if isinstance(value, float) else value), \
+                f"{path.stem} stage {stage.name}: {key} is {got[key]!r}, official {value!r}"
