@@ -334,9 +334,11 @@ SMALL = ("--method", "autolora", "--set", "method_args.lr_window=1", "--set", "m
          "--set", "train.channels_last=false")
 
 
-def test_cli_run_exports_a_plain_model_that_evaluate_and_export_read(tiny_task, tmp_path):
+@pytest.mark.parametrize("layout", ["standard", "official"])
+def test_cli_run_exports_a_plain_model_that_evaluate_and_export_read(tiny_task, tmp_path, layout):
     data, ckpt = tiny_task
-    run_ok(robustft_cmd(*finetune_args(data, ckpt, tmp_path, "al", "--epochs", "3", *SMALL)))
+    run_ok(robustft_cmd(*finetune_args(data, ckpt, tmp_path, "al", "--epochs", "3", *SMALL,
+                                       "--set", f"method_args.lora_layout={layout}")))
     run_dir = tmp_path / "al"
     results = json.loads((run_dir / "results.json").read_text())
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

@@ -350,6 +350,8 @@ def runs(tiny_task, tmp_path_factory):
     argv.append(finetune_args(data, ckpt, out, "ranli", "--method", "ranli", "--peft", "bias", *_SMALL))
     argv.append(finetune_args(data, ckpt, out, "reuse", "--method", "roli", "--peft", "lora", *_SMALL,
                               "--init-head", f"{out / 'lora'}:lp", "--set", f"optim.lr={TINY_LR}"))
+    argv.append(finetune_args(data, ckpt, out, "adapter_official", "--method", "roli", "--peft", "adapter", *_SMALL,
+                              "--set", "method_args.adapter_init=official"))
     proc = run_ok([sys.executable, "-c", _CLI, json.dumps(argv)])
     (out / "cli.log").write_text(proc.stdout + proc.stderr)
     return out
@@ -393,6 +395,13 @@ def test_cli_logs_each_stages_effective_lr(runs):
         assert re.search(rf"stage {stage}: .* lr 0\.025 \(the configured 0\.05 × batch 32 / optim\.lr_scale_batch "
                          rf"64\)", log), log
     assert re.search(r"stage ft: .* epochs \(train\.epochs\), lr 1e-30\n", log), "no rule: the configured lr"
+
+
+def test_cli_official_adapter_init_exports_adapters_that_learned_only_their_up_bias(runs):
+    exported = torch.load(runs / "adapter_official" / "model.pt", weights_only=True)
+    adapter = {k: v for k, v in exported.items() if ".adapter." in k}
+    assert adapter and all(not v.any() for k, v in adapter.items() if not k.endswith("up.bias"))
+    assert any(v.any() for k, v in adapter.items() if k.endswith("up.bias"))
 
 
 def test_cli_ranli_has_no_probe_stage(runs):
