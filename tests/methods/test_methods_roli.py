@@ -6,6 +6,7 @@ import json
 import math
 import re
 import sys
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import pytest
@@ -474,7 +475,7 @@ class _OfficialAdapter(nn.Module):
         return h + self.up(torch.nn.functional.gelu(self.down(h)))
 
 
-def _changed(module: nn.Module, step) -> set[str]:
+def _changed(module: nn.Module, step: Callable[[], None]) -> set[str]:
     """Names of ``module``'s parameters that ``step()`` changes."""
     before = {n: p.detach().clone() for n, p in module.named_parameters()}
     step()
@@ -486,7 +487,7 @@ def _role(name: str) -> str:
     return ".".join(name.split(".")[-2:])
 
 
-def _adamw_steps(params, loss_of) -> callable:
+def _adamw_steps(params, loss_of) -> Callable[[], None]:
     """Two AdamW steps (the official stage-2 optimizer, weight decay 0.01) on ``loss_of(seed)``."""
     opt = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.01)
 
