@@ -64,7 +64,7 @@ def _limits(args: argparse.Namespace):
     """The decoding limits the data flags set (the library's defaults for those not given)."""
     from .data import DecodeLimits
 
-    given = {k: getattr(args, k) for k in ("max_file_mb", "max_image_pixels", "max_array_mb")}
+    given = {k: getattr(args, k) for k in ("max_file_mb", "max_image_pixels", "max_array_mb", "max_classes")}
     return DecodeLimits(**{k: v for k, v in given.items() if v is not None})
 
 
@@ -123,6 +123,9 @@ def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
                    help="largest image (width x height, from its header) decoded (default: as data.max_image_pixels)")
     p.add_argument("--max-array-mb", type=_positive, default=None,
                    help="largest .npz array read, in MB decompressed (default: as data.max_array_mb)")
+    p.add_argument("--max-classes", type=_count, default=None,
+                   help="most classes (class directories, or the largest .npz label + 1) accepted (default: as "
+                        "data.max_classes)")
 
 
 _SET_ELSEWHERE = {"num_classes": "--num-classes", "normalization": "--normalization"}
@@ -157,6 +160,8 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-arg", action="append", type=_model_arg, default=None, metavar="KEY=VALUE",
                    help="architecture option passed to its constructor, value parsed as YAML (e.g. width=4, "
                         "final_bn=false); repeatable; overrides an export card's model.options")
+    p.add_argument("--adapter", default=None,
+                   help="adapter-only export (robustft export --adapter-only) to attach to --checkpoint, its base")
 
 
 def _load_model(args: argparse.Namespace, data_classes: int):
@@ -167,6 +172,12 @@ def _load_model(args: argparse.Namespace, data_classes: int):
     if num_classes < data_classes:
         raise UserError(f"--num-classes {num_classes} is fewer than the {data_classes} classes of the data, whose "
                         f"labels index the model's outputs")
+    if args.adapter:  # the base keeps its own head; the adapter file brings the fine-tuned one
+        from .engine.adapters import load_adapters
+
+        base = load_exported_model(args.arch, args.checkpoint, normalization=args.normalization,
+                                   **dict(args.model_arg or []))
+        return load_adapters(base, args.adapter)
     return load_exported_model(args.arch, args.checkpoint, num_classes=num_classes, normalization=args.normalization,
                                **dict(args.model_arg or []))
 
@@ -351,22 +362,40 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """A finished run's model as a plain state dict without normalize.* keys, with a card stating the normalization."""
+    """A finished run's model as a plain state dict without normalize.* keys, with a card stating the normalization;
+    or, with --adapter-only, its LoRA factors / adapters and head alone."""
     from .engine import export_plain
     from .engine.run import read_card
 
+    if args.adapter_only:
+        from .engine.adapters import export_adapters
+
+        out = export_adapters(args.run, args.out)
+        print(f"wrote {out} and {out.with_suffix('.json')}: load them onto the base with robustft evaluate "
+              f"--checkpoint BASE --adapter {out}")
+        return 0
+
     out = export_plain(args.run, args.out)
     stats = read_card(out)["normalize"]
-    print(f"wrote {out} and {out.with_suffix('.json')}; normalize inputs in [0,1] outside the model first: "
+    config = f", {out.parent / 'config.json'}" if not args.out.suffix else ""
+    print(f"wrote {out}{config} and {out.with_suffix('.json')}; normalize inputs in [0,1] outside the model first: "
           f"mean {','.join(f'{v:g}' for v in stats['mean'])}, std {','.join(f'{v:g}' for v in stats['std'])}")
     return 0
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    """List registered architectures."""
-    from .models import list_models
+    """List registered architectures and every published-weights tag with its source (markdown: the docs' table)."""
+    from .models import KNOWN_WEIGHTS, list_models
+    from .models.hub import weights_table
 
-    print("\n".join(list_models()))
+    if args.format == "markdown":
+        print(weights_table(), end="")
+        return 0
+    print("architectures:\n" + "\n".join(f"  {name}" for name in list_models()))
+    print("published weights (arch.tag: file, sha256, layout, what, source):")
+    for name, w in KNOWN_WEIGHTS.items():
+        print(f"  {name}: {w.url}, sha256 {w.sha256 or 'none (' + w.checksum_note + ')'}, {w.layout}; "
+              f"{w.description}; {w.source}")
     return 0
 
 
@@ -476,11 +505,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="a finished run's model as a plain state dict that loads into torchvision/"
                                       "timm-style code (no normalize.* keys), its normalization in a card beside it")
     p.add_argument("run", help="finished run directory (or its exported model.pt)")
+    p.add_argument("--adapter-only", action="store_true",
+                   help="only the LoRA factors / adapters and the head of a RoLI-style run, with an adapter card")
     p.add_argument("--out", type=Path, required=True,
-                   help="output file, .safetensors or .pt; the card goes beside it with .json")
+                   help="output file, .safetensors or .pt (the card goes beside it with .json), or a directory "
+                        "(no suffix): a timm / HF hub model directory (model.safetensors, timm config.json, card)")
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("models", help="list architectures")
+    p = sub.add_parser("models", help="list architectures and published weights (arch.tag) with their sources")
+    p.add_argument("--format", choices=["text", "markdown"], default="text",
+                   help="markdown: the weights table of docs/models.md")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("datasets", help="every dataset name: classes, official split sizes, source, licence")

@@ -40,7 +40,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
     atomic_write(out_dir / "comparison.md", lambda tmp: Path(tmp).write_text(table))
     plot_clean_vs_robust(rows, out_dir / "comparison.png", title="demo: robust source → dog..truck (test)")
     plot_training_curves({m: load_run(out_dir / m)["history"]["main"] for m in DEMO_METHODS},
-                         out_dir / "training_curves.png")
+                         out_dir / "training_curves.png", {row["label"]: row["best_epoch"] for row in rows})
     log("\n" + table)
     log(f"wrote {out_dir / 'comparison.md'}, {out_dir / 'comparison.png'}, {out_dir / 'training_curves.png'}")
     return rows

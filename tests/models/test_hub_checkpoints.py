@@ -2,6 +2,8 @@
 
 import argparse
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +13,7 @@ import torch
 from robustft.cli import main
 from robustft.errors import UserError
 from robustft.models import create_model, load_model, read_state_dict
-from support import Payload, error_line
+from support import Payload, error_line, run_env
 
 # Preprocessing that is no preset and not the architecture's default, so only config.json can have supplied it.
 MEAN, STD = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
@@ -127,3 +129,69 @@ def test_only_the_namespace_is_admitted_not_what_it_or_the_file_carries(tmp_path
     assert not marker.exists()
     torch.load(tmp_path / "evil.pth.tar", weights_only=False)  # control: the payload is live
     assert marker.exists()
+
+
+# ----------------------------------------------------------------------------- hf-hub: names (huggingface_hub)
+
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _hf_cache(cache: Path, repo: str, weights: str = "model.safetensors", num_classes: int = 10) -> torch.nn.Module:
+    """The Hugging Face cache as huggingface_hub lays it out: models--OWNER--REPO/refs/main naming a commit whose
+    snapshots/<commit>/ holds the files; returns the network in it."""
+    root = cache / f"models--{repo.replace('/', '--')}"
+    (root / "snapshots").mkdir(parents=True)
+    (root / "refs").mkdir()
+    (root / "refs" / "main").write_text(COMMIT)
+    return _hub_dir(root / "snapshots" / COMMIT, weights, num_classes=num_classes, size=32)
+
+
+def test_hf_hub_name_loads_from_the_huggingface_cache_offline(tmp_path, npz_data):
+    """A child process, so huggingface_hub reads HF_HUB_CACHE and HF_HUB_OFFLINE as users set them."""
+    _hf_cache(tmp_path / "hf", "someone/robust-r20")
+    env = {**run_env(), "HF_HUB_CACHE": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1",
+           "HF_ENDPOINT": "http://127.0.0.1:9"}  # no network: a request would fail
+    proc = subprocess.run([sys.executable, "-m", "robustft.cli", "evaluate", "--arch", "cifar_resnet20", "--checkpoint",
+                           "hf-hub:someone/robust-r20", "--data", str(npz_data), "--steps", "1", "--json",
+                           str(tmp_path / "r.json")], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "image size 32 px, the input size stated in" in proc.stdout
+    assert json.loads((tmp_path / "r.json").read_text())["n"] == 20
+
+
+@pytest.fixture
+def hf_offline(tmp_path, monkeypatch):
+    """huggingface_hub pointed at an empty cache in tmp_path, offline."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf"))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return tmp_path / "hf"
+
+
+@pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
+def test_hf_hub_name_reads_the_cached_snapshot_with_its_config(hf_offline, weights):
+    source = _hf_cache(hf_offline, "someone/r20", weights, num_classes=7)
+    model = load_model("cifar_resnet20", "hf-hub:someone/r20").eval()
+    assert model.fc.out_features == 7 and torch.allclose(model.normalize.mean.flatten(), torch.tensor(MEAN))
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
+    assert load_model("cifar_resnet20", f"hf-hub:someone/r20@{COMMIT}").fc.out_features == 7  # a pinned revision
+
+
+def test_hf_hub_name_missing_from_the_offline_cache_or_misspelt_is_one_line(hf_offline, npz_data, capsys):
+    rc = main(["evaluate", "--arch", "cifar_resnet20", "--checkpoint", "hf-hub:someone/absent", "--data",
+               str(npz_data)])
+    line = error_line(capsys.readouterr().err)
+    assert rc == 2 and "someone/absent on " in line and "has none of model.safetensors, pytorch_model.bin" in line
+    assert "HF_HUB_OFFLINE is set" in line
+    rc = main(["evaluate", "--arch", "cifar_resnet20", "--checkpoint", "hf-hub:not a/repo name", "--data",
+               str(npz_data)])
+    assert rc == 2 and "is not a Hugging Face repo name" in error_line(capsys.readouterr().err)
+
+
+def test_hf_hub_name_without_huggingface_hub_says_which_extra_to_install(monkeypatch, npz_data, capsys):
+    monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # as if not installed: its import fails
+    rc = main(["evaluate", "--arch", "cifar_resnet20", "--checkpoint", "hf-hub:someone/r20", "--data", str(npz_data)])
+    assert rc == 2 and "pip install 'robustft[hub]'" in error_line(capsys.readouterr().err)

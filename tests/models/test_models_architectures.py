@@ -17,6 +17,7 @@ TEST_CASES = {
     "wide_resnet34_10": ({}, 32),
     "resnet18": ({}, 64),
     "resnet50": ({}, 64),
+    "wide_resnet50_2": ({"widths": (16, 32, 64, 128)}, 64),
     "vit": ({}, 32),
     "vit_small_patch16_224": ({"img_size": 32}, 32),
     "vit_base_patch16_224": ({"img_size": 32}, 32),
@@ -70,6 +71,7 @@ def test_model_contract(name):
     [
         ("resnet18", 11_689_512),
         ("resnet50", 25_557_032),
+        ("wide_resnet50_2", 68_883_240),
         ("cifar_resnet18", 11_173_962),
         ("wide_resnet34_10", 46_160_474),
         ("vit_small_patch16_224", 22_050_664),
@@ -92,6 +94,12 @@ def test_parameter_count_matches_reference_implementation(name, expected):
              "layer1.0.downsample.0.weight": (256, 64, 1, 1), "layer1.0.downsample.1.weight": (256,),
              "layer3.5.conv2.weight": (256, 256, 3, 3), "fc.weight": (1000, 2048), "fc.bias": (1000,)},
             ["layer1.1.downsample.0.weight", "layer4.3.conv1.weight"],
+        ),
+        (
+            "wide_resnet50_2",  # torchvision's wide_resnet50_2: the bottleneck's inner convs twice as wide
+            {"layer1.0.conv1.weight": (128, 64, 1, 1), "layer1.0.conv2.weight": (128, 128, 3, 3),
+             "layer1.0.conv3.weight": (256, 128, 1, 1), "layer4.2.bn2.running_var": (1024,), "fc.weight": (1000, 2048)},
+            ["layer4.3.conv1.weight"],
         ),
         (
             "resnet18",

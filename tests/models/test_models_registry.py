@@ -90,7 +90,7 @@ def test_tag_without_pretrained_uses_the_weights_settings(fake_weights):
 
 
 def test_offline_download_says_where_to_put_the_file(fake_weights, monkeypatch):
-    def offline(url, dst, progress=True):
+    def offline(url, dst, hash_prefix=None, progress=True):
         raise URLError("no network")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
@@ -144,7 +144,7 @@ def test_tagged_arch_evaluates_the_weights_downloaded_to_the_cache(tmp_path, mon
     monkeypatch.setenv("ROBUSTFT_CACHE", str(tmp_path / "cache"))
     requested = []
 
-    def download(url: str, dst: str, progress: bool = True) -> None:
+    def download(url: str, dst: str, hash_prefix: str | None = None, progress: bool = True) -> None:
         requested.append(url)
         shutil.copyfile(upstream, dst)
 

@@ -9,19 +9,12 @@ from typing import Any
 
 from .._io import atomic_write, atomic_write_json
 from ..engine.train import select_value
-from ..layout import RunLayout
-from ..report import (
-    paired_difference,
-    plot_alpha_curves,
-    plot_clean_vs_robust,
-    plot_mrc,
-    plot_norm_diagnostics,
-    plot_training_curves,
-    verdict,
-)
+from ..report import paired_difference, verdict
+from ..report.paired import accuracy_intervals
+from ..report.plots import plot_runs
 from .protocol import Protocol
 
-__all__ = ["select_variants", "aggregate", "check_claims", "matched_grid", "write_protocol_report"]
+__all__ = ["select_variants", "aggregate", "check_claims", "matched_grid", "write_protocol_report", "protocol_plots"]
 
 # protocol metric name -> row key
 METRIC_KEYS = {"clean": "test_clean", "pgd": "test_pgd", "autoattack": "test_autoattack",
@@ -305,6 +298,32 @@ def _markdown(protocol: Protocol, table: list[dict[str, Any]], groups: list[dict
     return "\n".join(lines)
 
 
+def first_seed_cells(protocol: Protocol, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per task, the rows of its trained cells (sources aside) of its first seed: the ones whose curves are shown."""
+    cells = {}
+    for task_name in protocol.tasks:
+        ran = [r for r in rows if r["task"] == task_name and "metrics" in r]
+        cells[task_name] = [r for r in ran if r["seed"] == min(x["seed"] for x in ran)]
+    return cells
+
+
+def protocol_plots(protocol: Protocol, rows: list[dict[str, Any]], out_dir: Path,
+                   histories: dict[str, dict[str, list[dict[str, Any]]]]) -> list[Path]:
+    """Per task (``report.plots.plot_runs``, files ``<task>_...``): clean vs robust of each group (mean over seeds
+    of the selected variants, 95 % intervals from their per-image flags and seeds), the first seed's validation
+    curves from ``histories`` with the epoch each cell kept, and the α-curves / MRC profiles in its cells' runs."""
+    groups, cells, written = aggregate(rows, groups=True), first_seed_cells(protocol, rows), []
+    for task_name, task in protocol.tasks.items():
+        chosen = [r for r in rows if r["task"] == task_name and r["selected"]]
+        points = [accuracy_intervals(g, [r for r in chosen if r["group"] == g["label"]]) for g in groups
+                  if g["task"] == task_name and "test_pgd" in g]
+        written += plot_runs(out_dir, points, histories.get(task_name, {}),
+                             {r["label"]: r["best_epoch"] for r in cells[task_name]},
+                             [(task_name, Path(r["run_dir"])) for r in cells[task_name]], prefix=f"{task_name}_",
+                             title=f"{task.title} (test, mean over seeds)")
+    return written
+
+
 def write_protocol_report(protocol: Protocol, record: dict[str, Any], out_dir: Path) -> list[Path]:
     """results.json, results.md and the plots of a protocol run; returns the written paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -315,32 +334,9 @@ def write_protocol_report(protocol: Protocol, record: dict[str, Any], out_dir: P
         if matched := matched_grid(protocol, claim, rows):
             checked["matched_grid"] = matched
     record = {**record, "table": table, "groups": groups, "claims": claims}
-    cells, all_histories = {}, {}  # per task: its rows of its first seed, and their per-epoch histories
-    for task_name in protocol.tasks:
-        ran = [r for r in rows if r["task"] == task_name and "metrics" in r]
-        cells[task_name] = [r for r in ran if r["seed"] == min(x["seed"] for x in ran)]
-        all_histories[task_name] = {r["label"]: [json.loads(x) for x in Path(r["metrics"]).read_text().splitlines()]
-                                    for r in cells[task_name]}
+    histories = {task: {r["label"]: [json.loads(x) for x in Path(r["metrics"]).read_text().splitlines()]
+                        for r in cells} for task, cells in first_seed_cells(protocol, rows).items()}
     written = [atomic_write_json(record, out_dir / "results.json"),
                atomic_write(out_dir / "results.md", lambda tmp: Path(tmp).write_text(
-                   _markdown(protocol, table, groups, claims, record, all_histories)))]
-    for task_name, task in protocol.tasks.items():
-        entries = [g for g in groups if g["task"] == task_name and "test_pgd" in g]
-        if entries:
-            written.append(plot_clean_vs_robust(entries, out_dir / f"{task_name}_clean_vs_robust.png",
-                                                title=f"{task.title} (test, mean ± spread)"))
-        histories = all_histories[task_name]
-        if histories:
-            written.append(plot_training_curves(histories, out_dir / f"{task_name}_training_curves.png"))
-        diagnosed = {k: h for k, h in histories.items() if h and "conv_weight_norm" in h[0]}
-        if diagnosed:
-            written.append(plot_norm_diagnostics(diagnosed, out_dir / f"{task_name}_norm_diagnostics.png"))
-        for r in cells[task_name]:
-            alpha, mrc = (RunLayout(r["run_dir"]).artifact(stem) for stem in ("alpha_curve", "mrc"))
-            if alpha.is_file():
-                curve = json.loads(alpha.read_text())
-                written.append(plot_alpha_curves(curve["curve"], out_dir / f"{task_name}_alpha_curve.png",
-                                                 chosen=curve["alpha"], tolerance=curve["tolerance"]))
-            if mrc.is_file():
-                written.append(plot_mrc(json.loads(mrc.read_text()), out_dir / f"{task_name}_mrc.png"))
-    return written
+                   _markdown(protocol, table, groups, claims, record, histories)))]
+    return written + protocol_plots(protocol, rows, out_dir, histories)

@@ -3,11 +3,13 @@
 The arrays are ``x`` and ``y`` unless ``x_key`` / ``y_key`` (``data.x_key`` / ``data.y_key``) name others; without
 them and without ``x``/``y``, the file's only uint8 N×H×W(×C) array and only 1-D integer array of that length are
 used, judged from the ``.npy`` headers, and anything ambiguous is refused with the arrays found. Channels-first
-images (N×C×H×W) are recognised and accepted with a warning; every member's decompressed size is checked against
-``DecodeLimits.max_array_mb`` before it is read.
+images (N×C×H×W) are recognised and accepted with a warning. Before any member is read, its decompressed size
+(and the size its header announces) is checked against ``DecodeLimits.max_array_mb``, each image's pixels against
+``max_image_pixels`` and the largest label + 1 against ``max_classes``, so a small file cannot fill memory.
 """
 
 import functools
+import math
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -19,6 +21,7 @@ import torch
 
 from ..errors import UserError, warn
 from .limits import DecodeLimits
+from .readers import open_regular, read_text
 from .source import Arrays, Source
 
 __all__ = ["npz_source"]
@@ -44,6 +47,11 @@ class _Member:
         """``uint8 60000×28×28``, or ``unreadable header``."""
         return "unreadable header" if self.dtype is None else f"{self.dtype} {'×'.join(map(str, self.shape))}"
 
+    @property
+    def nbytes(self) -> int:
+        """The bytes its header announces (what numpy allocates before reading), 0 for an unreadable header."""
+        return 0 if self.dtype is None else math.prod(self.shape) * self.dtype.itemsize
+
 
 def _describe(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Member:
     """The header of one member (numpy's bounded header parser: a literal, never code)."""
@@ -59,7 +67,7 @@ def _describe(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> _Member:
 def _members(path: Path) -> dict[str, _Member]:
     """Every array of an npz file by key (``np.savez`` adds ``.npy`` to each key's member name)."""
     try:
-        with zipfile.ZipFile(path) as archive:  # also keeps np.load from reading a whole .npy named *.npz
+        with open_regular(path) as f, zipfile.ZipFile(f) as archive:  # also keeps np.load from reading a .npy
             return {info.filename.removesuffix(".npy"): _describe(archive, info) for info in archive.infolist()}
     except (OSError, ValueError, zipfile.BadZipFile, zlib.error) as e:  # zlib: a damaged member's header
         raise UserError(f"cannot read {path} as an .npz file ({e}); re-create it with np.savez") from e
@@ -90,11 +98,20 @@ def _keys(path: Path, members: dict[str, _Member], x_key: str | None, y_key: str
     return x, y
 
 
+def _layout(shape: tuple[int, ...]) -> str | None:
+    """How images of this array shape are laid out: ``NHW``, ``NHWC`` or ``NCHW`` (C = 1 or 3), else None."""
+    if len(shape) == 3:
+        return "NHW"
+    if len(shape) == 4 and shape[3] in (1, 3):
+        return "NHWC"
+    return "NCHW" if len(shape) == 4 and shape[1] in (1, 3) else None
+
+
 def _read(path: Path, key: str, member: _Member, limits: DecodeLimits) -> np.ndarray:
     """Array ``key`` of an npz file (only that member is decompressed, after its size check); no pickles."""
-    limits.check_array(f"{path}: array {key!r}", member.size)
+    limits.check_array(f"{path}: array {key!r}", max(member.size, member.nbytes))
     try:
-        with np.load(path, allow_pickle=False) as data:
+        with open_regular(path) as f, np.load(f, allow_pickle=False) as data:
             return data[key]
     except (OSError, ValueError, zipfile.BadZipFile, zlib.error) as e:
         raise UserError(f"cannot read {path} as an .npz file ({e}); re-create it with np.savez") from e
@@ -116,28 +133,40 @@ class _NpzFile:
         return cls(path, members, *_keys(path, members, x_key, y_key))
 
     def labels(self, limits: DecodeLimits) -> np.ndarray:
-        """The labels, checked to be non-negative integers."""
+        """The labels, checked to be non-negative integers implying at most ``limits.max_classes`` classes."""
         y = _read(self.path, self.y, self.members[self.y], limits)
         if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer) or (y.size and y.min() < 0):
             raise UserError(f"{self.path}: {self.y!r} must be a 1-D array of non-negative integer labels, got "
                             f"{y.dtype} {y.shape}")
+        if y.size:  # before int64 (a uint64 label >= 2**63 would wrap negative) and before any class name is made
+            top = int(y.max())
+            limits.check_classes(f"{self.path}: the class count its labels {self.y!r} imply (largest label {top} "
+                                 f"+ 1)", top + 1)
         return y.astype(np.int64)
 
     def images(self, count: int, limits: DecodeLimits) -> np.ndarray:
         """The images as N×C×H×W uint8 (C = 1 or 3), checked against the label count."""
-        path, key = self.path, self.x
-        x = _read(path, key, self.members[key], limits)
+        path, key, member = self.path, self.x, self.members[self.x]
+        if member.dtype == np.uint8 and (layout := _layout(member.shape)) is not None:
+            # checked on the header: numpy allocates the whole array before it reads any of it
+            height, width = member.shape[2:4] if layout == "NCHW" else member.shape[1:3]
+            if height * width == 0:
+                raise UserError(f"{path}: {key!r} {member.shape} holds images of {width}x{height} pixels; save images "
+                                f"of at least 1x1 pixel")
+            limits.check_pixels(f"{path}: each image of {key!r}", width, height)
+        x = _read(path, key, member, limits)
         if x.dtype != np.uint8 or x.ndim not in (3, 4):
             raise UserError(f"{path}: {key!r} must be uint8 N×H×W×C or N×H×W, got {x.dtype} {x.shape}; "
                             f"convert it with x.astype(np.uint8) (pixel values 0..255)")
         if len(x) != count:
             raise UserError(f"{path} has {len(x)} images but {count} labels; {key!r} and {self.y!r} must have the "
                             f"same length")
-        if x.ndim == 3:
+        layout = _layout(x.shape)
+        if layout == "NHW":
             return x[:, None]
-        if x.shape[3] in (1, 3):
+        if layout == "NHWC":
             return x.transpose(0, 3, 1, 2)
-        if x.shape[1] in (1, 3):
+        if layout == "NCHW":
             warn(f"{path}: {key!r} {tuple(x.shape)} looks channels-first (N×C×H×W), not N×H×W×C; reading it as "
                  f"N×C×H×W (save it with x.transpose(0, 2, 3, 1) to silence this)")
             return x  # already the N×C×H×W that the loader returns
@@ -154,12 +183,17 @@ def _load(files: list[_NpzFile], labels: list[np.ndarray], limits: DecodeLimits)
     return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
 
 
-def _class_names(directory: Path, count: int) -> list[str]:
+def _class_names(directory: Path, count: int, limits: DecodeLimits) -> list[str]:
     """Names from ``classes.txt`` (line i = label i) when present, else "0", "1", ... for ``count`` classes."""
     listing = directory / "classes.txt"
-    if not listing.is_file():
+    if not listing.exists():
         return [str(i) for i in range(count)]
-    names = listing.read_text().rstrip("\n").split("\n")
+    try:
+        text = read_text(listing, limits).rstrip("\n")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read {listing} ({e}); save it as UTF-8 text, one class name per line") from None
+    limits.check_classes(f"{listing}: the number of lines", text.count("\n") + 1)
+    names = text.split("\n")
     if len(names) < count:
         raise UserError(f"{listing} lists {len(names)} classes but the labels go up to {count - 1}; "
                         f"add one line per class")
@@ -170,7 +204,7 @@ def npz_source(path: Path, limits: DecodeLimits = DecodeLimits(), x_key: str | N
                y_key: str | None = None) -> Source:
     """One ``.npz`` file, or every ``train*``/``val*``/``test*`` ``.npz`` in a directory, split by file name; a single
     file whose name announces no split is the training data (carve a test split from it with ``test_fraction``)."""
-    if path.is_file():
+    if not path.is_dir():
         named = {_split_of(path) or "train": [path]}
     else:
         named = {}
@@ -182,7 +216,7 @@ def npz_source(path: Path, limits: DecodeLimits = DecodeLimits(), x_key: str | N
     by_split = {split: [_NpzFile.open(f, x_key, y_key) for f in fs] for split, fs in named.items()}
     labels = {split: [f.labels(limits) for f in fs] for split, fs in by_split.items()}
     count = 1 + max((int(y.max()) for ys in labels.values() for y in ys if y.size), default=-1)
-    directory = path.parent if path.is_file() else path
-    return Source(name=directory.resolve().name, classes=_class_names(directory, count),
+    directory = path if path.is_dir() else path.parent
+    return Source(name=directory.resolve().name, classes=_class_names(directory, count, limits),
                   loaders={split: functools.partial(_load, fs, labels[split], limits)
                            for split, fs in by_split.items()})

@@ -24,6 +24,7 @@ from ..errors import UserError
 from .catalog.corruptions import CORRUPTIONS, corruption_dir
 from .dataset import ArrayDataset
 from .paths import default_data_root
+from .readers import open_regular
 from .splits import subset_indices
 
 __all__ = ["available_corruptions", "load_corrupted", "LABELS"]
@@ -72,7 +73,8 @@ def _class_names(classes: list[str] | None, labels: np.ndarray) -> list[str]:
 def _from_arrays(path: Path, name: str, severity: int, n: int | None, classes: list[str] | None) -> ArrayDataset:
     """One severity of ``<name>.npy`` (memory-mapped: only that slice is read)."""
     images = np.load(path / f"{name}.npy", mmap_mode="r", allow_pickle=False)
-    labels = np.load(path / LABELS, allow_pickle=False)
+    with open_regular(path / LABELS) as f:
+        labels = np.load(f, allow_pickle=False)
     if images.dtype != np.uint8 or images.ndim not in (3, 4) or len(images) % 5:
         raise UserError(f"{path / name}.npy must hold uint8 N·5×H×W(×C) images (5 severities stacked), got "
                         f"{images.dtype} {images.shape}")
@@ -86,6 +88,12 @@ def _from_arrays(path: Path, name: str, severity: int, n: int | None, classes: l
     x = x[..., None] if x.ndim == 3 else x
     return ArrayDataset(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), torch.from_numpy(y),
                         _class_names(classes, y), f"{path.name}-{name}{severity}")
+
+
+def _rgb(path: Path) -> np.ndarray:
+    """One image file as H×W×3 uint8."""
+    with open_regular(path) as f, Image.open(f) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 def _from_folders(path: Path, name: str, severity: int, n: int | None, classes: list[str] | None) -> ArrayDataset:
@@ -105,7 +113,7 @@ def _from_folders(path: Path, name: str, severity: int, n: int | None, classes: 
         files = [files[i] for i in subset_indices(len(files), min(n, len(files))).tolist()]
     if not files:
         raise UserError(f"no images under {base}")
-    x = np.stack([np.asarray(Image.open(f).convert("RGB")) for f, _ in files])
+    x = np.stack([_rgb(f) for f, _ in files])
     y = torch.tensor([lab for _, lab in files], dtype=torch.int64)
     return ArrayDataset(torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))), y, names,
                         f"{path.name}-{name}{severity}")

@@ -5,7 +5,9 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
-__all__ = ["ArrayDataset"]
+from ..errors import UserError, warn
+
+__all__ = ["ArrayDataset", "check_training_classes"]
 
 
 @dataclass(eq=False)
@@ -39,3 +41,18 @@ class ArrayDataset:
         """The samples at ``indices``, in that order."""
         idx = torch.as_tensor(indices, dtype=torch.int64, device=self.x.device)
         return replace(self, x=self.x[idx], y=self.y[idx])
+
+
+def check_training_classes(train: ArrayDataset) -> None:
+    """Refuse training data with fewer than 2 classes present (a 1-class head is always right, so its accuracy
+    means nothing); warn about classes without a training image (their outputs are trained only to be low)."""
+    counts = torch.bincount(train.y.cpu(), minlength=train.num_classes).tolist()
+    present = [c for c, n in zip(train.classes, counts) if n]
+    if len(present) < 2:
+        raise UserError(f"the training data of {train.name} has {len(present)} class{'es' * (len(present) != 1)}"
+                        f"{' (' + present[0] + ')' if present else ''}: a classifier needs at least 2 (with one, "
+                        f"every prediction is right); add the other classes' images or fix the labels")
+    if empty := [c for c, n in zip(train.classes, counts) if not n]:
+        shown = ", ".join(empty[:10]) + (f", ... ({len(empty)} in all)" if len(empty) > 10 else "")
+        warn(f"{len(empty)} of the {train.num_classes} classes of {train.name} have no training image ({shown}): "
+             f"the head still gets an output for each; check the labels, or keep only the others with data.classes")

@@ -4,8 +4,10 @@ Images are decoded once with PIL (``convert("RGB")``; 16-bit grayscale scaled to
 per split, each checked against ``DecodeLimits`` first (file size, then the header's pixel count) so a bomb is
 never expanded. With ``image_size`` every image is resized to ``image_size``×``image_size`` at decode time (PIL
 bilinear, which antialiases when shrinking), so folders of mixed sizes load; without it, mixed sizes are an
-error. Decoded splits are cached on disk (see ``cache.cached``), keyed on the zip's path, size and mtime, or a
-directory's file stats.
+error. Decoded splits are cached on disk (see ``cache.cached``), keyed on the zip's central directory (every
+member's name, CRC-32 and size, so a same-size replacement with its mtime kept is still a miss) or a directory's
+file stats (inode and ctime included: ``cp -p`` and ``rsync -a`` cannot set those back). Class names and labels come
+from the listing on every run; a cached split must match them, and its content digest, or it is decoded again.
 """
 
 import functools
@@ -17,7 +19,7 @@ import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -25,10 +27,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..errors import UserError
+from ..errors import UserError, warn
 from ..progress import track
 from .cache import cached
 from .limits import DecodeLimits
+from .readers import open_regular, printable, read_file, read_member
 from .source import Arrays, Source
 
 __all__ = ["IMAGE_EXTENSIONS", "image_folder"]
@@ -53,32 +56,42 @@ class _Tree(Protocol):
     def describe(self, name: str) -> str: ...
 
 
+def _utf8(name: str) -> bool:
+    """Whether a listed name is valid UTF-8 (Python decodes other bytes to lone surrogates)."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 class _DirTree:
     """An image folder on disk, listed up front because its files' stats are its fingerprint."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._names = [Path(d, f).relative_to(path).as_posix() for d, _, files in os.walk(path) for f in files]
+        names = [Path(d, f).relative_to(path).as_posix() for d, _, files in os.walk(path) for f in files]
+        self._names = [n for n in names if _utf8(n)]
+        if skipped := [n for n in names if not _utf8(n) and n.lower().endswith(IMAGE_EXTENSIONS)]:
+            warn(f"skipping {len(skipped)} image(s) whose names are not valid UTF-8, e.g. "
+                 f"{printable(path / skipped[0])}; rename them to use them")
 
     def names(self) -> list[str]:
         return self._names
 
     @contextmanager
     def reader(self, limits: DecodeLimits) -> Iterator[Callable[[str], bytes]]:
-        def read(name: str) -> bytes:
-            limits.check_file(self.describe(name), (self.path / name).stat().st_size, zipped=False)
-            return (self.path / name).read_bytes()
-        yield read
+        yield lambda name: read_file(self.path / name, self.describe(name), limits)
 
     def fingerprint(self) -> tuple:
         digest = hashlib.sha256()
         for name in sorted(self.names()):
             st = (self.path / name).stat()
-            digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+            digest.update(f"{name}\0{st.st_size}\0{st.st_mtime_ns}\0{st.st_ino}\0{st.st_ctime_ns}\0".encode())
         return "dir", str(self.path.resolve()), digest.hexdigest()
 
     def describe(self, name: str) -> str:
-        return str(self.path / name)
+        return printable(self.path / name)
 
 
 class _ZipTree:
@@ -86,32 +99,32 @@ class _ZipTree:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        with self._open() as archive:
+            self._members = [info for info in archive.infolist() if not info.is_dir()]
 
     @contextmanager
     def _open(self) -> Iterator[zipfile.ZipFile]:
-        try:
-            archive = zipfile.ZipFile(self.path)
-        except (OSError, zipfile.BadZipFile) as e:
-            raise UserError(f"cannot open {self.path} as a zip archive ({e}); check the file or re-create it") from e
-        with archive:
+        with ExitStack() as stack:
+            try:
+                archive = stack.enter_context(zipfile.ZipFile(stack.enter_context(open_regular(self.path))))
+            except (OSError, ValueError, zipfile.BadZipFile) as e:  # ValueError: a member name that is not UTF-8
+                raise UserError(f"cannot open {self.path} as a zip archive ({e}); check the file or re-create it"
+                                ) from e
             yield archive
 
     def names(self) -> list[str]:
-        with self._open() as archive:
-            return [info.filename for info in archive.infolist() if not info.is_dir()]
+        return [info.filename for info in self._members]
 
     @contextmanager
     def reader(self, limits: DecodeLimits) -> Iterator[Callable[[str], bytes]]:
         with self._open() as archive:
-            def read(name: str) -> bytes:
-                info = archive.getinfo(name)  # the central directory's size; zipfile never inflates past it
-                limits.check_file(self.describe(name), info.file_size, zipped=True)
-                return archive.read(info)
-            yield read
+            yield lambda name: read_member(archive, archive.getinfo(name), self.describe(name), limits)
 
     def fingerprint(self) -> tuple:
-        st = self.path.stat()
-        return "zip", str(self.path.resolve()), st.st_size, st.st_mtime_ns
+        digest = hashlib.sha256()  # the content as the archive states it: reading a member checks its CRC-32
+        for info in self._members:
+            digest.update(f"{info.filename}\0{info.CRC}\0{info.file_size}\0".encode())
+        return "zip", digest.hexdigest()
 
     def describe(self, name: str) -> str:
         return f"{name} inside {self.path}"
@@ -190,25 +203,43 @@ def _decode(tree: _Tree, files: list[tuple[str, int]], image_size: int | None,
                                 f"{tree.describe(files[0][0])} is {out.shape[2]}x{out.shape[1]}; "
                                 f"pass image_size (--image-size) to resize every image to one size")
             out[i] = pixels
-    return {"x": torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(),
-            "y": torch.tensor([label for _, label in files], dtype=torch.int64)}
+    return {"x": torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(), "y": _labels(files)}
+
+
+def _labels(files: list[tuple[str, int]]) -> torch.Tensor:
+    """The labels of ``files`` as int64."""
+    return torch.tensor([label for _, label in files], dtype=torch.int64)
+
+
+def _check_decoded(files: list[tuple[str, int]], image_size: int | None, value: dict) -> str | None:
+    """Why a cached split is not what decoding ``files`` gives (None when it can be): checked as fresh data is."""
+    x, y = value.get("x"), value.get("y")
+    if value.keys() != {"x", "y"} or not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+        return "it does not hold images x and labels y"
+    if x.dtype != torch.uint8 or x.dim() != 4 or x.shape[:2] != (len(files), 3) or min(x.shape[2:]) < 1:
+        return f"its images are {x.dtype} {tuple(x.shape)}, not uint8 {len(files)}×3×H×W"
+    if image_size is not None and x.shape[2:] != (image_size, image_size):
+        return f"its images are {x.shape[3]}x{x.shape[2]}, not {image_size}x{image_size}"
+    if y.dtype != torch.int64 or y.shape != (len(files),) or not torch.equal(y, _labels(files)):
+        return "its labels are not the folder's"
+    return None
 
 
 def image_folder(path: Path, image_size: int | None = None, cache: bool = True,
                  limits: DecodeLimits = DecodeLimits()) -> Source:
-    """An image folder (directory or ``.zip``); a cache hit on a zip does not even open the archive.
+    """An image folder (directory or ``.zip``); a cache hit reads the listing (a zip's central directory) only.
 
     ``limits`` apply whenever images are decoded, i.e. on a cache miss: any new or changed file misses the cache.
     """
-    tree: _Tree = _ZipTree(path) if path.is_file() else _DirTree(path)
-    index = functools.cache(lambda: _index(tree))  # list the tree at most once, and only on a cache miss
+    tree: _Tree = _DirTree(path) if path.is_dir() else _ZipTree(path)
+    classes, files = _index(tree)
+    limits.check_classes(f"{path}: the number of class directories", len(classes))
     fingerprint = tree.fingerprint()
-    meta = cached((fingerprint, "meta"), lambda: {"classes": index()[0], "splits": sorted(index()[1])}, cache)
 
     def load(split: str) -> Arrays:
-        data = cached((fingerprint, split, image_size), lambda: _decode(tree, index()[1][split], image_size, limits),
-                      cache)
+        data = cached((fingerprint, split, image_size), lambda: _decode(tree, files[split], image_size, limits),
+                      cache, check=functools.partial(_check_decoded, files[split], image_size))
         return data["x"], data["y"]
 
-    return Source(name=path.stem if path.is_file() else path.resolve().name, classes=meta["classes"],
-                  loaders={split: functools.partial(load, split) for split in meta["splits"]})
+    return Source(name=path.resolve().name if path.is_dir() else path.stem, classes=classes,
+                  loaders={split: functools.partial(load, split) for split in sorted(files)})

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.io
 import torch
 
 from ..errors import UserError, warn
 from .download import Remote, ensure_files
+from .readers import load_mat, open_regular
 from .source import Arrays, Source
 
 __all__ = ["CIFAR10", "CIFAR100", "SVHN_TRAIN", "SVHN_TEST", "cifar10", "cifar100", "svhn"]
@@ -87,7 +87,7 @@ class _CifarUnpickler(pickle.Unpickler):
 def _md5(path: Path) -> str:
     """md5 of a file, read in 1 MiB chunks."""
     digest = hashlib.md5()
-    with open(path, "rb") as f:
+    with open_regular(path) as f:
         while chunk := f.read(1 << 20):
             digest.update(chunk)
     return digest.hexdigest()
@@ -104,7 +104,7 @@ def _check_official(path: Path, expected: str, size: int, mtime_ns: int) -> None
 def _unpickle(path: Path, keys: tuple[bytes, ...]) -> dict[bytes, Any]:
     """One CIFAR pickle (a dict with bytes keys), checked to hold ``keys``; md5 checked against the official file."""
     try:
-        with open(path, "rb") as f:
+        with open_regular(path) as f:
             data = _CifarUnpickler(f, encoding="bytes").load()  # official files: Python 2 pickles with bytes keys
     except _RefusedGlobal as e:
         raise UserError(f"{path} is not an official CIFAR file: it asks to load the Python global {e}, which could "
@@ -153,7 +153,7 @@ def _svhn_split(root: Path, remote: Remote, download: bool) -> Arrays:
     ensure_files(root, [f"svhn/{name}"], remote, what="SVHN", download=download)
     path = root / "svhn" / name
     try:
-        mat = scipy.io.loadmat(path)
+        mat = load_mat(path)
         x, y = np.asarray(mat["X"], dtype=np.uint8), np.asarray(mat["y"]).reshape(-1).astype(np.int64)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"cannot read {path} ({e}); delete it and download it again") from e

@@ -60,11 +60,13 @@ class DataConfig:
         "help": "largest image (width x height from its header) decoded", "ge": 1})
     max_array_mb: float = field(default=DecodeLimits.max_array_mb, metadata={
         "help": "largest .npz array read (decompressed size, checked before reading)", "gt": 0})
+    max_classes: int = field(default=DecodeLimits.max_classes, metadata={
+        "help": "most classes (class directories, or the largest .npz label + 1) accepted", "ge": 1})
 
     def limits(self) -> DecodeLimits:
         """The decoding limits these keys set."""
         return DecodeLimits(max_file_mb=self.max_file_mb, max_image_pixels=self.max_image_pixels,
-                            max_array_mb=self.max_array_mb)
+                            max_array_mb=self.max_array_mb, max_classes=self.max_classes)
 
     def source_options(self) -> dict[str, Any]:
         """The ``load_dataset`` / ``open_source`` keyword arguments these keys set, but the split's own (its subset

@@ -16,6 +16,7 @@ from torch import nn
 from .._io import atomic_write, atomic_write_json, check_writable, locked, remove_stale_temporaries
 from ..attacks import PGD, create_attack, parse_eps
 from ..data import ArrayDataset, load_dataset, open_source
+from ..data.dataset import check_training_classes
 from ..errors import UserError, warn
 from ..eval import evaluate, num_outputs, subset_autoattack
 from ..layout import RunLayout, resolve_weights
@@ -24,6 +25,7 @@ from ..models import (
     ImageClassifier,
     NormSpec,
     create_model,
+    from_timm_layout,
     load_classifier,
     load_model,
     load_weights,
@@ -32,6 +34,7 @@ from ..models import (
     save_state_dict,
     write_state_dict,
 )
+from ..models.export import timm_config, timm_state_dict
 from ..runtime import provenance, seed_everything
 from .config import RunConfig, from_dict, to_dict, with_keys
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
@@ -223,7 +226,7 @@ def load_exported_model(arch: str, checkpoint: str | Path | None = None, *, num_
         raise UserError(f"{checkpoint} was exported for --arch {card['arch']}, not {arch}")
     model = create_model(arch, num_classes or card["num_classes"], **{**_card_options(card), **options})
     method = create_method(card["method"], **recipe.get("method_args", {}))
-    state = read_state_dict(checkpoint)
+    state = from_timm_layout(read_state_dict(checkpoint), model)  # a plain export has timm 1.x names
     if "normalize.mean" not in state:  # a plain export (robustft export): its card states the statistics
         state.update(_card_normalization(card, checkpoint))
     return load_weights(method.export_architecture(model), state, str(checkpoint), normalization=normalization)
@@ -248,18 +251,22 @@ def load_run_model(run_dir: str | Path, source: nn.Module | None = None) -> nn.M
 
 def export_plain(source: str | Path, out: str | Path) -> Path:
     """Write the exported model of a finished run (``RUN_DIR``, or its ``model.pt``) without its ``normalize.*``
-    buffers, so it loads strictly into the architecture's reference code (torchvision / timm names), with a card
-    beside it (``out`` with ``.json``) stating the normalization to apply outside; returns ``out``."""
+    buffers, in timm 1.x names (``models.export``), so it loads strictly into the architecture's reference code
+    (torchvision / timm), with a card beside it (the weights file with ``.json``) stating the normalization to apply
+    outside. ``out`` without a suffix is a directory written as a timm / HF hub model directory: ``model.safetensors``
+    and timm's ``config.json`` beside the card. Returns the weights file."""
     out = Path(out)
-    if out.suffix not in (".safetensors", ".pt", ".pth"):
-        raise UserError(f"--out {out}: name a .safetensors, .pt or .pth file")
+    if out.suffix not in (".safetensors", ".pt", ".pth", ""):
+        raise UserError(f"--out {out}: name a .safetensors, .pt or .pth file, or a directory (no suffix) for a timm / "
+                        f"Hugging Face hub model directory")
+    weights_file = out / "model.safetensors" if not out.suffix else out
     checkpoint = resolve_weights(str(source))
     card = read_card(checkpoint)
     if card is None:
         raise UserError(f"{checkpoint} has no robustft card beside it ({checkpoint.with_suffix('.json').name}): "
                         f"export takes a finished run directory or its model.pt")
     _rebuildable(card, checkpoint)
-    if out.with_suffix(".json").resolve() == checkpoint.with_suffix(".json").resolve():
+    if weights_file.with_suffix(".json").resolve() == checkpoint.with_suffix(".json").resolve():
         raise UserError(f"--out {out} would overwrite the card of {checkpoint}; choose another name, e.g. "
                         f"{checkpoint.with_name('model_plain.safetensors')}")
     state = read_state_dict(checkpoint)
@@ -272,19 +279,25 @@ def export_plain(source: str | Path, out: str | Path) -> Path:
                         f"{len(differ)} differing in all): its method {card['method']} exports more structure than "
                         f"the architecture (e.g. RoLI adapters), which only robustft rebuilds; evaluate {checkpoint} "
                         f"with robustft")
-    check_writable(out)
+    check_writable(weights_file)
     stated = card["normalize"] if isinstance(card.get("normalize"), dict) else {}
     normalize = {**stated, **{k: state.pop(f"normalize.{k}").flatten().tolist() for k in ("mean", "std")}}
-    fmt = "safetensors" if out.suffix == ".safetensors" else "torch.save (loads with torch.load(weights_only=True))"
+    state = timm_state_dict(state, reference)
+    fmt = ("safetensors" if weights_file.suffix == ".safetensors"
+           else "torch.save (loads with torch.load(weights_only=True))")
     plain_card = {**card, "normalize": normalize, "exported_from": str(checkpoint),
                   "input": "float RGB in [0,1], NCHW, normalized outside the model: (x - normalize.mean) / "
                            "normalize.std per channel",
-                  "format": f"{fmt} of the plain state_dict without normalize.* buffers: loads strictly into the "
-                            f"architecture's reference implementation",
+                  "format": f"{fmt} of the plain state_dict without normalize.* buffers, in timm 1.x names: loads "
+                            f"strictly into the architecture's reference implementation",
                   "state_dict_keys": {k: list(v.shape) for k, v in state.items()}}
-    write_state_dict(state, out)
-    atomic_write_json(plain_card, out.with_suffix(".json"))
-    return out
+    write_state_dict(state, weights_file)
+    atomic_write_json(plain_card, weights_file.with_suffix(".json"))
+    if not out.suffix:
+        size, _ = card_inputs(card)
+        atomic_write_json(timm_config(reference, card["classes"], normalize["mean"], normalize["std"], size),
+                          out / "config.json")
+    return weights_file
 
 
 def _load(cfg: RunConfig, split: str, n: int | None, device: torch.device) -> ArrayDataset:
@@ -452,6 +465,7 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Calla
     device = info.device
     train, val = _load(cfg, "train", cfg.data.train_n, device), _load(cfg, "val", cfg.data.val_n, device)
     _check_test_split(cfg)
+    check_training_classes(train)
     log(f"data: {len(train)} train / {len(val)} val images of {train.x.shape[-1]}x{train.x.shape[-2]} pixels"
         f"{'' if cfg.data.image_size is None else ' (data.image_size)'}, {train.num_classes} classes"
         f"{'' if cfg.data.classes is None else ' (data.classes: ' + ', '.join(train.classes) + ')'}"

@@ -12,11 +12,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any, TypeVar
 
+import torch
+from torch import Tensor
+
 from robustft.errors import UserError
 from robustft.models.base import ImageClassifier
 from robustft.models.checkpoint import from_timm_layout, load_state_dict_into, load_weights, read_state_dict
-from robustft.models.hub import KNOWN_WEIGHTS, fetch_weights, read_hub_config
-from robustft.models.normalization import NormSpec, set_normalization
+from robustft.models.hub import HF_HUB_PREFIX, KNOWN_WEIGHTS, fetch_weights, hf_hub_directory, read_hub_config
+from robustft.models.normalization import NormSpec, resolve_normalization, set_normalization
 from robustft.schema import coerce_value, type_name
 
 __all__ = ["register_model", "list_models", "create_model", "load_model"]
@@ -107,6 +110,17 @@ def _weights_name(arch: str, tag: str, pretrained: bool) -> str | None:
     return known[0] if pretrained else None
 
 
+def _published_state(weights_name: str, model: ImageClassifier) -> dict[str, Tensor]:
+    """The tag's downloaded checkpoint in ``model``'s layout; a file that carries no normalizer (timm and
+    RobustBench layouts) gets the statistics its publisher normalizes with, so they travel as the weights' own."""
+    state = from_timm_layout(read_state_dict(fetch_weights(weights_name)), model)
+    if "normalize.mean" not in state:
+        mean, std = resolve_normalization(KNOWN_WEIGHTS[weights_name].normalization)
+        state["normalize.mean"] = torch.tensor(mean).reshape(1, -1, 1, 1)
+        state["normalize.std"] = torch.tensor(std).reshape(1, -1, 1, 1)
+    return state
+
+
 def create_model(
     name: str,
     num_classes: int | None = None,
@@ -135,7 +149,7 @@ def create_model(
     model.pretrained_cfg = replace(model.pretrained_cfg, tag=weights_name.partition(".")[2],
                                    normalization_source="checkpoint" if normalization is None else "given")
     if pretrained:
-        load_state_dict_into(model, read_state_dict(fetch_weights(weights_name)))
+        load_state_dict_into(model, _published_state(weights_name, model))
         if normalization is not None:  # an explicit choice overrides the statistics stored in the checkpoint
             set_normalization(model, normalization)
     if num_classes is not None and num_classes != weights.num_classes:
@@ -153,15 +167,19 @@ def load_model(
 ) -> ImageClassifier:
     """Build ``arch`` and load ``checkpoint`` (any format ``read_state_dict`` reads) strictly into it.
 
-    A tagged ``arch`` without a ``checkpoint`` loads the tag's published weights (downloaded once). A hub model
+    A tagged ``arch`` without a ``checkpoint`` loads the tag's published weights (downloaded once); a ``checkpoint``
+    ``hf-hub:OWNER/REPO[@REVISION]`` is downloaded through ``huggingface_hub`` (``hub.hf_hub_directory``). A hub model
     directory's ``config.json`` supplies ``num_classes``, mean/std and the input size (``pretrained_cfg.input_size``)
     where they are not given. ``num_classes=None`` takes the class count from the checkpoint's head.
     ``normalization=None`` keeps the checkpoint's ``normalize`` buffers, or assumes the architecture default when it
     has none (one warning line); an explicit value wins.
     """
     base, _, tag = arch.partition(".")
-    if checkpoint is None and tag:
-        checkpoint = fetch_weights(_weights_name(base, tag, pretrained=True))
+    published = _weights_name(base, tag, pretrained=True) if checkpoint is None and tag else None
+    if published:
+        checkpoint = fetch_weights(published)
+    elif str(checkpoint).startswith(HF_HUB_PREFIX):
+        checkpoint = hf_hub_directory(str(checkpoint))
     hub = read_hub_config(checkpoint) if checkpoint is not None else None
     if hub is not None:
         num_classes = hub.num_classes if num_classes is None else num_classes
@@ -170,7 +188,9 @@ def load_model(
     model = create_model(arch, num_classes, normalization=normalization, **kwargs)
     if checkpoint is None:
         return model
-    state_dict = from_timm_layout(read_state_dict(checkpoint), model)  # timm/ARES/RobustBench layouts → ours
+    # timm/ARES/RobustBench layouts → ours
+    state_dict = _published_state(published, model) if published else from_timm_layout(read_state_dict(checkpoint),
+                                                                                         model)
     head_weight = state_dict.get(f"{model.pretrained_cfg.classifier}.weight")
     if num_classes is None and head_weight is not None and head_weight.ndim == 2:
         model.reset_classifier(head_weight.shape[0])

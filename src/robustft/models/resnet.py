@@ -1,8 +1,9 @@
 """ResNets with torchvision's parameter names, for ImageNet (7x7 stem) and CIFAR (3x3 stem).
 
 Layouts, so that published checkpoints load without key surgery:
-- ``resnet18`` / ``resnet50``: torchvision ``resnet.py`` (He et al. 2016, v1.5 bottleneck with the stride on the
-  3x3 conv); MadryLab ``robustness`` ImageNet checkpoints use the same names.
+- ``resnet18`` / ``resnet50`` / ``wide_resnet50_2``: torchvision ``resnet.py`` (He et al. 2016, v1.5 bottleneck with
+  the stride on the 3x3 conv; Wide ResNet-50-2 doubles the bottleneck's inner width, torchvision's
+  ``width_per_group=128``); MadryLab ``robustness`` ImageNet checkpoints and timm use the same names.
 - ``cifar_resnet20/32/56``: He et al.'s 6n+2 CIFAR ResNets with torchvision names and a 1x1-conv+BN downsample
   (the layout of the reference adversarially trained checkpoint shipped with robustft's benchmarks).
 - ``cifar_resnet18``: kuangliu/pytorch-cifar ``ResNet18`` (projection named ``shortcut``, head named ``linear``),
@@ -18,7 +19,7 @@ from robustft.models.layers import conv1x1, conv3x3, init_conv_bn, make_stage, p
 from robustft.models.normalization import NormSpec
 from robustft.models.registry import register_model
 
-__all__ = ["BasicBlock", "KuangliuBasicBlock", "Bottleneck", "ResNet"]
+__all__ = ["BasicBlock", "KuangliuBasicBlock", "Bottleneck", "WideBottleneck", "ResNet"]
 
 
 class BasicBlock(nn.Module):
@@ -54,15 +55,16 @@ class Bottleneck(nn.Module):
     """conv1x1-conv3x3(stride)-conv1x1 with 4x expansion, plus the ``downsample`` shortcut (torchvision v1.5)."""
 
     expansion = 4
+    width_factor = 1  # inner (1x1 and 3x3) width = planes * width_factor
 
     def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
         super().__init__()
-        out_planes = planes * self.expansion
-        self.conv1 = conv1x1(in_planes, planes)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.conv2 = conv3x3(planes, planes, stride)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.conv3 = conv1x1(planes, out_planes)
+        out_planes, width = planes * self.expansion, planes * self.width_factor
+        self.conv1 = conv1x1(in_planes, width)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = conv3x3(width, width, stride)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = conv1x1(width, out_planes)
         self.bn3 = nn.BatchNorm2d(out_planes)
         self.relu = nn.ReLU()
         self.downsample = projection(in_planes, out_planes, stride)
@@ -73,6 +75,12 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         return self.relu(out + self.downsample(x))
+
+
+class WideBottleneck(Bottleneck):
+    """The bottleneck of Wide ResNet-50-2: twice the inner width, same output width (torchvision names)."""
+
+    width_factor = 2
 
 
 class ResNet(ImageClassifier):
@@ -161,6 +169,12 @@ def resnet18(**kwargs) -> ResNet:
 def resnet50(**kwargs) -> ResNet:
     """ResNet-50, torchvision layout (25.6M parameters with 1000 classes); MadryLab robust weights load into it."""
     return _create_resnet("resnet50", block=Bottleneck, layers=(3, 4, 6, 3), **kwargs)
+
+
+@register_model
+def wide_resnet50_2(**kwargs) -> ResNet:
+    """Wide ResNet-50-2, torchvision layout (68.9M parameters with 1000 classes); MadryLab robust weights load."""
+    return _create_resnet("wide_resnet50_2", block=WideBottleneck, layers=(3, 4, 6, 3), **kwargs)
 
 
 @register_model

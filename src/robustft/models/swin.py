@@ -9,7 +9,8 @@ mean-pooled tokens. ``relative_position_index`` and ``attn_mask`` are persistent
 checkpoints load strictly as they are. ``checkpoint_filter_fn`` (the model's ``ModelCfg.checkpoint_filter``) maps
 timm >= 0.9 checkpoints onto this layout, inverting timm's ``swin_transformer.checkpoint_filter_fn`` renaming
 (downsample at the start of stages 1..n-1, ``head.fc``, no buffers), and fills missing buffers from the model (they
-are constants); ``robustft.models.checkpoint`` unwraps ARES/RobustBench files before it runs.
+are constants); ``robustft.models.checkpoint`` unwraps ARES/RobustBench files before it runs. ``to_timm_fn`` is its
+inverse, for exports that strict-load into timm >= 0.9 (``robustft.models.export``).
 ``swin`` is a tiny 32-px variant that trains on a CPU.
 """
 
@@ -26,7 +27,7 @@ from robustft.models.registry import register_model
 from robustft.models.vision_transformer import Mlp
 
 __all__ = ["DropPath", "WindowAttention", "SwinBlock", "PatchMerging", "SwinStage", "SwinTransformer",
-           "window_partition", "window_reverse", "checkpoint_filter_fn"]
+           "window_partition", "window_reverse", "checkpoint_filter_fn", "to_timm_fn"]
 
 
 def window_partition(x: Tensor, window: int) -> Tensor:
@@ -265,6 +266,18 @@ def _from_timm09(state: dict[str, Tensor]) -> dict[str, Tensor]:
     for k, v in state.items():
         k = re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m.group(1)) - 1}.downsample.", k)
         out[k.replace("head.fc.", "head.", 1) if k.startswith("head.fc.") else k] = v
+    return out
+
+
+def to_timm_fn(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """This layout -> timm >= 0.9's: merging moved to the next stage, ``head.fc``, constant buffers dropped (timm keeps
+    them non-persistent). The inverse of ``_from_timm09`` (timm's own ``checkpoint_filter_fn`` renaming)."""
+    out = {}
+    for k, v in state.items():
+        if k.endswith((".relative_position_index", ".attn_mask")):
+            continue
+        k = re.sub(r"^layers\.(\d+)\.downsample\.", lambda m: f"layers.{int(m.group(1)) + 1}.downsample.", k)
+        out[k.replace("head.", "head.fc.", 1) if k.startswith("head.") else k] = v
     return out
 
 

@@ -3,7 +3,6 @@ run directories."""
 
 import csv
 import io
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +10,8 @@ from typing import Any
 
 from .._io import atomic_write
 from ..errors import UserError
-from .plots import plot_alpha_curves, plot_clean_vs_robust, plot_mrc, plot_norm_diagnostics, plot_training_curves
+from .paired import accuracy_intervals
+from .plots import plot_runs
 from .tables import load_run, markdown_table, result_row
 
 __all__ = ["Comparison", "compare_runs"]
@@ -58,20 +58,8 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
     writer.writeheader()
     writer.writerows(rows)
     written.append(atomic_write(out_dir / "results.csv", lambda tmp: Path(tmp).write_text(buffer.getvalue())))
-    if all(row["test_pgd"] is not None for row in rows):
-        written.append(plot_clean_vs_robust(rows, out_dir / "clean_vs_robust.png"))
     histories = {label: list(r["history"].values())[-1] for label, r in runs.items() if r["history"]}
-    if histories:
-        written.append(plot_training_curves(histories, out_dir / "training_curves.png"))
-    diagnosed = {label: h for label, h in histories.items() if h and "conv_weight_norm" in h[0]}
-    if diagnosed:
-        written.append(plot_norm_diagnostics(diagnosed, out_dir / "norm_diagnostics.png"))
-    for label, run_dir in zip(runs, run_dirs, strict=True):
-        stem = label.replace("/", "_")
-        if (run_dir / "alpha_curve.json").is_file():
-            record = json.loads((run_dir / "alpha_curve.json").read_text())
-            written.append(plot_alpha_curves(record["curve"], out_dir / f"{stem}_alpha_curve.png",
-                                             chosen=record["alpha"], tolerance=record["tolerance"]))
-        if (run_dir / "mrc.json").is_file():
-            written.append(plot_mrc(json.loads((run_dir / "mrc.json").read_text()), out_dir / f"{stem}_mrc.png"))
+    written += plot_runs(out_dir, [accuracy_intervals(row, [row]) for row in rows], histories,
+                         {row["label"]: row["best_epoch"] for row in rows},
+                         [(label.replace("/", "_"), d) for label, d in zip(runs, run_dirs, strict=True)])
     return Comparison(rows, written)

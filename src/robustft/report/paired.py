@@ -5,7 +5,8 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["Z95", "Z80", "paired_difference", "t95", "verdict"]
+__all__ = ["Z95", "Z80", "paired_difference", "t95", "verdict", "accuracy_interval", "wilson_interval",
+           "accuracy_intervals"]
 
 Z95 = 1.959964  # two-sided 95% normal quantile
 Z80 = 0.841621  # one-sided 80% normal quantile (power)
@@ -85,3 +86,39 @@ def verdict(ci: Sequence[float], tolerance: float | None = None) -> str:
     if -tolerance <= lo and hi <= tolerance:
         return "held"
     return "contradicted" if lo > tolerance or hi < -tolerance else "inconclusive"
+
+
+def accuracy_interval(flags: Sequence[str], seed_accuracies: Sequence[float] = ()) -> list[float]:
+    """95% interval of one accuracy from per-image '0'/'1' flags (one string per model: a seed), made as the paired
+    difference's (against a model that is always wrong): the images' half-width, joined in quadrature with the
+    seeds' t-interval when two or more ``seed_accuracies`` are given; cut to [0, 1] (with two seeds, t95(1) = 12.7
+    can reach past them)."""
+    lo, hi = paired_difference(flags, ["0" * len(flags[0])], seed_accuracies)["ci95"]
+    return [max(lo, 0.0), min(hi, 1.0)]
+
+
+def wilson_interval(accuracy: float, n: int) -> list[float]:
+    """Wilson's 95% score interval of a binomial proportion ``accuracy`` measured on ``n`` images."""
+    centre = (accuracy + Z95 ** 2 / (2 * n)) / (1 + Z95 ** 2 / n)
+    half = Z95 / (1 + Z95 ** 2 / n) * math.sqrt(accuracy * (1 - accuracy) / n + Z95 ** 2 / (4 * n ** 2))
+    return [centre - half, centre + half]
+
+
+def accuracy_intervals(entry: dict[str, Any], members: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """``entry`` (a ``result_row``, or a mean over the seed rows ``members``) with ``test_clean_ci95`` and
+    ``test_pgd_ci95``: ``accuracy_interval`` of the members' per-image flags where every member has them (seeds
+    included), else Wilson's interval on the entry's ``n_test`` images (test-image noise only); ``ci_kind`` says
+    which."""
+    out, kinds = dict(entry), set()
+    for metric, key in (("clean", "test_clean"), ("pgd", "test_pgd")):
+        if entry.get(key) is None:
+            continue
+        flags = [m.get("samples", {}).get(metric) for m in members]
+        if flags and all(flags) and len({len(f) for f in flags}) == 1:
+            seeds = [m[key] for m in members] if len(members) > 1 else []
+            out[f"{key}_ci95"], kind = accuracy_interval(flags, seeds), "test images" + (" + seeds" if seeds else "")
+        else:
+            out[f"{key}_ci95"], kind = wilson_interval(entry[key], entry["n_test"]), "Wilson, test images only"
+        kinds.add(kind)
+    out["ci_kind"] = ", ".join(sorted(kinds))
+    return out

@@ -7,6 +7,7 @@ from pathlib import Path
 from ...errors import UserError
 from ..download import Remote, ensure_files
 from ..limits import DecodeLimits
+from ..readers import read_text
 from ..source import Source
 
 __all__ = ["Card", "Options", "fetch", "read_lines"]
@@ -46,6 +47,6 @@ def fetch(folder: Path, title: str, needs: dict[Remote, list[str]], download: bo
 def read_lines(path: Path) -> list[str]:
     """The non-empty lines of a text annotation file, stripped; one UserError if it cannot be read."""
     try:
-        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return [line.strip() for line in read_text(path).splitlines() if line.strip()]
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read {path} ({e}); delete it and download the dataset again") from e

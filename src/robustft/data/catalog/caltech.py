@@ -8,6 +8,7 @@ import torch
 
 from ...errors import UserError
 from ..download import Remote
+from ..readers import read_text
 from ..source import Source
 from .base import Card, Options, fetch
 from .listed import Listed, listed_source
@@ -31,7 +32,7 @@ _EXTENSIONS = (".jpg", ".jpeg")
 def _roli_split(path: Path, base: Path, classes: list[str]) -> list[tuple[str, int]]:
     """One RoLI split file, ``{"<class dir>/<image>": label}``, checked against the class directories."""
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))
+        entries = json.loads(read_text(path))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"cannot read {path} ({e}); delete it and download it again") from e
     if not isinstance(entries, dict):

@@ -2,10 +2,10 @@
 FGVC-Aircraft (``images_variant_<split>.txt``)."""
 
 import numpy as np
-import scipy.io
 
 from ...errors import UserError
 from ..download import Remote
+from ..readers import load_mat
 from ..source import Source
 from .base import Card, Options, fetch, read_lines
 from .listed import Listed, listed_source
@@ -53,7 +53,7 @@ def cub200(opts: Options) -> Source:
 def _dogs_list(path) -> list[tuple[str, int]]:
     """One Stanford Dogs list (``file_list``: paths under Images/, ``labels``: 1..120)."""
     try:
-        mat = scipy.io.loadmat(path, squeeze_me=True)
+        mat = load_mat(path, squeeze_me=True)
         names = [str(np.asarray(f).reshape(-1)[0]) for f in np.atleast_1d(mat["file_list"])]
         labels = np.atleast_1d(mat["labels"]).astype(np.int64) - 1
     except (OSError, ValueError, KeyError, TypeError, IndexError) as e:

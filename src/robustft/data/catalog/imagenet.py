@@ -5,10 +5,10 @@ import os
 from pathlib import Path
 
 import numpy as np
-import scipy.io
 
 from ...errors import UserError
 from ..download import Remote
+from ..readers import load_mat
 from ..source import Source
 from .base import Card, Options, fetch, read_lines
 from .listed import Listed, listed_source
@@ -55,7 +55,7 @@ def _val_labels(root: Path, classes: list[str], images: list[str]) -> list[int]:
     """Labels of the flat val/ images (sorted by name) from the devkit's ground truth and meta.mat."""
     data = root / DEVKIT / "data"
     try:
-        synsets = scipy.io.loadmat(data / "meta.mat", squeeze_me=True)["synsets"]
+        synsets = load_mat(data / "meta.mat", squeeze_me=True)["synsets"]
         wnid = {int(s["ILSVRC2012_ID"]): str(s["WNID"]) for s in np.atleast_1d(synsets)}
         truth = [int(v) for v in read_lines(data / "ILSVRC2012_validation_ground_truth.txt")]
     except (OSError, ValueError, KeyError, TypeError, IndexError) as e:

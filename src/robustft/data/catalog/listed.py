@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ...errors import UserError
 from ..cache import cached
-from ..imagefolder import _decode, _DirTree
+from ..imagefolder import _check_decoded, _decode, _DirTree
 from ..source import Arrays, Source
 from .base import Options
 
@@ -40,7 +40,8 @@ def listed_source(name: str, base: Path, classes: list[str], files: Listed, opts
     def load(split: str) -> Arrays:
         listing = hashlib.sha256(repr(files[split]).encode()).hexdigest()
         data = cached((fingerprint, "listed", listing, opts.image_size),
-                      lambda: _decode(tree, files[split], opts.image_size, opts.limits), opts.cache)
+                      lambda: _decode(tree, files[split], opts.image_size, opts.limits), opts.cache,
+                      check=functools.partial(_check_decoded, files[split], opts.image_size))
         return data["x"], data["y"]
 
     return Source(name=name, classes=classes, loaders={split: functools.partial(load, split) for split in files})

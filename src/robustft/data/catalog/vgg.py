@@ -2,10 +2,10 @@
 ``test.txt``) and DTD (``labels/{train,val,test}1.txt``, split 1)."""
 
 import numpy as np
-import scipy.io
 
 from ...errors import UserError
 from ..download import Remote
+from ..readers import load_mat
 from ..source import Source
 from .base import Card, Options, fetch, read_lines
 from .listed import Listed, listed_source
@@ -27,7 +27,7 @@ DTD_PARTITION = 1
 def _mat_vector(path, key: str) -> np.ndarray:
     """One integer vector of a ``.mat`` file."""
     try:
-        return np.asarray(scipy.io.loadmat(path)[key]).reshape(-1).astype(np.int64)
+        return np.asarray(load_mat(path)[key]).reshape(-1).astype(np.int64)
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise UserError(f"cannot read {key!r} from {path} ({e}); delete it and download it again") from e
 
