@@ -130,6 +130,9 @@ class EvalConfig:
                 "sum: clean + robust; last: the final epoch, as the official TWINS code exports (validation is still "
                 "measured and logged)"})
     test_steps: int = field(default=20, metadata={"help": "PGD steps at test time", "ge": 1})
+    test_random_start: bool = field(default=True, metadata={
+        "help": "the test PGD starts at a random point of the eps-ball (false: at the clean image, as the official "
+                "TWINS and AutoLoRa tests)"})
     test_attacks: list[Literal[ATTACK_NAMES]] = field(default_factory=lambda: ["pgd"], metadata={
         "help": "attacks of the final test evaluation (each reported, and the worst case over them)"})
     autoattack_n: int | None = field(default=None, metadata={"help": "test subset for autoattack (class-balanced)",

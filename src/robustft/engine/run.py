@@ -341,7 +341,8 @@ def _test(model: nn.Module, cfg: RunConfig, eps: float, device: torch.device, so
 
     test = _load(cfg, "test", cfg.data.test_n, device)
     options = dict(eps=eps, norm=cfg.attack.norm, steps=cfg.eval.test_steps, seed=cfg.train.seed)
-    attacks = [create_attack(a, **options) for a in cfg.eval.test_attacks if a != "autoattack"]
+    attacks = [create_attack(a, **options, random_start=cfg.eval.test_random_start)
+               for a in cfg.eval.test_attacks if a != "autoattack"]
     batch, cl, seed = cfg.data.eval_batch_size, cfg.train.channels_last, cfg.train.seed
 
     flags: dict[str, dict[str, str]] = {}
