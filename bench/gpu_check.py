@@ -11,7 +11,7 @@ check goes on after a failed step and exits non-zero if any failed.
 ``--tiny`` (with ``--device cpu``, what the test suite runs): only the data device tests run (the suite runs the
 others itself), perf.py measures a CIFAR ResNet-20 on a few images, and the protocol keeps its source task at test size
 on the dataset --data-root names (an .npz directory).
-Usage: python bench/gpu_check.py [--device auto] [--tiny] [--out DIR] [--data-root ../shared/data]
+Usage: python bench/gpu_check.py [--device auto] [--tiny] [--out DIR] [--data-root ../shared/data] [--runs DIR]
 """
 
 import argparse
@@ -128,6 +128,8 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=None, help="default bench/results/gpu/<device name>")
     parser.add_argument("--data-root", type=Path, default=ROOT.parent / "shared" / "data",
                         help="the gpu-paper protocol's data root (cifar10-jpeg/, cifar100/)")
+    parser.add_argument("--runs", type=Path, default=None,
+                        help="where the protocol's run directories go (default runs/gpu_check/<device name>)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     name, size = device_name(device), "tiny" if args.tiny else "full"
@@ -145,7 +147,7 @@ def main() -> int:
                   "--precisions", "bf16,fp32", "--mrc-n", "0", "--out-dir", str(out / "perf")], env, log)
     protocol = out / "gpu-paper-reduced.yaml"
     protocol.write_text(yaml.safe_dump(reduced_protocol(size), sort_keys=False, allow_unicode=True))
-    runs = ROOT / "runs" / "gpu_check" / slug(name)
+    runs = args.runs or ROOT / "runs" / "gpu_check" / slug(name)
     step("gpu-paper (reduced)", [sys.executable, "-m", "robustft.cli", "bench", "--protocol", str(protocol),
                                  "--data-root", str(args.data_root), "--out", str(runs), "--report-dir",
                                  str(out / "gpu-paper")], {**env, "ROBUSTFT_PROGRESS_S": "30"}, log)

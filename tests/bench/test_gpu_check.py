@@ -17,8 +17,9 @@ def test_gpu_check_tiny_on_the_cpu(tiny_task, tmp_path):
     out = tmp_path / "gpu"
     env = {**run_env(), "ROBUSTFT_NO_SETUP": "1",  # this interpreter's environment, not a fresh .venv
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), "--device", "cpu", "--tiny", "--out",
-                           str(out), "--data-root", str(data)], env=env, capture_output=True, text=True, timeout=600)
+    argv = ["--device", "cpu", "--tiny", "--out", str(out), "--data-root", str(data), "--runs", str(tmp_path / "runs")]
+    proc = subprocess.run(["bash", str(ROOT / "scripts" / "gpu_check.sh"), *argv], env=env, capture_output=True,
+                          text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     record = json.loads((out / "gpu_check.json").read_text())
     assert record["device"] == "cpu" and [s["returncode"] for s in record["steps"]] == [0, 0, 0]
