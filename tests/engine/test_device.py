@@ -3,8 +3,9 @@
 Tolerances, stated: a PGD-AT step (PGD-3 then the training pass) of the bundled robust ResNet-20 under bf16 autocast
 with channels_last input and weights has a loss within 2% of the fp32 step's and a parameter gradient at cosine
 ≥ 0.95 to it (measured on the CPU: 0.3% and 0.979; bf16 keeps 8 bits of mantissa, and the attack's sign steps flip
-where a pixel's gradient is near zero, so the adversarial examples differ a little; without the attack 0.997). A 1-process DDP step
-(NCCL on CUDA, gloo on the CPU) all-reduces over one rank, an identity: it must equal the plain step exactly.
+where a pixel's gradient is near zero, so the adversarial examples differ a little; without the attack 0.997).
+A 1-process DDP step (NCCL on CUDA, gloo on the CPU) all-reduces over one rank, an identity: it must equal the plain
+step exactly.
 """
 
 import copy
