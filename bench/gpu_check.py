@@ -163,6 +163,8 @@ def main() -> int:
     lines += [f"| {s['step']} | {s['returncode']} | {s['wall_s']:.0f} |" for s in log]
     lines += ["", f"Device tests: {summary}", "", "Throughput ([perf/perf.md](perf/perf.md)):",
               *(headline(perf) if perf else ["- perf.py failed; see its output"]), "",
+              f"fp32 rows use PyTorch's defaults: cuDNN TF32 convolutions {torch.backends.cudnn.allow_tf32}, TF32 "
+              f"matrix products {torch.backends.cuda.matmul.allow_tf32} (evaluation turns both off).", "",
               "Reduced gpu-paper protocol: [gpu-paper/results.md](gpu-paper/results.md) (a smoke run with fewer "
               "images, epochs and attack steps; its verdicts are not evidence).", ""]
     atomic_write(out / "README.md", lambda tmp: Path(tmp).write_text("\n".join(lines)))

@@ -21,6 +21,7 @@ from robustft.engine.config import load_config
 from robustft.engine.distributed import DistInfo, cleanup, init_distributed
 from robustft.engine.train import StepSums, _setup, _step, autocast_for
 from robustft.eval import evaluate
+from robustft.eval.evaluate import full_fp32
 from robustft.methods import create_method
 from robustft.models import load_model
 from support import tiny_resnet
@@ -59,7 +60,8 @@ def test_bf16_channels_last_step_matches_fp32(device):
     (x, y), = iterate_batches(data, 32)
     (x_cl, _), = iterate_batches(data, 32, channels_last=True)
     assert x.device == device and x_cl.is_contiguous(memory_format=torch.channels_last)
-    loss32, grad32, dtypes32 = _gradient(model, x, y, device, "off")
+    with full_fp32():  # the reference in true fp32 (cuDNN would otherwise use TF32 convolutions on a recent GPU)
+        loss32, grad32, dtypes32 = _gradient(model, x, y, device, "off")
     loss16, grad16, dtypes16 = _gradient(fast, x_cl, y, device, "bf16")
     assert dtypes32 == {torch.float32} and dtypes16 == {torch.bfloat16}, "bf16 autocast must reach the convolutions"
     assert abs(loss16 - loss32) <= 0.02 * loss32
@@ -105,6 +107,8 @@ def _two_steps(model: nn.Module, data: ArrayDataset, info: DistInfo) -> nn.Modul
 
 
 def test_one_process_ddp_matches_a_plain_step(device, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)  # the same kernels in both runs on a GPU
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
     data = _data(device)
     plain = tiny_resnet(10).to(device).to(memory_format=torch.channels_last)
     ddp = copy.deepcopy(plain)
