@@ -42,7 +42,7 @@ class PretrainedWeights:
     checksum_note: str = ""  # why there is no sha256
     layout: Layout = "robustness"
     source: str = ""  # where the URL (and checksum) were read
-    asset: str = ""  # a file shipped in robustft/assets instead of a download
+    asset: str = ""  # a file shipped in robustft/assets (``url`` is its file:// URI): nothing to download
 
 
 # The robust ImageNet models of Salman et al. 2020 ("Do Adversarially Robust ImageNet Models Transfer Better?",
@@ -179,7 +179,8 @@ KNOWN_WEIGHTS: dict[str, PretrainedWeights] = {
     # The reference robust model of this project's CI: no public URL, so it ships with the package (1 MB, its card
     # is the .json beside it in robustft/assets).
     "cifar_resnet20.at_linf8_cifar10": PretrainedWeights(
-        url="", num_classes=10, normalization="cifar10",
+        url=Path(str(resources.files("robustft") / "assets" / "cifar10_resnet20_linf_at.pt")).as_uri(),
+        num_classes=10, normalization="cifar10",
         description="PGD-3 adversarial training on CIFAR-10 (JPEG copy), Linf eps 8/255, 15 epochs (0.644 clean / "
                     "0.385 PGD-20 on 1000 test images per its card)",
         sha256="23a0792f369c037c553a7a1220a6ce658a893d6e814d0552507f0e1716905ab3", layout="robustft",
@@ -193,7 +194,7 @@ def weights_table() -> str:
     rows = ["| name | file | sha256 | layout | weights | source |", "|---|---|---|---|---|---|"]
     for name, w in KNOWN_WEIGHTS.items():
         checksum = f"`{w.sha256[:16]}…`" if w.sha256 else f"— ({w.checksum_note})"
-        file = f"<{w.url}>" if w.url else f"bundled: `robustft/assets/{w.asset}`"
+        file = f"bundled: `robustft/assets/{w.asset}`" if w.asset else f"<{w.url}>"
         rows.append(f"| `{name}` | {file} | {checksum} | {w.layout} | {w.description} | {w.source} |")
     return "\n".join(rows) + "\n"
 
