@@ -254,7 +254,7 @@ def _setup(method: Method, model: nn.Module, train: ArrayDataset, cfg: RunConfig
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.train.epochs, iters)
     autocast, scaled = autocast_for(info.device, cfg.train.amp)
     train_model: nn.Module = model
-    if info.world_size > 1:
+    if info.launched:
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=[info.device.index]
                                                           if info.device.type == "cuda" else None)
     if cfg.train.compile:
