@@ -306,7 +306,13 @@ def cmd_mrc(args: argparse.Namespace) -> int:
 
 
 _SHORTCUT_HELP = {"epochs": "epochs of the main (last) stage, train.epochs; a multi-stage method's earlier stages have "
-                            "their own key (RoLI / LP-FT probe: method_args.lp_epochs), printed at the start"}
+                            "their own key (RoLI / LP-FT probe: method_args.lp_epochs), printed at the start",
+                 "lr": "peak learning rate, optim.lr (given for optim.lr_scale_batch's batch size when that is set); "
+                       "a multi-stage method applies it to its main (last) stage: the RoLI / LP-FT probe has "
+                       "method_args.lp_lr, and AutoLoRa's method_args.lr replaces it when set",
+                 "batch_size": "training batch size, data.batch_size (global, over all ranks)",
+                 "eps": "training perturbation budget in [0,1] pixel units, attack.eps, e.g. 8/255 (validation "
+                        "and test use it too)"}
 
 
 def _run_config(args: argparse.Namespace):
