@@ -231,6 +231,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         card = Path(args.checkpoint).with_suffix(".json") if args.checkpoint else None
         check_not_input(args.json, [args.checkpoint, card, args.data if Path(args.data).exists() else None], "--json")
         check_writable(args.json)
+    if args.leaderboard_json:
+        if "autoattack" not in (args.attack or []):
+            raise UserError("--leaderboard-json records AutoAttack accuracy, the leaderboard's robust accuracy: add "
+                            "--attack autoattack")
+        check_writable(args.leaderboard_json)
     device = resolve_device(args.device)
     seed_everything(args.seed)
     balanced = args.class_balanced and args.n is not None
@@ -264,6 +269,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.json:
         atomic_write_json(record, args.json)
         print(f"wrote {args.json}")
+    if args.leaderboard_json:
+        from .eval.leaderboard import leaderboard_record
+
+        atomic_write_json(leaderboard_record(result, dataset=args.data, architecture=args.arch, eps=args.eps,
+                                             split=args.split, provenance=record["provenance"]), args.leaderboard_json)
+        print(f"wrote {args.leaderboard_json}")
     return 0
 
 
@@ -451,6 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW (channels_last is faster on CPU/GPU)")
     p.add_argument("--json", type=Path, default=None, help="write the results (with provenance) to this JSON file")
+    p.add_argument("--leaderboard-json", type=Path, default=None,
+                   help="also write a RobustBench model_info record (clean and AutoAttack accuracy in percent, eps, "
+                        "architecture, dataset, n_ex, threat model, versions; needs --attack autoattack)")
     p.add_argument("--corruptions", default=None,
                    help="also common-corruption accuracy: all | comma list (e.g. gaussian_noise,fog); generated with "
                         "the CIFAR-10-C parameters unless --corruption-dir")
