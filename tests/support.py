@@ -40,16 +40,20 @@ def run_ok(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     return proc
 
 
-def tiny_resnet(num_classes: int = 4) -> nn.Module:
-    """A width-4 CIFAR ResNet-20 (seeded) whose BN layers carry non-trivial, pre-trained-looking statistics."""
-    torch.manual_seed(0)
-    model = create_model("cifar_resnet20", num_classes=num_classes, width=4)
+def with_source_bn_stats(model: nn.Module) -> nn.Module:
+    """``model`` with non-trivial, pre-trained-looking BN statistics (in place), so moved statistics are visible."""
     with torch.no_grad():
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.3, 0.3)
                 m.running_var.uniform_(0.5, 2.0)
     return model
+
+
+def tiny_resnet(num_classes: int = 4) -> nn.Module:
+    """A width-4 CIFAR ResNet-20 (seeded) whose BN layers carry non-trivial, pre-trained-looking statistics."""
+    torch.manual_seed(0)
+    return with_source_bn_stats(create_model("cifar_resnet20", num_classes=num_classes, width=4))
 
 
 def error_line(err: str) -> str:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from robustft import cli
 from robustft.cli import main
 from robustft.models import create_model, save_state_dict
 from support import error_line
@@ -96,9 +97,10 @@ def test_out_of_range_flags_are_one_line(npz_data, ckpt, capsys, extra, match):
 
 
 def test_unwritable_json_is_refused_before_evaluating(tmp_path, npz_data, ckpt, capsys, monkeypatch):
-    import robustft.eval
+    import robustft.eval.sharded
 
-    monkeypatch.setattr(robustft.eval, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking --json"))
+    monkeypatch.setattr(robustft.eval.sharded, "evaluate_sharded",
+                        lambda *a, **k: pytest.fail("evaluated before checking --json"))
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     assert main(["evaluate", "--arch", "cifar_resnet20", "--checkpoint", str(ckpt), "--data", str(npz_data),
@@ -179,8 +181,37 @@ def test_final_bn_false_loads_a_preact_resnet_without_a_final_bn(tmp_path, npz_d
     (["--model-arg", "width=[4"], "--model-arg: cannot parse the value of 'width=[4'"),
     (["--model-arg", "num_classes=10"], "num_classes has its own flag: use --num-classes"),
     (["--num-classes", "3"], "--num-classes 3 is fewer than the 10 classes of the data"),
+    (["--model-arg", "width=[&w 4, *w]"], "'width=[&w 4, *w]': aliases (*w) are not supported"),
+    (["--seed", "100000000000000000000"], "--seed: must be >= 0 and <= 4294967295, got 100000000000000000000"),
+    (["--eps", "1e400"], "eps must be a finite number >= 0, got '1e400'"),
+    (["--max-file-mb", "inf"], "--max-file-mb: must be a finite number > 0, got inf"),
 ])
 def test_bad_model_args_are_one_line(npz_data, ckpt, capsys, extra, match):
     assert _exit_code(["evaluate", "--arch", "cifar_resnet20", "--checkpoint", str(ckpt), "--data", str(npz_data),
                        *extra]) == 2
     assert match in _error_line(capsys)
+
+
+@pytest.mark.parametrize("error", [MemoryError(), RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: "
+                                                              "can't allocate memory: you tried to allocate 2048000000 "
+                                                              "bytes.\nmore lines"),
+                                   torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")])
+def test_out_of_memory_is_one_line(monkeypatch, capsys, error):
+    """An allocation failure anywhere in a command (e.g. 4000x4000 .npz images) ends in one line, exit 2."""
+    def fail(args):
+        raise error
+
+    monkeypatch.setattr(cli, "cmd_models", fail)
+    assert cli.main(["models"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("robustft: error: out of memory (") and "batch size" in err
+
+
+def test_other_runtime_errors_are_not_hidden(monkeypatch):
+    """A RuntimeError that is not an allocation failure is a bug: it propagates with its traceback."""
+    def fail(args):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(cli, "cmd_models", fail)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        cli.main(["models"])

@@ -5,8 +5,9 @@ import errno
 import fcntl
 import json
 import os
+import re
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,14 @@ import torch
 
 from .errors import UserError
 
-__all__ = ["atomic_write", "atomic_save", "atomic_write_json", "WriteError", "check_writable", "locked",
-           "remove_stale_temporaries"]
+__all__ = ["atomic_write", "atomic_save", "atomic_write_json", "WriteError", "check_writable", "check_not_input",
+           "locked", "remove_stale_temporaries"]
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 _TMP_SUFFIX = ".tmp"
+# what atomic_write's mkstemp names a temporary: "." + the target's name + "." + 8 random characters + _TMP_SUFFIX
+_TEMPORARY = re.compile(rf"\..+\.[a-z0-9_]{{8}}{re.escape(_TMP_SUFFIX)}")
 # what torch.save raises (a RuntimeError from its C++ zip writer) when the disk fills up or the file vanishes
 _TORCH_WRITE_FAILURES = ("PytorchStreamWriter", "inline_container", "file write failed", "unexpected pos")
 
@@ -70,9 +73,16 @@ def _discard(tmp: str | None) -> None:
         Path(tmp).unlink(missing_ok=True)
 
 
+def _torch_save(obj: Any, tmp: str) -> None:
+    """``torch.save`` through a file object: the archive's root folder is then always ``archive`` (given a path,
+    torch names it after the random temporary file), so equal tensors give byte-identical files."""
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` atomically."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """``torch.save`` atomically, byte-reproducibly."""
+    return atomic_write(path, lambda tmp: _torch_save(obj, tmp))
 
 
 def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
@@ -82,6 +92,19 @@ def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
             json.dump(obj, f, indent=2, sort_keys=False)
             f.write("\n")
     return atomic_write(path, write)
+
+
+def check_not_input(out: str | os.PathLike, inputs: Iterable[str | os.PathLike | None], flag: str) -> None:
+    """Refuse an output path that is one of the command's ``inputs`` (or an existing file inside an input
+    directory): writing it would destroy what the command read."""
+    target = Path(out).resolve()
+    for given in inputs:
+        if given is None:
+            continue
+        source = Path(given).resolve()
+        if target == source or (source.is_dir() and source in target.parents and target.exists()):
+            inside = f"a file of {given}" if target != source else str(given)
+            raise UserError(f"{flag} {out} would overwrite {inside}, an input of this command; write it elsewhere")
 
 
 def check_writable(path: str | os.PathLike, *, directory: bool = False) -> None:
@@ -104,11 +127,13 @@ def check_writable(path: str | os.PathLike, *, directory: bool = False) -> None:
                         f"location") from None
 
 
-def remove_stale_temporaries(directory: Path) -> list[Path]:
-    """Delete the temporary files of atomic writes that a killed process left in ``directory`` (and below).
+def remove_stale_temporaries(directories: Iterable[Path]) -> list[Path]:
+    """Delete the temporary files of atomic writes (``.NAME.XXXXXXXX.tmp``, as ``atomic_write`` names them) that a
+    killed process left directly in ``directories``; nothing else, and nothing below them.
 
-    Only safe while holding the directory's lock: no other writer can be mid-write there."""
-    stale = [p for p in directory.rglob(f".*{_TMP_SUFFIX}") if p.is_file()]
+    Only safe while holding the directories' lock: no other writer can be mid-write there."""
+    stale = [p for d in directories if d.is_dir() for p in d.iterdir()
+             if _TEMPORARY.fullmatch(p.name) and p.is_file() and not p.is_symlink()]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale
@@ -124,8 +149,9 @@ def locked(lock_path: Path, what: str = "directory") -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise UserError(f"{what} {lock_path.parent} is in use by another robustft process (pid {holder}); wait "
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            who = f"pid {holder}" if holder else "starting: its pid is not written yet"
+            raise UserError(f"{what} {lock_path.parent} is in use by another robustft process ({who}); wait "
                             f"for it to finish or stop it first") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)

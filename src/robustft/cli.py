@@ -2,13 +2,14 @@
 a short summary."""
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
 
-from .errors import UserError
+from .errors import UserError, shown
 from .shortcuts import SHORTCUTS
 
 __all__ = ["main"]
@@ -22,15 +23,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"robustft: error: {message} (see `{self.prog} --help`)\n")
 
 
-def _count(text: str) -> int:
-    """An argparse type: an integer >= 1."""
+def _integer(text: str, low: int, high: int | None = None) -> int:
+    """``text`` as an integer in ``low..high`` (no upper bound: None), else an argparse error."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        raise argparse.ArgumentTypeError(f"{shown(text)} is not an integer") from None
+    if value < low or (high is not None and value > high):
+        raise argparse.ArgumentTypeError(f"must be >= {low}{'' if high is None else f' and <= {high}'}, got "
+                                         f"{shown(value)}")
     return value
+
+
+def _count(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    return _integer(text, 1)
 
 
 def _positive(text: str) -> float:
@@ -39,9 +46,14 @@ def _positive(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a seed, an integer in 0..2**32-1 (what every generator robustft seeds accepts)."""
+    return _integer(text, 0, 2**32 - 1)
 
 
 def _fraction(text: str) -> float:
@@ -112,7 +124,7 @@ def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of train carved out as validation")
     p.add_argument("--test-fraction", type=_fraction, default=None,
                    help="carve a class-stratified test split of this fraction from train (as data.test_fraction)")
-    p.add_argument("--split-seed", type=int, default=0, help="seed of the stratified train/val (and test) splits")
+    p.add_argument("--split-seed", type=_seed, default=0, help="seed of the stratified train/val (and test) splits")
     p.add_argument("--classes", type=_classes, default=None,
                    help="comma list of class indices or names to keep, relabelled 0..k-1 in this order (default: all, "
                         "or a robustft export's class subset from its card)")
@@ -137,7 +149,7 @@ _SET_ELSEWHERE = {"num_classes": "--num-classes", "normalization": "--normalizat
 
 def _model_arg(text: str) -> tuple[str, Any]:
     """An argparse type: ``KEY=VALUE``, the value parsed as YAML like a config value (``width=4``, ``final_bn=no``)."""
-    import yaml
+    from ._yaml import load_yaml
 
     key, sep, raw = text.partition("=")
     if not sep or not key.isidentifier():
@@ -145,11 +157,9 @@ def _model_arg(text: str) -> tuple[str, Any]:
     if key in _SET_ELSEWHERE:
         raise argparse.ArgumentTypeError(f"{key} has its own flag: use {_SET_ELSEWHERE[key]}")
     try:
-        return key, yaml.safe_load(raw) if raw else None
-    except yaml.YAMLError as e:
-        from .engine.config import yaml_problem
-
-        raise argparse.ArgumentTypeError(f"cannot parse the value of {text!r}: {yaml_problem(e)}") from None
+        return key, load_yaml(raw, f"cannot parse the value of {text!r}") if raw else None
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -206,14 +216,10 @@ def _describe_attack(attack) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Clean + robust accuracy of a checkpoint on a dataset split."""
-    import torch
-
-    from ._io import atomic_write_json, check_writable
+    """Clean + robust accuracy of a checkpoint on a dataset split; under torchrun, AutoAttack sharded over the ranks."""
+    from ._io import check_not_input, check_writable
     from .attacks import create_attack, parse_eps
-    from .data import PackedDataset, load_dataset
-    from .eval import balanced_subset, evaluate, evaluate_corruptions
-    from .runtime import provenance, resolve_device, seed_everything
+    from .engine.distributed import cleanup, init_distributed
 
     eps = parse_eps(args.eps)
     attacks = [create_attack(name, eps=eps, norm=args.norm, steps=args.steps,
@@ -221,9 +227,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                              restarts=args.restarts, seed=args.seed, aa_version=args.aa_version,
                              aa_attacks=args.aa_attacks.split(",") if args.aa_attacks else None)
                for name in (args.attack or ["pgd"])]
+    card = Path(args.checkpoint).with_suffix(".json") if args.checkpoint else None
+    inputs = [args.checkpoint, card, args.data if Path(args.data).exists() else None]
     if args.json:
+        check_not_input(args.json, inputs, "--json")
         check_writable(args.json)
-    device = resolve_device(args.device)
+    if args.leaderboard_json:
+        if "autoattack" not in (args.attack or []):
+            raise UserError("--leaderboard-json records AutoAttack accuracy, the leaderboard's robust accuracy: add "
+                            "--attack autoattack")
+        check_not_input(args.leaderboard_json, inputs, "--leaderboard-json")
+        check_writable(args.leaderboard_json)
+    info = init_distributed(args.device)
+    try:
+        if info.world_size > 1 and (set(args.attack or ["pgd"]) != {"autoattack"} or args.corruptions):
+            raise UserError(f"under torchrun ({info.world_size} processes) evaluate shards AutoAttack only: give "
+                            f"--attack autoattack alone, and run PGD/FGSM and --corruptions in one process")
+        _evaluate(args, attacks, eps, info.device, info.is_main)
+    finally:
+        cleanup(info)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, attacks: list[Any], eps: float, device: Any, is_main: bool) -> None:
+    """``cmd_evaluate`` after its checks: on ``device``; only the main process prints and writes."""
+    import torch
+
+    from ._io import atomic_write_json
+    from .data import PackedDataset, load_dataset
+    from .eval import balanced_subset, evaluate_corruptions
+    from .eval.sharded import evaluate_sharded
+    from .runtime import provenance, seed_everything
+
+    say = print if is_main else (lambda *_: None)
     seed_everything(args.seed)
     balanced = args.class_balanced and args.n is not None
     data = load_dataset(args.data, args.split, n=None if balanced else args.n, device=device,
@@ -236,29 +272,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     channels_last = not args.no_channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    print(f"data: {len(data)} {args.split} images of {data.x.shape[-1]}x{data.x.shape[-2]} pixels, "
-          f"{data.num_classes} classes; threat model: {args.norm} eps {args.eps} ({eps:.4f}), "
-          + ", ".join(_describe_attack(a) for a in attacks))
-    result = evaluate(model, data, attacks, batch_size=args.batch_size, seed=args.seed, channels_last=channels_last)
+    say(f"data: {len(data)} {args.split} images of {data.x.shape[-1]}x{data.x.shape[-2]} pixels, "
+        f"{data.num_classes} classes; threat model: {args.norm} eps {args.eps} ({eps:.4f}), "
+        + ", ".join(_describe_attack(a) for a in attacks))
+    result = evaluate_sharded(model, data, attacks, batch_size=args.batch_size, seed=args.seed,
+                              channels_last=channels_last, progress=is_main)
     record = {**result.to_dict(), "checkpoint": args.checkpoint, "arch": args.arch, "data": args.data,
               "split": args.split, "subset_n": args.n, "image_size": list(data.x.shape[-2:]), "device": str(device),
-              "provenance": provenance(args.seed)}
-    print(f"n={result.n}  clean {result.clean_acc:.4f}  " + "  ".join(
+              "provenance": provenance(args.seed), "samples": result.flags()}
+    say(f"n={result.n}  clean {result.clean_acc:.4f}  " + "  ".join(
         f"{k} {v:.4f}" for k, v in result.robust_acc.items()) + f"  worst-case {result.worst_case_acc:.4f}"
-          f"  ({result.timing['total']:.1f} s)")
+        f"  ({result.timing['total']:.1f} s)")
     if args.corruptions:
         corrupted = evaluate_corruptions(model, data, args.corruptions, args.severity, seed=args.seed,
                                          batch_size=args.batch_size, channels_last=channels_last,
                                          corruption_dir=args.corruption_dir,
                                          n=args.n if args.corruption_dir else None)
         record["corruptions"] = corrupted.to_dict()
-        print(corrupted.table())
-        print(f"mean corruption accuracy {corrupted.mean:.4f} over {len(corrupted.accuracy)} corruptions x "
-              f"{len(corrupted.severities)} severities ({corrupted.timing_s:.1f} s)")
+        say(corrupted.table())
+        say(f"mean corruption accuracy {corrupted.mean:.4f} over {len(corrupted.accuracy)} corruptions x "
+            f"{len(corrupted.severities)} severities ({corrupted.timing_s:.1f} s)")
+    if not is_main:
+        return
     if args.json:
         atomic_write_json(record, args.json)
-        print(f"wrote {args.json}")
-    return 0
+        say(f"wrote {args.json}")
+    if args.leaderboard_json:
+        from .eval.leaderboard import leaderboard_record
+
+        atomic_write_json(leaderboard_record(result, dataset=args.data, architecture=args.arch, eps=args.eps,
+                                             split=args.split, provenance=record["provenance"]), args.leaderboard_json)
+        say(f"wrote {args.leaderboard_json}")
 
 
 def cmd_mrc(args: argparse.Namespace) -> int:
@@ -300,7 +344,13 @@ def cmd_mrc(args: argparse.Namespace) -> int:
 
 
 _SHORTCUT_HELP = {"epochs": "epochs of the main (last) stage, train.epochs; a multi-stage method's earlier stages have "
-                            "their own key (RoLI / LP-FT probe: method_args.lp_epochs), printed at the start"}
+                            "their own key (RoLI / LP-FT probe: method_args.lp_epochs), printed at the start",
+                 "lr": "peak learning rate, optim.lr (given for optim.lr_scale_batch's batch size when that is set); "
+                       "a multi-stage method applies it to its main (last) stage: the RoLI / LP-FT probe has "
+                       "method_args.lp_lr, and AutoLoRa's method_args.lr replaces it when set",
+                 "batch_size": "training batch size, data.batch_size (global, over all ranks)",
+                 "eps": "training perturbation budget in [0,1] pixel units, attack.eps, e.g. 8/255 (validation "
+                        "and test use it too)"}
 
 
 def _run_config(args: argparse.Namespace):
@@ -436,9 +486,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_attack_args(p)
     p.add_argument("--batch-size", type=_count, default=256)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW (channels_last is faster on CPU/GPU)")
     p.add_argument("--json", type=Path, default=None, help="write the results (with provenance) to this JSON file")
+    p.add_argument("--leaderboard-json", type=Path, default=None,
+                   help="also write a RobustBench model_info record (clean and AutoAttack accuracy in percent, eps, "
+                        "architecture, dataset, n_ex, threat model, versions; needs --attack autoattack)")
     p.add_argument("--corruptions", default=None,
                    help="also common-corruption accuracy: all | comma list (e.g. gaussian_noise,fog); generated with "
                         "the CIFAR-10-C parameters unless --corruption-dir")
@@ -467,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "this many examples (official: 512), then one projection (default: one full-batch step)")
     p.add_argument("--batch-size", type=_count, default=512, help="examples per forward (memory only)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
-    p.add_argument("--seed", type=int, default=0, help="seed of the PGD random starts and the mini-batch shuffles")
+    p.add_argument("--seed", type=_seed, default=0, help="seed of the PGD random starts and the mini-batch shuffles")
     p.add_argument("--out-dir", type=Path, default=Path("mrc"), help="where mrc.json, mrc.txt and mrc.png go")
     p.add_argument("--verbose", action="store_true", help="print each module's result as it is computed")
     p.set_defaults(func=cmd_mrc)
@@ -549,6 +602,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("robustft: interrupted", file=sys.stderr)
         return 130
+    except (MemoryError, RuntimeError) as e:
+        if not _out_of_memory(e):
+            raise
+        print(f"robustft: error: out of memory ({(str(e).splitlines() or [type(e).__name__])[0][:200]}); "
+              f"lower the batch size, or the image size (data.image_size / --image-size)", file=sys.stderr)
+        return 2
+
+
+def _out_of_memory(err: BaseException) -> bool:
+    """Whether ``err`` is a failed host or device allocation rather than a bug."""
+    import torch
+
+    return isinstance(err, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(err)
 
 
 if __name__ == "__main__":

@@ -5,18 +5,23 @@
       .lock          held by the running process        test_samples.json  per-test-image correctness
       model.pt / model.json  the exported model and its card
       metrics.jsonl  one line per epoch                 last.pt / best.pt      training state / selected weights
-      tensorboard/   metrics.jsonl's scalars as TensorBoard events (train.tensorboard)
+      tensorboard/   per-step and per-epoch scalars as TensorBoard events (train.report_to)
+      wandb.json     the W&B run's id and last logged step (train.report_to: [wandb])
       stage<i>_<name>/  the same per-stage files for a multi-stage method (metrics, last, best)
       <artifact>.json / .png / .txt  what a method writes besides (e.g. RiFT's mrc.*, alpha_curve.*)
 ```
 """
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .errors import UserError
 
 __all__ = ["RunLayout", "resolve_weights"]
+
+MAX_RESULTS_BYTES = 256 << 20  # a results.json is kB to a few MB (per-image flags are in test_samples.json)
 
 
 def _file(name: str, doc: str) -> property:
@@ -40,9 +45,32 @@ class RunLayout:
     model = _file("model.pt", "The exported plain state dict.")
     card = _file("model.json", "The exported model's card.")
     metrics = _file("metrics.jsonl", "One JSON line per finished epoch (of this stage).")
-    tensorboard = _file("tensorboard", "TensorBoard event files of metrics.jsonl's scalars (train.tensorboard).")
+    tensorboard = _file("tensorboard", "TensorBoard event files of the training scalars (train.report_to).")
+    wandb = _file("wandb.json", "The W&B run id and the last step logged to it (train.report_to).")
     last = _file("last.pt", "The full training state after the last finished epoch (of this stage).")
     best = _file("best.pt", "The weights of the selected (best validation) epoch (of this stage).")
+
+    def read_results(self) -> dict[str, Any]:
+        """``results.json``, read back; a missing, damaged or truncated one is one line saying what to do."""
+        if not self.results.is_file():
+            raise UserError(f"{self.root} has no {self.results.name}: it is not a finished robustft run")
+        return self.read_json(self.results)
+
+    def read_json(self, path: Path) -> dict[str, Any]:
+        """A JSON object this run wrote (``results.json``, ``test_samples.json``); a damaged one is one line."""
+        hint = (f"delete {self.results.name} and {self.samples.name} and run the same command with --resume to "
+                f"test the selected model again")
+        try:
+            with open(path, "rb") as f:
+                text = f.read(MAX_RESULTS_BYTES + 1)
+            if len(text) > MAX_RESULTS_BYTES:
+                raise ValueError(f"larger than {MAX_RESULTS_BYTES >> 20} MB")
+            record = json.loads(text)
+        except (OSError, ValueError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise UserError(f"{path} is damaged ({str(e).splitlines()[0]}); {hint}") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{path} is damaged (a JSON {type(record).__name__}, not an object); {hint}")
+        return record
 
     def artifact(self, stem: str, suffix: str = ".json") -> Path:
         """A method's own output, e.g. ``artifact("mrc", ".png")``."""
@@ -57,6 +85,20 @@ class RunLayout:
         dirs = sorted((p for p in self.root.glob("stage*_*") if p.is_dir()),
                       key=lambda p: int(p.name[5:].partition("_")[0] or 0))
         return [p.name.partition("_")[2] for p in dirs]
+
+    def written_dirs(self) -> list[Path]:
+        """The directories robustft writes files into: the run directory and its stages' directories."""
+        return [self.root, *(self.root / f"stage{i + 1}_{n}" for i, n in enumerate(self.stage_names()))]
+
+    def check_owned(self) -> None:
+        """Refuse a directory that holds files but is not a robustft run directory (no config.yaml, no .lock): a run
+        there would overwrite and clean up what is not its own."""
+        if not self.root.is_dir() or self.config.exists() or self.lock.exists():
+            return
+        if next(self.root.iterdir(), None) is not None:
+            raise UserError(f"{self.root} is not empty and not a robustft run directory (no {self.config.name}): a run "
+                            f"there would overwrite its files; give a new or empty directory (--run-dir, or "
+                            f"train.out_dir / train.name)")
 
     def stage_named(self, name: str) -> "RunLayout":
         """The layout of the stage called ``name``."""

@@ -8,11 +8,12 @@ the docs' key tables.
 """
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
 
-from .errors import UserError
+from .errors import UserError, shown
 
 __all__ = ["from_dict", "coerce_value", "check_bounds", "describe", "KeyInfo", "type_name", "format_value",
            "format_keys"]
@@ -43,39 +44,45 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, bool):
             value = next((c for c in _YAML_BOOLS[value] if c in choices), value)
         if not any(value == c and type(value) is type(c) for c in choices):
-            raise UserError(f"config key {where!r} must be one of {', '.join(map(str, choices))}, got {value!r}")
+            raise UserError(f"config key {where!r} must be one of {', '.join(map(str, choices))}, got {shown(value)}")
         return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise UserError(f"config key {where!r} must be a mapping, got {value!r}")
+            raise UserError(f"config key {where!r} must be a mapping, got {shown(value)}")
         return from_dict(tp, value, where)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise UserError(f"config key {where!r} must be a list, got {value!r}")
+            raise UserError(f"config key {where!r} must be a list, got {shown(value)}")
         args = typing.get_args(tp)
         if origin is tuple and len(value) != len(args):
-            raise UserError(f"config key {where!r} must hold {len(args)} values, got {value!r}")
+            raise UserError(f"config key {where!r} must hold {len(args)} values, got {shown(value)}")
         items = [_coerce(v, args[0] if origin is list else args[i], f"{where}[{i}]") for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
-            raise UserError(f"config key {where!r} must be a mapping, got {value!r}")
+            raise UserError(f"config key {where!r} must be a mapping, got {shown(value)}")
         args = typing.get_args(tp)
         return {k: _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()} if args else dict(value)
     if tp is Any:
         return value
-    if tp is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
+    if tp is float and not isinstance(value, bool) and isinstance(value, (int, float, str)):
+        return _finite(value, where)
     if tp is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
     if not isinstance(value, tp) or (tp is int and isinstance(value, bool)):
-        raise UserError(f"config key {where!r} must be {tp.__name__}, got {value!r}")
+        raise UserError(f"config key {where!r} must be {tp.__name__}, got {shown(value)}")
     return value
+
+
+def _finite(value: int | float | str, where: str) -> float:
+    """A float key's value as a finite float (YAML 1.1 reads 1e-4, without a dot, as a string)."""
+    try:
+        number = float(value)
+    except (ValueError, OverflowError):
+        raise UserError(f"config key {where!r} must be float, got {shown(value)}") from None
+    if not math.isfinite(number):
+        raise UserError(f"config key {where!r} must be a finite number, got {shown(value)}")
+    return number
 
 
 def coerce_value(value: Any, tp: Any, where: str) -> Any:
@@ -97,7 +104,7 @@ def check_bounds(value: Any, metadata: typing.Mapping[str, Any], where: str) -> 
         for key, (ok, _) in _BOUNDS.items():
             if key in metadata and not ok(item, metadata[key]):
                 about = f" ({metadata['help']})" if metadata.get("help") else ""
-                raise UserError(f"config key {where!r} must be {_limits(metadata)}{about}, got {item!r}")
+                raise UserError(f"config key {where!r} must be {_limits(metadata)}{about}, got {shown(item)}")
 
 
 def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:

@@ -1,18 +1,28 @@
 """Every shipped YAML preset parses and validates, and names a registered method and architecture; the RoLI paper
-presets train with the official effective learning rates and modes."""
+presets train with the official effective learning rates and modes; the paper presets reproduce the official code's
+behaviour (input upsampling, attack loss, BN re-estimation, MRC regime, optimizer, PEFT inits, AutoLoRa branch),
+each checked against a transcription of the official logic."""
 
+import copy
+import dataclasses
+import math
 from pathlib import Path
 
 import pytest
+import torch
+import torch.nn.functional as F
+import yaml
 from torch import nn
 
-from robustft.attacks import PGD
+from robustft.attacks import PGD, parse_eps
 from robustft.engine import build_optimizer, load_config
 from robustft.engine.run import _stage_config
 from robustft.methods import create_method, list_methods
-from robustft.models import list_models
+from robustft.models import create_model, list_models
+from support import tiny_resnet, with_source_bn_stats
 
-CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").rglob("*.yaml"))
+ROOT = Path(__file__).resolve().parents[2]
+CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 DEMO = Path(__file__).resolve().parents[2] / "src" / "robustft" / "assets" / "demo.yaml"
 
 
@@ -72,3 +82,227 @@ def test_roli_preset_modes_are_the_official_ones(path):
     cfg = load_config(path)
     assert ("drop_path_rate" in cfg.model.options) == (cfg.method_args["peft"] == "full")
     assert cfg.method_args["head_init"] == "official" and "lora_dropout" not in cfg.method_args
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the paper presets reproduce the official code's behaviour (issue #24), each against a transcription of it
+# ---------------------------------------------------------------------------------------------------------------
+def _paper(stem: str) -> Path:
+    return ROOT / "configs" / "paper" / f"{stem}.yaml"
+
+
+def _method(cfg):
+    """The method a run of ``cfg`` trains with, its training attack built as the engine builds it."""
+    attack = PGD(eps=parse_eps(cfg.attack.eps), norm=cfg.attack.norm, steps=cfg.attack.steps,
+                 step_size=parse_eps(cfg.attack.step_size) if cfg.attack.step_size else None, name="pgd_train")
+    return create_method(cfg.method, attack, **cfg.method_args)
+
+
+TWINS_CIFAR = [f"twins_{t}cifar{n}" for t in ("", "trades_") for n in (10, 100)]
+
+
+@pytest.mark.parametrize("stem", TWINS_CIFAR)
+def test_twins_cifar_presets_upsample_to_224_inside_the_model(stem):
+    """Official: ``F.interpolate(inp, 224)`` (nearest) before the ImageNet ResNet-50, so layer4 sees 7x7, not 1x1."""
+    cfg = load_config(_paper(stem))
+    arch = cfg.model.arch.partition(".")[0]
+    small = dict(num_classes=10, widths=(8, 16, 32, 64))
+    torch.manual_seed(0)
+    model = create_model(arch, **small, **cfg.model.options).eval()
+    seen = []
+    model.layer4.register_forward_hook(lambda m, i, out: seen.append(tuple(out.shape[-2:])))
+    x = torch.rand(2, 3, 32, 32)
+    with torch.no_grad():
+        logits = model(x)
+        plain = create_model(arch, **small).eval()
+        plain.load_state_dict(model.state_dict())
+        official = plain(F.interpolate(x, 224))  # the official AttackerModel's upsampling, default mode
+    assert seen == [(7, 7)]
+    torch.testing.assert_close(logits, official)
+
+
+@pytest.mark.parametrize("stem", ["twins_trades_cifar10", "twins_trades_cifar100"])
+def test_twins_trades_presets_attack_with_ce_as_official(stem):
+    """The preset's training attack gives the official CE PGD's examples (transcribed here, from the clean point)."""
+    cfg = load_config(_paper(stem))
+    attack = dataclasses.replace(_method(cfg).attack, random_start=False, steps=3)
+    model = tiny_resnet(num_classes=10).eval()
+    x, y = torch.rand(6, 3, 32, 32), torch.arange(6) % 10
+    eps, step = attack.eps, parse_eps(cfg.attack.step_size)
+    x_adv = x.clone()
+    for _ in range(attack.steps):  # the official PGD: sign step on CE, projection to the ball and to [0, 1]
+        x_adv.requires_grad_(True)
+        grad, = torch.autograd.grad(F.cross_entropy(model(x_adv), y), x_adv)
+        x_adv = torch.min(torch.max(x_adv.detach() + step * grad.sign(), x - eps), x + eps).clamp(0, 1)
+    torch.testing.assert_close(attack.perturb(model, x, y), x_adv, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("stem", ["rift_cifar10", "rift_cifar100"])
+def test_rift_presets_reestimate_bn_as_the_official_fine_tune(stem):
+    """One step of the preset's module fine-tune changes the tensors one step of the transcribed official loop changes
+    (parameters whose name holds the module name train, the model in train mode: every BN statistic moves), equally."""
+    cfg = load_config(_paper(stem))
+    module = "layer2.1.conv2"
+    torch.manual_seed(0)
+    source = with_source_bn_stats(create_model(cfg.model.arch, num_classes=10, widths=(4, 8, 16, 32)))
+    x, y = torch.rand(8, 3, 32, 32), torch.arange(8) % 10
+    sgd = dict(lr=cfg.optim.lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
+    official = copy.deepcopy(source)
+    for name, p in official.named_parameters():
+        p.requires_grad_(module in name)
+    official.train()
+    opt = torch.optim.SGD(official.parameters(), **sgd)
+    F.cross_entropy(official(x), y).backward()
+    opt.step()
+    method = _method(dataclasses.replace(cfg, method_args={**cfg.method_args, "module": module}))
+    ours = method.prepare(copy.deepcopy(source))
+    method.train_mode(ours)
+    opt = torch.optim.SGD([p for _, p in method.trainable_parameters(ours)], **sgd)
+    method.loss(ours, x, y)[0].backward()
+    opt.step()
+
+    def changed(model: nn.Module) -> set[str]:
+        return {k for k, v in model.state_dict().items() if not torch.equal(v, source.state_dict()[k])}
+    assert changed(ours) == changed(official) and len(changed(official)) > 1
+    torch.testing.assert_close(ours.state_dict(), official.state_dict())
+
+
+@pytest.mark.parametrize("stem", ["rift_cifar10", "rift_cifar100"])
+def test_rift_presets_use_the_official_mrc_regime_and_test_attack(stem):
+    """MRC on 10,000 examples, 20 mini-batch SGD steps per projection; test PGD-10; validation 10 % of train."""
+    cfg = load_config(_paper(stem))
+    method = _method(cfg).cfg
+    assert method.official_bn and method.mrc_n == 10000 and math.ceil(method.mrc_n / method.mrc_minibatch) == 20
+    assert cfg.eval.test_steps == 10
+    assert yaml.safe_load(_paper(stem).read_text())["data"]["val_fraction"] == 0.1
+
+
+@pytest.mark.parametrize("stem", TWINS_CIFAR)
+def test_twins_presets_state_their_validation_carve(stem):
+    assert yaml.safe_load(_paper(stem).read_text())["data"]["val_fraction"] == 0.1
+
+
+# The official configs/<peft>/<data>_roli.yaml SOLVER.WEIGHT_DECAY of stage ft
+ROLI_OFFICIAL_WD = {
+    "cifar10": {"full": 0.01, "bias": 1e-3, "lora": 1e-4, "adapter": 0.01},
+    "cifar100": {"full": 1e-3, "bias": 0.01, "lora": 1e-4, "adapter": 1e-4},
+    "caltech256": {"full": 1e-4, "bias": 0.0, "lora": 1e-4, "adapter": 0.0},
+}
+
+
+def _official_roli_optimizer(model: nn.Module, weight_decay: float, lr: float) -> torch.optim.Optimizer:
+    """Transcription of the official make_optimizer for OPTIMIZER adamw: AdamW with weight decay 0.01 (not the YAML's)
+    on parameters whose name holds no "bias" when WEIGHT_DECAY > 0, else SGD momentum 0.9 without weight decay."""
+    params = list(model.named_parameters())
+    if weight_decay > 0:
+        return torch.optim.AdamW([{"params": [p for n, p in params if "bias" not in n], "weight_decay": 0.01},
+                                  {"params": [p for n, p in params if "bias" in n], "weight_decay": 0.0}], lr=lr)
+    return torch.optim.SGD([p for _, p in params], lr=lr, momentum=0.9)
+
+
+@pytest.mark.parametrize("path", ROLI_PRESETS, ids=lambda p: p.stem)
+def test_roli_preset_stage2_optimizer_is_the_official_one(path):
+    """Stage ft's optimizer type, momentum and per-parameter weight decay equal the transcribed official factory's."""
+    _, peft, data = path.stem.split("_")
+    cfg = load_config(path)
+    stage = create_method(cfg.method, PGD(), **cfg.method_args).stages()[-1]
+    optim = _stage_config(cfg, stage).optim
+    model = nn.Linear(4, 2)
+    ours = build_optimizer(model, model.named_parameters(), optim)
+    official = _official_roli_optimizer(model, ROLI_OFFICIAL_WD[data][peft], optim.lr)
+    assert type(ours) is type(official)
+
+    def decay(opt: torch.optim.Optimizer) -> dict[int, tuple[float, float]]:
+        return {id(p): (g["weight_decay"], g.get("momentum", 0.0)) for g in opt.param_groups for p in g["params"]}
+    assert decay(ours) == decay(official)
+
+
+@pytest.mark.parametrize("path", ROLI_PRESETS, ids=lambda p: p.stem)
+def test_roli_presets_use_the_official_peft_inits(path):
+    """LoRA and adapter presets reproduce the official (zero) initializations."""
+    peft = path.stem.split("_")[1]
+    method = create_method("roli", PGD(), **load_config(path).method_args).cfg
+    assert (method.lora_init == "official") == (peft == "lora")
+    assert (method.adapter_init == "official") == (peft == "adapter")
+
+
+@pytest.mark.parametrize("stem", ["autolora_cifar10", "autolora_cifar100"])
+def test_autolora_presets_use_the_official_branch(stem):
+    assert create_method("autolora", PGD(), **load_config(_paper(stem)).method_args).cfg.lora_layout == "official"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# every paper preset, every stage: the effective settings against a table of the official values
+# ---------------------------------------------------------------------------------------------------------------
+def _twins(data: str) -> dict:
+    """TWINS (train.sh of TWINS_cifar / TWINS_high_res_data, argument.py, test())."""
+    caltech = data == "caltech256"
+    return {"main": dict(
+        optim="sgd", lr=0.003, momentum=0.9, weight_decay=1e-3 if caltech else 1e-5, epochs=60, warmup=0.0,
+        schedule="multistep", milestones=[30, 50], batch=128, attack=("8/255", 10, "2/255"), val_steps=10,
+        test_steps=10, test_random_start=False, view=("image_size", 224) if caltech else ("resize_input", 224),
+        select="last", val_fraction=0.1)}
+
+
+def _roli(peft: str, data: str) -> dict:
+    """RoLI (configs/linear/<data>_ranli.yaml, configs/<peft>/<data>_roli.yaml, make_optimizer, BASE_LR/256*64)."""
+    caltech = data == "caltech256"
+    shared = dict(batch=64, attack=("8/255", 7, "2/255"), val_steps=10, test_steps=10, test_random_start=True,
+                  view=("image_size", 224) if caltech else ("resize_input", True), select="auto", warmup=10.0,
+                  schedule="cosine", epochs=40 if caltech else 20, val_fraction=0.1)
+    lp_wd = {"cifar10": 0.01, "cifar100": 1e-3, "caltech256": 0.01}[data]
+    official_wd = ROLI_OFFICIAL_WD[data][peft]
+    return {"lp": dict(shared, optim="sgd", lr=ROLI_EFFECTIVE_LR[data]["lp"], momentum=0.9, weight_decay=lp_wd),
+            "ft": dict(shared, optim="adamw" if official_wd > 0 else "sgd", lr=ROLI_EFFECTIVE_LR[data][peft],
+                       momentum=None if official_wd > 0 else 0.9, weight_decay=0.01 if official_wd > 0 else 0.0)}
+
+
+RIFT = {"main": dict(optim="sgd", lr=1e-3, momentum=0.9, weight_decay=5e-4, epochs=10, warmup=0.0, schedule="multistep",
+                     milestones=[5], batch=128, attack=("8/255", 10, "2/255"), val_steps=10, test_steps=10,
+                     test_random_start=True, view=None, select="clean_acc", val_fraction=0.1)}
+AUTOLORA = {"main": dict(optim="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, epochs=60, warmup=0.0,
+                         schedule="constant", batch=128, attack=("8/255", 10, "2/255"), val_steps=10, test_steps=10,
+                         test_random_start=False, view=("resize_input", 224), select="auto", val_fraction=0.05)}
+OFFICIAL_SETTINGS = {
+    **{f"twins_{t}{d}": _twins(d) for t in ("", "trades_") for d in ("cifar10", "cifar100")},
+    "twins_caltech256": _twins("caltech256"),
+    **{f"roli_{p}_{d}": _roli(p, d) for p in ("full", "bias", "lora", "adapter")
+       for d in ("cifar10", "cifar100", "caltech256")},
+    "rift_cifar10": RIFT, "rift_cifar100": RIFT,
+    "autolora_cifar10": AUTOLORA, "autolora_cifar100": AUTOLORA,
+}
+
+
+def _effective(cfg) -> dict:
+    """The settings a stage config trains and evaluates with, in the table's terms."""
+    o, d, e = cfg.optim, cfg.data, cfg.eval
+    view = next(((k, v) for k, v in (("image_size", d.image_size), *cfg.model.options.items())
+                 if k in ("image_size", "resize_input") and v), None)
+    row = dict(optim=o.name, lr=o.lr, momentum=o.momentum if o.name == "sgd" else None, weight_decay=o.weight_decay,
+               epochs=cfg.train.epochs, warmup=float(o.warmup_epochs), schedule=o.schedule, batch=d.batch_size,
+               attack=(cfg.attack.eps, cfg.attack.steps, cfg.attack.step_size), val_steps=e.val_steps,
+               test_steps=e.test_steps, test_random_start=e.test_random_start, view=view, select=e.select,
+               val_fraction=d.val_fraction)
+    if o.schedule == "multistep":
+        row["milestones"] = list(o.milestones)
+    return row
+
+
+def test_every_paper_preset_has_a_row_of_official_settings():
+    assert {p.stem for p in PAPER} == set(OFFICIAL_SETTINGS)
+
+
+@pytest.mark.parametrize("path", PAPER, ids=lambda p: p.stem)
+def test_paper_preset_stages_train_with_the_official_settings(path):
+    """Each stage's effective lr (after batch scaling), epochs, warm-up, schedule, weight decay, optimizer, batch,
+    training / validation / test attack, image view, selection rule and validation carve equal the official values."""
+    cfg = load_config(path)
+    stages = create_method(cfg.method, PGD(), **cfg.method_args).stages()
+    expected = OFFICIAL_SETTINGS[path.stem]
+    assert [s.name for s in stages] == list(expected)
+    for stage in stages:
+        got, want = _effective(_stage_config(cfg, stage)), expected[stage.name]
+        assert got.keys() == want.keys(), stage.name
+        for key, value in want.items():
+            assert got[key] == (pytest.approx(value, rel=1e-12) if isinstance(value, float) else value), \
+                f"{path.stem} stage {stage.name}: {key} is {got[key]!r}, official {value!r}"

@@ -1,5 +1,9 @@
 """A run that cannot start leaves nothing behind; a run directory has one owner at a time; runs say what they do."""
 
+import fcntl
+import hashlib
+import json
+import shutil
 import subprocess
 import time
 
@@ -8,7 +12,7 @@ import pytest
 import torch
 
 from robustft.cli import main
-from support import error_line, finetune_args, robustft_cmd, run_env
+from support import Payload, error_line, finetune_args, robustft_cmd, run_env, tiny_resnet
 
 
 def _error_line(capsys) -> str:
@@ -185,3 +189,260 @@ def test_each_stage_says_which_key_sets_its_budget(tiny_task, tmp_path, capsys):
                               "--set", "method_args.lp_epochs=2")) == 0
     out = capsys.readouterr().out
     assert "budget: stage lp 2 epochs (method_args.lp_epochs), stage ft 1 epochs (train.epochs)" in out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# round 2 (#25): the run directory's own files, names, YAML and numbers
+# ---------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad,match", [
+    (["--set", "attack.eps=1e400"], "eps must be a finite number"),
+    (["--set", "train.seed=100000000000000000000"], "'train.seed' must be >= 0 and <= 4294967295"),
+    (["--set", "optim.lr=.inf"], "'optim.lr' must be a finite number, got inf"),
+    (["--set", "optim={lr: 0.01, lr: 50}"], "duplicate key 'lr'"),
+    (["--set", "data.classes=[&a [0, 1], *a]"], "aliases (*a) are not supported"),
+    (["--set", "model.options={width: &w 4, depth: *w}"], "aliases (*w) are not supported"),
+    (["--set", "train.name=../x"], "train.name must be one directory name"),
+    (["--set", "train.name=/tmp/elsewhere"], "train.name must be one directory name"),
+    (["--set", "train.name=.."], "train.name must be one directory name"),
+    (["--set", "train.name=."], "train.name must be one directory name"),
+    (["--set", "train.name=''"], "train.name must be one directory name"),
+])
+def test_values_that_escape_or_explode_are_refused_at_load(tiny_task, tmp_path, capsys, bad, match):
+    data, ckpt = tiny_task
+    out = tmp_path / "out"
+    t0 = time.perf_counter()
+    assert main(finetune_args(data, ckpt, out, "r", "--epochs", "1", *bad)) == 2
+    assert match in _error_line(capsys)
+    assert time.perf_counter() - t0 < 10
+    assert not out.exists() and not (tmp_path / "x").exists(), "nothing is written, inside or outside out_dir"
+
+
+def _alias_bomb(levels: int = 8) -> str:
+    """Under 1 KB of YAML that expands to 9**levels items when aliases are followed."""
+    lines = ["a0: &a0 [0, 1, 2, 3, 4, 5, 6, 7, 8]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, levels)]
+    return "\n".join(lines) + f"\ndata:\n  classes: [*a{levels - 1}]\n"
+
+
+def test_a_yaml_alias_bomb_in_a_config_file_is_one_line_at_once(tiny_task, tmp_path, capsys):
+    data, ckpt = tiny_task
+    config = tmp_path / "bomb.yaml"
+    config.write_text(_alias_bomb())
+    assert len(config.read_bytes()) < 1024
+    t0 = time.perf_counter()
+    assert main(["finetune", "--config", str(config), *finetune_args(data, ckpt, tmp_path, "r")[1:]]) == 2
+    assert "aliases (*a0) are not supported" in _error_line(capsys) and time.perf_counter() - t0 < 10
+
+
+def test_a_long_value_is_quoted_short(tiny_task, tmp_path, capsys):
+    data, ckpt = tiny_task
+    assert main(finetune_args(data, ckpt, tmp_path, "r", "--set", f"train.epochs={list(range(100000))}")) == 2
+    line = _error_line(capsys)
+    assert "'train.epochs' must be int" in line and len(line) < 400
+
+
+@pytest.mark.parametrize("content,match", [
+    ("optim:\n  lr: 0.01\n  lr: 50\n".encode(), "duplicate key 'lr' at line 3"),
+    ("method: pgd_at\ndata: {name: caf\xe9}\n".encode("latin-1"), "is not UTF-8 text"),
+])
+def test_a_config_file_with_duplicate_keys_or_not_utf8_is_one_line(tiny_task, tmp_path, capsys, content, match):
+    data, ckpt = tiny_task
+    config = tmp_path / "c.yaml"
+    config.write_bytes(content)
+    assert main(["finetune", "--config", str(config), *finetune_args(data, ckpt, tmp_path, "r")[1:]]) == 2
+    assert match in _error_line(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_task, tmp_path_factory):
+    """A finished one-epoch run directory and the arguments that made it (copy it before changing it)."""
+    data, ckpt = tiny_task
+    out = tmp_path_factory.mktemp("finished")
+    args = finetune_args(data, ckpt, out, "r", "--epochs", "1")
+    assert main(args) == 0
+    return out / "r", args
+
+
+def _copy_run(finished_run, tmp_path) -> tuple:
+    """A copy of the finished run, its results removed (as if killed before testing), and its --resume arguments."""
+    run_dir, args = finished_run
+    copy = tmp_path / "r"
+    shutil.copytree(run_dir, copy)
+    (copy / "results.json").unlink()
+    return copy, args + ["--run-dir", str(copy), "--resume"]
+
+
+def _tamper(key: str, value):
+    def change(path):
+        state = torch.load(path, weights_only=True)
+        if value is _DELETE:
+            del state[key]
+        else:
+            state[key] = value
+        torch.save(state, path)
+    return change
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize("damage,match", [
+    (lambda p: p.write_bytes(b""), "last.pt is damaged: "),
+    (lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]), "last.pt is damaged: "),
+    (lambda p: p.write_bytes(p.read_bytes()[:5000]), "last.pt is damaged: "),
+    (_tamper("epoch", "1"), "epoch is '1', not an int"),
+    (_tamper("epoch", 1000000), "epoch 1000000 is outside 1..1"),
+    (_tamper("optimizer", _DELETE), "it has no optimizer entry"),
+    (_tamper("history", [{"epoch": 7}]), "its history does not list epochs 1..1"),
+    (_tamper("model", {"conv1.weight": torch.zeros(1)}), "it does not fit this run"),
+])
+def test_a_damaged_last_pt_on_resume_is_one_line(finished_run, tmp_path, capsys, damage, match):
+    run_dir, args = _copy_run(finished_run, tmp_path)
+    damage(run_dir / "last.pt")
+    t0 = time.perf_counter()
+    assert main(args) == 2
+    line = _error_line(capsys)
+    assert "last.pt is damaged" in line and match in line and "delete it to restart" in line
+    assert time.perf_counter() - t0 < 10 and not (run_dir / "results.json").exists()
+
+
+def test_a_pickle_payload_in_last_pt_runs_no_code(finished_run, tmp_path, capsys):
+    run_dir, args = _copy_run(finished_run, tmp_path)
+    marker = tmp_path / "pwned"
+    state = torch.load(run_dir / "last.pt", weights_only=True)
+    state["history"][0]["note"] = Payload(marker)
+    torch.save(state, run_dir / "last.pt")
+    assert main(args) == 2
+    line = _error_line(capsys)
+    assert "last.pt is damaged" in line and "arbitrary code execution" in line and "weights_only" not in line
+    assert not marker.exists()
+
+
+def test_a_damaged_best_pt_is_one_line(finished_run, tmp_path, capsys):
+    run_dir, args = _copy_run(finished_run, tmp_path)
+    torch.save([1, 2], run_dir / "best.pt")
+    assert main(args) == 2
+    line = _error_line(capsys)
+    assert "best.pt is damaged" in line and "holds a list" in line and "last.pt to retrain" in line
+
+
+@pytest.mark.parametrize("config,match", [
+    ("method: pgd_at\noptim: {lr: [0.1\n", "is not valid YAML"),
+    (_alias_bomb(), "aliases (*a0) are not supported"),
+])
+def test_a_damaged_run_config_on_resume_is_one_line(finished_run, tmp_path, capsys, config, match):
+    run_dir, args = _copy_run(finished_run, tmp_path)
+    (run_dir / "config.yaml").write_text(config)
+    t0 = time.perf_counter()
+    assert main(args) == 2
+    line = _error_line(capsys)
+    assert "cannot resume" in line and match in line and time.perf_counter() - t0 < 10
+
+
+def test_a_truncated_results_json_of_a_finished_run_is_one_line(finished_run, tmp_path, capsys):
+    run_dir, args = _copy_run(finished_run, tmp_path)
+    shutil.copy(finished_run[0] / "results.json", run_dir / "results.json")
+    (run_dir / "results.json").write_text((run_dir / "results.json").read_text()[:100])
+    assert main(args) == 2
+    assert "results.json is damaged" in _error_line(capsys)
+
+
+def test_run_dir_refuses_a_directory_that_is_not_a_run(tiny_task, tmp_path, capsys):
+    """--run-dir on the user's own directory: refused, nothing of theirs deleted or overwritten."""
+    data, ckpt = tiny_task
+    mine = tmp_path / "mine"
+    (mine / "sub").mkdir(parents=True)
+    files = {mine / "results.json": "{\"mine\": 1}", mine / ".notes.swp.tmp": "swap",
+             mine / "sub" / ".model.pt.abcd1234.tmp": "in flight"}
+    for path, text in files.items():
+        path.write_text(text)
+    assert main(finetune_args(data, ckpt, tmp_path, "r", "--epochs", "1", "--run-dir", str(mine))) == 2
+    line = _error_line(capsys)
+    assert "not empty and not a robustft run directory" in line and "new or empty directory" in line
+    assert all(path.read_text() == text for path, text in files.items())
+
+
+def test_resume_removes_only_its_own_temporaries_where_it_writes(finished_run, tmp_path, capsys):
+    run_dir, args = _copy_run(finished_run, tmp_path)
+    own = run_dir / ".last.pt.k3j2_x9a.tmp"
+    kept = [run_dir / ".notes.tmp", run_dir / "notes" / ".draft.md.abcd1234.tmp", run_dir / "tensorboard" / ".x.tmp"]
+    for path in [own, *kept]:
+        path.parent.mkdir(exist_ok=True)
+        path.write_text("x")
+    assert main(args) == 0
+    assert not own.exists() and all(path.exists() for path in kept)
+
+
+def test_the_lock_message_when_the_holder_has_not_written_its_pid(tmp_path):
+    from robustft._io import locked
+    from robustft.errors import UserError
+
+    lock = tmp_path / ".lock"
+    lock.touch()
+    with open(lock) as holder:
+        fcntl.flock(holder, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(UserError) as err, locked(lock, "run directory"):
+            pass
+    assert "pid unknown" not in str(err.value) and "its pid is not written yet" in str(err.value)
+
+
+def test_exports_and_checkpoints_are_byte_reproducible(tmp_path):
+    from robustft._io import atomic_save
+    from robustft.models import save_state_dict
+
+    model = tiny_resnet()
+    paths = [tmp_path / "a" / "model.pt", tmp_path / "b" / "other.pt"]
+    for path in paths:
+        save_state_dict(model, path)
+    atomic_save({"model": model.state_dict(), "epoch": 1}, tmp_path / "last1.pt")
+    atomic_save({"model": model.state_dict(), "epoch": 1}, tmp_path / "last2.pt")
+    files = [*paths, tmp_path / "last1.pt", tmp_path / "last2.pt"]
+    digest = [hashlib.sha256(p.read_bytes()).hexdigest() for p in files]
+    assert digest[0] == digest[1] and digest[2] == digest[3]
+
+
+def test_evaluate_json_never_overwrites_its_inputs(finished_run, tmp_path, capsys):
+    run_dir, _ = finished_run
+    data = finished_run[1][finished_run[1].index("--data") + 1]
+    before = {p: p.read_bytes() for p in (run_dir / "model.pt", run_dir / "model.json")}
+    for out in (run_dir / "model.pt", run_dir / "model.json"):
+        assert main(["evaluate", "--arch", "cifar_resnet20", "--checkpoint", str(run_dir / "model.pt"),
+                     "--data", data, "--steps", "1", "--json", str(out)]) == 2
+        line = _error_line(capsys)
+        assert f"--json {out} would overwrite" in line and "an input of this command" in line
+    assert all(p.read_bytes() == b for p, b in before.items())
+
+
+def test_a_finite_but_exploded_epoch_is_flagged_in_the_log_and_the_card(tiny_task, tmp_path, capsys, monkeypatch):
+    """Epoch 2's training loss is 1e9 times epoch 1's and its validation at chance: warned, recorded, and the card of
+    the model that keeps it (eval.select=last) says so."""
+    from robustft.engine import train
+    from robustft.methods import Method
+
+    loss, validate = Method.loss, train._validate
+
+    def exploding_loss(self, model, x, y, generator=None):
+        value, stats = loss(self, model, x, y, generator)
+        return value, {**stats, "loss": stats["loss"] * (1e9 if train_calls[-1] >= 2 else 1)}
+
+    def chance_after_the_first(model, val, attack, cfg, info, epoch):
+        return validate(model, val, attack, cfg, info, epoch) if epoch == 0 else {"val_clean_acc": 0.25,
+                                                                                  "val_robust_acc": 0.25}
+
+    train_calls = [0]
+    train_mode = Method.train_mode
+    monkeypatch.setattr(Method, "train_mode", lambda self, model: (train_calls.append(train_calls[-1] + 1),
+                                                                    train_mode(self, model)))
+    monkeypatch.setattr(Method, "loss", exploding_loss)
+    monkeypatch.setattr(train, "_validate", chance_after_the_first)
+    data, ckpt = tiny_task
+    assert main(finetune_args(data, ckpt, tmp_path, "r", "--method", "standard", "--epochs", "2",
+                              "--set", "eval.select=last")) == 0
+    err = capsys.readouterr().err
+    assert "robustft: warning: epoch 2 exploded (train loss" in err and "validation clean accuracy 0.250, chance is " \
+        "0.250); lower optim.lr" in err and "epoch 1 exploded" not in err
+    metrics = [json.loads(line) for line in (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()]
+    assert [m.get("exploded", False) for m in metrics] == [False, True]
+    card = json.loads((tmp_path / "r" / "model.json").read_text())
+    assert card["warning"].startswith("the selected epoch 2 exploded")

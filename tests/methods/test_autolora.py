@@ -18,13 +18,13 @@ from robustft.engine import load_config, run
 from robustft.engine.run import _stage_config
 from robustft.errors import UserError
 from robustft.methods import RunContext, create_method
-from robustft.methods.autolora import auto_lr_decision, loss_weights, lr_decays
+from robustft.methods.autolora import LoRALibConv2d, auto_lr_decision, loss_weights, lr_decays
 from robustft.methods.peft import LoRAConv2d, LoRALinear, lora_enabled, lora_layers, lora_parameters, remove_lora
 from robustft.models import create_model
 from support import finetune_args, robustft_cmd, run_ok
 
 ROOT = Path(__file__).resolve().parents[2]
-ARCHS = {"cnn": ("cifar_resnet20", dict(width=4)), "vit": ("vit", dict(depth=2, embed_dim=48, num_heads=3)),
+ARCHS = {"cnn": ("cifar_resnet20", dict(width=4)), "resnet50": ("resnet50", dict(widths=(8, 16, 32, 64))), "vit": ("vit", dict(depth=2, embed_dim=48, num_heads=3)),
          "swin": ("swin", {})}
 
 
@@ -75,6 +75,62 @@ def test_cnn_branch_covers_the_residual_blocks_not_the_stem_and_starts_off():
     kaiming, _ = _model(lora_init="kaiming")
     assert torch.cat([m.lora_A.weight.flatten() for m in lora_layers(kaiming)]).std() < 0.2
     assert lora_layers(model)[0].scaling == pytest.approx(1 / 8), "official r 8, alpha 1"
+
+
+def _official_branch_forward(plain: nn.Module, wrapped: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Transcription of the official high-resolution natural forward: ``SequentialWithArgs`` hands the branch switch to
+    the last block of each stage only, where loralib's ``ConvLoRA`` convolves with W + (B @ A).view(W.shape) · α/r
+    (A and B taken from ``wrapped``, the robustft model, by the official conv's name)."""
+    official = copy.deepcopy(plain)
+    lora = dict(wrapped.named_modules())
+    with torch.no_grad():
+        for stage in official.stage_names:
+            blocks = getattr(official, stage)
+            last = f"{stage}.{len(blocks) - 1}"
+            for conv_name in ("conv1", "conv2", "conv3"):
+                conv, m = getattr(blocks[-1], conv_name), lora[f"{last}.{conv_name}"]
+                conv.weight += (m.lora_B.weight @ m.lora_A.weight).view(conv.weight.shape) * m.scaling
+    return official(x)
+
+
+def test_official_layout_is_the_official_branch_placement_shapes_and_forward():
+    """``lora_layout: official``: loralib-shaped LoRA on the 12 convs of a ResNet-50's stage-final blocks, and the
+    branch-on forward equals the transcribed official natural forward."""
+    model, _ = _model("resnet50", lora_layout="official")
+    plain = remove_lora(copy.deepcopy(model)).eval()
+    wrapped = {n: m for n, m in model.named_modules() if isinstance(m, LoRAConv2d)}
+    assert sorted(wrapped) == sorted(f"layer{s}.{b}.conv{c}" for s, b in ((1, 2), (2, 3), (3, 5), (4, 2))
+                                     for c in (1, 2, 3))
+    assert all(isinstance(m, LoRALibConv2d) for m in wrapped.values())
+    conv = wrapped["layer2.3.conv2"]  # 3x3, 16 -> 16, r 8: A (r·k, in·k), B (out·k, r·k)
+    assert conv.lora_A.weight.shape == (24, 48) and conv.lora_B.weight.shape == (48, 24)
+    assert wrapped["layer4.2.conv3"].lora_A.weight.shape == (8, 64), "1x1: ordinary LoRA"
+    x = torch.rand(2, 3, 64, 64)
+    model.eval()
+    with torch.no_grad(), lora_enabled(model):
+        ours = model(x)
+    with torch.no_grad():
+        assert not torch.allclose(ours, plain(x), atol=1e-4), "the branch must change the function"
+        torch.testing.assert_close(ours, _official_branch_forward(plain, model, x), rtol=1e-4, atol=1e-5)
+
+
+def test_loralib_factorization_reaches_rank_r_k_squared():
+    """As an [out, in·k²] matrix the official 3x3 update reaches rank r·k² = 72 at r = 8; robustft's conv LoRA r."""
+    torch.manual_seed(0)
+    base = nn.Conv2d(32, 96, 3, padding=1, bias=False)
+    for layer_cls, rank in ((LoRALibConv2d, 72), (LoRAConv2d, 8)):
+        layer = layer_cls(base, 8, 1.0)
+        with torch.no_grad():
+            for p in [*layer.lora_A.parameters(), *layer.lora_B.parameters()]:
+                p.normal_()
+        assert torch.linalg.matrix_rank(layer.delta_weight().flatten(1)).item() == rank
+
+
+def test_official_layout_refuses_what_it_cannot_reproduce():
+    with pytest.raises(UserError, match="drop method_args.attach"):
+        create_method("autolora", lora_layout="official", attach="all")
+    with pytest.raises(UserError, match="last residual block"):
+        _model("vit", lora_layout="official")
 
 
 @pytest.mark.parametrize("kind", ["vit", "swin"])
@@ -278,9 +334,11 @@ SMALL = ("--method", "autolora", "--set", "method_args.lr_window=1", "--set", "m
          "--set", "train.channels_last=false")
 
 
-def test_cli_run_exports_a_plain_model_that_evaluate_and_export_read(tiny_task, tmp_path):
+@pytest.mark.parametrize("layout", ["standard", "official"])
+def test_cli_run_exports_a_plain_model_that_evaluate_and_export_read(tiny_task, tmp_path, layout):
     data, ckpt = tiny_task
-    run_ok(robustft_cmd(*finetune_args(data, ckpt, tmp_path, "al", "--epochs", "3", *SMALL)))
+    run_ok(robustft_cmd(*finetune_args(data, ckpt, tmp_path, "al", "--epochs", "3", *SMALL,
+                                       "--set", f"method_args.lora_layout={layout}")))
     run_dir = tmp_path / "al"
     results = json.loads((run_dir / "results.json").read_text())
     history = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]

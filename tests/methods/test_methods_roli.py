@@ -6,6 +6,7 @@ import json
 import math
 import re
 import sys
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import pytest
@@ -350,6 +351,8 @@ def runs(tiny_task, tmp_path_factory):
     argv.append(finetune_args(data, ckpt, out, "ranli", "--method", "ranli", "--peft", "bias", *_SMALL))
     argv.append(finetune_args(data, ckpt, out, "reuse", "--method", "roli", "--peft", "lora", *_SMALL,
                               "--init-head", f"{out / 'lora'}:lp", "--set", f"optim.lr={TINY_LR}"))
+    argv.append(finetune_args(data, ckpt, out, "adapter_official", "--method", "roli", "--peft", "adapter", *_SMALL,
+                              "--set", "method_args.adapter_init=official"))
     proc = run_ok([sys.executable, "-c", _CLI, json.dumps(argv)])
     (out / "cli.log").write_text(proc.stdout + proc.stderr)
     return out
@@ -395,6 +398,13 @@ def test_cli_logs_each_stages_effective_lr(runs):
     assert re.search(r"stage ft: .* epochs \(train\.epochs\), lr 1e-30\n", log), "no rule: the configured lr"
 
 
+def test_cli_official_adapter_init_exports_adapters_that_learned_only_their_up_bias(runs):
+    exported = torch.load(runs / "adapter_official" / "model.pt", weights_only=True)
+    adapter = {k: v for k, v in exported.items() if ".adapter." in k}
+    assert adapter and all(not v.any() for k, v in adapter.items() if not k.endswith("up.bias"))
+    assert any(v.any() for k, v in adapter.items() if k.endswith("up.bias"))
+
+
 def test_cli_ranli_has_no_probe_stage(runs):
     run_dir = runs / "ranli"
     assert not (run_dir / "stage1_lp").exists() and (run_dir / "best.pt").is_file()
@@ -427,3 +437,91 @@ def test_cli_small_vit_runs_every_variant(tiny_task, tmp_path):
             exported = torch.load(tmp_path / f"{method}-{peft}" / "model.pt", weights_only=True)
             plain = create_model("vit", num_classes=4, depth=2, embed_dim=48, num_heads=3).state_dict()
             assert (exported.keys() == plain.keys()) == (peft != "adapter")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the official initializations (lora_init / adapter_init: official), against a transcription of the official layers
+# ---------------------------------------------------------------------------------------------------------------
+class _OfficialLoRAQV(nn.Module):
+    """Transcription of the official LoRA window attention's q/v updates with ZEROINIT: True: per target, a rank-r
+    Linear A (zeroed) then a Linear B (zeroed), scaled by alpha / r and added to that slice of the qkv output."""
+
+    def __init__(self, dim: int, rank: int = 4) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.query_lora_A, self.query_lora_B = nn.Linear(dim, rank, bias=False), nn.Linear(rank, dim, bias=False)
+        self.value_lora_A, self.value_lora_B = nn.Linear(dim, rank, bias=False), nn.Linear(rank, dim, bias=False)
+        for layer in (self.query_lora_A, self.value_lora_A, self.query_lora_B, self.value_lora_B):
+            nn.init.zeros_(layer.weight)
+        self.qkv.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.qkv(x).chunk(3, -1)
+        return torch.cat([q + self.query_lora_B(self.query_lora_A(x)), k, v + self.value_lora_B(self.value_lora_A(x))],
+                         -1)
+
+
+class _OfficialAdapter(nn.Module):
+    """Transcription of the official Pfeiffer adapter: down (weight and bias zeroed), GELU, up (both zeroed),
+    added to its input."""
+
+    def __init__(self, dim: int, reduction: int = 8) -> None:
+        super().__init__()
+        self.down, self.up = nn.Linear(dim, dim // reduction), nn.Linear(dim // reduction, dim)
+        for p in self.parameters():
+            nn.init.zeros_(p)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return h + self.up(torch.nn.functional.gelu(self.down(h)))
+
+
+def _changed(module: nn.Module, step: Callable[[], None]) -> set[str]:
+    """Names of ``module``'s parameters that ``step()`` changes."""
+    before = {n: p.detach().clone() for n, p in module.named_parameters()}
+    step()
+    return {n for n, p in module.named_parameters() if not torch.equal(before[n], p)}
+
+
+def _role(name: str) -> str:
+    """A parameter's role: the last two parts of its name (``...adapter.up.bias`` -> ``up.bias``)."""
+    return ".".join(name.split(".")[-2:])
+
+
+def _adamw_steps(params, loss_of) -> Callable[[], None]:
+    """Two AdamW steps (the official stage-2 optimizer, weight decay 0.01) on ``loss_of(seed)``."""
+    opt = torch.optim.AdamW(params, lr=1e-2, weight_decay=0.01)
+
+    def step():
+        for seed in range(2):
+            opt.zero_grad()
+            loss_of(seed).backward()
+            opt.step()
+    return step
+
+
+@pytest.mark.parametrize("peft", ["lora", "adapter"])
+def test_official_init_changes_what_the_official_layers_change(peft):
+    """With ``lora_init`` / ``adapter_init: official``, two AdamW steps of stage ft change the head and exactly the
+    PEFT parameters that the same steps change in the transcribed official layer (LoRA: none; adapter: up.bias)."""
+    layer = _OfficialLoRAQV(16) if peft == "lora" else _OfficialAdapter(16)
+    official = {_role(n) for n in _changed(layer, _adamw_steps(
+        [p for p in layer.parameters() if p.requires_grad],
+        lambda seed: layer(torch.randn(6, 16, generator=torch.Generator().manual_seed(seed))).square().sum()))}
+    assert official == {"lora": set(), "adapter": {"up.bias"}}[peft]
+    method = create_method("roli", PGD(steps=1), peft=peft, **{f"{peft}_init": "official"})
+    model = method.prepare(_model("swin"))
+
+    def loss_of(seed: int) -> torch.Tensor:
+        method.train_mode(model)
+        return method.loss(model, *_batch(seed=seed), torch.Generator().manual_seed(seed))[0]
+    changed = _changed(model, _adamw_steps([p for _, p in method.trainable_parameters(model)], loss_of))
+    head = {n for n, p in model.named_parameters() if any(p is q for q in model.get_classifier().parameters())}
+    peft_names = {n for n, _ in _peft_params(model)}
+    assert head <= changed and changed - head <= peft_names
+    assert {_role(n) for n in changed - head} == official
+
+
+def test_official_init_is_an_option_the_default_lora_and_adapter_learn():
+    """The default stays the learning LoRA / adapter init (recommended); official is opt-in."""
+    cfg = create_method("roli", PGD(), peft="lora").cfg
+    assert (cfg.lora_init, cfg.adapter_init) == ("kaiming", "standard")

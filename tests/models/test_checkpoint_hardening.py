@@ -2,7 +2,11 @@
 
 import io
 import pickle
+import resource
+import shutil
+import subprocess
 import tarfile
+import zipfile
 
 import pytest
 import safetensors.torch
@@ -10,6 +14,7 @@ import torch
 
 from robustft.cli import main
 from robustft.models import create_model, load_state_dict_into, read_state_dict
+from support import error_line, robustft_cmd, run_env
 
 
 @pytest.fixture
@@ -133,3 +138,73 @@ def test_legacy_pickle_format_state_dict_still_loads(tmp_path, state):
     torch.save(state, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
     assert load_state_dict_into(model, read_state_dict(tmp_path / "legacy.pt")) == ([], [])
     assert torch.equal(model.conv1.weight, state["conv1.weight"])
+
+
+# ----------------------------------------------------------------------------- inputs sized to exhaust memory
+
+
+def _evaluate_limited(path, npz_data, **env) -> tuple[subprocess.CompletedProcess, float]:
+    """``robustft evaluate`` of ``path`` in a child whose address space is capped at 3 GB; (result, its peak RSS MB)."""
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    proc = subprocess.run(robustft_cmd("evaluate", "--arch", "cifar_resnet20", "--checkpoint", str(path), "--data",
+                                       str(npz_data), "--steps", "1"),
+                          env={**run_env(), **env}, capture_output=True, text=True, preexec_fn=cap, timeout=120)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return proc, max(peak, before) / 1024
+
+
+def test_a_stride_zero_tensor_is_refused_before_it_is_materialised(tmp_path, npz_data, state):
+    state["extra"] = torch.zeros(1).expand(200000, 200000)  # 160 GB as float32, 4 bytes stored
+    torch.save(state, tmp_path / "m.pt")
+    assert (tmp_path / "m.pt").stat().st_size < 2 << 20
+    proc, peak_mb = _evaluate_limited(tmp_path / "m.pt", npz_data)
+    assert proc.returncode == 2 and error_line(proc.stderr).endswith(
+        "has tensors larger than their stored data (overlapping strides) in extra (200000, 200000) from 4 bytes; a "
+        "saved state dict never has them: it is damaged or crafted")
+    assert peak_mb < 1024
+
+
+def _deflated(src, dst) -> None:
+    """``src`` (a torch.save zip) rewritten with every member deflated, streamed: a small file with large members."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as zout:
+        for info in zin.infolist():
+            with zin.open(info) as fin, zout.open(info.filename, "w", force_zip64=True) as fout:
+                shutil.copyfileobj(fin, fout, 1 << 22)
+
+
+def test_a_deflated_storage_beyond_the_model_size_is_refused_unread(tmp_path, npz_data, state):
+    state["extra"] = torch.zeros(64 << 20)  # 256 MB of zeros: deflated to a few hundred kB
+    torch.save(state, tmp_path / "raw.pt")
+    del state["extra"]
+    _deflated(tmp_path / "raw.pt", tmp_path / "m.pt")
+    (tmp_path / "raw.pt").unlink()
+    assert (tmp_path / "m.pt").stat().st_size < 4 << 20
+    proc, peak_mb = _evaluate_limited(tmp_path / "m.pt", npz_data)
+    line = error_line(proc.stderr)
+    assert proc.returncode == 2 and "m.pt holds 257 MB of data (uncompressed), more than the 72 MB limit" in line
+    assert "ROBUSTFT_MAX_CHECKPOINT_MB=259" in line and peak_mb < 1024
+
+
+def test_the_checkpoint_limit_is_checked_for_safetensors_and_can_be_raised(tmp_path, npz_data, state, capsys):
+    state["extra"] = torch.zeros(20 << 20)  # 80 MB
+    safetensors.torch.save_file(state, tmp_path / "m.safetensors")
+    line = _evaluate_error(tmp_path / "m.safetensors", npz_data, capsys)
+    assert "m.safetensors holds 81 MB of data (uncompressed), more than the 72 MB limit" in line
+    with pytest.MonkeyPatch.context() as m:
+        m.setenv("ROBUSTFT_MAX_CHECKPOINT_MB", "100")
+        line = _evaluate_error(tmp_path / "m.safetensors", npz_data, capsys)
+    assert "unexpected keys: extra" in line, "raised, the limit lets the file be read (and its keys checked)"
+
+
+def test_keys_are_checked_before_any_per_tensor_work(tmp_path, npz_data, state, capsys, monkeypatch):
+    """A tensor the model does not have is reported as unexpected; the finiteness check never touches it."""
+    state["extra"] = torch.full((4,), float("nan"))
+    torch.save(state, tmp_path / "m.pt")
+    checked = []
+    isfinite = torch.isfinite
+    monkeypatch.setattr(torch, "isfinite", lambda t: checked.append(t.shape) or isfinite(t))
+    line = _evaluate_error(tmp_path / "m.pt", npz_data, capsys)
+    assert "unexpected keys: extra" in line and "non-finite" not in line and not checked

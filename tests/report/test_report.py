@@ -4,8 +4,8 @@ import csv
 import json
 import subprocess
 
-from robustft.report import result_row
-from support import finetune_args, robustft_cmd, run_env, run_ok
+from robustft.report import markdown_table, result_row
+from support import error_line, finetune_args, robustft_cmd, run_env, run_ok
 
 
 def test_report_from_two_runs(tiny_task, tmp_path):
@@ -56,3 +56,23 @@ def test_result_row_is_one_schema_for_runs_sources_and_autoattack_subsets():
         "label": "before", "method": "rift", "test_clean": 0.64, "test_pgd": 0.39, "pgd_name": "pgd20",
         "test_autoattack": 0.35, "aa_subset_clean": 0.66, "aa_subset_pgd": 0.4, "n_autoattack": 30,
         "autoattack_s": 9.0, "test_corruption": 0.58, "n_test": 1000}
+
+
+def test_a_truncated_results_json_is_one_line(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text('{"method": "pgd_at", "test": {"clean_acc": 0.5')
+    proc = subprocess.run(robustft_cmd("report", str(run), "--out", str(tmp_path / "out")), env=run_env(),
+                          capture_output=True, text=True)
+    line = error_line(proc.stderr)
+    assert proc.returncode == 2 and "results.json is damaged" in line and "--resume" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_strings_from_results_are_escaped_in_the_markdown_table():
+    rows = [{"label": "a|b", "method": "<img src=x onerror=alert(1)>|x|\n# heading", "test_clean": 0.5}]
+    table = markdown_table(rows)
+    lines = table.splitlines()
+    assert len(lines) == 3 and all(line.count(" | ") == 2 for line in lines[::2])
+    assert "a\\|b" in lines[2] and "&lt;img src=x onerror=alert(1)&gt;\\|x\\| # heading" in lines[2]
+    assert "<img" not in table

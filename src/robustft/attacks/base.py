@@ -1,6 +1,7 @@
 """What every attack shares: the perturbation interface, ε parsing, and the eval-mode guard."""
 
 import contextlib
+import math
 from collections.abc import Iterator
 from fractions import Fraction
 from typing import Protocol, runtime_checkable
@@ -8,7 +9,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import nn
 
-from ..errors import UserError
+from ..errors import UserError, shown
 
 __all__ = ["Attack", "eval_mode", "parse_eps", "check_budget", "NORMS"]
 
@@ -53,10 +54,12 @@ def parse_eps(value: str | float) -> float:
     else:
         try:
             eps = float(Fraction(value.strip()))
-        except (ValueError, ZeroDivisionError) as e:
-            raise UserError(f"cannot parse eps {value!r}: give a number (0.031) or a fraction (8/255)") from e
-    if eps < 0:
-        raise UserError(f"eps must be >= 0, got {value!r}")
+        except (ValueError, ZeroDivisionError, AttributeError) as e:
+            raise UserError(f"cannot parse eps {shown(value)}: give a number (0.031) or a fraction (8/255)") from e
+        except OverflowError:
+            eps = math.inf
+    if not math.isfinite(eps) or eps < 0:
+        raise UserError(f"eps must be a finite number >= 0, got {shown(value)}")
     return eps
 
 

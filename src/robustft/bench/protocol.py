@@ -20,8 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from .._yaml import read_yaml
 from ..engine.config import RunConfig, apply_overrides, from_dict
 from ..errors import UserError
 
@@ -196,10 +195,7 @@ def load_protocol(name_or_path: str | Path) -> Protocol:
             raise UserError(f"unknown protocol {name_or_path!r}: not a file, and the shipped ones are "
                             f"{', '.join(list_protocols())}")
         path = Path(str(_SHIPPED / f"{name_or_path}.yaml"))
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise UserError(f"protocol {path} is not valid YAML: {e}") from None
+    data = read_yaml(path, f"protocol {path}")
     if not isinstance(data, dict):
         raise UserError(f"protocol {path} must hold a mapping at the top level")
     return from_dict(Protocol, data)

@@ -7,16 +7,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-
+from .._yaml import load_yaml, read_yaml
 from ..attacks import ATTACK_NAMES, NORMS, check_budget, parse_eps
 from ..data import DecodeLimits
-from ..errors import UserError
+from ..errors import UserError, shown, warn
 from ..methods.base import method_config
 from ..models.normalization import resolve_normalization
 from ..schema import KeyInfo, describe, from_dict
 from ..shortcuts import SHORTCUTS
 from .optim import OptimConfig
+from .tracking import TRACKERS, check_trackers
 
 __all__ = ["RunConfig", "DataConfig", "ModelConfig", "AttackConfig", "EvalConfig", "TrainConfig",
            "load_config", "apply_overrides", "set_keys", "with_keys", "keyword_overrides", "to_dict", "from_dict",
@@ -39,7 +39,7 @@ class DataConfig:
         "help": "carve a class-stratified test split of this fraction from the training data (seeded by split_seed, "
                 "disjoint from train and val) when the data has no test split", "gt": 0, "lt": 1})
     split_seed: int = field(default=0, metadata={"help": "seed of the stratified train/val (and test_fraction) splits",
-                                                 "ge": 0})
+                                                 "ge": 0, "le": 2**32 - 1})
     classes: list[int | str] | None = field(default=None, metadata={
         "help": "keep only these classes (indices or names), relabelled 0..k-1 in this order; recorded in the card"})
     x_key: str | None = field(default=None, metadata={
@@ -156,7 +156,7 @@ class AttackConfig:
         except UserError as e:
             raise UserError(f"attack.eps / attack.norm: {e}") from None
         if self.step_size is not None and parse_eps(self.step_size) <= 0:
-            raise UserError(f"attack.step_size must be > 0, got {self.step_size!r}")
+            raise UserError(f"attack.step_size must be > 0, got {shown(self.step_size)}")
 
 
 @dataclass
@@ -169,6 +169,9 @@ class EvalConfig:
                 "sum: clean + robust; last: the final epoch, as the official TWINS code exports (validation is still "
                 "measured and logged)"})
     test_steps: int = field(default=20, metadata={"help": "PGD steps at test time", "ge": 1})
+    test_random_start: bool = field(default=True, metadata={
+        "help": "the test PGD starts at a random point of the eps-ball (false: at the clean image, as the official "
+                "TWINS and AutoLoRa tests)"})
     test_attacks: list[Literal[ATTACK_NAMES]] = field(default_factory=lambda: ["pgd"], metadata={
         "help": "attacks of the final test evaluation (each reported, and the worst case over them)"})
     autoattack_n: int | None = field(default=None, metadata={"help": "test subset for autoattack (class-balanced)",
@@ -202,7 +205,8 @@ class TrainConfig:
 
     epochs: int = field(default=10, metadata={
         "help": "epochs of the main (last) stage; a multi-stage method names its other stages' keys", "ge": 1})
-    seed: int = field(default=0, metadata={"help": "seed of init, shuffling, augmentation and attacks", "ge": 0})
+    seed: int = field(default=0, metadata={"help": "seed of init, shuffling, augmentation and attacks", "ge": 0,
+                                           "le": 2**32 - 1})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda | cuda:N"})
     amp: Literal["auto", "off", "bf16", "fp16"] = field(default="auto", metadata={
         "help": "training autocast precision; auto: bf16 on CUDA and on CPUs with native bf16, else fp32"})
@@ -213,15 +217,22 @@ class TrainConfig:
     log_every: int = field(default=50, metadata={"help": "iterations between loss checks (divergence guard)", "ge": 1})
     diagnostics: bool = field(default=False, metadata={
         "help": "log per-epoch conv weight norm, gradient norm and effective step lr*|g|/|w| (TWINS' argument)"})
-    tensorboard: bool = field(default=False, metadata={
-        "help": "also write metrics.jsonl's per-epoch scalars to <run>/tensorboard/ (needs pip install "
-                "robustft[tensorboard])"})
+    report_to: list[Literal[TRACKERS]] = field(default_factory=list, metadata={
+        "help": "experiment trackers of per-step (train/loss, train/acc, lr) and per-epoch (val/clean, val/robust, "
+                "...) scalars, resume-safe: tensorboard (<run>/tensorboard/; pip install robustft[tensorboard]), "
+                "wandb (pip install robustft[wandb]; WANDB_MODE=offline needs no account)"})
+    tensorboard: bool = field(default=False, metadata={"help": "deprecated: true adds tensorboard to report_to"})
 
     def __post_init__(self) -> None:
-        if self.tensorboard:
-            from .train import summary_writer
-
-            summary_writer()  # a missing package is one line now, before any data is read or anything written
+        name = self.name
+        if name is not None and (name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name):
+            raise UserError(f"train.name must be one directory name inside train.out_dir (no '/', '.' or '..'), got "
+                            f"{shown(name)}; to write a run elsewhere, give --run-dir (or train.out_dir)")
+        if self.tensorboard:  # the deprecated key, moved into report_to (saved configs hold only report_to)
+            warn("train.tensorboard is deprecated: use train.report_to=[tensorboard]")
+            self.report_to, self.tensorboard = [*self.report_to, "tensorboard"], False
+        self.report_to = list(dict.fromkeys(self.report_to))
+        check_trackers(self.report_to)  # a missing package is one line now, before any data is read or written
 
 
 @dataclass
@@ -258,15 +269,6 @@ def describe_config(method: str | None = None, section: str | None = None) -> li
         hint = " (give --method for method_args)" if section == "method_args" else ""
         raise UserError(f"unknown config section {section!r}: choose from {', '.join(sections)}{hint}")
     return [r for r in rows if r.section == section]
-
-
-def yaml_problem(err: yaml.YAMLError) -> str:
-    """A YAML error as one line: what is wrong and where (PyYAML's own message spans several lines)."""
-    mark = getattr(err, "problem_mark", None)
-    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-    context = getattr(err, "context", None)
-    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-    return f"{problem}{where}" + (f" ({context})" if context else "")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -313,11 +315,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
-            raise UserError(f"override {item!r} must look like section.key=value (e.g. optim.lr=0.01)")
-        try:
-            value = yaml.safe_load(raw) if raw else None
-        except yaml.YAMLError as e:
-            raise UserError(f"cannot parse the value of override {item!r}: {yaml_problem(e)}") from None
+            raise UserError(f"override {shown(item)} must look like section.key=value (e.g. optim.lr=0.01)")
+        value = load_yaml(raw, f"cannot parse the value of override {shown(item)}") if raw else None
         set_keys(data, {key: value})
     return data
 
@@ -329,10 +328,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.is_file():
             raise UserError(f"config file {path} does not exist")
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise UserError(f"config file {path} is not valid YAML: {yaml_problem(e)}") from None
+        data = read_yaml(path, f"config file {path}") or {}
         if not isinstance(data, dict):
             raise UserError(f"config file {path} must hold a mapping at the top level")
     return from_dict(RunConfig, apply_overrides(data, overrides or []))

@@ -14,6 +14,7 @@ import yaml
 from torch import nn
 
 from .._io import atomic_write, atomic_write_json, check_writable, locked, remove_stale_temporaries
+from .._yaml import read_yaml
 from ..attacks import PGD, create_attack, parse_eps
 from ..data import ArrayDataset, PackedDataset, load_splits, open_source
 from ..data.dataset import check_training_classes
@@ -39,6 +40,7 @@ from ..runtime import provenance, seed_everything
 from .config import RunConfig, from_dict, to_dict, with_keys
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 from .optim import resolve_lr
+from .state import load_best_weights
 from .train import fit, run_precision
 
 __all__ = ["run", "default_run_dir", "build_source_model", "source_config", "export_model", "export_plain",
@@ -132,6 +134,9 @@ def export_model(model: nn.Module, cfg: RunConfig, classes: list[str], run_dir: 
             "precision": precision, "data": data, "metrics": metrics,
             "format": "torch.save of a plain state_dict (loads with torch.load(weights_only=True))",
             "state_dict_keys": {k: list(v.shape) for k, v in sd.items()}}
+    if metrics.get("val", {}).get("exploded"):
+        card["warning"] = (f"the selected epoch {metrics['val']['epoch']} exploded (training loss far above the first "
+                           f"epoch's, validation at chance): this model is likely unusable; retrain with a lower lr")
     atomic_write_json(card, layout.card)
 
 
@@ -229,7 +234,7 @@ def load_exported_model(arch: str, checkpoint: str | Path | None = None, *, num_
         raise UserError(f"{checkpoint} was exported for --arch {card['arch']}, not {arch}")
     model = create_model(arch, num_classes or card["num_classes"], **{**_card_options(card), **options})
     method = create_method(card["method"], **recipe.get("method_args", {}))
-    state = from_timm_layout(read_state_dict(checkpoint), model)  # a plain export has timm 1.x names
+    state = from_timm_layout(read_state_dict(checkpoint, model), model)  # a plain export has timm 1.x names
     if "normalize.mean" not in state:  # a plain export (robustft export): its card states the statistics
         state.update(_card_normalization(card, checkpoint))
     return load_weights(method.export_architecture(model), state, str(checkpoint), normalization=normalization)
@@ -338,14 +343,16 @@ def _test(model: nn.Module, cfg: RunConfig, eps: float, device: torch.device, so
     """Clean/PGD (and optional AutoAttack on a class-balanced subset, optional common corruptions) on the test
     split — the only test use — and the clean/PGD per-sample flags. With ``eval.test_source`` the source model,
     rebuilt from its checkpoint (or copied from the given ``source`` module), gets the same evaluation under
-    ``test_source``: before/after in one record, each model tested once."""
+    ``test_source``: before/after in one record, each model tested once. Every rank of a torchrun job runs it:
+    AutoAttack is sharded over the ranks (``eval.sharded``), the rest is the same on each, and rank 0 writes."""
     from ..eval import evaluate_corruptions
 
     test = _load(cfg, {"test": cfg.data.test_n}, device)["test"]
     if isinstance(test, PackedDataset):
         test = test.render()  # the centre crops, once: attacks and corruptions all see the same images
     options = dict(eps=eps, norm=cfg.attack.norm, steps=cfg.eval.test_steps, seed=cfg.train.seed)
-    attacks = [create_attack(a, **options) for a in cfg.eval.test_attacks if a != "autoattack"]
+    attacks = [create_attack(a, **options, random_start=cfg.eval.test_random_start)
+               for a in cfg.eval.test_attacks if a != "autoattack"]
     batch, cl, seed = cfg.data.eval_batch_size, cfg.train.channels_last, cfg.train.seed
 
     flags: dict[str, dict[str, str]] = {}
@@ -392,12 +399,13 @@ def run(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False,
 def _started(run_dir: Path) -> bool:
     """Whether a run directory holds work to protect: a finished epoch of any stage, or final results."""
     layout = RunLayout(run_dir)
-    return layout.results.exists() or any(run_dir.rglob(layout.last.name))
+    return layout.results.exists() or any((d / layout.last.name).exists() for d in layout.written_dirs())
 
 
 def _check_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None]) -> bool:
     """Whether ``run_dir`` holds a run to continue (read-only). Refuses to clobber a started run without
     ``resume`` and to resume one with another config; a config without a finished epoch is not a run to protect."""
+    RunLayout(run_dir).check_owned()
     saved = RunLayout(run_dir).config
     if not saved.exists():
         return False
@@ -418,7 +426,12 @@ def _same_config(saved: Path, cfg: RunConfig) -> bool:
     """Whether the config a run was started with is ``cfg``. Keys added to robustft since then count at their defaults
     (a run started by an older version resumes, and a finished one is reused, when it chose what the defaults say)."""
     try:
-        started = to_dict(from_dict(RunConfig, yaml.safe_load(saved.read_text())))
+        data = read_yaml(saved, f"the run's config {saved}")
+    except UserError as e:
+        raise UserError(f"cannot resume: {e}; restore it, or start a new run (another train.name / --run-dir)"
+                        ) from None
+    try:
+        started = to_dict(from_dict(RunConfig, data))
     except (UserError, TypeError, AttributeError):  # a key robustft no longer has, or a damaged file
         return False
     return yaml.safe_load(yaml.safe_dump(started)) == yaml.safe_load(yaml.safe_dump(to_dict(cfg)))
@@ -446,7 +459,7 @@ def _prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo
     started = _check_run_dir(cfg, run_dir, resume, lambda s: None)
     barrier(info)  # every rank has looked before rank 0 writes (else a slow rank would find the new run and refuse)
     if info.is_main:
-        for path in remove_stale_temporaries(run_dir):
+        for path in remove_stale_temporaries(RunLayout(run_dir).written_dirs()):
             log(f"removed {path}, left by an interrupted write")
         if not started:
             atomic_write(RunLayout(run_dir).config,
@@ -467,7 +480,7 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Calla
     results_path = RunLayout(run_dir).results
     if _check_run_dir(cfg, run_dir, resume, log) and results_path.exists():
         log(f"{run_dir} is already complete")
-        return json.loads(results_path.read_text())
+        return RunLayout(run_dir).read_results()
     start = time.perf_counter()
     seed_everything(cfg.train.seed)
     device = info.device
@@ -536,14 +549,14 @@ def _train_and_test(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo,
             + (f" (the configured {stage_cfg.optim.lr * scale / cfg.data.batch_size:g} × batch "
                f"{cfg.data.batch_size} / optim.lr_scale_batch {scale})" if scale else ""))
         result = fit(stage.method, model, train, val, stage_cfg, stage_dir.root, info, resume=resume, log=log)
-        model.load_state_dict(torch.load(stage_dir.best, map_location=device, weights_only=True))
+        load_best_weights(model, stage_dir.best, device)
         results["stages"][stage.name] = {"best_epoch": result.best_epoch, "best_val": result.best,
                                          "run_dir": str(stage_dir.root)}
         resumed_s += result.resumed_s
     model = method.finalize(model, ctx)
+    record, flags = _test(model, cfg, eps, device, source)  # every rank: AutoAttack is sharded over them
     if info.is_main:
         results.update(method.results())
-        record, flags = _test(model, cfg, eps, device, source)
         results.update(record)
         results["wall_s"] = time.perf_counter() - start + resumed_s
         results["provenance"] = provenance(cfg.train.seed)

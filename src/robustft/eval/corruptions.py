@@ -45,7 +45,7 @@ from PIL import Image
 from torch import Tensor, nn
 
 from ..data import ArrayDataset, subset_indices
-from ..errors import UserError
+from ..errors import UserError, shown
 from ..progress import track
 from .evaluate import evaluate
 
@@ -629,7 +629,7 @@ def parse_severities(spec: str | int | Sequence[int]) -> list[int]:
     else:
         items = [int(s) for s in spec]
     if not items or any(s not in SEVERITIES for s in items):
-        raise UserError(f"corruption severities must be in 1..5, got {spec!r}")
+        raise UserError(f"corruption severities must be in 1..5, got {shown(spec)}")
     return sorted(set(items))
 
 

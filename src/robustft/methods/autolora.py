@@ -33,9 +33,11 @@ from ..data import ArrayDataset
 from ..errors import UserError
 from ..eval import evaluate
 from .base import EpochDecision, Method, MethodConfig, RunContext, Stage, register_method
-from .peft import add_lora, lora_enabled, lora_layers, lora_parameters, remove_lora
+from .peft import (LoRAConv2d, _declared, _like, _replace, add_lora, lora_enabled, lora_layers, lora_parameters,
+                   remove_lora)
 
-__all__ = ["AutoLoRa", "AutoLoRaConfig", "loss_weights", "lr_decays", "auto_lr_decision"]
+__all__ = ["AutoLoRa", "AutoLoRaConfig", "LoRALibConv2d", "add_official_lora", "loss_weights", "lr_decays",
+           "auto_lr_decision"]
 
 
 @dataclass
@@ -57,6 +59,11 @@ class AutoLoRaConfig(MethodConfig):
         "help": "CNNs: blocks: every conv inside the model's declared residual blocks (block convs and projection "
                 "shortcuts, not the stem; the official 32-px placement); all: every conv. Transformers: the q and v "
                 "rows of every fused qkv either way"})
+    lora_layout: Literal["standard", "official"] = field(default="standard", metadata={
+        "help": "standard: rank-r conv LoRA where attach says (recommended); official: the official high-resolution "
+                "code's branch, which reproduces its numbers: only the convs of the last residual block of each "
+                "stage (12 in a ResNet-50), each with loralib's factorization (A [r·k, in·k], B [out·k, r·k], "
+                "kernel update of rank up to r·k² as an [out, in·k²] matrix); CNNs only"})
     acc_n: int | None = field(default=None, metadata={
         "help": "training images (evenly spaced) whose clean accuracy sets λ each epoch (null: the whole split)",
         "ge": 1})
@@ -79,9 +86,50 @@ class AutoLoRaConfig(MethodConfig):
         "help": "the stage stops once the lr falls below this (official 224 px: 1e-5; 0: never)", "ge": 0})
 
     def __post_init__(self) -> None:
+        if self.lora_layout == "official" and self.attach != "blocks":
+            raise UserError("method_args.lora_layout=official places the branch itself (the last residual block of "
+                            "each stage): drop method_args.attach")
         points = self.lr_checkpoints
         if points is not None and (not points or points[0] != 0 or sorted(set(points)) != points):
             raise UserError(f"method_args.lr_checkpoints must start at 0 and increase, got {points}")
+
+
+class LoRALibConv2d(LoRAConv2d):
+    """The official AutoLoRa conv LoRA (loralib's ``ConvLoRA``): A ``[r·k, in·k]``, B ``[out·k, r·k]``, and the
+    kernel update ``(B·A)`` reshaped to ``[out, in, k, k]``, times α/r. As an ``[out, in·k²]`` matrix the update has
+    rank up to r·k² (72 for a 3x3 conv at r = 8), against r for ``LoRAConv2d``; 1x1 convs get ordinary LoRA."""
+
+    def __init__(self, base: nn.Conv2d, rank: int, alpha: float) -> None:
+        super().__init__(base, rank, alpha)
+        k = base.kernel_size[0]
+        if base.kernel_size != (k, k):
+            raise UserError(f"loralib conv LoRA needs a square kernel, got {base.kernel_size}")
+        self.lora_A = _like(nn.Linear(base.in_channels * k, rank * k, bias=False), base.weight)
+        self.lora_B = _like(nn.Linear(rank * k, base.out_channels * k, bias=False), base.weight)
+        nn.init.zeros_(self.lora_B.weight)
+
+    def delta_weight(self) -> torch.Tensor:
+        """The kernel update: (B [out·k, r·k] @ A [r·k, in·k]) viewed as the base kernel, times α/r."""
+        w = self.base_layer.weight
+        return (self.lora_B.weight @ self.lora_A.weight).view(w.shape) * self.scaling
+
+
+def add_official_lora(model: nn.Module, rank: int, alpha: float) -> list[nn.Module]:
+    """The official high-resolution branch: ``LoRALibConv2d`` on every conv of the last residual block of each stage
+    (the official ``SequentialWithArgs`` passes the branch switch to a stage's last block only; that block has no
+    projection shortcut). Stages are the parents of the model's declared residual blocks."""
+    if existing := lora_layers(model):
+        return existing
+    last: dict[str, tuple[str, nn.Module]] = {}
+    for name, block, point in _declared(model, model.pretrained_cfg.adapter_points):
+        if point.channels:
+            last[name.rpartition(".")[0]] = (name, block)
+    if not last:
+        raise UserError(f"method_args.lora_layout=official is the official ResNet placement (the last residual block "
+                        f"of each stage), but {type(model).__name__} declares no residual block")
+    _replace(model, [(f"{name}.{n}", LoRALibConv2d(m, rank, alpha)) for name, block in last.values()
+                     for n, m in block.named_modules() if type(m) is nn.Conv2d])
+    return lora_layers(model)
 
 
 def loss_weights(natural_acc: float, beta: float) -> tuple[float, float]:
@@ -194,7 +242,10 @@ class AutoLoRa(Method):
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """Attach the (switched-off) LoRA branch; every parameter trains, each through its route."""
-        add_lora(model, self.cfg.lora_rank, self.cfg.lora_alpha, convs=self.cfg.attach)
+        if self.cfg.lora_layout == "official":
+            add_official_lora(model, self.cfg.lora_rank, self.cfg.lora_alpha)
+        else:
+            add_lora(model, self.cfg.lora_rank, self.cfg.lora_alpha, convs=self.cfg.attach)
         for m in lora_layers(model):
             m.active = False
             if self.cfg.lora_init == "official":

@@ -6,7 +6,9 @@ validation robust accuracy. Stage ``ft`` is adversarial fine-tuning that starts 
 parameter sets (``peft``): ``full`` (everything), ``bias`` (every module's ``bias`` + the head), ``lora`` (rank-r
 updates of attention q/v, or of every conv of a CNN, + the head) or ``adapter`` (bottleneck adapters after every MLP or
 residual block + the head). LoRA and adapters start as the identity, so stage ``ft`` begins with exactly the
-function stage ``lp`` selected. ``init: random`` (registered as ``ranli``) skips the probe: the RanLI baseline
+function stage ``lp`` selected. ``lora_init: official`` / ``adapter_init: official`` reproduce the official
+initializations (every LoRA matrix zero; every adapter weight and bias zero), under which only the head (and the
+adapters' up-projection bias) ever learns: the variants behind the published RoLI-LoRA / RoLI-Adapter numbers. ``init: random`` (registered as ``ranli``) skips the probe: the RanLI baseline
 fine-tunes from a random head. A head given by the run's ``model.init_head`` (e.g. an earlier probe, ``RUN_DIR:lp``)
 replaces the probe stage. ``lp_ft`` (Kumar et al. 2022) is this method with ``peft: full`` and its own probe
 defaults: the one implementation of probe-then-fine-tune.
@@ -31,7 +33,8 @@ from ..attacks import PGD
 from ..errors import UserError
 from .base import Method, MethodConfig, Objective, RunContext, Stage, register_method
 from .linear_probe import LinearProbe
-from .peft import adapter_modules, add_adapters, add_lora, bias_parameters, lora_layers, merge_lora
+from .peft import (adapter_modules, add_adapters, add_lora, bias_parameters, lora_layers, lora_parameters,
+                   merge_lora)
 
 __all__ = ["RoLI", "RoLIConfig", "PEFT_VARIANTS", "official_head_init"]
 
@@ -73,6 +76,14 @@ class RoLIConfig(MethodConfig):
     lora_alpha: float = field(default=16.0, metadata={"help": "LoRA α (updates are scaled by α / r)", "gt": 0})
     adapter_reduction: int = field(default=8, metadata={"help": "adapter bottleneck width = width // reduction",
                                                         "ge": 1})
+    lora_init: Literal["kaiming", "official"] = field(default="kaiming", metadata={
+        "help": "kaiming: A Kaiming-uniform, B zero (a LoRA that learns; recommended); official: A and B zero, as the "
+                "official ZEROINIT: True, so their gradients stay zero and only the head trains (reproduces the "
+                "published RoLI-LoRA numbers)"})
+    adapter_init: Literal["standard", "official"] = field(default="standard", metadata={
+        "help": "standard: down-projection Kaiming-uniform, up-projection zero (an adapter that learns; recommended); "
+                "official: every adapter weight and bias zero, as the official code, so only up.bias (and the head) "
+                "ever changes (reproduces the published RoLI-Adapter numbers)"})
 
 
 class RoLI(Method):
@@ -131,8 +142,14 @@ class RoLI(Method):
             return model.requires_grad_(True)
         if peft == "lora":
             add_lora(model, self.cfg.lora_rank, self.cfg.lora_alpha)
+            if self.cfg.lora_init == "official":
+                for p in lora_parameters(model):
+                    nn.init.zeros_(p)
         elif peft == "adapter":
             add_adapters(model, self.cfg.adapter_reduction)
+            if self.cfg.adapter_init == "official":
+                for p in (p for m in adapter_modules(model) for p in m.parameters()):
+                    nn.init.zeros_(p)
         model.requires_grad_(False)
         if peft == "bias":
             trained = bias_parameters(model)

@@ -39,10 +39,12 @@ The normalizer of a wrapped checkpoint becomes our ``normalize`` buffers, so its
 """
 
 import argparse
+import math
 import os
 import pickle
 import re
 import warnings
+import zipfile
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -55,7 +57,7 @@ from safetensors import SafetensorError
 from torch import Tensor, nn
 
 from robustft._io import atomic_save, atomic_write
-from robustft.errors import UserError, warn
+from robustft.errors import UserError, shown, warn
 from robustft.models.base import ImageClassifier
 from robustft.models.normalization import (
     NORMALIZATIONS,
@@ -66,7 +68,8 @@ from robustft.models.normalization import (
 )
 
 __all__ = ["LoadResult", "read_state_dict", "unwrap_state_dict", "from_timm_layout", "read_timm_checkpoint",
-           "load_state_dict_into", "load_weights", "save_state_dict", "write_state_dict", "load_classifier"]
+           "load_state_dict_into", "load_weights", "save_state_dict", "write_state_dict", "load_classifier",
+           "restricted_load", "checkpoint_limit_mb"]
 
 # Where training scripts put the network's weights inside a checkpoint dict, in the order they are tried.
 WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "state_dict_ema")
@@ -84,6 +87,11 @@ FOREIGN_NORMALIZERS = (
     ("normalize.mean", "normalize.std", "model."),  # RobustBench normalize_model
     ("mu", "sigma", ""),  # RobustBench CIFAR model classes: buffers beside the layers
 )
+
+# A checkpoint read for a model may hold this many times its weights (a training checkpoint: the weights, an EMA copy,
+# two Adam moments, a snapshot or two) plus this many MB (metadata, small models); a larger one is refused unread.
+MAX_CHECKPOINT_FACTOR, MAX_CHECKPOINT_SLACK_MB = 8, 64
+MAX_CHECKPOINT_ENV = "ROBUSTFT_MAX_CHECKPOINT_MB"
 
 # numpy scalars (e.g. an accuracy stored as np.float64) are a dtype plus raw bytes: rebuilding them runs no user code.
 _NUMPY_SCALAR = np.float64(0).__reduce__()[0]
@@ -119,13 +127,13 @@ def _torch_reason(err: BaseException) -> str:
     return " ".join(s for s in sentences if "weights_only" not in s and s != "Weights only load failed.")
 
 
-def _torch_load(path: Path) -> Any:
+def restricted_load(path: Path, map_location: str | torch.device = "cpu") -> Any:
     """``torch.load`` restricted to tensors, containers, numpy scalars and argparse namespaces; else a UserError."""
     try:
         with torch.serialization.safe_globals(_SAFE_GLOBALS), warnings.catch_warnings():
             # Our error below replaces torch's warning, which would be a second stderr line.
             warnings.filterwarnings("ignore", message="'torch.load' received a zip file that looks like a TorchScript")
-            return torch.load(path, map_location="cpu", weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
         # Running code from a pickle takes a global (a function or class); torch names the first one it refused.
         found = re.search(r"GLOBAL ([\w.]+)|but got (<class [^>]+>)", str(err))
@@ -135,7 +143,7 @@ def _torch_load(path: Path) -> Any:
             f"refusing to load {path}: it needs arbitrary code execution to unpickle "
             f"(it references {found.group(1) or found.group(2)}); re-save it as a plain state_dict or safetensors"
         ) from None
-    except (RuntimeError, EOFError, KeyError, ValueError) as err:
+    except (RuntimeError, EOFError, KeyError, ValueError, OSError) as err:
         if "legacy .tar format" in str(err):
             raise UserError(
                 f"{path} is in the legacy .tar format of torch < 0.4, which cannot be read without running code "
@@ -156,8 +164,9 @@ def _check_finite(state: Mapping[str, Tensor], source: str) -> None:
     bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         counts = [f"{k} ({int(state[k].isnan().sum())} NaN, {int(state[k].isinf().sum())} Inf)" for k in bad]
+        what = f"checkpoint {source}" if source else "the checkpoint"
         raise UserError(
-            f"checkpoint {source} has non-finite values in {_name_list(counts)}; it is not a usable model "
+            f"{what} has non-finite values in {_name_list(counts)}; it is not a usable model "
             "(did training diverge?); use a checkpoint saved before the divergence"
         )
 
@@ -175,18 +184,79 @@ def _weights_file(path: Path) -> Path:
     return found
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
-    """Read a checkpoint (``.safetensors``, ``torch.save`` output, hub model directory); return the network's state."""
+def _stored_bytes(path: Path) -> int:
+    """What reading ``path`` puts in memory: a ``torch.save`` zip's members at their uncompressed sizes (from its
+    central directory, before anything is inflated), else the file's size."""
+    if path.suffix != ".safetensors" and zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                return sum(info.file_size for info in archive.infolist())
+        except (zipfile.BadZipFile, OSError):
+            pass  # torch.load says what is wrong with it
+    return path.stat().st_size
+
+
+def checkpoint_limit_mb(model: nn.Module | None) -> float | None:
+    """The largest checkpoint read for ``model``, in MB (see ``MAX_CHECKPOINT_FACTOR``); ``$ROBUSTFT_MAX_CHECKPOINT_MB``
+    overrides it; None (no limit) without a model or that variable."""
+    given = os.environ.get(MAX_CHECKPOINT_ENV)
+    if given:
+        try:
+            limit = float(given)
+        except ValueError:
+            limit = -1.0
+        if not limit > 0:
+            raise UserError(f"{MAX_CHECKPOINT_ENV} must be a positive number of MB, got {shown(given)}")
+        return limit
+    if model is None:
+        return None
+    weights = sum(v.numel() * v.element_size() for v in model.state_dict().values())
+    return MAX_CHECKPOINT_FACTOR * weights / 2**20 + MAX_CHECKPOINT_SLACK_MB
+
+
+def _check_size(path: Path, model: nn.Module | None) -> None:
+    """Refuse a checkpoint that would put more in memory than ``checkpoint_limit_mb`` allows, before reading it."""
+    limit = checkpoint_limit_mb(model)
+    if limit is None:
+        return
+    stored = _stored_bytes(path) / 2**20
+    if stored > limit:
+        origin = (f"set by {MAX_CHECKPOINT_ENV}" if os.environ.get(MAX_CHECKPOINT_ENV) else
+                  f"{MAX_CHECKPOINT_FACTOR}x the model's weights + {MAX_CHECKPOINT_SLACK_MB} MB")
+        raise UserError(f"{path} holds {stored:.0f} MB of data (uncompressed), more than the {limit:.0f} MB limit "
+                        f"({origin}) for this model; if it is genuine, raise the limit with "
+                        f"{MAX_CHECKPOINT_ENV}={math.ceil(stored) + 1}")
+
+
+def _check_storage(state: Mapping[str, Tensor], source: str) -> None:
+    """Refuse tensors with more elements than their storage holds (stride-0 ``expand`` tricks): every per-tensor
+    operation on them (the finiteness check, a copy) would allocate their full size from a few stored bytes."""
+    bad = [k for k, v in state.items() if v.numel() * v.element_size() > v.untyped_storage().nbytes()]
+    if bad:
+        shapes = [f"{k} {tuple(state[k].shape)} from {state[k].untyped_storage().nbytes()} bytes" for k in bad]
+        raise UserError(f"checkpoint {source} has tensors larger than their stored data (overlapping strides) in "
+                        f"{_name_list(shapes)}; a saved state dict never has them: it is damaged or crafted")
+
+
+def read_state_dict(path: str | os.PathLike, model: nn.Module | None = None) -> dict[str, Tensor]:
+    """Read a checkpoint (``.safetensors``, ``torch.save`` output, hub model directory); return the network's state.
+
+    With ``model`` (what the checkpoint will be loaded into) a file larger than ``checkpoint_limit_mb(model)`` is
+    refused before it is read, and the values are checked (NaN/Inf) when ``load_state_dict_into`` loads them, after
+    their keys and shapes: no per-tensor work on tensors the model does not have."""
     path = _weights_file(Path(path))
+    _check_size(path, model)
     if path.suffix == ".safetensors":
         try:
             obj = safetensors.torch.load_file(path, device="cpu")
         except SafetensorError as err:
             raise UserError(f"{path} is not a readable safetensors file ({err})") from err
     else:
-        obj = _torch_load(path)
+        obj = restricted_load(path)
     state = unwrap_state_dict(obj, source=str(path))
-    _check_finite(state, source=str(path))
+    _check_storage(state, source=str(path))
+    if model is None:
+        _check_finite(state, source=str(path))
     return state
 
 
@@ -279,7 +349,7 @@ def from_timm_layout(obj: Any, model: ImageClassifier) -> dict[str, Tensor]:
 
 def read_timm_checkpoint(path: str | os.PathLike, model: ImageClassifier) -> dict[str, Tensor]:
     """``from_timm_layout`` of the checkpoint file at ``path`` (read safely, weights only)."""
-    return from_timm_layout(read_state_dict(path), model)
+    return from_timm_layout(read_state_dict(path, model), model)
 
 
 def _state_keys(model: nn.Module, modules: list[nn.Module]) -> set[str]:
@@ -305,12 +375,14 @@ def load_state_dict_into(
     *,
     strict: bool = True,
     skip_classifier: bool = False,
+    source: str = "",
 ) -> LoadResult:
     """Copy ``state_dict`` into ``model``, raising one UserError naming every missing, unexpected, misshapen, int key.
 
     A checkpoint without ``normalize.*`` buffers keeps the model's configured normalization. ``skip_classifier``
     loads everything but the head (fine-tuning on new classes). ``strict=False`` tolerates missing and
-    unexpected keys (returned), never shape mismatches.
+    unexpected keys (returned), never shape mismatches. Then the loaded values must be finite (``source`` names the
+    checkpoint in that error).
     """
     cfg = model.pretrained_cfg
     state = {k: v for k, v in state_dict.items() if not k.startswith(cfg.unused_checkpoint_prefixes)}
@@ -355,7 +427,9 @@ def load_state_dict_into(
         problems.append(f"unexpected keys: {_name_list(unexpected)}")
     if problems:
         raise UserError(f"checkpoint does not fit {cfg.architecture or type(model).__name__} ({'; '.join(problems)})")
-    model.load_state_dict({k: v for k, v in state.items() if k in expected}, strict=False)
+    loaded = {k: v for k, v in state.items() if k in expected}
+    _check_finite(loaded, source)
+    model.load_state_dict(loaded, strict=False)
     return LoadResult(missing, unexpected)
 
 
@@ -366,7 +440,7 @@ def load_weights(model: ImageClassifier, state_dict: Mapping[str, Tensor], sourc
 
     Which one is recorded in ``model.pretrained_cfg.normalization_source`` (exports state it in their card).
     """
-    load_state_dict_into(model, state_dict)
+    load_state_dict_into(model, state_dict, source=source)
     if normalization is not None:
         set_normalization(model, normalization)
         origin = "given"
@@ -399,11 +473,12 @@ def save_state_dict(model: nn.Module, path: str | os.PathLike) -> Path:
 
 def load_classifier(model: nn.Module, path: str | os.PathLike) -> None:
     """Copy only the classifier (``<head>.weight``/``.bias``) of the checkpoint at ``path`` into ``model``'s head."""
-    state = read_state_dict(path)
+    state = read_state_dict(path, model)
     name = model.pretrained_cfg.classifier
     head = {k: state[f"{name}.{k}"] for k in ("weight", "bias") if f"{name}.{k}" in state}
     if not head:
         raise UserError(f"{path} has no classifier weights {name}.weight / {name}.bias")
+    _check_finite(head, str(path))
     try:
         model.get_classifier().load_state_dict(head)
     except RuntimeError as e:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import torch
 from torch import Tensor
 
-from robustft.errors import UserError
+from robustft.errors import UserError, shown
 from robustft.models.base import ImageClassifier
 from robustft.models.checkpoint import from_timm_layout, load_state_dict_into, load_weights, read_state_dict
 from robustft.models.hub import HF_HUB_PREFIX, KNOWN_WEIGHTS, fetch_weights, hf_hub_directory, read_hub_config
@@ -77,8 +77,8 @@ def _construct(arch: str, entrypoint: Callable[..., ImageClassifier], **kwargs) 
             try:
                 kwargs[key] = coerce_value(kwargs[key], hint, key)
             except UserError:
-                raise UserError(f"architecture {arch}: option {key} must be {type_name(hint)}, got {kwargs[key]!r} "
-                                f"{where}") from None
+                raise UserError(f"architecture {arch}: option {key} must be {type_name(hint)}, got "
+                                f"{shown(kwargs[key])} {where}") from None
     options = {k: v for k, v in kwargs.items() if k not in ("num_classes", "normalization")}
     try:
         model = entrypoint(**kwargs)
@@ -113,7 +113,7 @@ def _weights_name(arch: str, tag: str, pretrained: bool) -> str | None:
 def _published_state(weights_name: str, model: ImageClassifier) -> dict[str, Tensor]:
     """The tag's downloaded checkpoint in ``model``'s layout; a file that carries no normalizer (timm and
     RobustBench layouts) gets the statistics its publisher normalizes with, so they travel as the weights' own."""
-    state = from_timm_layout(read_state_dict(fetch_weights(weights_name)), model)
+    state = from_timm_layout(read_state_dict(fetch_weights(weights_name), model), model)
     if "normalize.mean" not in state:
         mean, std = resolve_normalization(KNOWN_WEIGHTS[weights_name].normalization)
         state["normalize.mean"] = torch.tensor(mean).reshape(1, -1, 1, 1)
@@ -149,7 +149,7 @@ def create_model(
     model.pretrained_cfg = replace(model.pretrained_cfg, tag=weights_name.partition(".")[2],
                                    normalization_source="checkpoint" if normalization is None else "given")
     if pretrained:
-        load_state_dict_into(model, _published_state(weights_name, model))
+        load_state_dict_into(model, _published_state(weights_name, model), source=weights_name)
         if normalization is not None:  # an explicit choice overrides the statistics stored in the checkpoint
             set_normalization(model, normalization)
     if num_classes is not None and num_classes != weights.num_classes:
@@ -189,8 +189,8 @@ def load_model(
     if checkpoint is None:
         return model
     # timm/ARES/RobustBench layouts → ours
-    state_dict = _published_state(published, model) if published else from_timm_layout(read_state_dict(checkpoint),
-                                                                                         model)
+    state_dict = (_published_state(published, model) if published
+                  else from_timm_layout(read_state_dict(checkpoint, model), model))
     head_weight = state_dict.get(f"{model.pretrained_cfg.classifier}.weight")
     if num_classes is None and head_weight is not None and head_weight.ndim == 2:
         model.reset_classifier(head_weight.shape[0])

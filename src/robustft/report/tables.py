@@ -1,10 +1,10 @@
 """Read run directories (results.json, metrics.jsonl) and lay their numbers out as tables."""
 
+import html
 import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
 from ..layout import RunLayout
 
 __all__ = ["load_run", "result_row", "markdown_table"]
@@ -13,13 +13,9 @@ __all__ = ["load_run", "result_row", "markdown_table"]
 def load_run(run_dir: str | Path) -> dict[str, Any]:
     """``results.json`` of a finished run plus its per-epoch history (``history``) from every stage and its
     per-test-image flags (``samples``, empty for a run made before they were written)."""
-    run_dir = Path(run_dir)
-    path = RunLayout(run_dir).results
-    if not path.is_file():
-        raise UserError(f"{run_dir} has no results.json: it is not a finished robustft run")
-    results = json.loads(path.read_text())
-    samples = RunLayout(run_dir).samples
-    results["samples"] = json.loads(samples.read_text()) if samples.is_file() else {}
+    layout = RunLayout(Path(run_dir))
+    results = layout.read_results()
+    results["samples"] = layout.read_json(layout.samples) if layout.samples.is_file() else {}
     results["history"] = {}
     for name, stage in results.get("stages", {}).items():
         metrics = RunLayout(stage["run_dir"]).metrics
@@ -70,6 +66,11 @@ def result_row(run: dict[str, Any], label: str | None = None, *, source: bool = 
     return row
 
 
+def _cell(text: str) -> str:
+    """``text`` safe in one Markdown table cell: on one line, HTML shown as text, ``|`` and ``\\`` escaped."""
+    return html.escape(" ".join(text.split()), quote=False).replace("\\", "\\\\").replace("|", "\\|")
+
+
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """A GitHub markdown table; accuracies as percentages with one decimal."""
     if not rows:
@@ -83,8 +84,8 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             return f"{100 * value:.1f}"
         if isinstance(value, float):
             return f"{value:.0f}"
-        return str(value)
+        return _cell(str(value))
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = ["| " + " | ".join(map(_cell, columns)) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(fmt(c, row.get(c)) for c in columns) + " |" for row in rows]
     return "\n".join(lines) + "\n"
