@@ -4,7 +4,7 @@
    images) vs the one-process decode of robustft before it (PIL open, convert, resize to a 224 square, one file after
    another), on the same folder of JPEGs of 300-500 px.
 2. The data path alone, epoch 2, images/s of 224-px RandomResizedCrop + flip batches: the packed store in memory,
-   the store on disk (read ahead by ``os.pread``), and a seed-style loader (what the official code does: every
+   the store on disk (read ahead by ``os.preadv``), and a seed-style loader (what the official code does: every
    epoch, PIL decode + Resize(256) + RandomResizedCrop(224) + flip per image in a torch DataLoader with 2 workers).
 3. Peak RSS of a run whose decoded data is 3x its memory budget (``storage=auto`` then reads from disk), in a fresh
    process, next to the RSS of the same process before it touched any data.
