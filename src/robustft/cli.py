@@ -87,12 +87,16 @@ def _data_options(args: argparse.Namespace, checkpoint: str | None) -> dict[str,
     from .engine.run import card_inputs, read_card
     from .models import read_hub_config
 
-    size, subset = card_inputs(read_card(checkpoint) if checkpoint else None)
-    image_size, classes = args.image_size, args.classes
+    card = read_card(checkpoint) if checkpoint else None
+    size, subset = card_inputs(card)
+    image_size, classes, storage_size = args.image_size, args.classes, None
     if image_size is None and size is not None:
         image_size = size[0] if size[0] == size[1] else size
-        print(f"image size {size[1]}x{size[0]}: the size the export was trained at, from its card (--image-size N "
-              f"to change)")
+        storage_size = card["data"].get("storage_size")
+        stored = ("" if storage_size is None else
+                  f", centre crops of images resized to {storage_size} px on the shorter side")
+        print(f"image size {size[1]}x{size[0]}{stored}: the size the export was trained at, from its card "
+              f"(--image-size N to change)")
     elif image_size is None and checkpoint and (hub := read_hub_config(checkpoint)) and hub.input_size:
         _, height, width = hub.input_size
         if height != width:
@@ -104,7 +108,7 @@ def _data_options(args: argparse.Namespace, checkpoint: str | None) -> dict[str,
         print(f"classes {', '.join(subset)}: the export's class subset, from its card (--classes to change)")
     return dict(root=args.data_root, val_fraction=args.val_fraction, split_seed=args.split_seed, image_size=image_size,
                 limits=_limits(args), x_key=args.x_key, y_key=args.y_key, classes=classes,
-                test_fraction=args.test_fraction)
+                test_fraction=args.test_fraction, storage_size=storage_size)
 
 
 def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
@@ -250,7 +254,7 @@ def _evaluate(args: argparse.Namespace, attacks: list[Any], eps: float, device: 
     import torch
 
     from ._io import atomic_write_json
-    from .data import load_dataset
+    from .data import PackedDataset, load_dataset
     from .eval import balanced_subset, evaluate_corruptions
     from .eval.sharded import evaluate_sharded
     from .runtime import provenance, seed_everything
@@ -262,6 +266,8 @@ def _evaluate(args: argparse.Namespace, attacks: list[Any], eps: float, device: 
                         **_data_options(args, args.checkpoint))
     if balanced:
         data = balanced_subset(data, args.n)
+    if isinstance(data, PackedDataset):
+        data = data.render()  # the centre crops, once: every attack and corruption sees the same images
     model = _load_model(args, data.num_classes).to(device)
     channels_last = not args.no_channels_last
     if channels_last:

@@ -4,7 +4,10 @@ Images are decoded once with PIL (``convert("RGB")``; 16-bit grayscale scaled to
 per split, each checked against ``DecodeLimits`` first (file size, then the header's pixel count) so a bomb is
 never expanded. With ``image_size`` every image is resized to ``image_size``×``image_size`` at decode time (PIL
 bilinear, which antialiases when shrinking), so folders of mixed sizes load; without it, mixed sizes are an
-error. Decoded splits are cached on disk (see ``cache.cached``), keyed on the zip's central directory (every
+error. With ``storage_size`` images keep their aspect ratio instead (shorter side resized to it, as torchvision's
+``Resize``) and are packed into one buffer (:class:`PackedImages`) for the papers' crops (``views``), held in memory
+or in a store on disk (``store``). Files are decoded in parallel over the CPU cores (``decode.map_files``). Decoded
+splits are cached on disk (see ``cache.cached``), keyed on the zip's central directory (every
 member's name, CRC-32 and size, so a same-size replacement with its mtime kept is still a miss) or a directory's
 file stats (inode and ctime included: ``cp -p`` and ``rsync -a`` cannot set those back). Class names and labels come
 from the listing on every run; a cached split must match them, and its content digest, or it is decoded again.
@@ -15,6 +18,7 @@ import hashlib
 import io
 import logging
 import os
+import shutil
 import warnings
 import zipfile
 import zlib
@@ -30,9 +34,12 @@ from PIL import Image
 from ..errors import UserError, warn
 from ..progress import track
 from .cache import cached
-from .limits import DecodeLimits
+from .decode import map_files, storage_size_of
+from .limits import MB, DecodeLimits
+from .packed import PackedImages
 from .readers import open_regular, printable, read_file, read_member
 from .source import Arrays, Source
+from .store import DiskImages, open_store, store_dir, write_store
 
 __all__ = ["IMAGE_EXTENSIONS", "image_folder"]
 
@@ -169,8 +176,10 @@ def _to_8bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.round(values * (255 / 65535)).astype(np.uint8))
 
 
-def _decode_one(what: str, data: bytes, image_size: int | None, limits: DecodeLimits) -> np.ndarray:
-    """One image as an H×W×3 uint8 array, resized to ``image_size`` square when given."""
+def _decode_one(what: str, data: bytes, image_size: int | None, limits: DecodeLimits,
+                storage_size: int | None = None) -> np.ndarray:
+    """One image as an H×W×3 uint8 array: its shorter side resized to ``storage_size`` (aspect kept) when given,
+    else resized to ``image_size`` square when given."""
     # The pixel check below replaces PIL's DecompressionBombWarning (> Image.MAX_IMAGE_PIXELS); PIL still refuses
     # images over twice that (~179M pixels) at open, whatever max_image_pixels says.
     with warnings.catch_warnings():
@@ -178,37 +187,76 @@ def _decode_one(what: str, data: bytes, image_size: int | None, limits: DecodeLi
         image = Image.open(io.BytesIO(data))  # reads only the header: nothing is decoded before the check
     with image:
         limits.check_pixels(what, *image.size)
+        size = storage_size_of(image, image_size, storage_size)
+        if size is not None and image.format == "JPEG":
+            image.draft(image.mode, size)  # decode at 1/2, 1/4 or 1/8 scale when still at least ``size``
         image = _to_8bit(image).convert("RGB")
-        if image_size is not None and image.size != (image_size, image_size):
-            image = image.resize((image_size, image_size), Image.BILINEAR)
+        if size is not None and image.size != size:
+            image = image.resize(size, Image.BILINEAR)
         return np.asarray(image)
 
 
-def _decode(tree: _Tree, files: list[tuple[str, int]], image_size: int | None,
-            limits: DecodeLimits) -> dict[str, torch.Tensor]:
-    """Decode ``files`` into ``{"x": uint8 N×3×H×W, "y": int64 N}``, each checked against ``limits`` first."""
-    log.info("decoding %d images from %s", len(files), tree.path)
-    out: np.ndarray | None = None
-    with tree.reader(limits) as read:
-        for i, (name, _) in enumerate(track(files, desc=f"decoding {tree.path.name}", unit="image")):
-            try:
-                pixels = _decode_one(tree.describe(name), read(name), image_size, limits)
-            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, zipfile.BadZipFile,
-                    zlib.error) as e:
-                raise UserError(f"cannot decode image {tree.describe(name)} ({e}); replace or delete it") from e
-            if out is None:
-                out = np.empty((len(files), *pixels.shape), np.uint8)
-            elif pixels.shape != out.shape[1:]:
-                raise UserError(f"image {tree.describe(name)} is {pixels.shape[1]}x{pixels.shape[0]} but "
-                                f"{tree.describe(files[0][0])} is {out.shape[2]}x{out.shape[1]}; "
-                                f"pass image_size (--image-size) to resize every image to one size")
-            out[i] = pixels
-    return {"x": torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(), "y": _labels(files)}
+def _decode_file(tree: _Tree, read: Callable[[str], bytes], name: str, image_size: int | None, limits: DecodeLimits,
+                 storage_size: int | None) -> np.ndarray:
+    """``_decode_one`` of member ``name``, with any decoding failure as a ``UserError`` naming the file."""
+    try:
+        return _decode_one(tree.describe(name), read(name), image_size, limits, storage_size)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, zipfile.BadZipFile, zlib.error) as e:
+        raise UserError(f"cannot decode image {tree.describe(name)} ({e}); replace or delete it") from e
 
 
 def _labels(files: list[tuple[str, int]]) -> torch.Tensor:
-    """The labels of ``files`` as int64."""
+    """The labels of ``files``."""
     return torch.tensor([label for _, label in files], dtype=torch.int64)
+
+
+def _decoded(tree: _Tree, files: list[tuple[str, int]], image_size: int | None, limits: DecodeLimits,
+             storage_size: int | None) -> Iterator[np.ndarray]:
+    """Each of ``files`` decoded (see ``_decode_one``), in order, in parallel, with progress."""
+    log.info("decoding %d images from %s", len(files), tree.path)
+    decode = functools.partial(_decode_file, image_size=image_size, limits=limits, storage_size=storage_size)
+    return track(map_files(tree, [name for name, _ in files], decode, limits), total=len(files),
+                 desc=f"decoding {tree.path.name}", unit="image")
+
+
+def _stored(tree: _Tree, files: list[tuple[str, int]], key: tuple, limits: DecodeLimits, storage_size: int,
+            storage: str, budget_mb: float) -> tuple[PackedImages | DiskImages, torch.Tensor]:
+    """A split in its disk store (decoded into it first when there is none): read from disk for ``storage=disk``,
+    or for ``auto`` when its pixels exceed ``budget_mb``; otherwise loaded into memory."""
+    path = store_dir(key)
+    opened = open_store(path)
+    if opened is None:
+        shutil.rmtree(path, ignore_errors=True)  # an unreadable store (a damaged disk, an old layout) is rebuilt
+        write_store(path, _decoded(tree, files, None, limits, storage_size), _labels(files))
+        opened = open_store(path)
+        if opened is None:
+            raise UserError(f"the decoded store {path} could not be read back; check the cache disk "
+                            f"($ROBUSTFT_CACHE) and retry")
+    images, y = opened
+    if storage == "auto" and images.nbytes <= budget_mb * MB:
+        return images.load(), y
+    return images, y
+
+
+def _decode(tree: _Tree, files: list[tuple[str, int]], image_size: int | None, limits: DecodeLimits,
+            storage_size: int | None = None) -> dict[str, torch.Tensor]:
+    """Decode ``files`` into ``{"x": uint8 N×3×H×W, "y": int64 N}``, each checked against ``limits`` first; with
+    ``storage_size``, into a packed store ``{"pixels", "offsets", "sizes", "y"}`` (see :class:`PackedImages`)."""
+    y = _labels(files)
+    decoded = _decoded(tree, files, image_size, limits, storage_size)
+    if storage_size is not None:
+        packed = PackedImages.pack(list(decoded))
+        return {"pixels": packed.pixels, "offsets": packed.offsets, "sizes": packed.sizes, "y": y}
+    out: np.ndarray | None = None
+    for i, pixels in enumerate(decoded):
+        if out is None:
+            out = np.empty((len(files), *pixels.shape), np.uint8)
+        elif pixels.shape != out.shape[1:]:
+            raise UserError(f"image {tree.describe(files[i][0])} is {pixels.shape[1]}x{pixels.shape[0]} but "
+                            f"{tree.describe(files[0][0])} is {out.shape[2]}x{out.shape[1]}; "
+                            f"pass image_size (--image-size) to resize every image to one size")
+        out[i] = pixels
+    return {"x": torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(), "y": y}
 
 
 def _check_decoded(files: list[tuple[str, int]], image_size: int | None, value: dict) -> str | None:
@@ -225,21 +273,60 @@ def _check_decoded(files: list[tuple[str, int]], image_size: int | None, value: 
     return None
 
 
+def _check_packed(files: list[tuple[str, int]], storage_size: int, value: dict) -> str | None:
+    """Why a cached packed split is not what decoding ``files`` at ``storage_size`` gives (None when it can be)."""
+    if value.keys() != {"pixels", "offsets", "sizes", "y"} or not all(isinstance(v, torch.Tensor)
+                                                                       for v in value.values()):
+        return "it does not hold packed images and labels"
+    try:
+        images = PackedImages(value["pixels"], value["offsets"], value["sizes"])
+    except ValueError as e:
+        return str(e)
+    if len(images) != len(files) or images.nbytes != images.pixels.numel() or int(images.sizes.min()) != storage_size:
+        return f"its images are not {len(files)} images packed with the shorter side {storage_size}"
+    if not torch.equal(value["y"], _labels(files)):
+        return "its labels are not the folder's"
+    return None
+
+
+def decoded_split(tree: _Tree, files: list[tuple[str, int]], key: tuple, image_size: int | None,
+                  limits: DecodeLimits, cache: bool, storage_size: int | None = None, storage: str = "memory",
+                  memory_budget_mb: float = float("inf")) -> Arrays:
+    """``files`` of ``tree`` decoded (or from the cache, under ``key`` + the sizes): (uint8 N×3×H×W, labels), or
+    with ``storage_size`` (:class:`PackedImages` or, as ``storage`` says, :class:`DiskImages`, labels)."""
+    if storage_size is None:
+        data = cached((*key, image_size), lambda: _decode(tree, files, image_size, limits), cache,
+                      check=functools.partial(_check_decoded, files, image_size))
+        return data["x"], data["y"]
+    key = (*key, "packed", storage_size)
+    if storage != "memory":
+        return _stored(tree, files, key, limits, storage_size, storage, memory_budget_mb)
+    data = cached(key, lambda: _decode(tree, files, image_size, limits, storage_size), cache,
+                  check=functools.partial(_check_packed, files, storage_size))
+    return PackedImages(data["pixels"], data["offsets"], data["sizes"]), data["y"]
+
+
 def image_folder(path: Path, image_size: int | None = None, cache: bool = True,
-                 limits: DecodeLimits = DecodeLimits()) -> Source:
+                 limits: DecodeLimits = DecodeLimits(), storage_size: int | None = None, storage: str = "memory",
+                 memory_budget_mb: float = float("inf")) -> Source:
     """An image folder (directory or ``.zip``); a cache hit reads the listing (a zip's central directory) only.
 
     ``limits`` apply whenever images are decoded, i.e. on a cache miss: any new or changed file misses the cache.
+    ``storage_size`` keeps each image's aspect ratio, its shorter side resized to that size, and loads splits as
+    (:class:`PackedImages`, labels); then ``storage`` ``disk`` decodes each split once into a store on disk (under
+    the cache directory, whatever ``cache`` says) and reads batches from it (:class:`DiskImages`), and ``auto`` does
+    the same but loads the store into memory when its pixels fit ``memory_budget_mb``. Each split is decoded (or
+    read from the cache) at most once per source.
     """
     tree: _Tree = _DirTree(path) if path.is_dir() else _ZipTree(path)
     classes, files = _index(tree)
     limits.check_classes(f"{path}: the number of class directories", len(classes))
     fingerprint = tree.fingerprint()
 
+    @functools.cache
     def load(split: str) -> Arrays:
-        data = cached((fingerprint, split, image_size), lambda: _decode(tree, files[split], image_size, limits),
-                      cache, check=functools.partial(_check_decoded, files[split], image_size))
-        return data["x"], data["y"]
+        return decoded_split(tree, files[split], (fingerprint, split), image_size, limits, cache, storage_size,
+                             storage, memory_budget_mb)
 
     return Source(name=path.resolve().name if path.is_dir() else path.stem, classes=classes,
                   loaders={split: functools.partial(load, split) for split in sorted(files)})

@@ -1,8 +1,9 @@
 """``load_dataset``: one way to name a dataset (``cifar10``, a folder, a zip, an npz) and get a split of it."""
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -11,16 +12,23 @@ from .arrays import npz_source
 from .catalog import CATALOG, CORRUPTIONS, Options
 from .dataset import ArrayDataset
 from .imagefolder import image_folder
-from .limits import DecodeLimits
+from .limits import MB, DecodeLimits
+from .packed import PackedDataset, PackedImages
+from .store import DiskImages
 from .paths import default_data_root
 from .source import Arrays, Source
 from .splits import SPLITS, stratified_split, subset_indices
 from .transforms import resize
 
-__all__ = ["NAMED_DATASETS", "load_dataset", "open_source"]
+__all__ = ["NAMED_DATASETS", "default_memory_budget_mb", "load_dataset", "load_splits", "open_source"]
 
 NAMED_DATASETS = CATALOG  # name -> Card (see ``robustft datasets``)
 KINDS = ("imagefolder", "npz")  # explicit ``kind:PATH`` prefixes that override auto-detection
+
+
+def default_memory_budget_mb() -> float:
+    """Half of this machine's physical memory, in MB: what ``storage=auto`` holds in memory at most by default."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2 / MB
 
 
 def _named_root(root: str | Path | None) -> Path:
@@ -46,21 +54,28 @@ def _detect(path: Path) -> str:
 def open_source(spec: str | os.PathLike, *, root: str | Path | None = None, image_size: int | None = None,
                 cache: bool = True, download: bool = True, limits: DecodeLimits | None = None,
                 x_key: str | None = None, y_key: str | None = None, classes: Sequence[int | str] | None = None,
-                test_fraction: float | None = None, split_seed: int = 0) -> Source:
+                test_fraction: float | None = None, split_seed: int = 0, storage_size: int | None = None,
+                storage: str = "memory", memory_budget_mb: float | None = None) -> Source:
     """Resolve ``spec`` (a named dataset, a path, or ``imagefolder:``/``npz:`` + path) to its :class:`Source`.
 
     ``limits`` (None: the defaults) bound what image folders and npz files may decode to; ``x_key`` / ``y_key``
     name an npz file's arrays; ``classes`` keeps those classes only (``Source.select``), then ``test_fraction``
-    carves a test split from train with ``split_seed`` (``Source.carve_test``).
+    carves a test split from train with ``split_seed`` (``Source.carve_test``). ``storage_size`` keeps image folders'
+    aspect ratios (shorter side resized to it) and packs them, held as ``storage`` says (``memory``, ``disk`` or
+    ``auto``: memory when a split's pixels fit ``memory_budget_mb``, default half the machine's memory; see
+    ``image_folder``).
     """
-    source = _open(os.fspath(spec), root, image_size, cache, download, limits or DecodeLimits(), x_key, y_key)
+    budget = default_memory_budget_mb() if memory_budget_mb is None else memory_budget_mb
+    source = _open(os.fspath(spec), root, image_size, cache, download, limits or DecodeLimits(), x_key, y_key,
+                   storage_size, storage, budget)
     if classes is not None:
         source = source.select(classes)
     return source if test_fraction is None else source.carve_test(test_fraction, split_seed)
 
 
 def _open(spec: str, root: str | Path | None, image_size: int | None, cache: bool, download: bool,
-          limits: DecodeLimits, x_key: str | None, y_key: str | None) -> Source:
+          limits: DecodeLimits, x_key: str | None, y_key: str | None, storage_size: int | None, storage: str,
+          memory_budget_mb: float) -> Source:
     """The source ``spec`` names, as stored."""
     named = spec.lower() in NAMED_DATASETS
     if spec.lower() in CORRUPTIONS:
@@ -78,11 +93,13 @@ def _open(spec: str, root: str | Path | None, image_size: int | None, cache: boo
         raise UserError(f"data.x_key / data.y_key (--x-key / --y-key) name the arrays of .npz data, but {spec} is "
                         f"not .npz; remove them")
     if named:
-        options = Options(_named_root(root), download, image_size, cache, limits)
+        options = Options(_named_root(root), download, image_size, cache, limits, storage_size, storage,
+                          memory_budget_mb)
         return NAMED_DATASETS[spec.lower()].open(options)
     if kind == "npz":
         return npz_source(path, limits, x_key, y_key)
-    return image_folder(path, image_size=image_size, cache=cache, limits=limits)
+    return image_folder(path, image_size=image_size, cache=cache, limits=limits, storage_size=storage_size,
+                        storage=storage, memory_budget_mb=memory_budget_mb)
 
 
 def _split(source: Source, split: str, val_fraction: float, split_seed: int) -> Arrays:
@@ -101,12 +118,8 @@ def _split(source: Source, split: str, val_fraction: float, split_seed: int) -> 
     return x[idx], y[idx]
 
 
-def load_dataset(spec: str | os.PathLike, split: str = "test", *, root: str | Path | None = None,
-                 n: int | None = None, val_fraction: float = 0.1, split_seed: int = 0,
-                 image_size: int | tuple[int, int] | None = None, cache: bool = True, download: bool = True,
-                 device: torch.device | str = "cpu", limits: DecodeLimits | None = None, x_key: str | None = None,
-                 y_key: str | None = None, classes: Sequence[int | str] | None = None,
-                 test_fraction: float | None = None) -> ArrayDataset:
+def load_dataset(spec: str | os.PathLike, split: str = "test", *, n: int | None = None,
+                 **options: Any) -> ArrayDataset | PackedDataset:
     """Load one split of a dataset into memory as uint8 images and int64 labels on ``device``.
 
     ``spec``: a named dataset (``robustft datasets``: cifar10, caltech256, imagenet, ...; under ``root``, else
@@ -116,23 +129,54 @@ def load_dataset(spec: str | os.PathLike, split: str = "test", *, root: str | Pa
     data drawn with ``split_seed``, which every other split then excludes); ``train_full`` (all training data);
     ``val`` (the source's own val split, else a class-stratified ``val_fraction`` of train drawn with
     ``split_seed``); ``train`` (``train_full`` minus that carve-out, or all of it when the source has its own val).
+    ``n`` keeps ``n`` evenly spaced samples of the split in canonical order. The keyword ``options`` are
+    :func:`load_splits`'s.
+    """
+    return load_splits(spec, {split: n}, **options)[split]
+
+
+def load_splits(spec: str | os.PathLike, splits: Mapping[str, int | None], *, root: str | Path | None = None,
+                val_fraction: float = 0.1, split_seed: int = 0, image_size: int | tuple[int, int] | None = None,
+                cache: bool = True, download: bool = True, device: torch.device | str = "cpu",
+                limits: DecodeLimits | None = None, x_key: str | None = None, y_key: str | None = None,
+                classes: Sequence[int | str] | None = None, test_fraction: float | None = None,
+                storage_size: int | None = None, storage: str = "memory",
+                memory_budget_mb: float | None = None) -> dict[str, ArrayDataset | PackedDataset]:
+    """Several splits (name -> subset ``n`` or None, see :func:`load_dataset`) from one opening of the source, so
+    the training data is decoded (or read from the cache) once for ``train`` and its ``val`` carve-out.
+
     ``classes`` (indices or names) keeps only those classes, relabelled 0..k-1 in that order, before any split is
-    carved. ``n`` then keeps ``n`` evenly spaced samples of the split in canonical order. ``image_size`` resizes
-    every image to a square of that side, or to (height, width) (image folders at decode time with PIL when square,
-    arrays with :func:`resize`). ``cache`` keeps decoded image folders on disk; ``download`` fetches a named
-    dataset that is missing from the data root. ``limits`` (None: the defaults) are the file-size, pixel-count and
+    carved. ``image_size`` resizes every image to a square of that side, or to (height, width) (image folders at
+    decode time with PIL when square, arrays with :func:`resize`). With ``storage_size``, image folders keep their
+    aspect ratio instead (shorter side resized to ``storage_size``; arrays stay as they are) and each split is a
+    :class:`PackedDataset` served through ``image_size`` crops: the centre crop for evaluation, a random view for
+    training (see ``views``), its pixels held in memory or read from a store on disk as ``storage`` says
+    (``memory``, ``disk``, or ``auto``: memory when they fit ``memory_budget_mb``; see ``image_folder``). ``cache`` keeps decoded image folders on disk; ``download`` fetches a named dataset
+    that is missing from the data root. ``limits`` (None: the defaults) are the file-size, pixel-count and
     array-size limits checked before image folders and npz files are decoded; ``x_key`` / ``y_key`` name the
     arrays of npz files (default ``x``/``y``, else the one array of each kind).
     """
-    if split not in SPLITS:
-        raise UserError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
+    unknown = [split for split in splits if split not in SPLITS]
+    if unknown:
+        raise UserError(f"unknown split {unknown[0]!r}; use one of {', '.join(SPLITS)}")
+    if storage_size is not None and not (isinstance(image_size, int) and image_size <= storage_size):
+        raise UserError(f"data.storage_size={storage_size} stores images at their aspect ratio for square crops of "
+                        f"data.image_size, which must be set and at most {storage_size}, got {image_size}")
     source = open_source(spec, root=root, image_size=image_size if isinstance(image_size, int) else None,
                          cache=cache, download=download, limits=limits, x_key=x_key, y_key=y_key, classes=classes,
-                         test_fraction=test_fraction, split_seed=split_seed)
-    x, y = _split(source, split, val_fraction, split_seed)
-    if n is not None:
-        idx = subset_indices(len(y), n)
-        x, y = x[idx], y[idx]
-    if image_size is not None:
-        x = resize(x, image_size)
-    return ArrayDataset(x.contiguous(), y, source.classes, source.name).to(device)
+                         test_fraction=test_fraction, split_seed=split_seed, storage_size=storage_size,
+                         storage=storage, memory_budget_mb=memory_budget_mb)
+    out: dict[str, ArrayDataset | PackedDataset] = {}
+    for split, n in splits.items():
+        x, y = _split(source, split, val_fraction, split_seed)
+        if n is not None:
+            idx = subset_indices(len(y), n)
+            x, y = x[idx], y[idx]
+        if storage_size is not None:
+            images = x if isinstance(x, PackedImages | DiskImages) else PackedImages.from_arrays(x)
+            out[split] = PackedDataset(images, y, source.classes, source.name, image_size).to(device)
+            continue
+        if image_size is not None:
+            x = resize(x, image_size)
+        out[split] = ArrayDataset(x.contiguous(), y, source.classes, source.name).to(device)
+    return out

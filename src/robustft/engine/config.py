@@ -49,9 +49,27 @@ class DataConfig:
     image_size: int | None = field(default=None, metadata={
         "help": "resize every image to this square size (default: as stored); the card records the size trained at, "
                 "which evaluate of the export uses unless --image-size", "ge": 1})
-    augment: Literal["crop_flip", "flip", "none"] = field(default="crop_flip", metadata={
-        "help": "training augmentation: random crop (zero-padded) + horizontal flip, flip only, or none"})
+    augment: Literal["crop_flip", "flip", "none", "random_resized_crop", "random_crop"] = field(
+        default="crop_flip", metadata={
+            "help": "training augmentation: random crop (zero-padded) + horizontal flip, flip only, or none; with "
+                    "data.storage_size: random_resized_crop (crop_scale, crop_ratio) or random_crop of data.image_size "
+                    "+ flip, flip (of the centre crop) or none (evaluation always sees the centre crop)"})
     crop_padding: int = field(default=4, metadata={"help": "zero padding of the random crop", "ge": 0})
+    storage_size: int | None = field(default=None, metadata={
+        "help": "keep image folders' aspect ratio, the shorter side resized to this (256 for 224-px crops, as "
+                "Resize(256)), and train and evaluate on data.image_size crops of them (null: resize every image "
+                "to a data.image_size square)", "ge": 1})
+    storage: Literal["memory", "disk", "auto"] = field(default="memory", metadata={
+        "help": "with data.storage_size: hold the decoded images in memory, or decode them once into a store on disk "
+                "(under the cache directory) and read each batch from it, ahead of its use; auto: memory when a "
+                "split fits data.memory_budget_mb"})
+    memory_budget_mb: float | None = field(default=None, metadata={
+        "help": "data.storage=auto: the most decoded pixels held in memory per split (null: half the machine's "
+                "memory)", "gt": 0})
+    crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0], metadata={
+        "help": "random_resized_crop: range of the crop's area as a fraction of the image's"})
+    crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3], metadata={
+        "help": "random_resized_crop: range of the crop's aspect ratio (width / height)"})
     batch_size: int = field(default=128, metadata={"help": "training batch size (global, over all ranks)", "ge": 1})
     eval_batch_size: int = field(default=256, metadata={"help": "evaluation batch size", "ge": 1})
     max_file_mb: float = field(default=DecodeLimits.max_file_mb, metadata={
@@ -63,6 +81,25 @@ class DataConfig:
     max_classes: int = field(default=DecodeLimits.max_classes, metadata={
         "help": "most classes (class directories, or the largest .npz label + 1) accepted", "ge": 1})
 
+    def __post_init__(self) -> None:
+        for key in ("crop_scale", "crop_ratio"):
+            lo_hi = getattr(self, key)
+            if len(lo_hi) != 2 or not 0 < lo_hi[0] <= lo_hi[1] or (key == "crop_scale" and lo_hi[1] > 1):
+                raise UserError(f"data.{key} must be [low, high] with 0 < low <= high"
+                                f"{' <= 1' if key == 'crop_scale' else ''}, got {lo_hi}")
+        if self.storage_size is None and self.augment in ("random_resized_crop", "random_crop"):
+            raise UserError(f"data.augment={self.augment} crops images kept at their aspect ratio: set "
+                            f"data.storage_size (e.g. 256) and data.image_size (e.g. 224)")
+        if self.storage_size is None and self.storage != "memory":
+            raise UserError(f"data.storage={self.storage} stores image folders kept at their aspect ratio: set "
+                            f"data.storage_size (e.g. 256) and data.image_size (e.g. 224)")
+        if self.storage_size is not None and self.augment == "crop_flip":
+            raise UserError("data.augment=crop_flip pads and crops same-size images; with data.storage_size use "
+                            "random_resized_crop or random_crop")
+        if self.storage_size is not None and (self.image_size is None or self.image_size > self.storage_size):
+            raise UserError(f"data.storage_size={self.storage_size} needs data.image_size (the side of the crops) "
+                            f"at most {self.storage_size}, got {self.image_size}")
+
     def limits(self) -> DecodeLimits:
         """The decoding limits these keys set."""
         return DecodeLimits(max_file_mb=self.max_file_mb, max_image_pixels=self.max_image_pixels,
@@ -73,7 +110,8 @@ class DataConfig:
         and ``val_fraction``)."""
         return dict(root=self.root, image_size=self.image_size, limits=self.limits(), x_key=self.x_key,
                     y_key=self.y_key, classes=self.classes, test_fraction=self.test_fraction,
-                    split_seed=self.split_seed)
+                    split_seed=self.split_seed, storage_size=self.storage_size, storage=self.storage,
+                    memory_budget_mb=self.memory_budget_mb)
 
 
 @dataclass

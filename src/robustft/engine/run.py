@@ -16,7 +16,7 @@ from torch import nn
 from .._io import atomic_write, atomic_write_json, check_writable, locked, remove_stale_temporaries
 from .._yaml import read_yaml
 from ..attacks import PGD, create_attack, parse_eps
-from ..data import ArrayDataset, load_dataset, open_source
+from ..data import ArrayDataset, PackedDataset, load_splits, open_source
 from ..data.dataset import check_training_classes
 from ..errors import UserError, warn
 from ..eval import evaluate, num_outputs, subset_autoattack
@@ -176,6 +176,9 @@ def read_card(checkpoint: str | Path) -> dict[str, Any] | None:
         if size is not None and not (isinstance(size, list) and len(size) == 2
                                      and all(isinstance(v, int) and v > 0 for v in size)):
             problems.append("data.image_size")
+        storage = data.get("storage_size")
+        if storage is not None and not (isinstance(storage, int) and storage >= max(size or [1])):
+            problems.append("data.storage_size")
         if data.get("classes") is not None and not (isinstance(card.get("classes"), list)
                                                     and all(isinstance(c, str) for c in card["classes"])):
             problems.append("classes")
@@ -305,10 +308,11 @@ def export_plain(source: str | Path, out: str | Path) -> Path:
     return weights_file
 
 
-def _load(cfg: RunConfig, split: str, n: int | None, device: torch.device) -> ArrayDataset:
-    """One split of the configured dataset on ``device``."""
-    return load_dataset(cfg.data.name, split, n=n, val_fraction=cfg.data.val_fraction, device=device,
-                        **cfg.data.source_options())
+def _load(cfg: RunConfig, splits: dict[str, int | None], device: torch.device
+          ) -> dict[str, ArrayDataset | PackedDataset]:
+    """Splits (name -> subset size) of the configured dataset on ``device``, from one decode of the data."""
+    return load_splits(cfg.data.name, splits, val_fraction=cfg.data.val_fraction, device=device,
+                       **cfg.data.source_options())
 
 
 def _check_test_split(cfg: RunConfig) -> None:
@@ -320,7 +324,7 @@ def _check_test_split(cfg: RunConfig) -> None:
                         f"data.test_fraction=0.2, so the selected model can be tested once at the end")
 
 
-def data_record(cfg: RunConfig, train: ArrayDataset) -> dict[str, Any]:
+def data_record(cfg: RunConfig, train: ArrayDataset | PackedDataset) -> dict[str, Any]:
     """What the run trained on, stated in results.json and the card: the image size (height, width) it trained at
     (``evaluate`` of the export resizes to it), the class subset, and where the test split comes from."""
     d = cfg.data
@@ -328,6 +332,9 @@ def data_record(cfg: RunConfig, train: ArrayDataset) -> dict[str, Any]:
             f"data.split_seed={d.split_seed}, disjoint from train and val (evaluate --test-fraction "
             f"{d.test_fraction:g} --split-seed {d.split_seed})" if d.test_fraction is not None
             else "the dataset's own test split")
+    if isinstance(train, PackedDataset):  # crops of images kept at their aspect ratio: evaluate needs both sizes
+        return {"image_size": [train.size] * 2, "storage_size": d.storage_size, "classes": d.classes,
+                "test_split": test}
     return {"image_size": list(train.x.shape[-2:]), "classes": d.classes, "test_split": test}
 
 
@@ -340,7 +347,9 @@ def _test(model: nn.Module, cfg: RunConfig, eps: float, device: torch.device, so
     AutoAttack is sharded over the ranks (``eval.sharded``), the rest is the same on each, and rank 0 writes."""
     from ..eval import evaluate_corruptions
 
-    test = _load(cfg, "test", cfg.data.test_n, device)
+    test = _load(cfg, {"test": cfg.data.test_n}, device)["test"]
+    if isinstance(test, PackedDataset):
+        test = test.render()  # the centre crops, once: attacks and corruptions all see the same images
     options = dict(eps=eps, norm=cfg.attack.norm, steps=cfg.eval.test_steps, seed=cfg.train.seed)
     attacks = [create_attack(a, **options, random_start=cfg.eval.test_random_start)
                for a in cfg.eval.test_attacks if a != "autoattack"]
@@ -475,11 +484,15 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Calla
     start = time.perf_counter()
     seed_everything(cfg.train.seed)
     device = info.device
-    train, val = _load(cfg, "train", cfg.data.train_n, device), _load(cfg, "val", cfg.data.val_n, device)
+    splits = _load(cfg, {"train": cfg.data.train_n, "val": cfg.data.val_n}, device)
+    train, val = splits["train"], splits["val"]
     _check_test_split(cfg)
     check_training_classes(train)
-    log(f"data: {len(train)} train / {len(val)} val images of {train.x.shape[-1]}x{train.x.shape[-2]} pixels"
-        f"{'' if cfg.data.image_size is None else ' (data.image_size)'}, {train.num_classes} classes"
+    height, width = data_record(cfg, train)["image_size"]
+    stored = ("" if cfg.data.storage_size is None else
+              f" cropped from images kept at their aspect ratio, shorter side {cfg.data.storage_size} (data.storage_size)")
+    log(f"data: {len(train)} train / {len(val)} val images of {width}x{height} pixels"
+        f"{'' if cfg.data.image_size is None else ' (data.image_size)'}{stored}, {train.num_classes} classes"
         f"{'' if cfg.data.classes is None else ' (data.classes: ' + ', '.join(train.classes) + ')'}"
         f"{'' if cfg.data.test_fraction is None else '; test split ' + data_record(cfg, train)['test_split']}")
     if len(val) < MIN_USEFUL_VAL and cfg.eval.select != "last":
@@ -510,7 +523,8 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Calla
 
 
 def _train_and_test(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Callable[[str], None],
-                    model: nn.Module, method: Method, train: ArrayDataset, val: ArrayDataset, eps: float,
+                    model: nn.Module, method: Method, train: ArrayDataset | PackedDataset,
+                    val: ArrayDataset | PackedDataset, eps: float,
                     start: float, source: nn.Module | None) -> dict[str, Any]:
     """Set the method up, train each stage, finalize, test once, export."""
     device = info.device

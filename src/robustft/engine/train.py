@@ -21,7 +21,7 @@ from torch import nn
 
 from .._io import atomic_save, atomic_write
 from ..attacks import PGD
-from ..data import ArrayDataset, Augment, iterate_batches, num_batches
+from ..data import ArrayDataset, Augment, View, iterate_batches, num_batches
 from ..errors import UserError, warn
 from ..eval import evaluate
 from ..layout import RunLayout
@@ -33,7 +33,8 @@ from .optim import build_optimizer, build_scheduler
 from .state import load_best_weights, restore_training_state
 from .tracking import Trackers, open_trackers
 
-__all__ = ["fit", "FitResult", "autocast_for", "cpu_has_native_bf16", "train_precision", "run_precision", "rank_slice"]
+from ..data import ArrayDataset, Augment, View, iterate_batches, num_batches
+from ..errors import UserError, warn
 
 # A finite epoch counts as exploded when its training loss is this many times the first epoch's or more while its
 # validation clean accuracy is at most this many times chance (flagged in the log, metrics.jsonl and the card).
@@ -94,16 +95,15 @@ def autocast_for(device: torch.device, amp: str) -> tuple[Callable[[], contextli
     return (lambda: torch.autocast(device.type, dtype=dtype)), precision == "fp16"
 
 
-def augment_for(cfg: RunConfig) -> Augment | None:
-    """The training augmentation named in the config."""
-    if cfg.data.augment == "none":
+def augment_for(cfg: RunConfig) -> Augment | View | None:
+    """The training augmentation named in the config: a :class:`View` of packed images with data.storage_size."""
+    d = cfg.data
+    if d.augment == "none":
         return None
+    if d.storage_size is not None:
+        kind = "center_crop" if d.augment == "flip" else d.augment
+        return View(kind, d.image_size, hflip=True, scale=tuple(d.crop_scale), ratio=tuple(d.crop_ratio))
     return Augment(crop_padding=cfg.data.crop_padding if cfg.data.augment == "crop_flip" else 0, hflip=True)
-
-
-def rank_slice(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """This rank's share of a global batch (interleaved, like DistributedSampler)."""
-    return x if info.world_size == 1 else x[info.rank::info.world_size]
 
 
 def select_value(metrics: dict[str, float], rule: str) -> float:
@@ -210,7 +210,7 @@ class _Loop:
     train_model: nn.Module  # the model, wrapped for DDP / torch.compile when asked
     generators: dict[str, torch.Generator]
     val_attack: PGD
-    augment: Augment | None
+    augment: Augment | View | None
     rule: str
     conv_weights: list[nn.Parameter]  # diagnostics: the convolution weights the optimizer updates
     iters: int
@@ -284,12 +284,13 @@ def _train_epoch(loop: _Loop, method: Method, model: nn.Module, train: ArrayData
     method.train_mode(model)
     sums = StepSums(info.device)
     batches = iterate_batches(train, cfg.data.batch_size, shuffle=True, generator=loop.generators["data"],
-                              augment=loop.augment, drop_last=True, channels_last=cfg.train.channels_last)
+                              augment=loop.augment, drop_last=True, channels_last=cfg.train.channels_last,
+                              shard=(info.rank, info.world_size))
     bar = track(batches, total=loop.iters, desc=f"epoch {epoch + 1}/{cfg.train.epochs}")
     if loop.trackers is not None:
         loop.trackers.start_epoch()
     for it, (x, y) in enumerate(bar):
-        _step(loop, method, rank_slice(x, info), rank_slice(y, info), sums)
+        _step(loop, method, x, y, sums)
         if (it + 1) % cfg.train.log_every == 0 or it + 1 == loop.iters:
             mean_loss = sums.mean_loss()
             if not math.isfinite(mean_loss):

@@ -74,7 +74,7 @@ def evaluate(model: nn.Module, data: ArrayDataset, attacks: Sequence[Attack] = (
     names = [a.name for a in attacks]
     if len(set(names)) != len(names):
         raise ValueError(f"attack names must be unique, got {names}")
-    generator = torch.Generator(device=data.x.device).manual_seed(seed)
+    generator = torch.Generator(device=data.y.device).manual_seed(seed)
     correct: dict[str, list[torch.Tensor]] = {k: [] for k in ["clean", *names]}
     timing = {k: 0.0 for k in ["clean", *names]}
     start = time.perf_counter()
@@ -114,7 +114,7 @@ def evaluate(model: nn.Module, data: ArrayDataset, attacks: Sequence[Attack] = (
 def num_outputs(model: nn.Module, data: ArrayDataset) -> int:
     """How many logits ``model`` gives for an image of ``data`` (one eval-mode forward of its first image)."""
     with eval_mode(model) as bare, torch.no_grad():
-        return bare(data.x[:1].float() / 255).shape[-1]
+        return bare(next(iterate_batches(data, 1))[0]).shape[-1]
 
 
 def balanced_subset(data: ArrayDataset, n: int) -> ArrayDataset:

@@ -146,7 +146,7 @@ def mrc_examples(model: nn.Module, data: ArrayDataset, n: int | None = 512, *, e
     if n is not None:
         data = data.subset(subset_indices(len(data), min(n, len(data))).to(data.y.device))
     attack = PGD(eps=eps, steps=steps, step_size=step_size, norm="linf", name="mrc_pgd")
-    generator = torch.Generator(device=data.x.device).manual_seed(seed)
+    generator = torch.Generator(device=data.y.device).manual_seed(seed)
     xs, ys = [], []
     batches = iterate_batches(data, batch_size)
     for x, y in track(batches, num_batches(len(data), batch_size), f"mrc examples (pgd{steps})"):

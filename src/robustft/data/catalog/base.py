@@ -22,6 +22,9 @@ class Options:
     image_size: int | None = None
     cache: bool = True
     limits: DecodeLimits = field(default_factory=DecodeLimits)
+    storage_size: int | None = None  # keep aspect ratios, shorter side resized to this (see ``image_folder``)
+    storage: str = "memory"  # memory, disk or auto (see ``image_folder``)
+    memory_budget_mb: float = float("inf")
 
 
 @dataclass(frozen=True)

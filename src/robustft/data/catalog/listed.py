@@ -6,8 +6,7 @@ import hashlib
 from pathlib import Path
 
 from ...errors import UserError
-from ..cache import cached
-from ..imagefolder import _check_decoded, _decode, _DirTree
+from ..imagefolder import _DirTree, decoded_split
 from ..source import Arrays, Source
 from .base import Options
 
@@ -37,11 +36,10 @@ def listed_source(name: str, base: Path, classes: list[str], files: Listed, opts
         raise UserError(f"{name}: {e.filename} (listed in its official split files) cannot be read ({e.strerror}); "
                         f"delete {base} and download the dataset again") from e
 
+    @functools.cache
     def load(split: str) -> Arrays:
         listing = hashlib.sha256(repr(files[split]).encode()).hexdigest()
-        data = cached((fingerprint, "listed", listing, opts.image_size),
-                      lambda: _decode(tree, files[split], opts.image_size, opts.limits), opts.cache,
-                      check=functools.partial(_check_decoded, files[split], opts.image_size))
-        return data["x"], data["y"]
+        return decoded_split(tree, files[split], (fingerprint, "listed", listing), opts.image_size, opts.limits,
+                             opts.cache, opts.storage_size, opts.storage, opts.memory_budget_mb)
 
     return Source(name=name, classes=classes, loaders={split: functools.partial(load, split) for split in files})
