@@ -376,6 +376,34 @@ def test_pretrain_data_imagenet_trains_from_the_local_folder(tmp_path, monkeypat
     assert (tmp_path / "runs" / "in" / "results.json").is_file()
 
 
+def test_pretrain_data_imagenet_streams_from_the_disk_store(tmp_path, monkeypatch, capsys):
+    """The ImageNet path at scale: images kept at their aspect ratio in a memory-mapped store on disk, trained on
+    random-resized crops and evaluated on centre crops, the same results as the in-memory store."""
+    write_imagenet(tmp_path / "ilsvrc", flat_val=False)
+    monkeypatch.setenv("ROBUSTFT_IMAGENET", str(tmp_path / "ilsvrc"))
+    monkeypatch.setenv("ROBUSTFT_CACHE", str(tmp_path / "cache"))
+    results = {}
+    for storage in ("disk", "memory"):
+        argv = ["pretrain", "--data", "imagenet", "--arch", "cifar_resnet20", "--out-dir", str(tmp_path / "runs"),
+                "--name", storage, "--epochs", "1", "--set", "model.options.width=4", "--set", "data.image_size=8",
+                "--set", "data.storage_size=10", "--set", "data.augment=random_resized_crop",
+                "--set", f"data.storage={storage}", "--set", "data.batch_size=4", "--set", "attack.steps=1",
+                "--set", "eval.val_steps=1", "--set", "eval.test_steps=1", "--set", "data.val_fraction=0.34",
+                "--set", "train.amp=off"]
+        assert main(argv) == 0, capsys.readouterr().err
+        results[storage] = json.loads((tmp_path / "runs" / storage / "results.json").read_text())
+    assert list((tmp_path / "cache" / "stores").iterdir()), "the disk run wrote its store"
+    def numbers(record: dict) -> dict:
+        """The record without its timings."""
+        timed = ("images_per_s", "timing", "time", "seconds", "wall")
+        return {k: numbers(v) if isinstance(v, dict) else v for k, v in record.items()
+                if not any(t in k for t in timed)}
+
+    assert numbers(results["disk"]["test"]) == numbers(results["memory"]["test"])
+    assert (tmp_path / "runs/disk/test_samples.json").read_bytes() == (tmp_path / "runs/memory/test_samples.json"
+                                                                       ).read_bytes()
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # corruption benchmarks by name
 # ---------------------------------------------------------------------------------------------------------------
