@@ -19,6 +19,7 @@ PAPER = sorted((Path(__file__).resolve().parents[2] / "configs" / "paper").glob(
 # A narrow, random-weight variant of each preset architecture (no download, a fraction of a second per step).
 TINY_ARCH = {
     "resnet50": ["model.options.widths=[8, 8, 8, 8]"],
+    "resnet18": ["model.options.widths=[8, 8, 8, 8]"],
     "cifar_resnet18": ["model.options.widths=[8, 8, 8, 8]"],
     "swin_base_patch4_window7_224": ["model.arch=swin", "model.options.embed_dim=8", "model.options.depths=[1, 1]",
                                      "model.options.num_heads=[1, 1]", "model.options.window_size=2",

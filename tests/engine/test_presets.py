@@ -274,7 +274,9 @@ OFFICIAL_SETTINGS = {
     "twins_caltech256": _twins("caltech256"), "twins_trades_caltech256": _twins("caltech256"),
     **{f"roli_{p}_{d}": _roli(p, d) for p in ("full", "bias", "lora", "adapter") for d in ROLI_DATA},
     "rift_cifar10": RIFT, "rift_cifar100": RIFT,
-    "autolora_cifar10": AUTOLORA, "autolora_cifar100": AUTOLORA,
+    **{f"autolora_{r}{d}": AUTOLORA if d.startswith("cifar") else
+       {"main": dict(AUTOLORA["main"], view=("image_size", 224))}
+       for r in ("", "r18_") for d in ("cifar10", "cifar100", "dtd", "stanford_dogs", "cub200", "caltech256")},
 }
 
 
