@@ -57,6 +57,9 @@ def test_extends_lays_a_file_over_its_base(tmp_path):
     cfg = load_config(tmp_path / "c.yaml", ["optim.momentum=0.8"])
     assert cfg.method == "trades" and cfg.method_args == {"beta": 3} and cfg.data.name == "cifar100"
     assert cfg.optim.lr == 0.01 and cfg.optim.momentum == 0.8
+    (tmp_path / "d.yaml").write_text("extends: c.yaml\nmethod: pgd_at\nmethod_args: null\noptim: {momentum: null}\n")
+    cfg = load_config(tmp_path / "d.yaml")
+    assert cfg.method == "pgd_at" and cfg.method_args == {} and cfg.optim.momentum == 0.9 and cfg.optim.lr == 0.01
 
 
 @pytest.mark.parametrize("files,match", [

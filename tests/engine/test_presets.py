@@ -272,6 +272,7 @@ AUTOLORA = {"main": dict(optim="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, 
 OFFICIAL_SETTINGS = {
     **{f"twins_{t}{d}": _twins(d) for t in ("", "trades_") for d in ("cifar10", "cifar100")},
     "twins_caltech256": _twins("caltech256"), "twins_trades_caltech256": _twins("caltech256"),
+    "twins_baseline_at_cifar10": _twins("cifar10"), "twins_baseline_at_caltech256": _twins("caltech256"),
     **{f"roli_{p}_{d}": _roli(p, d) for p in ("full", "bias", "lora", "adapter") for d in ROLI_DATA},
     "rift_cifar10": RIFT, "rift_cifar100": RIFT,
     **{f"autolora_{r}{d}": AUTOLORA if d.startswith("cifar") else

@@ -286,10 +286,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 
 
 def _merged(base: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
-    """``base`` with ``data`` laid over it, mapping by mapping (other values replace)."""
+    """``base`` with ``data`` laid over it, mapping by mapping: other values replace, null removes the base's key."""
     out = dict(base)
     for key, value in data.items():
-        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        if value is None and key in base:
+            del out[key]
+        else:
+            out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
     return out
 
 
