@@ -263,6 +263,23 @@ def _roli(peft: str, data: str) -> dict:
                        momentum=None if official_wd > 0 else 0.9, weight_decay=0.01 if official_wd > 0 else 0.0)}
 
 
+# The official configs/<peft>/<data>_ranli.yaml (BASE_LR, WEIGHT_DECAY): RanLI, the RoLI paper's baseline
+RANLI_OFFICIAL = {
+    "cifar10": {"full": (5e-4, 0.01), "bias": (5e-3, 1e-3), "lora": (0.01, 1e-4), "adapter": (0.05, 0.01)},
+    "cifar100": {"full": (5e-4, 1e-3), "bias": (5e-3, 1e-3), "lora": (0.05, 0.0), "adapter": (5e-3, 1e-4)},
+    "caltech256": {"full": (5e-4, 1e-4), "bias": (1e-3, 0.01), "lora": (1e-3, 1e-4), "adapter": (5e-3, 1e-4)},
+    "cub200": {"full": (5e-4, 1e-3), "bias": (5e-3, 1e-3), "lora": (5e-3, 1e-4), "adapter": (0.05, 1e-4)},
+    "stanford_dogs": {"full": (5e-4, 0.01), "bias": (1e-3, 1e-4), "lora": (5e-3, 1e-4), "adapter": (5e-3, 1e-4)},
+}
+
+
+def _ranli(peft: str, data: str) -> dict:
+    """RanLI: one stage from a random head, the official make_optimizer at BASE_LR / 256 * 64."""
+    lr, official_wd = RANLI_OFFICIAL[data][peft]
+    return {"ft": dict(_roli(peft, data)["ft"], optim="adamw" if official_wd > 0 else "sgd", lr=lr / 4,
+                       momentum=None if official_wd > 0 else 0.9, weight_decay=0.01 if official_wd > 0 else 0.0)}
+
+
 RIFT = {"main": dict(optim="sgd", lr=1e-3, momentum=0.9, weight_decay=5e-4, epochs=10, warmup=0.0, schedule="multistep",
                      milestones=[5], batch=128, attack=("8/255", 10, "2/255"), val_steps=10, test_steps=10,
                      test_random_start=True, view=None, select="clean_acc", val_fraction=0.1)}
@@ -274,6 +291,7 @@ OFFICIAL_SETTINGS = {
     "twins_caltech256": _twins("caltech256"), "twins_trades_caltech256": _twins("caltech256"),
     "twins_baseline_at_cifar10": _twins("cifar10"), "twins_baseline_at_caltech256": _twins("caltech256"),
     **{f"roli_{p}_{d}": _roli(p, d) for p in ("full", "bias", "lora", "adapter") for d in ROLI_DATA},
+    **{f"ranli_{p}_{d}": _ranli(p, d) for p in ("full", "bias", "lora", "adapter") for d in ROLI_DATA},
     "rift_cifar10": RIFT, "rift_cifar100": RIFT,
     **{f"autolora_{r}{d}": AUTOLORA if d.startswith("cifar") else
        {"main": dict(AUTOLORA["main"], view=("image_size", 224))}
