@@ -52,7 +52,8 @@ def test_apply_overrides_nests():
 
 def test_extends_lays_a_file_over_its_base(tmp_path):
     (tmp_path / "base").mkdir()
-    (tmp_path / "base" / "b.yaml").write_text("method: trades\nmethod_args: {beta: 3}\noptim: {lr: 0.1, momentum: 0.5}\n")
+    base = "method: trades\nmethod_args: {beta: 3}\noptim: {lr: 0.1, momentum: 0.5}\n"
+    (tmp_path / "base" / "b.yaml").write_text(base)
     (tmp_path / "c.yaml").write_text("extends: base/b.yaml\noptim: {lr: 0.01}\ndata: {name: cifar100}\n")
     cfg = load_config(tmp_path / "c.yaml", ["optim.momentum=0.8"])
     assert cfg.method == "trades" and cfg.method_args == {"beta": 3} and cfg.data.name == "cifar100"

@@ -1,5 +1,6 @@
 """Every paper preset runs end to end through the CLI at a tiny scale: the preset's method, stages, schedule, attacks,
-selection and test protocol, with random source weights of a narrow variant of its architecture on small synthetic data."""
+selection and test protocol, with random source weights of a narrow variant of its architecture on small synthetic
+data."""
 
 import json
 from pathlib import Path

@@ -280,7 +280,7 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML file (optional; ``extends:`` lays it over another), apply ``overrides``, validate into a RunConfig."""
+    """Read a YAML file (optional; ``extends:`` lays it over another), apply ``overrides``, validate: a RunConfig."""
     data = _read_config_file(Path(path)) if path is not None else {}
     return from_dict(RunConfig, apply_overrides(data, overrides or []))
 
