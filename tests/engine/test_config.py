@@ -48,3 +48,29 @@ def test_missing_or_bad_file(tmp_path):
 
 def test_apply_overrides_nests():
     assert apply_overrides({}, ["a.b.c=1", "a.d=[1, 2]"]) == {"a": {"b": {"c": 1}, "d": [1, 2]}}
+
+
+def test_extends_lays_a_file_over_its_base(tmp_path):
+    (tmp_path / "base").mkdir()
+    base = "method: trades\nmethod_args: {beta: 3}\noptim: {lr: 0.1, momentum: 0.5}\n"
+    (tmp_path / "base" / "b.yaml").write_text(base)
+    (tmp_path / "c.yaml").write_text("extends: base/b.yaml\noptim: {lr: 0.01}\ndata: {name: cifar100}\n")
+    cfg = load_config(tmp_path / "c.yaml", ["optim.momentum=0.8"])
+    assert cfg.method == "trades" and cfg.method_args == {"beta": 3} and cfg.data.name == "cifar100"
+    assert cfg.optim.lr == 0.01 and cfg.optim.momentum == 0.8
+    (tmp_path / "d.yaml").write_text("extends: c.yaml\nmethod: pgd_at\nmethod_args: null\noptim: {momentum: null}\n")
+    cfg = load_config(tmp_path / "d.yaml")
+    assert cfg.method == "pgd_at" and cfg.method_args == {} and cfg.optim.momentum == 0.9 and cfg.optim.lr == 0.01
+
+
+@pytest.mark.parametrize("files,match", [
+    ({"a.yaml": "extends: b.yaml\n", "b.yaml": "extends: a.yaml\n"}, "extends itself through"),
+    ({"a.yaml": "extends: a.yaml\n"}, "extends itself through"),
+    ({"a.yaml": "extends: missing.yaml\n"}, r"missing.yaml does not exist \(extended by"),
+    ({"a.yaml": "extends: [b.yaml]\n"}, "extends must be a file name"),
+])
+def test_bad_extends_is_a_user_error(tmp_path, files, match):
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    with pytest.raises(UserError, match=match):
+        load_config(tmp_path / "a.yaml")

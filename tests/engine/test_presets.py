@@ -57,14 +57,17 @@ ROLI_EFFECTIVE_LR = {
     "cifar10": {"lp": 0.0125, "full": 2.5e-5, "bias": 1.25e-3, "lora": 2.5e-4, "adapter": 1.25e-2},
     "cifar100": {"lp": 0.025, "full": 2.5e-5, "bias": 1.25e-3, "lora": 2.5e-4, "adapter": 1.25e-2},
     "caltech256": {"lp": 0.125, "full": 2.5e-5, "bias": 2.5e-6, "lora": 2.5e-5, "adapter": 1.25e-4},
+    "cub200": {"lp": 0.25, "full": 2.5e-5, "bias": 1.25e-4, "lora": 1.25e-3, "adapter": 1.25e-2},
+    "stanford_dogs": {"lp": 0.25, "full": 1.25e-5, "bias": 1.25e-5, "lora": 2.5e-4, "adapter": 2.5e-5},
 }
+ROLI_DATA = list(ROLI_EFFECTIVE_LR)
 ROLI_PRESETS = sorted(p for p in CONFIGS if p.parent.name == "paper" and p.stem.startswith("roli_"))
 
 
 @pytest.mark.parametrize("path", ROLI_PRESETS, ids=lambda p: p.stem)
 def test_roli_preset_trains_at_the_official_effective_lr(path):
     """Both stages' optimizers, built from the stage configs the engine trains with, get the official rates."""
-    _, peft, data = path.stem.split("_")
+    _, peft, data = path.stem.split("_", 2)
     cfg = load_config(path)
     assert cfg.data.batch_size == 64 and cfg.optim.lr_scale_batch == 256
     stages = create_method(cfg.method, PGD(), **cfg.method_args).stages()
@@ -121,7 +124,7 @@ def test_twins_cifar_presets_upsample_to_224_inside_the_model(stem):
     torch.testing.assert_close(logits, official)
 
 
-@pytest.mark.parametrize("stem", ["twins_trades_cifar10", "twins_trades_cifar100"])
+@pytest.mark.parametrize("stem", ["twins_trades_cifar10", "twins_trades_cifar100", "twins_trades_caltech256"])
 def test_twins_trades_presets_attack_with_ce_as_official(stem):
     """The preset's training attack gives the official CE PGD's examples (transcribed here, from the clean point)."""
     cfg = load_config(_paper(stem))
@@ -187,6 +190,8 @@ ROLI_OFFICIAL_WD = {
     "cifar10": {"full": 0.01, "bias": 1e-3, "lora": 1e-4, "adapter": 0.01},
     "cifar100": {"full": 1e-3, "bias": 0.01, "lora": 1e-4, "adapter": 1e-4},
     "caltech256": {"full": 1e-4, "bias": 0.0, "lora": 1e-4, "adapter": 0.0},
+    "cub200": {"full": 0.01, "bias": 1e-4, "lora": 1e-4, "adapter": 1e-3},
+    "stanford_dogs": {"full": 1e-3, "bias": 1e-4, "lora": 0.01, "adapter": 1e-4},
 }
 
 
@@ -203,7 +208,7 @@ def _official_roli_optimizer(model: nn.Module, weight_decay: float, lr: float) -
 @pytest.mark.parametrize("path", ROLI_PRESETS, ids=lambda p: p.stem)
 def test_roli_preset_stage2_optimizer_is_the_official_one(path):
     """Stage ft's optimizer type, momentum and per-parameter weight decay equal the transcribed official factory's."""
-    _, peft, data = path.stem.split("_")
+    _, peft, data = path.stem.split("_", 2)
     cfg = load_config(path)
     stage = create_method(cfg.method, PGD(), **cfg.method_args).stages()[-1]
     optim = _stage_config(cfg, stage).optim
@@ -246,14 +251,32 @@ def _twins(data: str) -> dict:
 
 def _roli(peft: str, data: str) -> dict:
     """RoLI (configs/linear/<data>_ranli.yaml, configs/<peft>/<data>_roli.yaml, make_optimizer, BASE_LR/256*64)."""
-    caltech = data == "caltech256"
+    high_res = not data.startswith("cifar")
+    epochs = {"cifar10": 20, "cifar100": 20, "caltech256": 40, "cub200": 60, "stanford_dogs": 40}[data]
     shared = dict(batch=64, attack=("8/255", 7, "2/255"), val_steps=10, test_steps=10, test_random_start=True,
-                  view=("image_size", 224) if caltech else ("resize_input", True), select="auto", warmup=10.0,
-                  schedule="cosine", epochs=40 if caltech else 20, val_fraction=0.1)
-    lp_wd = {"cifar10": 0.01, "cifar100": 1e-3, "caltech256": 0.01}[data]
+                  view=("image_size", 224) if high_res else ("resize_input", True), select="auto", warmup=10.0,
+                  schedule="cosine", epochs=epochs, val_fraction=0.1)
+    lp_wd = {"cifar10": 0.01, "cifar100": 1e-3, "caltech256": 0.01, "cub200": 1e-3, "stanford_dogs": 0.01}[data]
     official_wd = ROLI_OFFICIAL_WD[data][peft]
     return {"lp": dict(shared, optim="sgd", lr=ROLI_EFFECTIVE_LR[data]["lp"], momentum=0.9, weight_decay=lp_wd),
             "ft": dict(shared, optim="adamw" if official_wd > 0 else "sgd", lr=ROLI_EFFECTIVE_LR[data][peft],
+                       momentum=None if official_wd > 0 else 0.9, weight_decay=0.01 if official_wd > 0 else 0.0)}
+
+
+# The official configs/<peft>/<data>_ranli.yaml (BASE_LR, WEIGHT_DECAY): RanLI, the RoLI paper's baseline
+RANLI_OFFICIAL = {
+    "cifar10": {"full": (5e-4, 0.01), "bias": (5e-3, 1e-3), "lora": (0.01, 1e-4), "adapter": (0.05, 0.01)},
+    "cifar100": {"full": (5e-4, 1e-3), "bias": (5e-3, 1e-3), "lora": (0.05, 0.0), "adapter": (5e-3, 1e-4)},
+    "caltech256": {"full": (5e-4, 1e-4), "bias": (1e-3, 0.01), "lora": (1e-3, 1e-4), "adapter": (5e-3, 1e-4)},
+    "cub200": {"full": (5e-4, 1e-3), "bias": (5e-3, 1e-3), "lora": (5e-3, 1e-4), "adapter": (0.05, 1e-4)},
+    "stanford_dogs": {"full": (5e-4, 0.01), "bias": (1e-3, 1e-4), "lora": (5e-3, 1e-4), "adapter": (5e-3, 1e-4)},
+}
+
+
+def _ranli(peft: str, data: str) -> dict:
+    """RanLI: one stage from a random head, the official make_optimizer at BASE_LR / 256 * 64."""
+    lr, official_wd = RANLI_OFFICIAL[data][peft]
+    return {"ft": dict(_roli(peft, data)["ft"], optim="adamw" if official_wd > 0 else "sgd", lr=lr / 4,
                        momentum=None if official_wd > 0 else 0.9, weight_decay=0.01 if official_wd > 0 else 0.0)}
 
 
@@ -265,11 +288,14 @@ AUTOLORA = {"main": dict(optim="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, 
                          test_random_start=False, view=("resize_input", 224), select="auto", val_fraction=0.05)}
 OFFICIAL_SETTINGS = {
     **{f"twins_{t}{d}": _twins(d) for t in ("", "trades_") for d in ("cifar10", "cifar100")},
-    "twins_caltech256": _twins("caltech256"),
-    **{f"roli_{p}_{d}": _roli(p, d) for p in ("full", "bias", "lora", "adapter")
-       for d in ("cifar10", "cifar100", "caltech256")},
+    "twins_caltech256": _twins("caltech256"), "twins_trades_caltech256": _twins("caltech256"),
+    "twins_baseline_at_cifar10": _twins("cifar10"), "twins_baseline_at_caltech256": _twins("caltech256"),
+    **{f"roli_{p}_{d}": _roli(p, d) for p in ("full", "bias", "lora", "adapter") for d in ROLI_DATA},
+    **{f"ranli_{p}_{d}": _ranli(p, d) for p in ("full", "bias", "lora", "adapter") for d in ROLI_DATA},
     "rift_cifar10": RIFT, "rift_cifar100": RIFT,
-    "autolora_cifar10": AUTOLORA, "autolora_cifar100": AUTOLORA,
+    **{f"autolora_{r}{d}": AUTOLORA if d.startswith("cifar") else
+       {"main": dict(AUTOLORA["main"], view=("image_size", 224))}
+       for r in ("", "r18_") for d in ("cifar10", "cifar100", "dtd", "stanford_dogs", "cub200", "caltech256")},
 }
 
 

@@ -322,13 +322,34 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML file (optional), apply ``overrides``, and validate into a RunConfig."""
-    data: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"config file {path} does not exist")
-        data = read_yaml(path, f"config file {path}") or {}
-        if not isinstance(data, dict):
-            raise UserError(f"config file {path} must hold a mapping at the top level")
+    """Read a YAML file (optional; ``extends:`` lays it over another), apply ``overrides``, validate: a RunConfig."""
+    data = _read_config_file(Path(path)) if path is not None else {}
     return from_dict(RunConfig, apply_overrides(data, overrides or []))
+
+
+def _merged(base: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``data`` laid over it, mapping by mapping: other values replace, null removes the base's key."""
+    out = dict(base)
+    for key, value in data.items():
+        if value is None and key in base:
+            del out[key]
+        else:
+            out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def _read_config_file(path: Path, chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file's mapping; ``extends: FILE`` (relative to the file) lays it over that file's, recursively."""
+    if not path.is_file():
+        raise UserError(f"config file {path} does not exist" + (f" (extended by {chain[-1]})" if chain else ""))
+    if path.resolve() in chain:
+        raise UserError(f"config file {path} extends itself through {' -> '.join(map(str, chain))}; remove the cycle")
+    data = read_yaml(path, f"config file {path}") or {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping at the top level")
+    base = data.pop("extends", None)
+    if base is None:
+        return data
+    if not isinstance(base, str) or not base:
+        raise UserError(f"config file {path}: extends must be a file name (got {shown(base)})")
+    return _merged(_read_config_file(path.parent / base, (*chain, path.resolve())), data)
