@@ -245,7 +245,7 @@ def _twins(data: str) -> dict:
     return {"main": dict(
         optim="sgd", lr=0.003, momentum=0.9, weight_decay=1e-3 if caltech else 1e-5, epochs=60, warmup=0.0,
         schedule="multistep", milestones=[30, 50], batch=128, attack=("8/255", 10, "2/255"), val_steps=10,
-        test_steps=10, test_random_start=False, view=("image_size", 224) if caltech else ("resize_input", 224),
+        test_steps=10, test_random_start=False, view=("image_size", 224, 256, "random_resized_crop") if caltech else ("resize_input", 224),
         select="last", val_fraction=0.1)}
 
 
@@ -254,7 +254,7 @@ def _roli(peft: str, data: str) -> dict:
     high_res = not data.startswith("cifar")
     epochs = {"cifar10": 20, "cifar100": 20, "caltech256": 40, "cub200": 60, "stanford_dogs": 40}[data]
     shared = dict(batch=64, attack=("8/255", 7, "2/255"), val_steps=10, test_steps=10, test_random_start=True,
-                  view=("image_size", 224) if high_res else ("resize_input", True), select="auto", warmup=10.0,
+                  view=("image_size", 224, 256, "random_crop") if high_res else ("resize_input", True), select="auto", warmup=10.0,
                   schedule="cosine", epochs=epochs, val_fraction=0.1)
     lp_wd = {"cifar10": 0.01, "cifar100": 1e-3, "caltech256": 0.01, "cub200": 1e-3, "stanford_dogs": 0.01}[data]
     official_wd = ROLI_OFFICIAL_WD[data][peft]
@@ -294,7 +294,7 @@ OFFICIAL_SETTINGS = {
     **{f"ranli_{p}_{d}": _ranli(p, d) for p in ("full", "bias", "lora", "adapter") for d in ROLI_DATA},
     "rift_cifar10": RIFT, "rift_cifar100": RIFT,
     **{f"autolora_{r}{d}": AUTOLORA if d.startswith("cifar") else
-       {"main": dict(AUTOLORA["main"], view=("image_size", 224))}
+       {"main": dict(AUTOLORA["main"], view=("image_size", 224, 256, "random_resized_crop"))}
        for r in ("", "r18_") for d in ("cifar10", "cifar100", "dtd", "stanford_dogs", "cub200", "caltech256")},
 }
 
@@ -304,6 +304,8 @@ def _effective(cfg) -> dict:
     o, d, e = cfg.optim, cfg.data, cfg.eval
     view = next(((k, v) for k, v in (("image_size", d.image_size), *cfg.model.options.items())
                  if k in ("image_size", "resize_input") and v), None)
+    if d.storage_size is not None:  # the 224-px pipelines: Resize(storage_size), then the training crop
+        view = (*view, d.storage_size, d.augment)
     row = dict(optim=o.name, lr=o.lr, momentum=o.momentum if o.name == "sgd" else None, weight_decay=o.weight_decay,
                epochs=cfg.train.epochs, warmup=float(o.warmup_epochs), schedule=o.schedule, batch=d.batch_size,
                attack=(cfg.attack.eps, cfg.attack.steps, cfg.attack.step_size), val_steps=e.val_steps,
