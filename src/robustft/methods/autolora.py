@@ -22,7 +22,7 @@ floor. Validation, test and the export use the plain backbone + head: the branch
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ from ..attacks import PGD
 from ..data import ArrayDataset
 from ..errors import UserError
 from ..eval import evaluate
-from .base import EpochDecision, Method, MethodConfig, RunContext, Stage, register_method
+from .base import EpochDecision, Method, MethodConfig, Objective, RunContext, Stage, register_method
 from .peft import (LoRAConv2d, _declared, _like, _replace, add_lora, lora_enabled, lora_layers, lora_parameters,
                    remove_lora)
 
@@ -45,8 +45,8 @@ class AutoLoRaConfig(MethodConfig):
     """AutoLoRa options: the LoRA branch, the automatic loss weights and the automatic lr schedule (defaults: the
     official high-resolution pipeline)."""
 
-    objective: Literal["pgd"] = field(default="pgd", metadata={
-        "help": "fixed: the training attack is cross-entropy PGD on the plain backbone (the loss is AutoLoRa's own)"})
+    # fixed: the training attack is cross-entropy PGD on the plain backbone (the loss is AutoLoRa's own)
+    objective: ClassVar[Objective] = "pgd"
     beta: float = field(default=6.0, metadata={
         "help": "λ2 = beta × the branch's clean training accuracy: the KL weight's scale (official: 6)", "ge": 0})
     lora_rank: int = field(default=8, metadata={"help": "LoRA rank r (official r_nat: 8)", "ge": 1})

@@ -7,7 +7,7 @@ train, the loss of one batch, and how the trained model is finalized. The engine
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -19,8 +19,8 @@ from ..errors import UserError
 from ..models.base import ImageClassifier
 from ..schema import from_dict
 
-__all__ = ["Method", "MethodConfig", "Stage", "RunContext", "EpochDecision", "register_method", "create_method",
-           "method_config", "list_methods", "check_structure", "Objective", "OBJECTIVES"]
+__all__ = ["Method", "MethodConfig", "ObjectiveConfig", "Stage", "RunContext", "EpochDecision", "register_method",
+           "create_method", "method_config", "list_methods", "check_structure", "Objective", "OBJECTIVES"]
 
 Objective = Literal["clean", "pgd", "trades"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
@@ -28,7 +28,15 @@ OBJECTIVES: tuple[str, ...] = get_args(Objective)
 
 @dataclass
 class MethodConfig:
-    """Options every method has: the training objective and the TRADES trade-off β."""
+    """Base of every method's options; it has none. A method whose training loss is fixed names it as a class
+    attribute (``objective: ClassVar[Objective] = "clean"``), so it is read like an option but not accepted as one."""
+
+    objective: ClassVar[Objective]
+
+
+@dataclass
+class ObjectiveConfig(MethodConfig):
+    """Options of a method whose training loss is a choice: the objective and the TRADES trade-off β."""
 
     objective: Objective = field(default="pgd", metadata={
         "help": "training loss: clean cross-entropy, pgd (Madry AT: cross-entropy on PGD examples) or trades"})
@@ -84,7 +92,7 @@ class EpochDecision:
 class Method:
     """Base method: full fine-tuning with the configured objective. Subclasses override only what differs."""
 
-    config_cls: type[MethodConfig] = MethodConfig
+    config_cls: type[MethodConfig] = ObjectiveConfig
     # False for a method that keeps the classifier fixed: the engine then refuses a head that would start random
     trains_head: bool = True
     # Why the method needs robustft's model structure (ImageClassifier: a declared classifier, pretrained_cfg); None

@@ -14,7 +14,7 @@
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -24,7 +24,7 @@ from ..attacks import PGD, parse_eps
 from ..errors import UserError
 from ..eval import evaluate
 from ..eval.mrc import IMPLEMENTATIONS, WEIGHT_TYPES, MRCProfile, mrc_examples, mrc_profile
-from .base import Method, MethodConfig, RunContext, register_method
+from .base import Method, MethodConfig, Objective, RunContext, register_method
 from .partial import freeze_idle_norm_stats
 
 __all__ = ["Rift", "RiftConfig", "choose_alpha", "interpolate_state", "save_mrc", "save_alpha_curve",
@@ -37,7 +37,10 @@ ALPHA_JSON, ALPHA_PNG = "alpha_curve.json", "alpha_curve.png"
 
 @dataclass
 class RiftConfig(MethodConfig):
-    """RiFT options: which module (or how MRC picks it), BN behaviour, and the interpolation rule."""
+    """RiFT options: which module (or how MRC picks it), BN behaviour, and the interpolation rule. The module
+    trains on clean data (the paper's objective), so there is no objective or β to set."""
+
+    objective: ClassVar[Objective] = "clean"
 
     module: str | None = field(default=None, metadata={
         "help": "module to fine-tune, e.g. layer2.1.conv2 (skips MRC); default: the lowest-MRC module"})
@@ -261,4 +264,4 @@ class Rift(Method):
         return {"rift": self.record}
 
 
-register_method("rift", Rift, objective="clean")
+register_method("rift", Rift)
