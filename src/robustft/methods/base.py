@@ -118,11 +118,24 @@ class Method:
         """Named parameters the optimizer updates."""
         return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
+    def epoch_start(self, model: nn.Module, epoch: int) -> None:
+        """Called by the engine at the start of every training epoch (``epoch`` 0-based), before ``train_mode``, on
+        the weights that epoch trains (after any reload or resume): refresh per-epoch statistics of the model here
+        (AutoLoRa's loss weights). The base does nothing."""
+
     def train_mode(self, model: nn.Module) -> None:
-        """Set module modes for a training epoch (frozen parts may stay in eval). The engine calls it at the start of
-        every epoch, on the weights that epoch trains (after any reload or resume): a method may also refresh
-        per-epoch statistics of the model here (AutoLoRa's loss weights)."""
+        """Set module modes for a training epoch (frozen parts may stay in eval); called at the start of every
+        epoch, after ``epoch_start``."""
         model.train()
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the method decided that a resumed run must not decide again (RiFT's MRC choice), saved in every
+        training checkpoint: plain data (str, numbers, None, lists, dicts, tensors; the checkpoint loader runs no
+        code). The base has none."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what ``state_dict`` returned, from the checkpoint of a resumed run; the base has nothing."""
 
     def stages(self) -> list[Stage]:
         """Multi-stage methods return several stages; most have one."""

@@ -183,7 +183,7 @@ class Rift(Method):
     def setup(self, model: nn.Module, ctx: RunContext) -> None:
         """Pick the module: the given one, else the lowest MRC on PGD examples of training data."""
         c = self.cfg
-        mrc_record = None
+        mrc_record = self.record.get("mrc")  # a resumed run's MRC result, from its checkpoint (load_state_dict)
         if self.module is None:
             ctx.log(f"rift: MRC of every Conv2d/Linear module on {min(c.mrc_n, len(ctx.train))} PGD-"
                     f"{c.mrc_attack_steps} training examples ({c.mrc_impl})")
@@ -206,6 +206,15 @@ class Rift(Method):
                 f"{' (given)' if mrc_record is None else ' (lowest MRC)'}")
         self.record = {"module": self.module, "module_from": "given" if mrc_record is None else "mrc",
                        "mrc": mrc_record}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The module choice and its record (MRC's scores), so a resumed run does not measure MRC again."""
+        return {"module": self.module, "record": self.record}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back the module choice of the run being resumed."""
+        if state:
+            self.module, self.record = state["module"], state["record"]
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """Only the chosen module's weight trains (not its bias: the paper fine-tunes the weight)."""
