@@ -23,7 +23,7 @@ from .._io import atomic_write, atomic_write_json
 from ..attacks import PGD, parse_eps
 from ..errors import UserError
 from ..eval import evaluate
-from ..eval.mrc import IMPLEMENTATIONS, WEIGHT_TYPES, MRCProfile, mrc_examples, mrc_profile
+from ..eval.mrc import IMPLEMENTATIONS, MRC_DEFAULTS, WEIGHT_TYPES, MRCProfile, mrc_examples, mrc_profile
 from .base import Method, MethodConfig, Objective, RunContext, register_method
 from .partial import freeze_idle_norm_stats
 
@@ -53,20 +53,26 @@ class RiftConfig(MethodConfig):
     tolerance: float = field(default=0.001, metadata={
         "help": "allowed drop of validation robust accuracy below α=0's when choosing α* (fraction: 0.001 = 0.1 "
                 "points)", "ge": 0})
-    mrc_n: int = field(default=512, metadata={"help": "training examples MRC is measured on", "ge": 1})
-    mrc_eps: float = field(default=0.1, metadata={"help": "relative weight-perturbation radius ‖Δw‖ ≤ ε‖w‖", "gt": 0})
-    mrc_steps: int = field(default=10, metadata={"help": "gradient-ascent iterations per module", "ge": 1})
-    mrc_lr: float = field(default=1.0, metadata={"help": "gradient-ascent step (the official SGD lr 1)", "gt": 0})
-    mrc_minibatch: int | None = field(default=None, metadata={
+    mrc_n: int = field(default=MRC_DEFAULTS.n, metadata={"help": "training examples MRC is measured on", "ge": 1})
+    mrc_eps: float = field(default=MRC_DEFAULTS.eps, metadata={
+        "help": "relative weight-perturbation radius ‖Δw‖ ≤ ε‖w‖", "gt": 0})
+    mrc_steps: int = field(default=MRC_DEFAULTS.steps, metadata={
+        "help": "gradient-ascent iterations per module", "ge": 1})
+    mrc_lr: float = field(default=MRC_DEFAULTS.lr, metadata={
+        "help": "gradient-ascent step (the official SGD lr 1)", "gt": 0})
+    mrc_minibatch: int | None = field(default=MRC_DEFAULTS.minibatch, metadata={
         "help": "the official regime: each ascent iteration is a shuffled pass of SGD steps over mini-batches of this "
                 "many examples (official: 512), then one projection; null: one full-batch step per projection "
                 "(identical while mrc_n <= the mini-batch)", "ge": 1})
-    mrc_batch_size: int = field(default=512, metadata={"help": "examples per MRC forward (memory only)", "ge": 1})
-    mrc_impl: Literal[IMPLEMENTATIONS] = field(default="fast", metadata={
+    mrc_batch_size: int = field(default=MRC_DEFAULTS.batch_size, metadata={
+        "help": "examples per MRC forward (memory only)", "ge": 1})
+    mrc_impl: Literal[IMPLEMENTATIONS] = field(default=MRC_DEFAULTS.impl, metadata={
         "help": "fast: only the module's downstream subgraph runs; reference: whole-model passes"})
-    mrc_attack_eps: str = field(default="8/255", metadata={"help": "L∞ budget of the MRC examples"})
-    mrc_attack_steps: int = field(default=10, metadata={"help": "PGD steps of the MRC examples", "ge": 1})
-    mrc_attack_step_size: str = field(default="2/255", metadata={"help": "PGD step of the MRC examples"})
+    mrc_attack_eps: str = field(default=MRC_DEFAULTS.attack_eps, metadata={"help": "L∞ budget of the MRC examples"})
+    mrc_attack_steps: int = field(default=MRC_DEFAULTS.attack_steps, metadata={
+        "help": "PGD steps of the MRC examples", "ge": 1})
+    mrc_attack_step_size: str = field(default=MRC_DEFAULTS.attack_step_size, metadata={
+        "help": "PGD step of the MRC examples"})
 
     def __post_init__(self) -> None:
         if not self.alphas:
