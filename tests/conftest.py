@@ -102,3 +102,13 @@ def tiny_task(tmp_path_factory) -> tuple[Path, Path]:
     ckpt = root / "source.pt"
     save_state_dict(create_model("cifar_resnet20", num_classes=4, width=4), ckpt)
     return root, ckpt
+
+
+@pytest.fixture(scope="session")
+def device() -> torch.device:
+    """The device the ``cuda``-marked tests run on: $ROBUSTFT_TEST_DEVICE, else CUDA where present, else the CPU
+    (so they run, and must pass, in every suite; ``pytest -m cuda`` selects them)."""
+    spec = os.environ.get("ROBUSTFT_TEST_DEVICE") or ("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        pytest.fail(f"ROBUSTFT_TEST_DEVICE={spec} but this torch has no CUDA device")
+    return torch.device(spec)

@@ -97,9 +97,10 @@ def test_out_of_range_flags_are_one_line(npz_data, ckpt, capsys, extra, match):
 
 
 def test_unwritable_json_is_refused_before_evaluating(tmp_path, npz_data, ckpt, capsys, monkeypatch):
-    import robustft.eval
+    import robustft.eval.sharded
 
-    monkeypatch.setattr(robustft.eval, "evaluate", lambda *a, **k: pytest.fail("evaluated before checking --json"))
+    monkeypatch.setattr(robustft.eval.sharded, "evaluate_sharded",
+                        lambda *a, **k: pytest.fail("evaluated before checking --json"))
     blocker = tmp_path / "a_file"
     blocker.write_text("")
     assert main(["evaluate", "--arch", "cifar_resnet20", "--checkpoint", str(ckpt), "--data", str(npz_data),

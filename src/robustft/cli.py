@@ -213,14 +213,10 @@ def _describe_attack(attack) -> str:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """Clean + robust accuracy of a checkpoint on a dataset split."""
-    import torch
-
-    from ._io import atomic_write_json, check_not_input, check_writable
+    """Clean + robust accuracy of a checkpoint on a dataset split; under torchrun, AutoAttack sharded over the ranks."""
+    from ._io import check_not_input, check_writable
     from .attacks import create_attack, parse_eps
-    from .data import load_dataset
-    from .eval import balanced_subset, evaluate, evaluate_corruptions
-    from .runtime import provenance, resolve_device, seed_everything
+    from .engine.distributed import cleanup, init_distributed
 
     eps = parse_eps(args.eps)
     attacks = [create_attack(name, eps=eps, norm=args.norm, steps=args.steps,
@@ -228,11 +224,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                              restarts=args.restarts, seed=args.seed, aa_version=args.aa_version,
                              aa_attacks=args.aa_attacks.split(",") if args.aa_attacks else None)
                for name in (args.attack or ["pgd"])]
+    card = Path(args.checkpoint).with_suffix(".json") if args.checkpoint else None
+    inputs = [args.checkpoint, card, args.data if Path(args.data).exists() else None]
     if args.json:
-        card = Path(args.checkpoint).with_suffix(".json") if args.checkpoint else None
-        check_not_input(args.json, [args.checkpoint, card, args.data if Path(args.data).exists() else None], "--json")
+        check_not_input(args.json, inputs, "--json")
         check_writable(args.json)
-    device = resolve_device(args.device)
+    if args.leaderboard_json:
+        if "autoattack" not in (args.attack or []):
+            raise UserError("--leaderboard-json records AutoAttack accuracy, the leaderboard's robust accuracy: add "
+                            "--attack autoattack")
+        check_not_input(args.leaderboard_json, inputs, "--leaderboard-json")
+        check_writable(args.leaderboard_json)
+    info = init_distributed(args.device)
+    try:
+        if info.world_size > 1 and (set(args.attack or ["pgd"]) != {"autoattack"} or args.corruptions):
+            raise UserError(f"under torchrun ({info.world_size} processes) evaluate shards AutoAttack only: give "
+                            f"--attack autoattack alone, and run PGD/FGSM and --corruptions in one process")
+        _evaluate(args, attacks, eps, info.device, info.is_main)
+    finally:
+        cleanup(info)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace, attacks: list[Any], eps: float, device: Any, is_main: bool) -> None:
+    """``cmd_evaluate`` after its checks: on ``device``; only the main process prints and writes."""
+    import torch
+
+    from ._io import atomic_write_json
+    from .data import load_dataset
+    from .eval import balanced_subset, evaluate_corruptions
+    from .eval.sharded import evaluate_sharded
+    from .runtime import provenance, seed_everything
+
+    say = print if is_main else (lambda *_: None)
     seed_everything(args.seed)
     balanced = args.class_balanced and args.n is not None
     data = load_dataset(args.data, args.split, n=None if balanced else args.n, device=device,
@@ -243,29 +267,37 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     channels_last = not args.no_channels_last
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    print(f"data: {len(data)} {args.split} images of {data.x.shape[-1]}x{data.x.shape[-2]} pixels, "
-          f"{data.num_classes} classes; threat model: {args.norm} eps {args.eps} ({eps:.4f}), "
-          + ", ".join(_describe_attack(a) for a in attacks))
-    result = evaluate(model, data, attacks, batch_size=args.batch_size, seed=args.seed, channels_last=channels_last)
+    say(f"data: {len(data)} {args.split} images of {data.x.shape[-1]}x{data.x.shape[-2]} pixels, "
+        f"{data.num_classes} classes; threat model: {args.norm} eps {args.eps} ({eps:.4f}), "
+        + ", ".join(_describe_attack(a) for a in attacks))
+    result = evaluate_sharded(model, data, attacks, batch_size=args.batch_size, seed=args.seed,
+                              channels_last=channels_last, progress=is_main)
     record = {**result.to_dict(), "checkpoint": args.checkpoint, "arch": args.arch, "data": args.data,
               "split": args.split, "subset_n": args.n, "image_size": list(data.x.shape[-2:]), "device": str(device),
-              "provenance": provenance(args.seed)}
-    print(f"n={result.n}  clean {result.clean_acc:.4f}  " + "  ".join(
+              "provenance": provenance(args.seed), "samples": result.flags()}
+    say(f"n={result.n}  clean {result.clean_acc:.4f}  " + "  ".join(
         f"{k} {v:.4f}" for k, v in result.robust_acc.items()) + f"  worst-case {result.worst_case_acc:.4f}"
-          f"  ({result.timing['total']:.1f} s)")
+        f"  ({result.timing['total']:.1f} s)")
     if args.corruptions:
         corrupted = evaluate_corruptions(model, data, args.corruptions, args.severity, seed=args.seed,
                                          batch_size=args.batch_size, channels_last=channels_last,
                                          corruption_dir=args.corruption_dir,
                                          n=args.n if args.corruption_dir else None)
         record["corruptions"] = corrupted.to_dict()
-        print(corrupted.table())
-        print(f"mean corruption accuracy {corrupted.mean:.4f} over {len(corrupted.accuracy)} corruptions x "
-              f"{len(corrupted.severities)} severities ({corrupted.timing_s:.1f} s)")
+        say(corrupted.table())
+        say(f"mean corruption accuracy {corrupted.mean:.4f} over {len(corrupted.accuracy)} corruptions x "
+            f"{len(corrupted.severities)} severities ({corrupted.timing_s:.1f} s)")
+    if not is_main:
+        return
     if args.json:
         atomic_write_json(record, args.json)
-        print(f"wrote {args.json}")
-    return 0
+        say(f"wrote {args.json}")
+    if args.leaderboard_json:
+        from .eval.leaderboard import leaderboard_record
+
+        atomic_write_json(leaderboard_record(result, dataset=args.data, architecture=args.arch, eps=args.eps,
+                                             split=args.split, provenance=record["provenance"]), args.leaderboard_json)
+        say(f"wrote {args.leaderboard_json}")
 
 
 def cmd_mrc(args: argparse.Namespace) -> int:
@@ -307,7 +339,13 @@ def cmd_mrc(args: argparse.Namespace) -> int:
 
 
 _SHORTCUT_HELP = {"epochs": "epochs of the main (last) stage, train.epochs; a multi-stage method's earlier stages have "
-                            "their own key (RoLI / LP-FT probe: method_args.lp_epochs), printed at the start"}
+                            "their own key (RoLI / LP-FT probe: method_args.lp_epochs), printed at the start",
+                 "lr": "peak learning rate, optim.lr (given for optim.lr_scale_batch's batch size when that is set); "
+                       "a multi-stage method applies it to its main (last) stage: the RoLI / LP-FT probe has "
+                       "method_args.lp_lr, and AutoLoRa's method_args.lr replaces it when set",
+                 "batch_size": "training batch size, data.batch_size (global, over all ranks)",
+                 "eps": "training perturbation budget in [0,1] pixel units, attack.eps, e.g. 8/255 (validation "
+                        "and test use it too)"}
 
 
 def _run_config(args: argparse.Namespace):
@@ -446,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--no-channels-last", action="store_true", help="keep NCHW (channels_last is faster on CPU/GPU)")
     p.add_argument("--json", type=Path, default=None, help="write the results (with provenance) to this JSON file")
+    p.add_argument("--leaderboard-json", type=Path, default=None,
+                   help="also write a RobustBench model_info record (clean and AutoAttack accuracy in percent, eps, "
+                        "architecture, dataset, n_ex, threat model, versions; needs --attack autoattack)")
     p.add_argument("--corruptions", default=None,
                    help="also common-corruption accuracy: all | comma list (e.g. gaussian_noise,fog); generated with "
                         "the CIFAR-10-C parameters unless --corruption-dir")

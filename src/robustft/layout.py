@@ -5,7 +5,8 @@
       .lock          held by the running process        test_samples.json  per-test-image correctness
       model.pt / model.json  the exported model and its card
       metrics.jsonl  one line per epoch                 last.pt / best.pt      training state / selected weights
-      tensorboard/   metrics.jsonl's scalars as TensorBoard events (train.tensorboard)
+      tensorboard/   per-step and per-epoch scalars as TensorBoard events (train.report_to)
+      wandb.json     the W&B run's id and last logged step (train.report_to: [wandb])
       stage<i>_<name>/  the same per-stage files for a multi-stage method (metrics, last, best)
       <artifact>.json / .png / .txt  what a method writes besides (e.g. RiFT's mrc.*, alpha_curve.*)
 ```
@@ -44,7 +45,8 @@ class RunLayout:
     model = _file("model.pt", "The exported plain state dict.")
     card = _file("model.json", "The exported model's card.")
     metrics = _file("metrics.jsonl", "One JSON line per finished epoch (of this stage).")
-    tensorboard = _file("tensorboard", "TensorBoard event files of metrics.jsonl's scalars (train.tensorboard).")
+    tensorboard = _file("tensorboard", "TensorBoard event files of the training scalars (train.report_to).")
+    wandb = _file("wandb.json", "The W&B run id and the last step logged to it (train.report_to).")
     last = _file("last.pt", "The full training state after the last finished epoch (of this stage).")
     best = _file("best.pt", "The weights of the selected (best validation) epoch (of this stage).")
 

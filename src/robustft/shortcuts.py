@@ -6,4 +6,4 @@ __all__ = ["SHORTCUTS"]
 SHORTCUTS = {"method": "method", "data": "data.name", "arch": "model.arch", "checkpoint": "model.checkpoint",
              "init_head": "model.init_head", "peft": "method_args.peft", "module": "method_args.module",
              "epochs": "train.epochs", "seed": "train.seed", "device": "train.device", "name": "train.name",
-             "out_dir": "train.out_dir"}
+             "out_dir": "train.out_dir", "lr": "optim.lr", "batch_size": "data.batch_size", "eps": "attack.eps"}

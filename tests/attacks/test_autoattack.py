@@ -42,3 +42,28 @@ def test_create_attack_by_name():
     assert create_attack("autoattack", eps=0.1, norm="linf").version == "standard"
     with pytest.raises(UserError, match="unknown attack"):
         create_attack("cw", eps=0.1, norm="linf")
+
+
+def _classifier(n_classes: int) -> torch.nn.Module:
+    """A small conv classifier with ``n_classes`` outputs."""
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+                               torch.nn.Flatten(), torch.nn.Linear(4, n_classes))
+
+
+@pytest.mark.parametrize("attack", ["apgd-t", "fab-t"])
+def test_autoattack_targets_fit_fewer_than_ten_classes(attack):
+    """pyautoattack targets 9 classes: on 4-class data the targeted attacks use the 3 others instead of failing."""
+    model = _classifier(4)
+    x = torch.rand(6, 3, 8, 8)
+    y = model(x).argmax(1)  # every point starts correct, so the attack runs
+    x_adv = AutoAttack(eps=8 / 255, version="custom", attacks=[attack]).perturb(model, x, y)
+    assert (x_adv - x).abs().max() <= 8 / 255 + 1e-6
+
+
+def test_autoattack_refuses_dlr_on_too_few_classes():
+    """The targeted DLR loss reads the 4th largest logit: 3 classes are refused in one line, not an IndexError."""
+    model = _classifier(3)
+    x = torch.rand(4, 3, 8, 8)
+    with pytest.raises(UserError, match="apgd-t needs at least 4 classes"):
+        AutoAttack(eps=8 / 255).perturb(model, x, model(x).argmax(1))

@@ -11,6 +11,7 @@ differ; there we require only that it trains (loss falls) and that rank 0 alone 
 
 import json
 
+import pytest
 import torch
 
 from support import finetune_args, robustft_cmd, run_ok
@@ -45,3 +46,24 @@ def test_two_process_adversarial_training_trains(tiny_task, tmp_path):
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert proc.stdout.count("epoch 1/3") == 1, "only rank 0 prints"
     assert (tmp_path / "adv" / "results.json").exists() and (tmp_path / "adv" / "model.pt").exists()
+
+
+@pytest.mark.slow
+def test_two_process_run_shards_its_autoattack_with_one_process_flags(npz_data, ckpt, tmp_path):
+    """The run's final AutoAttack (standard: 10 classes) runs on both ranks (batches of 4 over 10 images: rank 0 the
+    first and third, rank 1 the second) and equals a one-process evaluate of the exported model, image by image. The
+    model is barely trained, so few images are right; tests/eval/test_sharded.py checks flags that the attack flips."""
+    args = ["finetune", "--data", str(npz_data), "--arch", "cifar_resnet20", "--checkpoint", str(ckpt), "--out-dir",
+            str(tmp_path), "--name", "aa", "--epochs", "1", "--eps", "1/255", "--set", "attack.steps=1",
+            "--set", "data.batch_size=16", "--set", "eval.val_steps=1", "--set", "eval.test_steps=1",
+            "--set", "eval.test_attacks=[pgd,autoattack]", "--set", "eval.autoattack_n=10",
+            "--set", "data.eval_batch_size=4"]
+    run_ok(robustft_cmd(*args, launcher=TORCHRUN))
+    run = tmp_path / "aa"
+    sharded = json.loads((run / "results.json").read_text())["test_autoattack"]
+    run_ok(robustft_cmd("evaluate", "--arch", "cifar_resnet20", "--checkpoint", str(run / "model.pt"), "--data",
+                        str(npz_data), "--n", "10", "--class-balanced", "--attack", "autoattack", "--eps", "1/255",
+                        "--batch-size", "4", "--json", str(tmp_path / "one.json")))
+    one = json.loads((tmp_path / "one.json").read_text())
+    assert sharded["n"] == one["n"] == 10
+    assert sharded["samples"] == one["samples"]

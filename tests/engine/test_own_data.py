@@ -47,7 +47,7 @@ def test_a_run_on_one_file_states_its_subset_carve_and_image_size(one_file, tiny
                                                     "data.test_fraction=0.25 drawn with data.split_seed=0")
     card = json.loads((run / "model.json").read_text())
     assert card["classes"] == ["3", "0", "1"] and card["num_classes"] == 3 and card["data"] == results["data"]
-    assert not (run / "tensorboard").exists(), "train.tensorboard is off by default"
+    assert not (run / "tensorboard").exists(), "no tracker by default (train.report_to: [])"
 
     # evaluate on the same 32 px file: the card's 16 px and classes apply, and the carve is the run's own test split
     evaluate = ["evaluate", "--arch", "cifar_resnet20", "--checkpoint", str(run / "model.pt"), "--data", str(one_file),

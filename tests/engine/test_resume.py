@@ -2,11 +2,18 @@
 
 import json
 import subprocess
+import sys
 import time
 
+import pytest
 import torch
 
 from support import finetune_args, robustft_cmd, run_env, run_ok
+
+# The CLI with deterministic algorithms on (cuBLAS needs its workspace fixed before the first call): what makes a CUDA
+# run repeat bit for bit; on the CPU the same.
+DETERMINISTIC = ("-c", "import sys, torch; torch.use_deterministic_algorithms(True, warn_only=True); "
+                       "from robustft.cli import main; sys.exit(main(sys.argv[1:]))")
 
 
 def _final(run_dir):
@@ -15,25 +22,32 @@ def _final(run_dir):
     return results["test"], results["stages"]["main"]["best_epoch"], weights
 
 
-def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tiny_task, tmp_path):
+@pytest.mark.cuda
+def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(tiny_task, tmp_path, device, monkeypatch):
     data, ckpt = tiny_task
-    run_ok(robustft_cmd(*finetune_args(data, ckpt, tmp_path, "straight", "--epochs", "3")))
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    on_device = ("--set", f"train.device={device}")
 
-    args = finetune_args(data, ckpt, tmp_path, "killed", "--epochs", "3")
-    proc = subprocess.Popen(robustft_cmd(*args), env=run_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    def cli(*args: str) -> list[str]:
+        return [sys.executable, *DETERMINISTIC, *args]
+
+    run_ok(cli(*finetune_args(data, ckpt, tmp_path, "straight", "--epochs", "3", *on_device)))
+
+    args = finetune_args(data, ckpt, tmp_path, "killed", "--epochs", "3", *on_device)
+    proc = subprocess.Popen(cli(*args), env=run_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     last = tmp_path / "killed" / "last.pt"
     deadline = time.time() + 120
     while not last.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
+        time.sleep(0.01)
     assert proc.poll() is None, "the run ended before it could be killed: " + proc.stderr.read().decode()
-    time.sleep(0.2)  # inside epoch 2 (an epoch takes ~1 s here)
+    time.sleep(0.2 if device.type == "cpu" else 0)  # inside epoch 2 (an epoch takes ~1 s on 2 cores, less on a GPU)
     proc.kill()
     proc.wait()
     state = torch.load(last, weights_only=True)
     assert state["epoch"] == 1, "the kill should land in epoch 2"
     assert not (tmp_path / "killed" / "results.json").exists()
 
-    run_ok(robustft_cmd(*args, "--resume"))
+    run_ok(cli(*args, "--resume"))
     test_a, best_a, w_a = _final(tmp_path / "straight")
     test_b, best_b, w_b = _final(tmp_path / "killed")
     assert best_a == best_b

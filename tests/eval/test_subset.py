@@ -50,7 +50,7 @@ def test_second_call_reads_the_cache(tiny_model, data, tmp_path, monkeypatch):
     path = tmp_path / "aa.json"
     first = subset_autoattack(lambda: (tiny_model, data), 12, batch_size=5, path=path, **AA, **OPTIONS)
     assert json.loads(path.read_text()) == first
-    monkeypatch.setattr(subset_module, "evaluate", _never)
+    monkeypatch.setattr(subset_module, "evaluate_sharded", _never)
     assert subset_autoattack(_never, 12, batch_size=5, path=path, **AA, **OPTIONS) == first  # bit-identical
     for changed in (dict(n=8), dict(with_pgd=False), dict(steps=5)):
         kwargs = {**OPTIONS, **AA, "n": 12, **changed}

@@ -76,6 +76,7 @@ def test_unknown_tag_lists_known_ones():
 def fake_weights(monkeypatch, tmp_path):
     """A known-weights entry for cifar_resnet20 and an empty cache in tmp_path; returns the cached file's path."""
     monkeypatch.setenv("ROBUSTFT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delitem(KNOWN_WEIGHTS, "cifar_resnet20.at_linf8_cifar10")  # the bundled ones: this one comes first
     monkeypatch.setitem(KNOWN_WEIGHTS, "cifar_resnet20.test_c10", PretrainedWeights(
         url="https://example.invalid/weights/r20.pt", num_classes=10, normalization="cifar10", description="test"))
     return tmp_path / "cache" / "cifar_resnet20.test_c10.pt"

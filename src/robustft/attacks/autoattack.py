@@ -2,6 +2,7 @@
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
@@ -75,7 +76,9 @@ class AutoAttack:
             x = x.contiguous()
             x_adv = x.clone()
             with torch.no_grad():
-                robust = predict(x).argmax(1) == y
+                logits = predict(x)
+            _fit_targets(adversary, logits.shape[1])
+            robust = logits.argmax(1) == y
             accuracy = {"clean": robust.float().mean().item()}
             for attack in track(list(adversary.attacks_to_run), desc=self.name, unit="attack"):
                 idx = robust.nonzero().squeeze(1)
@@ -87,3 +90,18 @@ class AutoAttack:
                 accuracy[attack] = robust.float().mean().item()
             check_square_sr(accuracy, logger=adversary.logger)  # pyautoattack's check over the whole ensemble
         return x_adv
+
+
+_DLR_MIN_CLASSES = {"apgd-dlr": 3, "apgd-t": 4}  # the DLR losses read the 3rd / 4th largest logit
+
+
+def _fit_targets(adversary: Any, n_classes: int) -> None:
+    """Target at most the ``n_classes - 1`` other classes (pyautoattack's 9 targets assume 10 or more) and refuse the
+    DLR-loss attacks on fewer classes than their loss reads."""
+    for attack, minimum in _DLR_MIN_CLASSES.items():
+        if attack in adversary.attacks_to_run and n_classes < minimum:
+            raise UserError(f"AutoAttack's {attack} needs at least {minimum} classes, the model has {n_classes}: use "
+                            f"version custom with attacks from apgd-ce, fab, square (e.g. --aa-version custom "
+                            f"--aa-attacks apgd-ce,square)")
+    adversary.apgd_targeted.n_target_classes = min(adversary.apgd_targeted.n_target_classes, n_classes - 1)
+    adversary.fab.n_target_classes = min(adversary.fab.n_target_classes, n_classes - 1)

@@ -5,7 +5,7 @@
 """
 
 from .cifar_c import available_corruptions, load_corrupted
-from .dataset import ArrayDataset
+from .dataset import ArrayDataset, to_device
 from .limits import DecodeLimits
 from .load import NAMED_DATASETS, load_dataset, open_source
 from .loader import iterate_batches, num_batches
@@ -18,5 +18,5 @@ __all__ = [
     "ArrayDataset", "Augment", "DecodeLimits", "available_corruptions", "load_corrupted",
     "NAMED_DATASETS", "SPLITS", "Source", "default_cache_dir", "default_data_root",
     "iterate_batches", "load_dataset", "num_batches", "open_source", "random_crop", "random_hflip", "resize",
-    "stratified_split", "subset_indices",
+    "stratified_split", "subset_indices", "to_device",
 ]

@@ -7,7 +7,16 @@ import torch
 
 from ..errors import UserError, warn
 
-__all__ = ["ArrayDataset", "check_training_classes"]
+__all__ = ["ArrayDataset", "check_training_classes", "to_device"]
+
+
+def to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """``t`` on ``device``; from host memory to a GPU through pinned memory with an asynchronous copy (it orders
+    before any later use of the result on the current stream)."""
+    device = torch.device(device)
+    if t.device.type == "cpu" and device.type == "cuda":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 @dataclass(eq=False)
@@ -34,8 +43,8 @@ class ArrayDataset:
         return len(self.classes)
 
     def to(self, device: torch.device | str) -> "ArrayDataset":
-        """A copy with ``x`` and ``y`` on ``device`` (no copy when already there)."""
-        return replace(self, x=self.x.to(device), y=self.y.to(device))
+        """A copy with ``x`` and ``y`` on ``device`` (no copy when already there; ``to_device`` from the host)."""
+        return replace(self, x=to_device(self.x, device), y=to_device(self.y, device))
 
     def subset(self, indices: torch.Tensor | Sequence[int]) -> "ArrayDataset":
         """The samples at ``indices``, in that order."""

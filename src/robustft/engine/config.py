@@ -10,12 +10,13 @@ from typing import Any, Literal
 from .._yaml import load_yaml, read_yaml
 from ..attacks import ATTACK_NAMES, NORMS, check_budget, parse_eps
 from ..data import DecodeLimits
-from ..errors import UserError, shown
+from ..errors import UserError, shown, warn
 from ..methods.base import method_config
 from ..models.normalization import resolve_normalization
 from ..schema import KeyInfo, describe, from_dict
 from ..shortcuts import SHORTCUTS
 from .optim import OptimConfig
+from .tracking import TRACKERS, check_trackers
 
 __all__ = ["RunConfig", "DataConfig", "ModelConfig", "AttackConfig", "EvalConfig", "TrainConfig",
            "load_config", "apply_overrides", "set_keys", "with_keys", "keyword_overrides", "to_dict", "from_dict",
@@ -178,19 +179,22 @@ class TrainConfig:
     log_every: int = field(default=50, metadata={"help": "iterations between loss checks (divergence guard)", "ge": 1})
     diagnostics: bool = field(default=False, metadata={
         "help": "log per-epoch conv weight norm, gradient norm and effective step lr*|g|/|w| (TWINS' argument)"})
-    tensorboard: bool = field(default=False, metadata={
-        "help": "also write metrics.jsonl's per-epoch scalars to <run>/tensorboard/ (needs pip install "
-                "robustft[tensorboard])"})
+    report_to: list[Literal[TRACKERS]] = field(default_factory=list, metadata={
+        "help": "experiment trackers of per-step (train/loss, train/acc, lr) and per-epoch (val/clean, val/robust, "
+                "...) scalars, resume-safe: tensorboard (<run>/tensorboard/; pip install robustft[tensorboard]), "
+                "wandb (pip install robustft[wandb]; WANDB_MODE=offline needs no account)"})
+    tensorboard: bool = field(default=False, metadata={"help": "deprecated: true adds tensorboard to report_to"})
 
     def __post_init__(self) -> None:
         name = self.name
         if name is not None and (name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name):
             raise UserError(f"train.name must be one directory name inside train.out_dir (no '/', '.' or '..'), got "
                             f"{shown(name)}; to write a run elsewhere, give --run-dir (or train.out_dir)")
-        if self.tensorboard:
-            from .train import summary_writer
-
-            summary_writer()  # a missing package is one line now, before any data is read or anything written
+        if self.tensorboard:  # the deprecated key, moved into report_to (saved configs hold only report_to)
+            warn("train.tensorboard is deprecated: use train.report_to=[tensorboard]")
+            self.report_to, self.tensorboard = [*self.report_to, "tensorboard"], False
+        self.report_to = list(dict.fromkeys(self.report_to))
+        check_trackers(self.report_to)  # a missing package is one line now, before any data is read or written
 
 
 @dataclass

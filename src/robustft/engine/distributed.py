@@ -20,16 +20,22 @@ class DistInfo:
     device: torch.device
 
     @property
+    def launched(self) -> bool:
+        """Whether this process is in a torch.distributed process group (torchrun): its model trains wrapped in DDP."""
+        return torch_dist.is_available() and torch_dist.is_initialized()
+
+    @property
     def is_main(self) -> bool:
         """Only the main process writes files and prints."""
         return self.rank == 0
 
 
 def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1); otherwise a single process."""
+    """Join the process group when launched by torchrun (any number of processes, one included); otherwise a single
+    process without one."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     resolved = resolve_device(device)
-    if world_size == 1:
+    if "LOCAL_RANK" not in os.environ:  # torchrun sets it (with RANK, WORLD_SIZE, MASTER_ADDR/PORT)
         return DistInfo(0, 1, resolved)
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if resolved.type == "cuda":
@@ -55,5 +61,5 @@ def barrier(info: DistInfo) -> None:
 
 def cleanup(info: DistInfo) -> None:
     """Leave the process group."""
-    if info.world_size > 1 and torch_dist.is_initialized():
+    if info.launched:
         torch_dist.destroy_process_group()

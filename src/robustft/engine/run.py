@@ -336,7 +336,8 @@ def _test(model: nn.Module, cfg: RunConfig, eps: float, device: torch.device, so
     """Clean/PGD (and optional AutoAttack on a class-balanced subset, optional common corruptions) on the test
     split — the only test use — and the clean/PGD per-sample flags. With ``eval.test_source`` the source model,
     rebuilt from its checkpoint (or copied from the given ``source`` module), gets the same evaluation under
-    ``test_source``: before/after in one record, each model tested once."""
+    ``test_source``: before/after in one record, each model tested once. Every rank of a torchrun job runs it:
+    AutoAttack is sharded over the ranks (``eval.sharded``), the rest is the same on each, and rank 0 writes."""
     from ..eval import evaluate_corruptions
 
     test = _load(cfg, "test", cfg.data.test_n, device)
@@ -541,9 +542,9 @@ def _train_and_test(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo,
                                          "run_dir": str(stage_dir.root)}
         resumed_s += result.resumed_s
     model = method.finalize(model, ctx)
+    record, flags = _test(model, cfg, eps, device, source)  # every rank: AutoAttack is sharded over them
     if info.is_main:
         results.update(method.results())
-        record, flags = _test(model, cfg, eps, device, source)
         results.update(record)
         results["wall_s"] = time.perf_counter() - start + resumed_s
         results["provenance"] = provenance(cfg.train.seed)

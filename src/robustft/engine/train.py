@@ -27,13 +27,13 @@ from ..eval import evaluate
 from ..layout import RunLayout
 from ..methods import EpochDecision, Method
 from ..progress import duration, track
-from .config import RunConfig
+from .config import RunConfig, to_dict
 from .distributed import DistInfo, all_reduce_sum, barrier
 from .optim import build_optimizer, build_scheduler
 from .state import load_best_weights, restore_training_state
+from .tracking import Trackers, open_trackers
 
-__all__ = ["fit", "FitResult", "autocast_for", "cpu_has_native_bf16", "train_precision", "run_precision", "rank_slice",
-           "summary_writer"]
+__all__ = ["fit", "FitResult", "autocast_for", "cpu_has_native_bf16", "train_precision", "run_precision", "rank_slice"]
 
 # A finite epoch counts as exploded when its training loss is this many times the first epoch's or more while its
 # validation clean accuracy is at most this many times chance (flagged in the log, metrics.jsonl and the card).
@@ -174,25 +174,6 @@ def _write_metrics(layout: RunLayout, history: list[dict]) -> None:
     atomic_write(layout.metrics, write)
 
 
-def summary_writer() -> type:
-    """``torch.utils.tensorboard.SummaryWriter`` (``train.tensorboard``); one UserError line when the optional
-    ``tensorboard`` package is missing."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError as e:
-        raise UserError(f"train.tensorboard is true but TensorBoard cannot be imported ({e}): pip install "
-                        f"'robustft[tensorboard]' (or tensorboard), or set train.tensorboard=false") from None
-    return SummaryWriter
-
-
-def _add_scalars(writer: Any, metrics: dict[str, Any]) -> None:
-    """One epoch's numeric metrics.jsonl fields as scalars of the same names, at step = epoch."""
-    for key, value in metrics.items():
-        if key != "epoch" and isinstance(value, (int, float)):
-            writer.add_scalar(key, value, metrics["epoch"])
-    writer.flush()
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # The loop: setup once, then per epoch the training pass and the end-of-epoch bookkeeping
 # ---------------------------------------------------------------------------------------------------------------
@@ -238,7 +219,7 @@ class _Loop:
     history: list[dict[str, Any]] = field(default_factory=list)
     best: dict[str, Any] = field(default_factory=dict)
     start_epoch: int = 0
-    scalars: Any = None  # train.tensorboard: the SummaryWriter (rank 0 only)
+    trackers: Trackers | None = None  # train.report_to (rank 0 only)
 
 
 def _setup(method: Method, model: nn.Module, train: ArrayDataset, cfg: RunConfig, info: DistInfo) -> _Loop:
@@ -256,7 +237,7 @@ def _setup(method: Method, model: nn.Module, train: ArrayDataset, cfg: RunConfig
     scheduler = build_scheduler(optimizer, cfg.optim, cfg.train.epochs, iters)
     autocast, scaled = autocast_for(info.device, cfg.train.amp)
     train_model: nn.Module = model
-    if info.world_size > 1:
+    if info.launched:
         train_model = nn.parallel.DistributedDataParallel(model, device_ids=[info.device.index]
                                                           if info.device.type == "cuda" else None)
     if cfg.train.compile:
@@ -308,6 +289,8 @@ def _train_epoch(loop: _Loop, method: Method, model: nn.Module, train: ArrayData
     batches = iterate_batches(train, cfg.data.batch_size, shuffle=True, generator=loop.generators["data"],
                               augment=loop.augment, drop_last=True, channels_last=cfg.train.channels_last)
     bar = track(batches, total=loop.iters, desc=f"epoch {epoch + 1}/{cfg.train.epochs}")
+    if loop.trackers is not None:
+        loop.trackers.start_epoch()
     for it, (x, y) in enumerate(bar):
         _step(loop, method, rank_slice(x, info), rank_slice(y, info), sums)
         if (it + 1) % cfg.train.log_every == 0 or it + 1 == loop.iters:
@@ -315,6 +298,8 @@ def _train_epoch(loop: _Loop, method: Method, model: nn.Module, train: ArrayData
             if not math.isfinite(mean_loss):
                 raise UserError(_divergence(mean_loss, epoch + 1, it + 1, loop.history, run_dir))
             bar.set_postfix(f"loss {mean_loss:.3f}")
+            if loop.trackers is not None:
+                loop.trackers.train_step(sums.values.tolist(), epoch * loop.iters + it + 1, it + 1 == loop.iters)
     means = sums.means(info)
     train_s = time.perf_counter() - t0
     metrics = {"epoch": epoch + 1, "lr": loop.scheduler.get_last_lr()[0], "train_loss": means["loss"],
@@ -365,11 +350,11 @@ def _end_epoch(loop: _Loop, method: Method, model: nn.Module, val: ArrayDataset,
     if decision.acts:
         _apply_decision(decision, loop, model, layout, info, metrics)
     if info.is_main:
+        if loop.trackers is not None:  # before the checkpoint: a killed run has logged what its last.pt holds
+            loop.trackers.end_epoch(metrics, (epoch + 1) * loop.iters)
         atomic_save(_training_state(method, model, loop.optimizer, loop.scheduler, loop.scaler, loop.generators,
                                     epoch + 1, loop.history, loop.best), layout.last)
         _write_metrics(layout, loop.history)
-        if loop.scalars is not None:
-            _add_scalars(loop.scalars, metrics)
         log(f"epoch {epoch + 1}/{epochs}  loss {metrics['train_loss']:.4f}  val clean "
             f"{metrics['val_clean_acc']:.4f}  val pgd{cfg.eval.val_steps} {metrics['val_robust_acc']:.4f}"
             f"{'  *' if improved else ''}  ({metrics['epoch_s']:.0f} s, {metrics['train_images_per_s']:.0f} img/s"
@@ -419,8 +404,8 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
 
     After each epoch the method may scale the learning rate, continue from ``best.pt`` or end the stage
     (``Method.epoch_end``). Writes ``last.pt`` (full training state) every epoch and ``best.pt`` (model weights) on
-    improvement, both atomically, and ``metrics.jsonl`` (and with ``train.tensorboard`` the same scalars as
-    TensorBoard events); with ``resume`` it continues from ``last.pt`` and reaches the same result as an
+    improvement, both atomically, and ``metrics.jsonl`` (and with ``train.report_to`` per-step and per-epoch scalars,
+    ``engine.tracking``); with ``resume`` it continues from ``last.pt`` and reaches the same result as an
     uninterrupted run.
     """
     layout = RunLayout(run_dir)
@@ -431,12 +416,9 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
             state, method, model, loop.optimizer, loop.scheduler, loop.scaler, loop.generators))
         loop.start_epoch, loop.history, loop.best = state["epoch"], state["history"], state["best"]
         log(f"resumed from {layout.last} after epoch {loop.start_epoch}")
-    if cfg.train.tensorboard and info.is_main:
-        # Like metrics.jsonl, the events restate the history: a resumed run hides every earlier event (purge_step 1)
-        # and writes its finished epochs again, so no epoch shows twice or goes missing.
-        loop.scalars = summary_writer()(str(layout.tensorboard), purge_step=1 if loop.history else None)
-        for metrics in loop.history:
-            _add_scalars(loop.scalars, metrics)
+    if info.is_main:
+        loop.trackers = open_trackers(cfg.train.report_to, run_dir, loop.start_epoch * loop.iters, to_dict(cfg),
+                                      grad_norm=cfg.train.diagnostics)
     fit_start = time.perf_counter()
     try:
         for epoch in range(loop.start_epoch, cfg.train.epochs):
@@ -446,7 +428,7 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
             metrics = _train_epoch(loop, method, model, train, cfg, info, epoch, run_dir)
             _end_epoch(loop, method, model, val, cfg, info, metrics, t0, fit_start, layout, log)
     finally:
-        if loop.scalars is not None:
-            loop.scalars.close()
+        if loop.trackers is not None:
+            loop.trackers.close()
     return FitResult(best_epoch=int(loop.best["epoch"]), best=loop.best, history=loop.history,
                      resumed_s=sum(h["epoch_s"] for h in loop.history[:loop.start_epoch]))

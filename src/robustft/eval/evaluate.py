@@ -1,7 +1,8 @@
 """Clean, per-attack and per-sample worst-case accuracy of a model on a dataset."""
 
+import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
@@ -48,9 +49,22 @@ def _describe(attack: Attack) -> dict[str, Any]:
     return {k: v for k, v in asdict(attack).items() if k != "name"} if is_dataclass(attack) else {}
 
 
+@contextlib.contextmanager
+def full_fp32() -> Iterator[None]:
+    """Autocast off and no TF32 in convolutions or matrix products (cuDNN allows TF32 convolutions by default on
+    Ampere and later GPUs) for the duration; the previous settings are restored after."""
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
+            yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
+
+
 def evaluate(model: nn.Module, data: ArrayDataset, attacks: Sequence[Attack] = (), *, batch_size: int = 256,
              seed: int = 0, channels_last: bool = False, progress: bool = True) -> EvalResult:
-    """Evaluate ``model`` (in eval mode, fp32: autocast off whatever the caller's context) on ``data``, which must
+    """Evaluate ``model`` (in eval mode, fp32: ``full_fp32`` whatever the caller's context) on ``data``, which must
     already sit on the model's device.
 
     Attacks run only on clean-correct samples (a misclassified sample is already non-robust), so every per-attack
@@ -66,7 +80,7 @@ def evaluate(model: nn.Module, data: ArrayDataset, attacks: Sequence[Attack] = (
     start = time.perf_counter()
     batches = iterate_batches(data, batch_size, channels_last=channels_last)
     # reduced-precision logits and gradients can weaken an attack: every reported number is fp32
-    with eval_mode(model), torch.autocast(data.x.device.type, enabled=False):
+    with eval_mode(model), full_fp32():
         for x, y in track(batches, num_batches(len(data), batch_size), "evaluate " + "+".join(["clean", *names]),
                           enabled=progress):
             t = time.perf_counter()

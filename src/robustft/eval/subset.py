@@ -12,7 +12,8 @@ from .._io import atomic_write_json
 from ..attacks import create_attack
 from ..data import ArrayDataset
 from ..errors import UserError
-from .evaluate import _describe, balanced_subset, evaluate
+from .evaluate import _describe, balanced_subset
+from .sharded import evaluate_sharded
 
 __all__ = ["subset_autoattack"]
 
@@ -24,7 +25,8 @@ def subset_autoattack(load: Callable[[], tuple[nn.Module, ArrayDataset]], n: int
     """PGD-``steps`` (with ``with_pgd``) then AutoAttack ``version`` on ``balanced_subset(test, n)``, as an
     ``EvalResult.to_dict()`` record plus its per-image flags (``samples``). ``load()`` gives the model (on the data's
     device) and the test split; it is called only when the record is not cached at ``path`` (written atomically; an
-    existing file is returned as is, after checking it was made with the same subset size and attacks)."""
+    existing file is returned as is, after checking it was made with the same subset size and attacks). In a
+    torchrun job, AutoAttack alone (``with_pgd=False``) is sharded over the ranks, with one process's result."""
     options = dict(eps=eps, norm=norm, steps=steps, seed=seed)
     chain = [create_attack("pgd", **options)] if with_pgd else []
     chain.append(create_attack("autoattack", aa_version=version, aa_attacks=attacks, **options))
@@ -37,8 +39,8 @@ def subset_autoattack(load: Callable[[], tuple[nn.Module, ArrayDataset]], n: int
                             f"delete it to recompute")
         return record
     model, test = load()
-    result = evaluate(model, balanced_subset(test, n), chain, batch_size=batch_size, seed=seed,
-                      channels_last=channels_last)
+    result = evaluate_sharded(model, balanced_subset(test, n), chain, batch_size=batch_size, seed=seed,
+                              channels_last=channels_last)
     record = {**result.to_dict(), "samples": result.flags()}
     if path is not None:
         atomic_write_json(record, path)

@@ -6,6 +6,7 @@ import os
 import sys
 import urllib.parse
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,13 +19,14 @@ __all__ = ["PretrainedWeights", "KNOWN_WEIGHTS", "LAYOUTS", "weights_table", "ca
            "fetch_weights", "HF_HUB_PREFIX", "hf_hub_directory", "HubConfig", "read_hub_config"]
 
 
-Layout = Literal["robustness", "timm", "robustbench"]
-LAYOUTS: dict[str, str] = {  # what each published file holds; ``checkpoint.unwrap_state_dict`` reads all three
+Layout = Literal["robustness", "timm", "robustbench", "robustft"]
+LAYOUTS: dict[str, str] = {  # what each published file holds; ``checkpoint.unwrap_state_dict`` reads them all
     "robustness": "MadryLab robustness .ckpt: {model: {module.model.*, module.attacker.model.*, "
                   "module.normalizer.new_mean/new_std}}",
     "timm": "plain timm state dict (ARES 2.0 release), no normalizer",
     "robustbench": "RobustBench ImageNet .pt: the network's state dict (module./model. prefixes possible), "
                    "normalized outside",
+    "robustft": "robustft state dict with its normalize.mean/std buffers",
 }
 
 
@@ -40,6 +42,7 @@ class PretrainedWeights:
     checksum_note: str = ""  # why there is no sha256
     layout: Layout = "robustness"
     source: str = ""  # where the URL (and checksum) were read
+    asset: str = ""  # a file shipped in robustft/assets (``url`` is its file:// URI): nothing to download
 
 
 # The robust ImageNet models of Salman et al. 2020 ("Do Adversarially Robust ImageNet Models Transfer Better?",
@@ -173,6 +176,16 @@ KNOWN_WEIGHTS: dict[str, PretrainedWeights] = {
         description=f"RobustBench ImageNet Linf 4/255 entry {note}", checksum_note="none published",
         layout="robustbench", source=_RB_SOURCE)
         for name, (_, gdrive_id, normalization, note) in _ROBUSTBENCH.items()},
+    # The reference robust model of this project's CI: no public URL, so it ships with the package (1 MB, its card
+    # is the .json beside it in robustft/assets).
+    "cifar_resnet20.at_linf8_cifar10": PretrainedWeights(
+        url=Path(str(resources.files("robustft") / "assets" / "cifar10_resnet20_linf_at.pt")).as_uri(),
+        num_classes=10, normalization="cifar10",
+        description="PGD-3 adversarial training on CIFAR-10 (JPEG copy), Linf eps 8/255, 15 epochs (0.644 clean / "
+                    "0.385 PGD-20 on 1000 test images per its card)",
+        sha256="23a0792f369c037c553a7a1220a6ce658a893d6e814d0552507f0e1716905ab3", layout="robustft",
+        source="this repository: the shared reference model of its CI", asset="cifar10_resnet20_linf_at.pt",
+    ),
 }
 
 
@@ -181,7 +194,8 @@ def weights_table() -> str:
     rows = ["| name | file | sha256 | layout | weights | source |", "|---|---|---|---|---|---|"]
     for name, w in KNOWN_WEIGHTS.items():
         checksum = f"`{w.sha256[:16]}…`" if w.sha256 else f"— ({w.checksum_note})"
-        rows.append(f"| `{name}` | <{w.url}> | {checksum} | {w.layout} | {w.description} | {w.source} |")
+        file = f"bundled: `robustft/assets/{w.asset}`" if w.asset else f"<{w.url}>"
+        rows.append(f"| `{name}` | {file} | {checksum} | {w.layout} | {w.description} | {w.source} |")
     return "\n".join(rows) + "\n"
 
 
@@ -201,11 +215,14 @@ def cached_path(name: str) -> Path:
 
 
 def fetch_weights(name: str) -> Path:
-    """Local path of the checkpoint for the ``arch.tag`` ``name``, downloading it into the cache the first time.
+    """Local path of the checkpoint for the ``arch.tag`` ``name``: the bundled file, else downloaded into
+    the cache the first time.
 
     A download with a published sha256 is checked against it before it is kept; a web page served instead of the
     file (a Google Drive quota or sign-in page) is refused. Either way nothing is left in the cache."""
     weights = KNOWN_WEIGHTS[name]
+    if weights.asset:
+        return Path(str(resources.files("robustft") / "assets" / weights.asset))
     path = cached_path(name)
     if path.is_file():
         return path
