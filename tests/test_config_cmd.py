@@ -61,7 +61,7 @@ def test_method_options_are_listed_with_their_help(capsys):
     assert "one of sgd, adamw" in _row(out, "optim.name") and "[0.5, 0.75]" in _row(out, "optim.milestones")
 
 
-@pytest.mark.parametrize("method,key,default", [("rift", "objective", "clean"), ("ranli", "init", "random"),
+@pytest.mark.parametrize("method,key,default", [("rift", "mrc_n", "512"), ("ranli", "init", "random"),
                                                 ("twins_trades", "objective", "trades")])
 def test_defaults_are_the_registered_ones(capsys, method, key, default):
     assert main(["config", "--method", method, "--section", "method_args"]) == 0
@@ -76,6 +76,26 @@ def test_defaults_are_the_registered_ones(capsys, method, key, default):
 def test_bad_arguments_are_one_line(capsys, argv, match):
     assert main(["config", *argv]) == 2
     assert match in error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize("method,option,message", [
+    ("twins", "objective=clean", "config key 'method_args.objective' must be one of pgd, trades, got 'clean'"),
+    ("rift", "objective=pgd", "unknown config key(s) method_args.objective; valid under method_args: module,"),
+    ("rift", "beta=3", "unknown config key(s) method_args.beta;"),
+    ("autolora", "objective=trades", "unknown config key(s) method_args.objective;"),
+])
+def test_an_option_the_method_does_not_use_is_refused(capsys, method, option, message):
+    assert main(["finetune", "--method", method, "--set", f"method_args.{option}"]) == 2
+    assert message in error_line(capsys.readouterr().err)
+
+
+def test_only_methods_that_choose_their_loss_list_objective_and_beta(capsys):
+    for method, listed in [("rift", False), ("autolora", False), ("twins", True), ("pgd_at", True), ("roli", True)]:
+        assert main(["config", "--method", method, "--section", "method_args"]) == 0
+        keys = {line.split()[0] for line in capsys.readouterr().out.splitlines()[1:]}
+        assert ("method_args.objective" in keys) is listed, method
+    assert main(["config", "--method", "autolora", "--section", "method_args"]) == 0
+    assert "method_args.beta" in capsys.readouterr().out, "AutoLoRa's λ2 scale is its beta"
 
 
 def test_every_key_has_help():

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from .errors import UserError, shown
+from .mrc_config import IMPLEMENTATIONS, MRC_DEFAULTS
 from .shortcuts import SHORTCUTS
 
 __all__ = ["main"]
@@ -505,20 +506,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("mrc", help="module robust criticality (RiFT) of every Conv2d/Linear module: table, plot, JSON")
     _add_model_args(p)
     _add_data_args(p, split="train")
-    p.set_defaults(n=512)
-    p.add_argument("--eps", type=_positive, default=0.1, help="relative weight-perturbation radius ‖Δw‖ ≤ eps‖w‖")
-    p.add_argument("--steps", type=_count, default=10, help="gradient-ascent iterations per module")
-    p.add_argument("--lr", type=_positive, default=1.0, help="gradient-ascent step")
-    p.add_argument("--impl", default="fast", choices=["fast", "reference"],
+    mrc = MRC_DEFAULTS
+    p.set_defaults(n=mrc.n)
+    p.add_argument("--eps", type=_positive, default=mrc.eps, help="relative weight-perturbation radius ‖Δw‖ ≤ eps‖w‖")
+    p.add_argument("--steps", type=_count, default=mrc.steps, help="gradient-ascent iterations per module")
+    p.add_argument("--lr", type=_positive, default=mrc.lr, help="gradient-ascent step")
+    p.add_argument("--impl", default=mrc.impl, choices=list(IMPLEMENTATIONS),
                    help="fast: only the module's downstream subgraph runs; reference: whole-model passes")
     p.add_argument("--modules", default=None, help="comma list of module names (default: every Conv2d/Linear)")
-    p.add_argument("--attack-eps", default="8/255", help="L∞ budget of the PGD examples")
-    p.add_argument("--attack-steps", type=_count, default=10, help="PGD steps of the examples")
-    p.add_argument("--attack-step-size", default="2/255", help="PGD step of the examples")
-    p.add_argument("--minibatch", type=_count, default=None,
+    p.add_argument("--attack-eps", default=mrc.attack_eps, help="L∞ budget of the PGD examples")
+    p.add_argument("--attack-steps", type=_count, default=mrc.attack_steps, help="PGD steps of the examples")
+    p.add_argument("--attack-step-size", default=mrc.attack_step_size, help="PGD step of the examples")
+    p.add_argument("--minibatch", type=_count, default=mrc.minibatch,
                    help="the official regime: each iteration is a shuffled pass of SGD steps over mini-batches of "
                         "this many examples (official: 512), then one projection (default: one full-batch step)")
-    p.add_argument("--batch-size", type=_count, default=512, help="examples per forward (memory only)")
+    p.add_argument("--batch-size", type=_count, default=mrc.batch_size, help="examples per forward (memory only)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--seed", type=_seed, default=0, help="seed of the PGD random starts and the mini-batch shuffles")
     p.add_argument("--out-dir", type=Path, default=Path("mrc"), help="where mrc.json, mrc.txt and mrc.png go")

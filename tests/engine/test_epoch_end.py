@@ -9,7 +9,7 @@ from robustft.attacks import PGD
 from robustft.data import load_dataset
 from robustft.engine import DistInfo, fit, load_config
 from robustft.layout import RunLayout
-from robustft.methods import EpochDecision, Method, MethodConfig
+from robustft.methods import EpochDecision, Method, ObjectiveConfig
 from support import tiny_resnet
 
 
@@ -17,7 +17,7 @@ class Scripted(Method):
     """Clean training that returns the scripted decision after epoch n and records the weights around it."""
 
     def __init__(self, decisions: dict[int, EpochDecision], best_path) -> None:
-        super().__init__(MethodConfig(objective="clean"), PGD(steps=1))
+        super().__init__(ObjectiveConfig(objective="clean"), PGD(steps=1))
         self.decisions, self.best_path = decisions, best_path
         self.started: list[dict[str, torch.Tensor]] = []  # weights at the start of each epoch
         self.best_then: dict[int, dict[str, torch.Tensor]] = {}  # best.pt when epoch n ended
@@ -98,11 +98,11 @@ def test_a_scaled_rate_keeps_the_schedules_shape(task):
 
 def test_the_base_method_decides_nothing(task):
     cfg, train, val, run_dir = task
-    assert not Method(MethodConfig()).epoch_end(torch.nn.Linear(1, 1), [{"epoch": 1}]).acts
+    assert not Method(ObjectiveConfig()).epoch_end(torch.nn.Linear(1, 1), [{"epoch": 1}]).acts
     with pytest.raises(ValueError, match="lr_scale"):
         EpochDecision(lr_scale=0.0)
     cfg = load_config(None, ["data.batch_size=32", "eval.val_steps=1", "train.channels_last=false", "attack.steps=1",
                              "train.epochs=2", "method=standard"])
-    result, _ = _fit(Method(MethodConfig(objective="clean"), PGD(steps=1)), cfg, train, val, run_dir)
+    result, _ = _fit(Method(ObjectiveConfig(objective="clean"), PGD(steps=1)), cfg, train, val, run_dir)
     assert [h["epoch"] for h in result.history] == [1, 2]
     assert not any({"lr_scale", "reloaded_epoch", "stopped"} & set(h) for h in result.history)

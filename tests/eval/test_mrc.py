@@ -220,3 +220,26 @@ def test_cli_mrc_writes_profile(tiny_task, tmp_path, capsys):
     assert f"lowest MRC: {record['lowest']}" in proc.stdout and (out / "mrc.txt").is_file()
     assert main([*args, "--split", "test"]) == 2
     assert "never from the test split" in capsys.readouterr().err
+
+
+def test_rift_the_mrc_command_and_the_measurement_share_one_set_of_defaults():
+    import dataclasses
+    import inspect
+
+    from robustft.attacks import parse_eps
+    from robustft.cli import build_parser
+    from robustft.methods.rift import RiftConfig
+    from robustft.mrc_config import MRC_DEFAULTS
+
+    defaults = dataclasses.asdict(MRC_DEFAULTS)
+    rift = RiftConfig()
+    assert {k: getattr(rift, f"mrc_{k}") for k in defaults} == defaults
+    args = build_parser().parse_args(["mrc", "--arch", "cifar_resnet20", "--data", "cifar10"])
+    assert {k: getattr(args, k) for k in defaults} == defaults
+    profile = {k: p.default for k, p in inspect.signature(mrc_profile).parameters.items()}
+    examples = {k: p.default for k, p in inspect.signature(mrc_examples).parameters.items()}
+    assert {k: profile[k] for k in ("eps", "steps", "lr", "minibatch", "batch_size", "impl")} == {
+        k: defaults[k] for k in ("eps", "steps", "lr", "minibatch", "batch_size", "impl")}
+    assert (examples["n"], examples["eps"], examples["steps"], examples["step_size"]) == (
+        defaults["n"], parse_eps(defaults["attack_eps"]), defaults["attack_steps"],
+        parse_eps(defaults["attack_step_size"]))

@@ -236,6 +236,7 @@ def test_lambda_follows_the_branchs_clean_training_accuracy(tmp_path):
     cfg = load_config(None, ["train.channels_last=false"])
     method.setup(model, RunContext(train=data, val=data, cfg=cfg, run_dir=tmp_path, source_state={},
                                    device=torch.device("cpu"), log=lambda s: None))
+    method.epoch_start(model, 0)
     method.train_mode(model)
     assert method.natural_acc == 0.75 and model.training
     assert method.epoch_metrics(model) == pytest.approx({"natural_train_acc": 0.75, "lambda1": 0.25,
@@ -261,7 +262,7 @@ def test_lambda_follows_the_branchs_clean_training_accuracy(tmp_path):
 
 def test_the_loss_needs_the_accuracy_first():
     model, method = _model()
-    with pytest.raises(UserError, match="train_mode"):
+    with pytest.raises(UserError, match="epoch_start"):
         method.loss(model, *_batch())
 
 

@@ -194,3 +194,48 @@ def test_end_to_end_cli(tiny_task, tmp_path):
     rift = results["rift"]
     assert rift["module"] == mrc["chosen"] and rift["alpha"] == curve["alpha"]
     assert rift["alpha_curve"] == curve["curve"]
+
+
+class _Killed(BaseException):
+    """Stands for a kill between two epochs."""
+
+
+def test_a_resumed_run_keeps_its_mrc_choice_and_does_not_measure_again(tiny_task, tmp_path, monkeypatch):
+    from robustft.cli import main
+    from robustft.methods import rift
+
+    data, ckpt = tiny_task
+    calls = []
+    profile = rift.mrc_profile
+    monkeypatch.setattr(rift, "mrc_profile", lambda *a, **kw: calls.append(1) or profile(*a, **kw))
+
+    def args(name: str) -> list[str]:
+        return finetune_args(data, ckpt, tmp_path, name, "--method", "rift", "--epochs", "2",
+                             "--set", "method_args.mrc_n=16", "--set", "method_args.mrc_steps=2",
+                             "--set", "method_args.mrc_attack_steps=2", "--set", "method_args.alphas=[0.0, 1.0]",
+                             "--set", "optim.lr=0.001")
+
+    assert main(args("straight")) == 0 and len(calls) == 1
+    epoch_end = rift.Rift.epoch_end
+
+    def killed_in_epoch_2(self, model, history):
+        if len(history) == 2:
+            raise _Killed
+        return epoch_end(self, model, history)
+
+    monkeypatch.setattr(rift.Rift, "epoch_end", killed_in_epoch_2)
+    with pytest.raises(_Killed):
+        main(args("killed"))
+    saved = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)
+    assert len(calls) == 2 and saved["epoch"] == 1
+    monkeypatch.setattr(rift.Rift, "epoch_end", epoch_end)
+    assert main([*args("killed"), "--resume"]) == 0
+    assert len(calls) == 2, "the resumed run took its module from the checkpoint, not from MRC measured again"
+    straight, resumed = (json.loads((tmp_path / n / "results.json").read_text())["rift"]
+                         for n in ("straight", "killed"))
+    assert resumed["mrc"] == saved["method"]["record"]["mrc"], "the MRC record (wall time too) is the first one's"
+    for record in (straight, resumed):
+        record["mrc"].pop("wall_s")
+    assert resumed == straight and resumed["module_from"] == "mrc"
+    w_a, w_b = (torch.load(tmp_path / n / "model.pt", weights_only=True) for n in ("straight", "killed"))
+    assert all(torch.equal(w_a[k], w_b[k]) for k in w_a), "weights must be bit-identical"

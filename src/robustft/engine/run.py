@@ -40,7 +40,7 @@ from ..runtime import provenance, seed_everything
 from .config import RunConfig, from_dict, to_dict, with_keys
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 from .optim import resolve_lr
-from .state import load_best_weights
+from .state import load_best_weights, saved_method_state
 from .train import fit, run_precision
 
 __all__ = ["run", "default_run_dir", "build_source_model", "source_config", "export_model", "export_plain",
@@ -530,6 +530,8 @@ def _train_and_test(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo,
     device = info.device
     ctx = RunContext(train=train, val=val, cfg=cfg, run_dir=run_dir, device=device, is_main=info.is_main, log=log,
                      source_state={k: v.detach().clone() for k, v in model.state_dict().items()})
+    if resume and RunLayout(run_dir).last.exists():  # a one-stage run: what its method decided before training
+        method.load_state_dict(saved_method_state(RunLayout(run_dir).last, device))  # (RiFT's MRC) is not redone
     method.setup(model, ctx)
     stages = method.stages()
     if len(stages) > 1:

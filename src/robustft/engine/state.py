@@ -82,6 +82,16 @@ def restore_training_state(path: Path, epochs: int, device: torch.device, restor
     return state
 
 
+def saved_method_state(path: Path, device: torch.device) -> dict[str, Any]:
+    """The method state (``Method.state_dict``) in the training state ``last.pt`` at ``path``; empty when the state
+    predates method state. A damaged file is one line."""
+    state = _load(path, device)
+    method_state = state.get("method", {}) if isinstance(state, dict) else None
+    if not isinstance(method_state, dict):
+        raise _damaged(path, f"{path} holds no training state with a method state")
+    return method_state
+
+
 def load_best_weights(model: nn.Module, path: Path, device: torch.device) -> None:
     """Load the selected weights ``best.pt`` at ``path`` into ``model`` (strictly); any failure is one line."""
     state = _load(path, device)

@@ -130,20 +130,22 @@ def _validate(model: nn.Module, val: ArrayDataset, attack: PGD, cfg: RunConfig, 
 # ---------------------------------------------------------------------------------------------------------------
 # Checkpointing: everything needed to continue bit-exactly after a kill at any point
 # ---------------------------------------------------------------------------------------------------------------
-def _training_state(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
-                    generators: dict[str, torch.Generator], epoch: int, history: list[dict], best: dict) -> dict:
-    """The resumable state after ``epoch`` epochs."""
+def _training_state(method: Method, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                    scaler: Any, generators: dict[str, torch.Generator], epoch: int, history: list[dict],
+                    best: dict) -> dict:
+    """The resumable state after ``epoch`` epochs (the method's own state under ``method``)."""
     return {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
+            "method": method.state_dict(), "scaler": scaler.state_dict() if scaler is not None else None,
             "generators": {k: g.get_state() for k, g in generators.items()},
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "epoch": epoch, "history": history, "best": best}
 
 
-def _restore(state: dict, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
-             generators: dict[str, torch.Generator]) -> None:
-    """Load a training state saved by ``_training_state``."""
+def _restore(state: dict, method: Method, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+             scaler: Any, generators: dict[str, torch.Generator]) -> None:
+    """Load a training state saved by ``_training_state`` (one written before methods had state has none)."""
+    method.load_state_dict(state.get("method", {}))
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -281,6 +283,7 @@ def _train_epoch(loop: _Loop, method: Method, model: nn.Module, train: ArrayData
                  info: DistInfo, epoch: int, run_dir: Path) -> dict[str, Any]:
     """One pass over the training split; returns the epoch's training metrics."""
     t0 = time.perf_counter()
+    method.epoch_start(model, epoch)
     method.train_mode(model)
     sums = StepSums(info.device)
     batches = iterate_batches(train, cfg.data.batch_size, shuffle=True, generator=loop.generators["data"],
@@ -350,8 +353,8 @@ def _end_epoch(loop: _Loop, method: Method, model: nn.Module, val: ArrayDataset,
     if info.is_main:
         if loop.trackers is not None:  # before the checkpoint: a killed run has logged what its last.pt holds
             loop.trackers.end_epoch(metrics, (epoch + 1) * loop.iters)
-        atomic_save(_training_state(model, loop.optimizer, loop.scheduler, loop.scaler, loop.generators, epoch + 1,
-                                    loop.history, loop.best), layout.last)
+        atomic_save(_training_state(method, model, loop.optimizer, loop.scheduler, loop.scaler, loop.generators,
+                                    epoch + 1, loop.history, loop.best), layout.last)
         _write_metrics(layout, loop.history)
         log(f"epoch {epoch + 1}/{epochs}  loss {metrics['train_loss']:.4f}  val clean "
             f"{metrics['val_clean_acc']:.4f}  val pgd{cfg.eval.val_steps} {metrics['val_robust_acc']:.4f}"
@@ -411,7 +414,7 @@ def fit(method: Method, model: nn.Module, train: ArrayDataset, val: ArrayDataset
     loop = _setup(method, model, train, cfg, info)
     if resume and layout.last.exists():
         state = restore_training_state(layout.last, cfg.train.epochs, info.device, lambda state: _restore(
-            state, model, loop.optimizer, loop.scheduler, loop.scaler, loop.generators))
+            state, method, model, loop.optimizer, loop.scheduler, loop.scaler, loop.generators))
         loop.start_epoch, loop.history, loop.best = state["epoch"], state["history"], state["best"]
         log(f"resumed from {layout.last} after epoch {loop.start_epoch}")
     if info.is_main:

@@ -32,16 +32,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ..attacks import PGD, eval_mode
+from ..attacks import PGD, eval_mode, parse_eps
 from ..attacks.fold import eval_affine
 from ..data import ArrayDataset, iterate_batches, num_batches, subset_indices
 from ..errors import UserError
+from ..mrc_config import IMPLEMENTATIONS, MRC_DEFAULTS, MRCConfig
 from ..progress import track
 
 __all__ = ["MRCProfile", "ModuleMRC", "mrc_profile", "mrc_scores", "mrc_examples", "candidate_modules",
-           "project_relative", "IMPLEMENTATIONS"]
+           "project_relative", "IMPLEMENTATIONS", "MRCConfig", "MRC_DEFAULTS"]
 
-IMPLEMENTATIONS = ("fast", "reference")
 WEIGHT_TYPES = (nn.Conv2d, nn.Linear)
 
 
@@ -138,8 +138,9 @@ def candidate_modules(model: nn.Module, example: torch.Tensor) -> list[str]:
     return list(dict.fromkeys(called))
 
 
-def mrc_examples(model: nn.Module, data: ArrayDataset, n: int | None = 512, *, eps: float = 8 / 255, steps: int = 10,
-                 step_size: float = 2 / 255, seed: int = 0,
+def mrc_examples(model: nn.Module, data: ArrayDataset, n: int | None = MRC_DEFAULTS.n, *,
+                 eps: float = parse_eps(MRC_DEFAULTS.attack_eps), steps: int = MRC_DEFAULTS.attack_steps,
+                 step_size: float = parse_eps(MRC_DEFAULTS.attack_step_size), seed: int = 0,
                  batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed adversarial examples MRC is measured on: PGD (L∞, random start; default PGD-10 ε 8/255 step 2/255)
     against ``model`` on ``n`` evenly spaced samples of ``data`` — pass a *training* split, never test."""
@@ -383,8 +384,9 @@ def _trace(model: nn.Module) -> torch.fx.GraphModule | None:
 # Entry points
 # ---------------------------------------------------------------------------------------------------------------
 def mrc_profile(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor, *, modules: Sequence[str] | None = None,
-                eps: float = 0.1, steps: int = 10, lr: float = 1.0, batch_size: int = 512, impl: str = "fast",
-                minibatch: int | None = None, seed: int = 0, keep_delta: bool = False,
+                eps: float = MRC_DEFAULTS.eps, steps: int = MRC_DEFAULTS.steps, lr: float = MRC_DEFAULTS.lr,
+                batch_size: int = MRC_DEFAULTS.batch_size, impl: str = MRC_DEFAULTS.impl,
+                minibatch: int | None = MRC_DEFAULTS.minibatch, seed: int = 0, keep_delta: bool = False,
                 log: Callable[[str], None] | None = None) -> MRCProfile:
     """MRC of every Conv2d/Linear module (or of ``modules``) of ``model`` on fixed examples ``(x_adv, y)``.
 

@@ -7,6 +7,7 @@ from .base import (
                    EpochDecision,
                    Method,
                    MethodConfig,
+                   ObjectiveConfig,
                    RunContext,
                    Stage,
                    check_structure,
@@ -21,7 +22,7 @@ from .rift import Rift, RiftConfig
 from .roli import RoLI, RoLIConfig
 from .twins import Twins, TwinsConfig, TwoWingBatchNorm2d
 
-__all__ = ["Method", "MethodConfig", "RunContext", "Stage", "EpochDecision", "check_structure", "create_method",
-           "list_methods", "register_method", "trades_loss", "OBJECTIVES", "LinearProbe", "Partial", "PartialConfig",
-           "Twins", "TwinsConfig", "TwoWingBatchNorm2d", "RoLI", "RoLIConfig", "Rift", "RiftConfig", "AutoLoRa",
+__all__ = ["Method", "MethodConfig", "ObjectiveConfig", "RunContext", "Stage", "EpochDecision", "check_structure",
+           "create_method", "list_methods", "register_method", "trades_loss", "OBJECTIVES", "LinearProbe", "Partial",
+           "PartialConfig", "Twins", "TwinsConfig", "TwoWingBatchNorm2d", "RoLI", "RoLIConfig", "Rift", "RiftConfig", "AutoLoRa",
            "AutoLoRaConfig"]

@@ -22,7 +22,7 @@ floor. Validation, test and the export use the plain backbone + head: the branch
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +32,7 @@ from ..attacks import PGD
 from ..data import ArrayDataset
 from ..errors import UserError
 from ..eval import evaluate
-from .base import EpochDecision, Method, MethodConfig, RunContext, Stage, register_method
+from .base import EpochDecision, Method, MethodConfig, Objective, RunContext, Stage, register_method
 from .peft import (LoRAConv2d, _declared, _like, _replace, add_lora, lora_enabled, lora_layers, lora_parameters,
                    remove_lora)
 
@@ -45,8 +45,8 @@ class AutoLoRaConfig(MethodConfig):
     """AutoLoRa options: the LoRA branch, the automatic loss weights and the automatic lr schedule (defaults: the
     official high-resolution pipeline)."""
 
-    objective: Literal["pgd"] = field(default="pgd", metadata={
-        "help": "fixed: the training attack is cross-entropy PGD on the plain backbone (the loss is AutoLoRa's own)"})
+    # fixed: the training attack is cross-entropy PGD on the plain backbone (the loss is AutoLoRa's own)
+    objective: ClassVar[Objective] = "pgd"
     beta: float = field(default=6.0, metadata={
         "help": "λ2 = beta × the branch's clean training accuracy: the KL weight's scale (official: 6)", "ge": 0})
     lora_rank: int = field(default=8, metadata={"help": "LoRA rank r (official r_nat: 8)", "ge": 1})
@@ -200,7 +200,7 @@ class AutoLoRa(Method):
         super().__init__(cfg, attack)
         self.train_data: ArrayDataset | None = None  # set by setup: the split whose clean accuracy sets λ
         self.eval_batch_size, self.channels_last = 256, False
-        self.natural_acc: float | None = None  # measured by train_mode at the start of every epoch
+        self.natural_acc: float | None = None  # measured by epoch_start at the start of every epoch
         self.params: list[nn.Parameter] = []  # set by prepare: every parameter, and the two routes' trainable ids
         self.natural_ids: set[int] = set()
         self.adversarial_ids: set[int] = set()
@@ -260,10 +260,9 @@ class AutoLoRa(Method):
         self.adversarial_ids = {id(p) for p in self.params} - lora
         return model
 
-    def train_mode(self, model: nn.Module) -> None:
-        """Measure the branch's clean training accuracy (λ for this epoch), then train mode for everything."""
+    def epoch_start(self, model: nn.Module, epoch: int) -> None:
+        """Measure the branch's clean training accuracy: λ for this epoch."""
         self.natural_acc = self.natural_accuracy(model)
-        model.train()
 
     def natural_accuracy(self, model: nn.Module) -> float:
         """Clean accuracy of the branch-on model on the kept training images (eval mode, fp32, no augmentation)."""
@@ -303,7 +302,7 @@ class AutoLoRa(Method):
              generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """λ1·CE(natural) + (1 − λ1)·CE(adversarial) + λ2·KL(p_nat ‖ p_adv), the KL's target not detached."""
         if self.natural_acc is None:
-            raise UserError("autolora: train_mode(model) measures the accuracy λ needs before the first loss")
+            raise UserError("autolora: epoch_start(model, epoch) measures the accuracy λ needs before the first loss")
         x_adv = self.attack.perturb(model, x, y, generator=generator)
         logits_nat, logits_adv = self.forward_paths(model, x, x_adv)
         lam1, lam2 = loss_weights(self.natural_acc, self.cfg.beta)

@@ -7,7 +7,7 @@ train, the loss of one batch, and how the trained model is finalized. The engine
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -19,8 +19,8 @@ from ..errors import UserError
 from ..models.base import ImageClassifier
 from ..schema import from_dict
 
-__all__ = ["Method", "MethodConfig", "Stage", "RunContext", "EpochDecision", "register_method", "create_method",
-           "method_config", "list_methods", "check_structure", "Objective", "OBJECTIVES"]
+__all__ = ["Method", "MethodConfig", "ObjectiveConfig", "Stage", "RunContext", "EpochDecision", "register_method",
+           "create_method", "method_config", "list_methods", "check_structure", "Objective", "OBJECTIVES"]
 
 Objective = Literal["clean", "pgd", "trades"]
 OBJECTIVES: tuple[str, ...] = get_args(Objective)
@@ -28,7 +28,15 @@ OBJECTIVES: tuple[str, ...] = get_args(Objective)
 
 @dataclass
 class MethodConfig:
-    """Options every method has: the training objective and the TRADES trade-off β."""
+    """Base of every method's options; it has none. A method whose training loss is fixed names it as a class
+    attribute (``objective: ClassVar[Objective] = "clean"``), so it is read like an option but not accepted as one."""
+
+    objective: ClassVar[Objective]
+
+
+@dataclass
+class ObjectiveConfig(MethodConfig):
+    """Options of a method whose training loss is a choice: the objective and the TRADES trade-off β."""
 
     objective: Objective = field(default="pgd", metadata={
         "help": "training loss: clean cross-entropy, pgd (Madry AT: cross-entropy on PGD examples) or trades"})
@@ -84,7 +92,7 @@ class EpochDecision:
 class Method:
     """Base method: full fine-tuning with the configured objective. Subclasses override only what differs."""
 
-    config_cls: type[MethodConfig] = MethodConfig
+    config_cls: type[MethodConfig] = ObjectiveConfig
     # False for a method that keeps the classifier fixed: the engine then refuses a head that would start random
     trains_head: bool = True
     # Why the method needs robustft's model structure (ImageClassifier: a declared classifier, pretrained_cfg); None
@@ -110,11 +118,24 @@ class Method:
         """Named parameters the optimizer updates."""
         return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
+    def epoch_start(self, model: nn.Module, epoch: int) -> None:
+        """Called by the engine at the start of every training epoch (``epoch`` 0-based), before ``train_mode``, on
+        the weights that epoch trains (after any reload or resume): refresh per-epoch statistics of the model here
+        (AutoLoRa's loss weights). The base does nothing."""
+
     def train_mode(self, model: nn.Module) -> None:
-        """Set module modes for a training epoch (frozen parts may stay in eval). The engine calls it at the start of
-        every epoch, on the weights that epoch trains (after any reload or resume): a method may also refresh
-        per-epoch statistics of the model here (AutoLoRa's loss weights)."""
+        """Set module modes for a training epoch (frozen parts may stay in eval); called at the start of every
+        epoch, after ``epoch_start``."""
         model.train()
+
+    def state_dict(self) -> dict[str, Any]:
+        """What the method decided that a resumed run must not decide again (RiFT's MRC choice), saved in every
+        training checkpoint: plain data (str, numbers, None, lists, dicts, tensors; the checkpoint loader runs no
+        code). The base has none."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what ``state_dict`` returned, from the checkpoint of a resumed run; the base has nothing."""
 
     def stages(self) -> list[Stage]:
         """Multi-stage methods return several stages; most have one."""

@@ -6,13 +6,13 @@ from fnmatch import fnmatchcase
 from torch import nn
 
 from ..errors import UserError
-from .base import Method, MethodConfig, register_method
+from .base import Method, ObjectiveConfig, register_method
 
 __all__ = ["Partial", "PartialConfig", "freeze_idle_norm_stats"]
 
 
 @dataclass
-class PartialConfig(MethodConfig):
+class PartialConfig(ObjectiveConfig):
     """Which parameters train (glob patterns over ``named_parameters`` names) and whether frozen BN layers adapt."""
 
     patterns: list[str] = field(default_factory=lambda: ["fc.*"],

@@ -14,7 +14,7 @@
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -23,8 +23,8 @@ from .._io import atomic_write, atomic_write_json
 from ..attacks import PGD, parse_eps
 from ..errors import UserError
 from ..eval import evaluate
-from ..eval.mrc import IMPLEMENTATIONS, WEIGHT_TYPES, MRCProfile, mrc_examples, mrc_profile
-from .base import Method, MethodConfig, RunContext, register_method
+from ..eval.mrc import IMPLEMENTATIONS, MRC_DEFAULTS, WEIGHT_TYPES, MRCProfile, mrc_examples, mrc_profile
+from .base import Method, MethodConfig, Objective, RunContext, register_method
 from .partial import freeze_idle_norm_stats
 
 __all__ = ["Rift", "RiftConfig", "choose_alpha", "interpolate_state", "save_mrc", "save_alpha_curve",
@@ -37,7 +37,10 @@ ALPHA_JSON, ALPHA_PNG = "alpha_curve.json", "alpha_curve.png"
 
 @dataclass
 class RiftConfig(MethodConfig):
-    """RiFT options: which module (or how MRC picks it), BN behaviour, and the interpolation rule."""
+    """RiFT options: which module (or how MRC picks it), BN behaviour, and the interpolation rule. The module
+    trains on clean data (the paper's objective), so there is no objective or β to set."""
+
+    objective: ClassVar[Objective] = "clean"
 
     module: str | None = field(default=None, metadata={
         "help": "module to fine-tune, e.g. layer2.1.conv2 (skips MRC); default: the lowest-MRC module"})
@@ -50,20 +53,26 @@ class RiftConfig(MethodConfig):
     tolerance: float = field(default=0.001, metadata={
         "help": "allowed drop of validation robust accuracy below α=0's when choosing α* (fraction: 0.001 = 0.1 "
                 "points)", "ge": 0})
-    mrc_n: int = field(default=512, metadata={"help": "training examples MRC is measured on", "ge": 1})
-    mrc_eps: float = field(default=0.1, metadata={"help": "relative weight-perturbation radius ‖Δw‖ ≤ ε‖w‖", "gt": 0})
-    mrc_steps: int = field(default=10, metadata={"help": "gradient-ascent iterations per module", "ge": 1})
-    mrc_lr: float = field(default=1.0, metadata={"help": "gradient-ascent step (the official SGD lr 1)", "gt": 0})
-    mrc_minibatch: int | None = field(default=None, metadata={
+    mrc_n: int = field(default=MRC_DEFAULTS.n, metadata={"help": "training examples MRC is measured on", "ge": 1})
+    mrc_eps: float = field(default=MRC_DEFAULTS.eps, metadata={
+        "help": "relative weight-perturbation radius ‖Δw‖ ≤ ε‖w‖", "gt": 0})
+    mrc_steps: int = field(default=MRC_DEFAULTS.steps, metadata={
+        "help": "gradient-ascent iterations per module", "ge": 1})
+    mrc_lr: float = field(default=MRC_DEFAULTS.lr, metadata={
+        "help": "gradient-ascent step (the official SGD lr 1)", "gt": 0})
+    mrc_minibatch: int | None = field(default=MRC_DEFAULTS.minibatch, metadata={
         "help": "the official regime: each ascent iteration is a shuffled pass of SGD steps over mini-batches of this "
                 "many examples (official: 512), then one projection; null: one full-batch step per projection "
                 "(identical while mrc_n <= the mini-batch)", "ge": 1})
-    mrc_batch_size: int = field(default=512, metadata={"help": "examples per MRC forward (memory only)", "ge": 1})
-    mrc_impl: Literal[IMPLEMENTATIONS] = field(default="fast", metadata={
+    mrc_batch_size: int = field(default=MRC_DEFAULTS.batch_size, metadata={
+        "help": "examples per MRC forward (memory only)", "ge": 1})
+    mrc_impl: Literal[IMPLEMENTATIONS] = field(default=MRC_DEFAULTS.impl, metadata={
         "help": "fast: only the module's downstream subgraph runs; reference: whole-model passes"})
-    mrc_attack_eps: str = field(default="8/255", metadata={"help": "L∞ budget of the MRC examples"})
-    mrc_attack_steps: int = field(default=10, metadata={"help": "PGD steps of the MRC examples", "ge": 1})
-    mrc_attack_step_size: str = field(default="2/255", metadata={"help": "PGD step of the MRC examples"})
+    mrc_attack_eps: str = field(default=MRC_DEFAULTS.attack_eps, metadata={"help": "L∞ budget of the MRC examples"})
+    mrc_attack_steps: int = field(default=MRC_DEFAULTS.attack_steps, metadata={
+        "help": "PGD steps of the MRC examples", "ge": 1})
+    mrc_attack_step_size: str = field(default=MRC_DEFAULTS.attack_step_size, metadata={
+        "help": "PGD step of the MRC examples"})
 
     def __post_init__(self) -> None:
         if not self.alphas:
@@ -180,7 +189,7 @@ class Rift(Method):
     def setup(self, model: nn.Module, ctx: RunContext) -> None:
         """Pick the module: the given one, else the lowest MRC on PGD examples of training data."""
         c = self.cfg
-        mrc_record = None
+        mrc_record = self.record.get("mrc")  # a resumed run's MRC result, from its checkpoint (load_state_dict)
         if self.module is None:
             ctx.log(f"rift: MRC of every Conv2d/Linear module on {min(c.mrc_n, len(ctx.train))} PGD-"
                     f"{c.mrc_attack_steps} training examples ({c.mrc_impl})")
@@ -203,6 +212,15 @@ class Rift(Method):
                 f"{' (given)' if mrc_record is None else ' (lowest MRC)'}")
         self.record = {"module": self.module, "module_from": "given" if mrc_record is None else "mrc",
                        "mrc": mrc_record}
+
+    def state_dict(self) -> dict[str, Any]:
+        """The module choice and its record (MRC's scores), so a resumed run does not measure MRC again."""
+        return {"module": self.module, "record": self.record}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back the module choice of the run being resumed."""
+        if state:
+            self.module, self.record = state["module"], state["record"]
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """Only the chosen module's weight trains (not its bias: the paper fine-tunes the weight)."""
@@ -261,4 +279,4 @@ class Rift(Method):
         return {"rift": self.record}
 
 
-register_method("rift", Rift, objective="clean")
+register_method("rift", Rift)

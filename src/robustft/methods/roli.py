@@ -31,7 +31,7 @@ from torch import nn
 
 from ..attacks import PGD
 from ..errors import UserError
-from .base import Method, MethodConfig, Objective, RunContext, Stage, register_method
+from .base import Method, Objective, ObjectiveConfig, RunContext, Stage, register_method
 from .linear_probe import LinearProbe
 from .peft import (adapter_modules, add_adapters, add_lora, bias_parameters, lora_layers, lora_parameters,
                    merge_lora)
@@ -50,7 +50,7 @@ def official_head_init(head: nn.Linear) -> None:
 
 
 @dataclass
-class RoLIConfig(MethodConfig):
+class RoLIConfig(ObjectiveConfig):
     """RoLI options. The probe stage has its own optimizer settings; the fine-tuning stage uses the run's ``optim``."""
 
     peft: Peft = field(default="full", metadata={
@@ -117,7 +117,7 @@ class RoLI(Method):
 
     def probe(self) -> LinearProbe:
         """The stage-1 method: head only, backbone in eval mode, the probe objective (default: stage 2's)."""
-        return LinearProbe(MethodConfig(objective=self.cfg.lp_objective or self.cfg.objective, beta=self.cfg.beta),
+        return LinearProbe(ObjectiveConfig(objective=self.cfg.lp_objective or self.cfg.objective, beta=self.cfg.beta),
                            self.attack)
 
     def stages(self) -> list[Stage]:

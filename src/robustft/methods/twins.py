@@ -14,13 +14,14 @@ KL loss unless ``ce_attack`` reproduces the official CE attack.
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..attacks import PGD
-from .base import Method, MethodConfig, RunContext, register_method
+from .base import Method, ObjectiveConfig, RunContext, register_method
 
 __all__ = ["TwoWingBatchNorm2d", "Twins", "TwinsConfig", "to_two_wing", "to_plain_bn", "frozen_split"]
 
@@ -98,8 +99,12 @@ def frozen_split(model: nn.Module, rows: int) -> Iterator[None]:
 
 
 @dataclass
-class TwinsConfig(MethodConfig):
-    """TWINS options: the frozen wing's loss weight and the official TWINS-TRADES attack switch."""
+class TwinsConfig(ObjectiveConfig):
+    """TWINS options: the adversarial objective, the frozen wing's loss weight and the official TWINS-TRADES attack
+    switch."""
+
+    objective: Literal["pgd", "trades"] = field(default="pgd", metadata={
+        "help": "training loss: pgd (TWINS-AT) or trades (TWINS-TRADES); TWINS is adversarial, so not clean"})
 
     lam: float = field(default=1.0, metadata={"help": "λ, weight of the frozen wing's loss (paper: 1.0 CIFAR, 0.4 "
                                                       "Caltech-256)", "ge": 0})
