@@ -24,7 +24,7 @@ from .rift import Rift, RiftConfig
 from .roli import RoLI, RoLIConfig
 from .twins import Twins, TwinsConfig, TwoWingBatchNorm2d
 
-__all__ = ["Method", "MethodConfig", "ObjectiveConfig", "TradesConfig", "RunContext", "Stage", "EpochDecision", "check_structure",
-           "create_method", "list_methods", "register_method", "trades_loss", "OBJECTIVES", "LinearProbe", "Trades", "Partial",
-           "PartialConfig", "Twins", "TwinsConfig", "TwoWingBatchNorm2d", "RoLI", "RoLIConfig", "Rift", "RiftConfig", "AutoLoRa",
-           "AutoLoRaConfig"]
+__all__ = ["Method", "MethodConfig", "ObjectiveConfig", "TradesConfig", "RunContext", "Stage", "EpochDecision",
+           "check_structure", "create_method", "list_methods", "register_method", "trades_loss", "OBJECTIVES",
+           "LinearProbe", "Trades", "Partial", "PartialConfig", "Twins", "TwinsConfig", "TwoWingBatchNorm2d", "RoLI",
+           "RoLIConfig", "Rift", "RiftConfig", "AutoLoRa", "AutoLoRaConfig"]
