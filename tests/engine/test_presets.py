@@ -101,7 +101,7 @@ def _method(cfg):
     return create_method(cfg.method, attack, **cfg.method_args)
 
 
-RIFT_PRESETS = [f"rift_{a}cifar{n}" for a in ("", "wrn34_") for n in (10, 100)]
+RIFT_PRESETS = [f"rift_{a}cifar{n}" for a in ("", "r34_", "wrn34_") for n in (10, 100)]
 TWINS_CIFAR = [f"twins_{t}cifar{n}" for t in ("", "trades_") for n in (10, 100)]
 
 
@@ -187,13 +187,16 @@ def test_twins_presets_state_their_validation_carve(stem):
     assert yaml.safe_load(_paper(stem).read_text())["data"]["val_fraction"] == 0.1
 
 
-@pytest.mark.parametrize(("stem", "module"), [("rift_wrn34_cifar10", "block1.layer.3.conv2"),
-                                              ("rift_wrn34_cifar100", "block1.layer.2.conv2")])
-def test_rift_wrn_presets_are_the_resnet18_cell_on_the_official_wrn_layout(stem, module):
+@pytest.mark.parametrize(("stem", "arch", "module"), [
+    ("rift_r34_cifar10", "cifar_resnet34", "layer2.3.conv2"), ("rift_r34_cifar100", "cifar_resnet34", "layer2.3.conv2"),
+    ("rift_wrn34_cifar10", "wide_resnet34_10", "block1.layer.3.conv2"),
+    ("rift_wrn34_cifar100", "wide_resnet34_10", "block1.layer.2.conv2")])
+def test_rift_other_sources_are_the_resnet18_cell_on_the_official_layout(stem, arch, module):
     """Every setting but the architecture is the ResNet-18 cell's, and the module the official README names as the
-    lowest-MRC one is a conv of robustft's wide_resnet34_10 (the official checkpoints' layout)."""
-    cfg, base = load_config(_paper(stem)), load_config(_paper(stem.replace("wrn34_", "")))
-    assert cfg.model.arch == "wide_resnet34_10"
+    lowest-MRC one is a conv of the robustft architecture (the official checkpoints' layout)."""
+    cfg = load_config(_paper(stem))
+    base = load_config(_paper(stem.replace("r34_", "").replace("wrn34_", "")))
+    assert cfg.model.arch == arch
     assert dataclasses.replace(cfg, model=base.model) == base
     model = create_model(cfg.model.arch, num_classes=10)
     assert isinstance(model.get_submodule(module), nn.Conv2d)
