@@ -105,7 +105,8 @@ RIFT_PRESETS = [f"rift_{a}cifar{n}" for a in ("", "r34_", "wrn34_") for n in (10
 TWINS_CIFAR = [f"twins_{t}cifar{n}" for t in ("", "trades_") for n in (10, 100)]
 
 
-@pytest.mark.parametrize("stem", TWINS_CIFAR + [f"twins_baseline_{b}_cifar{n}" for b in ("at", "trades") for n in (10, 100)])
+@pytest.mark.parametrize("stem", TWINS_CIFAR + [f"twins_baseline_{b}_cifar{n}" for b in ("at", "trades")
+                                                for n in (10, 100)])
 def test_twins_cifar_presets_upsample_to_224_inside_the_model(stem):
     """Official: ``F.interpolate(inp, 224)`` (nearest) before the ImageNet ResNet-50, so layer4 sees 7x7, not 1x1."""
     cfg = load_config(_paper(stem))
