@@ -22,6 +22,8 @@ TINY_ARCH = {
     "resnet50": ["model.options.widths=[8, 8, 8, 8]"],
     "resnet18": ["model.options.widths=[8, 8, 8, 8]"],
     "cifar_resnet18": ["model.options.widths=[8, 8, 8, 8]"],
+    "cifar_resnet34": ["model.options.widths=[8, 8, 8, 8]"],
+    "wide_resnet34_10": ["model.options.widen_factor=1"],
     "swin_base_patch4_window7_224": ["model.arch=swin", "model.options.embed_dim=8", "model.options.depths=[1, 1]",
                                      "model.options.num_heads=[1, 1]", "model.options.window_size=2",
                                      "model.options.patch_size=4", "model.options.img_size=16"],

@@ -101,10 +101,12 @@ def _method(cfg):
     return create_method(cfg.method, attack, **cfg.method_args)
 
 
+RIFT_PRESETS = [f"rift_{a}cifar{n}" for a in ("", "r34_", "wrn34_") for n in (10, 100)]
 TWINS_CIFAR = [f"twins_{t}cifar{n}" for t in ("", "trades_") for n in (10, 100)]
 
 
-@pytest.mark.parametrize("stem", TWINS_CIFAR)
+@pytest.mark.parametrize("stem", TWINS_CIFAR + [f"twins_baseline_{b}_cifar{n}" for b in ("at", "trades")
+                                                for n in (10, 100)])
 def test_twins_cifar_presets_upsample_to_224_inside_the_model(stem):
     """Official: ``F.interpolate(inp, 224)`` (nearest) before the ImageNet ResNet-50, so layer4 sees 7x7, not 1x1."""
     cfg = load_config(_paper(stem))
@@ -124,7 +126,8 @@ def test_twins_cifar_presets_upsample_to_224_inside_the_model(stem):
     torch.testing.assert_close(logits, official)
 
 
-@pytest.mark.parametrize("stem", ["twins_trades_cifar10", "twins_trades_cifar100", "twins_trades_caltech256"])
+@pytest.mark.parametrize("stem", [f"twins_{t}_{d}" for t in ("trades", "baseline_trades")
+                                  for d in ("cifar10", "cifar100", "caltech256")])
 def test_twins_trades_presets_attack_with_ce_as_official(stem):
     """The preset's training attack gives the official CE PGD's examples (transcribed here, from the clean point)."""
     cfg = load_config(_paper(stem))
@@ -183,6 +186,21 @@ def test_rift_presets_use_the_official_mrc_regime_and_test_attack(stem):
 @pytest.mark.parametrize("stem", TWINS_CIFAR)
 def test_twins_presets_state_their_validation_carve(stem):
     assert yaml.safe_load(_paper(stem).read_text())["data"]["val_fraction"] == 0.1
+
+
+@pytest.mark.parametrize(("stem", "arch", "module"), [
+    ("rift_r34_cifar10", "cifar_resnet34", "layer2.3.conv2"), ("rift_r34_cifar100", "cifar_resnet34", "layer2.3.conv2"),
+    ("rift_wrn34_cifar10", "wide_resnet34_10", "block1.layer.3.conv2"),
+    ("rift_wrn34_cifar100", "wide_resnet34_10", "block1.layer.2.conv2")])
+def test_rift_other_sources_are_the_resnet18_cell_on_the_official_layout(stem, arch, module):
+    """Every setting but the architecture is the ResNet-18 cell's, and the module the official README names as the
+    lowest-MRC one is a conv of the robustft architecture (the official checkpoints' layout)."""
+    cfg = load_config(_paper(stem))
+    base = load_config(_paper(stem.replace("r34_", "").replace("wrn34_", "")))
+    assert cfg.model.arch == arch
+    assert dataclasses.replace(cfg, model=base.model) == base
+    model = create_model(cfg.model.arch, num_classes=10)
+    assert isinstance(model.get_submodule(module), nn.Conv2d)
 
 
 # The official configs/<peft>/<data>_roli.yaml SOLVER.WEIGHT_DECAY of stage ft
@@ -289,10 +307,10 @@ AUTOLORA = {"main": dict(optim="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, 
 OFFICIAL_SETTINGS = {
     **{f"twins_{t}{d}": _twins(d) for t in ("", "trades_") for d in ("cifar10", "cifar100")},
     "twins_caltech256": _twins("caltech256"), "twins_trades_caltech256": _twins("caltech256"),
-    "twins_baseline_at_cifar10": _twins("cifar10"), "twins_baseline_at_caltech256": _twins("caltech256"),
+    **{f"twins_baseline_{b}_{d}": _twins(d) for b in ("at", "trades") for d in ("cifar10", "cifar100", "caltech256")},
     **{f"roli_{p}_{d}": _roli(p, d) for p in ("full", "bias", "lora", "adapter") for d in ROLI_DATA},
     **{f"ranli_{p}_{d}": _ranli(p, d) for p in ("full", "bias", "lora", "adapter") for d in ROLI_DATA},
-    "rift_cifar10": RIFT, "rift_cifar100": RIFT,
+    **{stem: RIFT for stem in RIFT_PRESETS},
     **{f"autolora_{r}{d}": AUTOLORA if d.startswith("cifar") else
        {"main": dict(AUTOLORA["main"], view=("image_size", 224, 256, "random_resized_crop"))}
        for r in ("", "r18_") for d in ("cifar10", "cifar100", "dtd", "stanford_dogs", "cub200", "caltech256")},

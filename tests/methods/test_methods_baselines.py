@@ -108,3 +108,50 @@ def test_bad_method_options():
         create_method("pgd_at", PGD(), lam=1.0)
     with pytest.raises(UserError, match="objective"):
         create_method("standard", PGD(), objective="hinge")
+
+
+def _official_trades_ce_step(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, alpha: float,
+                             steps: int, beta: float) -> torch.Tensor:
+    """Transcription of the TWINS repository's AT_cifar/train-TRADES.py step with its FastGradientSignUntargeted
+    (random_start off here for a deterministic comparison): the attack maximizes cross-entropy with the model in eval
+    mode, then, in train mode, CE(f(x), y) + β · (1/B) · KL-sum(f(x) ‖ f(x_adv))."""
+    adv = x.clone().requires_grad_(True)
+    model.eval()
+    for _ in range(steps):
+        grad = torch.autograd.grad(F.cross_entropy(model(adv), y), adv)[0]
+        adv = adv.detach() + alpha * grad.sign()
+        adv = torch.min(torch.max(adv, x - eps), x + eps).clamp(0, 1).requires_grad_(True)
+    model.train()
+    output = model(adv.detach())
+    output_nature = model(x)
+    kl = torch.nn.KLDivLoss(reduction="sum")(F.log_softmax(output, dim=1), F.softmax(output_nature, dim=1))
+    return F.cross_entropy(output_nature, y) + beta * kl / len(x)
+
+
+def test_trades_ce_attack_matches_the_official_twins_baseline_step(model, batch):
+    """trades with ce_attack: the same loss and parameter gradients as the official TRADES baseline of TWINS."""
+    import copy
+
+    x, y = batch
+    official_model = copy.deepcopy(model)
+    method = create_method("trades", PGD(eps=8 / 255, steps=3, step_size=2 / 255, random_start=False), beta=6.0,
+                           ce_attack=True)
+    assert method.attack.loss == "ce"
+    model = method.prepare(model)
+    method.train_mode(model)
+    loss, _ = method.loss(model, x, y)
+    loss.backward()
+    expected = _official_trades_ce_step(official_model, x, y, 8 / 255, 2 / 255, 3, 6.0)
+    expected.backward()
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-4)
+    for (name, p), (_, q) in zip(model.named_parameters(), official_model.named_parameters(), strict=True):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-3, atol=1e-6), name
+    # the default TRADES attack (KL) computes a different step: the switch is what makes them equal
+    kl_method = create_method("trades", PGD(eps=8 / 255, steps=3, step_size=2 / 255, random_start=False), beta=6.0)
+    assert kl_method.attack.loss == "kl"
+    assert kl_method.loss(model, x, y)[0].item() != pytest.approx(expected.item(), rel=1e-4)
+
+
+def test_ce_attack_is_an_option_of_trades_only_among_the_baselines():
+    with pytest.raises(UserError, match="ce_attack"):
+        create_method("pgd_at", PGD(), ce_attack=True)

@@ -9,6 +9,7 @@ from robustft.models import Normalize, create_model, list_models
 # name -> (constructor options, input resolution): small inputs keep the whole table to a few seconds on 2 cores.
 TEST_CASES = {
     "cifar_resnet18": ({}, 32),
+    "cifar_resnet34": ({}, 32),
     "cifar_resnet20": ({}, 32),
     "cifar_resnet32": ({}, 32),
     "cifar_resnet56": ({}, 32),
@@ -73,6 +74,7 @@ def test_model_contract(name):
         ("resnet50", 25_557_032),
         ("wide_resnet50_2", 68_883_240),
         ("cifar_resnet18", 11_173_962),
+        ("cifar_resnet34", 21_282_122),
         ("wide_resnet34_10", 46_160_474),
         ("vit_small_patch16_224", 22_050_664),
         ("vit_base_patch16_224", 86_567_656),
@@ -112,6 +114,14 @@ def test_parameter_count_matches_reference_implementation(name, expected):
             {"conv1.weight": (64, 3, 3, 3), "bn1.weight": (64,), "layer2.0.shortcut.0.weight": (128, 64, 1, 1),
              "layer2.0.shortcut.1.running_mean": (128,), "linear.weight": (10, 512)},
             ["fc.weight", "layer1.0.shortcut.0.weight", "layer2.0.downsample.0.weight"],
+        ),
+        (
+            "cifar_resnet34",  # kuangliu ResNet34 (RiFT's): 3, 4, 6, 3 blocks; its lowest-MRC modules layer2.3.conv2,
+            # layer3.5.conv2
+            {"layer2.3.conv2.weight": (128, 128, 3, 3), "layer3.5.conv2.weight": (256, 256, 3, 3),
+             "layer4.0.shortcut.0.weight": (512, 256, 1, 1), "layer4.2.bn2.running_var": (512,),
+             "linear.weight": (10, 512)},
+            ["layer4.3.conv1.weight", "layer3.6.conv1.weight", "fc.weight"],
         ),
         (
             "preact_resnet18",

@@ -10,19 +10,21 @@ from .base import (
                    ObjectiveConfig,
                    RunContext,
                    Stage,
+                   TradesConfig,
                    check_structure,
                    create_method,
                    list_methods,
                    register_method,
                    trades_loss,
 )
+from .full import Trades
 from .linear_probe import LinearProbe
 from .partial import Partial, PartialConfig
 from .rift import Rift, RiftConfig
 from .roli import RoLI, RoLIConfig
 from .twins import Twins, TwinsConfig, TwoWingBatchNorm2d
 
-__all__ = ["Method", "MethodConfig", "ObjectiveConfig", "RunContext", "Stage", "EpochDecision", "check_structure",
-           "create_method", "list_methods", "register_method", "trades_loss", "OBJECTIVES", "LinearProbe", "Partial",
-           "PartialConfig", "Twins", "TwinsConfig", "TwoWingBatchNorm2d", "RoLI", "RoLIConfig", "Rift", "RiftConfig", "AutoLoRa",
-           "AutoLoRaConfig"]
+__all__ = ["Method", "MethodConfig", "ObjectiveConfig", "TradesConfig", "RunContext", "Stage", "EpochDecision",
+           "check_structure", "create_method", "list_methods", "register_method", "trades_loss", "OBJECTIVES",
+           "LinearProbe", "Trades", "Partial", "PartialConfig", "Twins", "TwinsConfig", "TwoWingBatchNorm2d", "RoLI",
+           "RoLIConfig", "Rift", "RiftConfig", "AutoLoRa", "AutoLoRaConfig"]

@@ -19,7 +19,7 @@ from ..errors import UserError
 from ..models.base import ImageClassifier
 from ..schema import from_dict
 
-__all__ = ["Method", "MethodConfig", "ObjectiveConfig", "Stage", "RunContext", "EpochDecision", "register_method",
+__all__ = ["Method", "MethodConfig", "ObjectiveConfig", "TradesConfig", "Stage", "RunContext", "EpochDecision", "register_method",
            "create_method", "method_config", "list_methods", "check_structure", "Objective", "OBJECTIVES"]
 
 Objective = Literal["clean", "pgd", "trades"]
@@ -41,6 +41,14 @@ class ObjectiveConfig(MethodConfig):
     objective: Objective = field(default="pgd", metadata={
         "help": "training loss: clean cross-entropy, pgd (Madry AT: cross-entropy on PGD examples) or trades"})
     beta: float = field(default=6.0, metadata={"help": "TRADES β (weight of the KL term)", "ge": 0})
+
+
+@dataclass
+class TradesConfig(ObjectiveConfig):
+    """Objective options plus the loss the TRADES training attack maximizes (the TWINS paper's code uses CE)."""
+
+    ce_attack: bool = field(default=False, metadata={
+        "help": "objective trades: attack with CE as the TWINS paper's official scripts do (default: the TRADES KL)"})
 
 
 @dataclass
@@ -102,8 +110,9 @@ class Method:
     def __init__(self, cfg: MethodConfig, attack: PGD | None = None) -> None:
         self.cfg = cfg
         # the training threat model (None: a method built only for its structure, e.g. to rebuild an export); TRADES
-        # maximizes the KL term it trains on, so its attack uses that loss
-        self.attack = replace(attack, loss="kl") if cfg.objective == "trades" and attack is not None else attack
+        # maximizes the KL term it trains on, so its attack uses that loss (unless TradesConfig.ce_attack asks for CE)
+        kl = cfg.objective == "trades" and not (isinstance(cfg, TradesConfig) and cfg.ce_attack)
+        self.attack = replace(attack, loss="kl") if kl and attack is not None else attack
 
     # -- structure ---------------------------------------------------------------------------------------------
     def setup(self, model: nn.Module, ctx: RunContext) -> None:

@@ -20,8 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attacks import PGD
-from .base import Method, ObjectiveConfig, RunContext, register_method
+from .base import Method, RunContext, TradesConfig, register_method
 
 __all__ = ["TwoWingBatchNorm2d", "Twins", "TwinsConfig", "to_two_wing", "to_plain_bn", "frozen_split"]
 
@@ -99,28 +98,21 @@ def frozen_split(model: nn.Module, rows: int) -> Iterator[None]:
 
 
 @dataclass
-class TwinsConfig(ObjectiveConfig):
-    """TWINS options: the adversarial objective, the frozen wing's loss weight and the official TWINS-TRADES attack
-    switch."""
+class TwinsConfig(TradesConfig):
+    """TWINS options: the adversarial objective, the frozen wing's loss weight and (inherited) the official
+    TWINS-TRADES attack switch ``ce_attack``."""
 
     objective: Literal["pgd", "trades"] = field(default="pgd", metadata={
         "help": "training loss: pgd (TWINS-AT) or trades (TWINS-TRADES); TWINS is adversarial, so not clean"})
 
     lam: float = field(default=1.0, metadata={"help": "λ, weight of the frozen wing's loss (paper: 1.0 CIFAR, 0.4 "
                                                       "Caltech-256)", "ge": 0})
-    ce_attack: bool = field(default=False, metadata={
-        "help": "TWINS-TRADES: attack with CE as the official scripts do (default: the TRADES KL attack)"})
 
 
 class Twins(Method):
     """TWINS-AT (objective pgd) and TWINS-TRADES (objective trades)."""
 
     config_cls = TwinsConfig
-
-    def __init__(self, cfg: TwinsConfig, attack: PGD | None = None) -> None:
-        super().__init__(cfg, attack)
-        if cfg.ce_attack:
-            self.attack = attack
 
     def prepare(self, model: nn.Module) -> nn.Module:
         """Two wings for every BN layer; everything trains (the frozen wing's statistics are buffers)."""

@@ -6,8 +6,8 @@ Layouts, so that published checkpoints load without key surgery:
   ``width_per_group=128``); MadryLab ``robustness`` ImageNet checkpoints and timm use the same names.
 - ``cifar_resnet20/32/56``: He et al.'s 6n+2 CIFAR ResNets with torchvision names and a 1x1-conv+BN downsample
   (the layout of the reference adversarially trained checkpoint shipped with robustft's benchmarks).
-- ``cifar_resnet18``: kuangliu/pytorch-cifar ``ResNet18`` (projection named ``shortcut``, head named ``linear``),
-  the network of the RiFT and AutoAttack examples.
+- ``cifar_resnet18`` / ``cifar_resnet34``: kuangliu/pytorch-cifar ``ResNet18`` / ``ResNet34`` (projection named
+  ``shortcut``, head named ``linear``), the networks of the RiFT and AutoAttack examples.
 """
 
 import torch.nn.functional as F
@@ -182,6 +182,13 @@ def cifar_resnet18(**kwargs) -> ResNet:
     """ResNet-18 for 32-px inputs, kuangliu/pytorch-cifar layout (``shortcut``, ``linear``)."""
     model_args = dict(block=KuangliuBasicBlock, layers=(2, 2, 2, 2), stem="cifar", classifier="linear", num_classes=10)
     return _create_resnet("cifar_resnet18", **dict(model_args, **kwargs))
+
+
+@register_model
+def cifar_resnet34(**kwargs) -> ResNet:
+    """ResNet-34 for 32-px inputs, kuangliu/pytorch-cifar layout (``shortcut``, ``linear``; RiFT's ResNet34)."""
+    model_args = dict(block=KuangliuBasicBlock, layers=(3, 4, 6, 3), stem="cifar", classifier="linear", num_classes=10)
+    return _create_resnet("cifar_resnet34", **dict(model_args, **kwargs))
 
 
 @register_model
