@@ -59,7 +59,8 @@ def open_source(spec: str | os.PathLike, *, root: str | Path | None = None, imag
     """Resolve ``spec`` (a named dataset, a path, or ``imagefolder:``/``npz:`` + path) to its :class:`Source`.
 
     ``limits`` (None: the defaults) bound what image folders and npz files may decode to; ``x_key`` / ``y_key``
-    name an npz file's arrays, ``group_key`` its per-sample group ids (see ``npz_source``); ``classes`` keeps those classes only (``Source.select``), then ``test_fraction``
+    name an npz file's arrays, ``group_key`` its per-sample group ids (see ``npz_source``); ``classes`` keeps
+    those classes only (``Source.select``), then ``test_fraction``
     carves a test split from train with ``split_seed`` (``Source.carve_test``). ``storage_size`` keeps image folders'
     aspect ratios (shorter side resized to it) and packs them, held as ``storage`` says (``memory``, ``disk`` or
     ``auto``: memory when a split's pixels fit ``memory_budget_mb``, default half the machine's memory; see
