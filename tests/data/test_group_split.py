@@ -3,13 +3,13 @@
 import numpy as np
 import pytest
 import torch
-from tests.support import finetune_args
 
 from robustft.cli import main
 from robustft.data import load_splits
 from robustft.data.load import open_source
 from robustft.data.splits import group_split, stratified_split
 from robustft.errors import UserError
+from support import finetune_args
 
 
 def _tracks(classes: int = 4, tracks: int = 6, frames: int = 5) -> tuple[torch.Tensor, torch.Tensor]:

@@ -233,6 +233,24 @@ def _task_lines(protocol: Protocol, name: str, cells: list[dict[str, Any]], grou
     return [*lines, ""]
 
 
+def _grid_lines(grids: list[dict[str, Any]]) -> list[str]:
+    """Per grid of a task: the values run, the value each grid seed chose on validation and where it fell."""
+    if not grids:
+        return []
+    lines = ["Where each method's validated value fell in its grid (grid seeds; values beyond an end are added on "
+             "validation until the choice is interior or the bound on added values per end is reached): *interior*, "
+             "*end* (a grid that may not grow) or *hit the bound*.", "",
+             "| method | grid values run | added (low / high end, bound) | chosen per grid seed | position |",
+             "|---|---|---|---|---|"]
+    names = {"interior": "interior", "end": "end of the grid", "bound": "hit the bound"}
+    for g in grids:
+        chosen = ", ".join(f"{seed}: {value}" for seed, value in g["chosen"].items())
+        where = ", ".join(sorted({names[p] for p in g["position"].values()}))
+        lines.append(f"| {g['group']} | {', '.join(map(str, g['values']))} | {g['added']['first']} / "
+                     f"{g['added']['last']} (≤ {g['bound']}) | {chosen} | {where} |")
+    return [*lines, ""]
+
+
 def _curve_lines(histories: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Per cell, its validation curve per epoch (learning rate, training loss, validation clean and robust)."""
     lines = []
@@ -258,6 +276,7 @@ def _markdown(protocol: Protocol, table: list[dict[str, Any]], groups: list[dict
     for name in protocol.tasks:
         lines += _task_lines(protocol, name, [e for e in table if e["task"] == name],
                              [g for g in groups if g["task"] == name])
+        lines += _grid_lines([g for g in record.get("grids", []) if g["task"] == name])
         if name in record.get("bn_stats", {}):
             lines += _bn_lines(record["bn_stats"][name])
         if protocol.tasks[name].curve:
