@@ -31,8 +31,8 @@ def test_a_grid_grows_past_the_chosen_end_until_interior(tmp_path, monkeypatch):
     protocol = _protocol(tmp_path, [0.01, 0.03, 0.1], extend=3)
     record = run_protocol(protocol, tmp_path / "out", ROOTS, log=lambda s: None)
     # seed 0: the grid, then 0.333 (chosen: an end), then 1.11 (0.333 now interior); seed 1 runs 0.333 only
-    assert [lr for lr, seed in ran if seed == 0] == [0.01, 0.03, 0.1, 0.01, 0.03, 0.1, 0.333, 0.333, 1.11, 1.11]
-    assert [lr for lr, seed in ran if seed == 1] == [0.333, 0.333]
+    assert [lr for lr, seed, _ in ran if seed == 0] == [0.01, 0.03, 0.1, 0.01, 0.03, 0.1, 0.333, 0.333, 1.11, 1.11]
+    assert [lr for lr, seed, _ in ran if seed == 1] == [0.333, 0.333]
     assert protocol.tasks["t"].groups()["pgd_at"] == [f"pgd_at lr={v}" for v in (0.01, 0.03, 0.1, 0.333, 1.11)]
     grids = {g["group"]: g for g in record["grids"]}
     assert grids["pgd_at"]["chosen"] == {0: 0.333} and grids["pgd_at"]["position"] == {0: "interior"}
@@ -50,7 +50,7 @@ def test_the_bound_stops_the_growth_and_the_report_says_so(tmp_path, monkeypatch
     ran = install(monkeypatch, peak_at(0.0001))
     protocol = _protocol(tmp_path, [0.1, 0.03, 0.01], extend=1, seeds=[0])  # descending: the low end is last
     record = run_protocol(protocol, tmp_path / "out", ROOTS, log=lambda s: None)
-    assert sorted({lr for lr, _ in ran}) == [0.00333, 0.01, 0.03, 0.1]
+    assert sorted({lr for lr, _, _ in ran}) == [0.00333, 0.01, 0.03, 0.1]
     grids = {g["group"]: g for g in record["grids"]}
     assert grids["twins"]["values"] == [0.1, 0.03, 0.01, 0.00333]
     assert grids["twins"]["position"] == {0: "bound"}

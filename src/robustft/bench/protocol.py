@@ -134,6 +134,11 @@ class Task:
                 "beyond that end (the end times the grid's own ratio at that end) is run, repeatedly, at most this "
                 "many per end; validation only, never test (0: grids stay as listed)", "ge": 0})
 
+    more_seeds: list[int] = field(default_factory=list, metadata={
+        "help": "seeds added, one at a time in this order (the list is the cap), after the task's seeds to exactly "
+                "the cells of its claims still limited by seed spread (inconclusive, with a seed half-width above the "
+                "test-image half-width); the interval rule is unchanged"})
+
     def __post_init__(self) -> None:
         cells: dict[str, CellSpec] = {}
         self.grids: dict[str, Grid] = {}  # group -> its grid, extended by the runner as validation asks

@@ -251,6 +251,18 @@ def _grid_lines(grids: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def _more_seed_lines(added: list[dict[str, Any]]) -> list[str]:
+    """The seeds added where the seed spread, not the test images, limited a claim's interval."""
+    if not added:
+        return []
+    lines = ["Seeds added where the spread over seeds dominated a claim's interval (inconclusive, seed half-width "
+             "above the test-image half-width), to exactly the cells that claim compares:", ""]
+    for a in added:
+        claims = "; ".join(f"{c['claim']} ({', '.join(c['metrics'])})" for c in a["claims"])
+        lines.append(f"- seed {a['seed']}: {', '.join(a['cells'])} — for {claims}")
+    return [*lines, ""]
+
+
 def _curve_lines(histories: dict[str, list[dict[str, Any]]]) -> list[str]:
     """Per cell, its validation curve per epoch (learning rate, training loss, validation clean and robust)."""
     lines = []
@@ -277,6 +289,7 @@ def _markdown(protocol: Protocol, table: list[dict[str, Any]], groups: list[dict
         lines += _task_lines(protocol, name, [e for e in table if e["task"] == name],
                              [g for g in groups if g["task"] == name])
         lines += _grid_lines([g for g in record.get("grids", []) if g["task"] == name])
+        lines += _more_seed_lines(record.get("more_seeds", {}).get(name, []))
         if name in record.get("bn_stats", {}):
             lines += _bn_lines(record["bn_stats"][name])
         if protocol.tasks[name].curve:

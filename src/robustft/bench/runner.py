@@ -6,6 +6,7 @@ recomputed, and a killed cell resumes from its last epoch."""
 import dataclasses
 import json
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,9 +27,10 @@ from ..progress import duration
 from ..report import load_run, result_row
 from ..runtime import provenance, resolve_device
 from .protocol import AutoAttackSpec, Protocol, Task, cell_config, cell_dir, load_protocol, resolve_cells, task_config
-from .report import select_variants, write_protocol_report
+from .report import check_claims, select_variants, write_protocol_report
 
-__all__ = ["bench_roots", "run_protocol", "run_bench", "grid_positions", "DEFAULT_DATA_ROOT"]
+__all__ = ["bench_roots", "run_protocol", "run_bench", "grid_positions", "seed_limited",
+           "DEFAULT_DATA_ROOT"]
 
 DEFAULT_DATA_ROOT = "../shared/data"  # the shared benchmark data beside a checkout
 
@@ -221,17 +223,83 @@ def run_protocol(protocol: Protocol, out: Path, roots: dict[str, str], *, seeds:
                 for label in added:
                     _run_cell(protocol, task_name, label, seed, out, roots, progress, batch, jobs, log)
                 batch = select_variants(batch, task.select)  # a tie keeps the variant run first
-            aa = task.autoattack
-            if aa.n and (aa.seeds is None or seed in aa.seeds):
-                t0 = time.perf_counter()
-                for row, (cfg, run_dir, source, results) in zip(batch, jobs, strict=True):
-                    if row["selected"] or not aa.selected_only:
-                        row.update(result_row(results, row["label"], source=source,
-                                              autoattack=_autoattack(cfg, run_dir, aa, source)))
-                progress.computed_s += time.perf_counter() - t0
-            rows += batch
-    return {"rows": rows, "bn_stats": bn_stats, "grids": grid_positions(protocol, rows),
+            rows += _attack(task, seed, batch, jobs, progress)
+    more = {}
+    for task_name, task in protocol.tasks.items():
+        if task.more_seeds:
+            more[task_name] = _more_seeds(protocol, task_name, orders[task_name], rows, out, roots, progress, log)
+    return {"rows": rows, "bn_stats": bn_stats, "grids": grid_positions(protocol, rows), "more_seeds": more,
             "wall_s": time.perf_counter() - start}
+
+
+def _attack(task: Task, seed: int, batch: list[dict[str, Any]], jobs: list[tuple],
+            progress: _Progress) -> list[dict[str, Any]]:
+    """``batch`` with AutoAttack added to the rows the task's AutoAttack spec asks for at ``seed``."""
+    aa = task.autoattack
+    if aa.n and (aa.seeds is None or seed in aa.seeds):
+        t0 = time.perf_counter()
+        for row, (cfg, run_dir, source, results) in zip(batch, jobs, strict=True):
+            if row["selected"] or not aa.selected_only:
+                row.update(result_row(results, row["label"], source=source,
+                                      autoattack=_autoattack(cfg, run_dir, aa, source)))
+        progress.computed_s += time.perf_counter() - t0
+    return batch
+
+
+def seed_limited(protocol: Protocol, task_name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The claims on ``task_name`` limited by seed spread: a metric whose paired interval is inconclusive and whose
+    seed half-width exceeds its test-image half-width (``report.paired.paired_difference``), so more seeds, not
+    more images, would narrow it. Per such claim: its text, those metrics and the names it compares."""
+    claims = [c for c in protocol.claims if c.task == task_name]
+    out = []
+    for claim, checked in zip(claims, check_claims(claims, rows), strict=True):
+        metrics = [m for m, e in checked["metrics"].items() if e["verdict"] == "inconclusive" and "paired" in e
+                   and e["paired"].get("half_seeds", 0) > e["paired"]["half_images"]]
+        if metrics:
+            out.append({"claim": claim.claim, "metrics": metrics, "names": [*claim.better, *claim.than]})
+    return out
+
+
+def _cells_for(task: Task, names: list[str], chosen: dict[str, str]) -> list[str]:
+    """The cell labels that give rows for ``names`` (a group: its ``chosen`` variant; a source row: its cell), with
+    the same task's cells they refer to (``{cell:LABEL}``), in task order."""
+    wanted = set()
+    for label, spec in task.cells.items():
+        group = spec.group_name(label)
+        if label in names or spec.source_row in names or (group in names and chosen.get(group, label) == label):
+            wanted.add(label)
+    for label in reversed(task.cells):  # references point to earlier cells: this order closes them
+        if label in wanted:
+            wanted |= set(re.findall(r"\{cell:([^}/]*)\}", " ".join(task.cells[label].set)))
+    return [label for label in task.cells if label in wanted]
+
+
+def _more_seeds(protocol: Protocol, task_name: str, seeds: list[int], rows: list[dict[str, Any]], out: Path,
+                roots: dict[str, str], progress: _Progress, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Seeds added to the cells of the claims limited by seed spread (``seed_limited``), one of ``more_seeds`` at a
+    time until none is or the list (the cap) is spent; each group runs the variant the seeds so far selected most
+    often. Appends the new rows to ``rows``; returns per added seed the claims and cells it ran for."""
+    task = protocol.tasks[task_name]
+    overlap = sorted(set(task.more_seeds) & set(seeds))
+    if overlap:
+        raise UserError(f"protocol {protocol.name}: task {task_name}'s more_seeds {overlap} already run as its seeds; "
+                        f"list seeds it does not run")
+    added = []
+    for seed in task.more_seeds:
+        limited = seed_limited(protocol, task_name, rows)
+        if not limited:
+            break
+        chosen = _chosen_variants(rows, task_name, task.grid_seeds or seeds, list(task.cells))
+        labels = _cells_for(task, sorted({n for c in limited for n in c["names"]}), chosen)
+        log(f"[{protocol.name}] {task_name}: seed {seed} added for {len(limited)} claim(s) limited by seed spread "
+            f"({len(labels)} cells)")
+        progress.total += len(labels)
+        batch, jobs = [], []
+        for label in labels:
+            _run_cell(protocol, task_name, label, seed, out, roots, progress, batch, jobs, log)
+        rows += _attack(task, seed, select_variants(batch, task.select), jobs, progress)
+        added.append({"seed": seed, "claims": limited, "cells": labels})
+    return added
 
 
 def run_bench(protocol: str | Path, *, data_root: str | Path | None = None, models_root: str | Path | None = None,
