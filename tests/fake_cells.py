@@ -36,7 +36,8 @@ def install(monkeypatch, score: Score, flags: Callable[[str, float, int], str] |
         return {"method": r["method"], "wall_s": 1.0, "provenance": {"time_utc": "2026-01-01T00:00:00"},
                 "stages": {"train": {"run_dir": str(run_dir), "best_epoch": 1,
                                      "best_val": {"val_clean_acc": val, "val_robust_acc": val}}},
-                "test": {"clean_acc": acc, "robust_acc": {"pgd20": acc}, "n": N_TEST},
+                "test": {"clean_acc": acc, "robust_acc": {"pgd20": acc}, "n": N_TEST,
+                         "class_mean_acc": {"clean": acc / 2, "pgd20": acc / 4}},
                 "samples": {"test": {"clean": f, "pgd20": f}}, "history": {"train": []}}
 
     monkeypatch.setattr(runner, "run", run)

@@ -19,7 +19,8 @@ __all__ = ["select_variants", "aggregate", "check_claims", "matched_grid", "writ
 # protocol metric name -> row key
 METRIC_KEYS = {"clean": "test_clean", "pgd": "test_pgd", "autoattack": "test_autoattack",
                "corruption": "test_corruption"}
-AVERAGED = (*METRIC_KEYS.values(), "val_robust", "wall_s", "autoattack_s", "train_images_per_s")
+AVERAGED = (*METRIC_KEYS.values(), "val_robust", "wall_s", "autoattack_s", "train_images_per_s",
+            "test_clean_class_mean", "test_pgd_class_mean")
 
 
 def select_variants(rows: list[dict[str, Any]], rule: str) -> list[dict[str, Any]]:
@@ -222,6 +223,12 @@ def _task_lines(protocol: Protocol, name: str, cells: list[dict[str, Any]], grou
         lines.append(f"| {e['label']} | {_numbers(e)} | {len(e['seeds'])} | {_fmt(e, 'wall_s', 1, 0)} | "
                      f"{_fmt(e, 'train_images_per_s', 1, 0)} |"
                      + (f" {', '.join(map(str, e['selected_seeds'])) or '–'} |" if grouped else ""))
+    if any("test_clean_class_mean" in e for e in groups or cells):
+        lines += ["", "Mean per-class accuracy beside the plain one (the test set's classes are unbalanced): per "
+                  "method, its selected variants", "", "| method | clean | clean, per-class mean | PGD | "
+                  "PGD, per-class mean |", "|---|---|---|---|---|"]
+        lines += [f"| {e['label']} | " + " | ".join(_fmt(e, k) for k in (
+            "test_clean", "test_clean_class_mean", "test_pgd", "test_pgd_class_mean")) + " |" for e in groups or cells]
     if grouped:
         lines += ["", f"Per method (group of variants), the variant with the best validation {task.select} of each "
                   "seed — never a test number — and its numbers:", "",
