@@ -1,7 +1,8 @@
 """The expected compute of a protocol from a committed run of (an earlier version of) it: each cell's
 forward-backward passes (training with its attack, validation per epoch, the test attack; a 32-px image counts 4
 16-px ones) times the seconds per pass of the same cell (task and label: its fastest committed seed, the least
-slowed by other work on the machine), else the median of its method; AutoAttack by its seconds per attacked image.
+slowed by other work on the machine), else the median of its method; AutoAttack by its seconds per attacked image
+and APGD run (APGD-CE one, APGD-T one per target class).
 Grid extensions and added seeds count at their caps (every grid grows ``grid_extend`` values at one end, every
 claim's cells get every ``more_seeds`` seed), so it bounds what the cells can take from above."""
 
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.config import RunConfig
-from .protocol import Protocol, cell_config
+from .protocol import AutoAttackSpec, Protocol, cell_config
 
 __all__ = ["cell_passes", "estimate_protocol"]
 
@@ -29,10 +30,17 @@ def cell_passes(cfg: RunConfig, counts: dict[str, int]) -> float:
     return side ** 2 * (train + test_n * (cfg.eval.test_steps + 2))
 
 
+def _apgd_runs(spec: AutoAttackSpec) -> int:
+    """APGD runs per image of an AutoAttack spec: APGD-CE one, APGD-T one per target (9); FAB-T and Square count as
+    APGD-T (standard AutoAttack: 1 + 9 + 9 + 9)."""
+    attacks = spec.attacks if spec.version == "custom" and spec.attacks else ["apgd-ce", "apgd-t", "fab-t", "square"]
+    return sum(1 if a == "apgd-ce" else 9 for a in attacks)
+
+
 def _rates(committed: Protocol, record: dict[str, Any], roots: dict[str, str],
            counts: dict[str, dict[str, int]]) -> tuple[dict[Any, float], float]:
     """Seconds per pass of each method (median over its committed cells) and of each (task, label) (its fastest
-    seed), and AutoAttack seconds per image at 16 px (median)."""
+    seed), and AutoAttack seconds per image and APGD run at 16 px (median)."""
     rate: dict[Any, list[float]] = {}
     aa = []
     for r in record["rows"]:
@@ -42,7 +50,7 @@ def _rates(committed: Protocol, record: dict[str, Any], roots: dict[str, str],
             rate.setdefault(cfg.method, []).append(seconds)
             rate.setdefault((r["task"], r["label"]), []).append(seconds)
         if r.get("autoattack_s"):
-            aa.append(r["autoattack_s"] / r["n_autoattack"])
+            aa.append(r["autoattack_s"] / r["n_autoattack"] / _apgd_runs(committed.tasks[r["task"]].autoattack))
     return ({m: statistics.median(v) if isinstance(m, str) else min(v) for m, v in rate.items()},
             statistics.median(aa))
 
@@ -73,8 +81,9 @@ def estimate_protocol(protocol: Protocol, committed: Protocol, record: dict[str,
         first = cell_config(protocol, name, next(iter(task.cells)), seeds[0], _OUT, roots)
         attacked = [s for s in seeds if task.autoattack.seeds is None or s in task.autoattack.seeds]
         rows_attacked = len(groups) + sum(1 for c in task.cells.values() if c.source_row)
-        autoattack = (task.autoattack.n * aa_per_image * ((first.data.image_size or STORED_SIZE) / 16) ** 2
-                      * len(attacked) * rows_attacked)
+        side = ((first.data.image_size or STORED_SIZE) / 16) ** 2
+        autoattack = (task.autoattack.n * aa_per_image * _apgd_runs(task.autoattack) * side * len(attacked)
+                      * rows_attacked)
         tasks[name] = {"cells_s": cells, "grid_extension_s": extended, "more_seeds_s": more,
                        "autoattack_s": autoattack}
     return {"tasks": tasks, "total_s": sum(sum(t.values()) for t in tasks.values()),
