@@ -7,6 +7,7 @@ import argparse
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -32,10 +33,10 @@ def main() -> int:
     sha = record["provenance"]["git_sha"]  # the protocol as it was when the committed cells ran
     old = subprocess.run(["git", "-C", str(ROOT), "show", f"{sha}:{PROTOCOL}"], capture_output=True, text=True,
                          check=True).stdout
-    committed = ROOT / "runs" / "evidence_committed.yaml"
-    committed.parent.mkdir(exist_ok=True)
-    committed.write_text(old)
-    protocol, before = load_protocol(args.protocol), load_protocol(committed)
+    with tempfile.TemporaryDirectory() as tmp:
+        committed = Path(tmp) / "evidence.yaml"
+        committed.write_text(old)
+        protocol, before = load_protocol(args.protocol), load_protocol(committed)
     counts = {name: COUNTS["gtsrb32" if "gtsrb" in str(t.config["data"]["name"]) else "cifar10"]
               for name, t in {**before.tasks, **protocol.tasks}.items()}
     out = estimate_protocol(protocol, before, record, bench_roots(), counts)

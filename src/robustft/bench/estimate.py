@@ -52,7 +52,7 @@ def _rates(committed: Protocol, record: dict[str, Any], roots: dict[str, str],
         if r.get("autoattack_s"):
             aa.append(r["autoattack_s"] / r["n_autoattack"] / _apgd_runs(committed.tasks[r["task"]].autoattack))
     return ({m: statistics.median(v) if isinstance(m, str) else min(v) for m, v in rate.items()},
-            statistics.median(aa))
+            statistics.median(aa) if aa else 0.0)
 
 
 def estimate_protocol(protocol: Protocol, committed: Protocol, record: dict[str, Any], roots: dict[str, str],
