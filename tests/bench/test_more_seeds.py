@@ -52,7 +52,8 @@ def test_more_seeds_run_only_the_spread_limited_claims_cells_up_to_the_cap(tmp_p
                                     tmp_path / "report")
     md = written[1].read_text()
     assert "- seed 5: pgd_at, twins — for twins (clean)" in md
-    assert "| pgd_at | 50.0 ± 0.0 | 25.0 ± 0.0 | 50.0 ± 0.0 | 12.5 ± 0.0 |" in md  # the per-class means beside the plain accuracies
+    # the per-class means beside the plain accuracies
+    assert "| pgd_at | 50.0 ± 0.0 | 25.0 ± 0.0 | 50.0 ± 0.0 | 12.5 ± 0.0 |" in md
     claim = next(c for c in json.loads(written[0].read_text())["claims"] if c["claim"] == "twins")
     assert claim["metrics"]["clean"]["paired"]["seeds"] == 4  # the interval rule, now over 4 seeds
 
