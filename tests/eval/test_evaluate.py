@@ -59,3 +59,19 @@ def test_reference_model_matches_its_card(shared_dir):
     # card (1000 images): clean 0.644, PGD-20 0.385; 200 images have a ~3.4-point standard error
     assert res.clean_acc == pytest.approx(0.644, abs=0.07)
     assert res.robust_acc["pgd"] == pytest.approx(0.385, abs=0.07)
+
+
+class _Constant(torch.nn.Module):
+    """Always predicts class 0."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([1.0, 0.0, 0.0, 0.0]).expand(len(x), 4)
+
+
+def test_mean_per_class_accuracy_is_recorded_beside_the_plain_one():
+    y = torch.tensor([0] * 6 + [1] * 2 + [2] * 2)  # unbalanced; class 3 absent
+    data = ArrayDataset(x=torch.zeros(10, 3, 4, 4, dtype=torch.uint8), y=y, classes=list("abcd"), name="u")
+    result = evaluate(_Constant(), data, progress=False)
+    assert result.clean_acc == pytest.approx(0.6)
+    assert result.class_mean_acc["clean"] == pytest.approx(1 / 3)  # classes 0, 1, 2: accuracies 1, 0, 0
+    assert result.to_dict()["class_mean_acc"]["clean"] == pytest.approx(1 / 3)

@@ -8,9 +8,12 @@ the best validation number (the task's ``select`` rule), never a test number. Pl
 ``{cell:LABEL}`` in an override is the run directory of the same task's cell LABEL for the same seed (LABEL must come
 earlier in the task), ``{cell:TASK/LABEL}`` that of an earlier task's cell (e.g. a source trained by the protocol).
 A cell with ``grid: {KEY: [values]}`` stands for one variant per value, grouped; a task's ``grid_seeds`` run every
-variant and the other seeds only the variant those seeds selected. A task's ``bn_stats`` measures how far the
-batch-norm statistics of some datasets are from the source's stored ones. A task with its own ``seeds`` runs only
-those (e.g. one source trained by the protocol): a reference to it from a seed it does not run resolves to its first.
+variant and the other seeds only the variant those seeds selected; with ``grid_extend``, a grid whose validation
+choice on a grid seed is one of its ends grows by its own end ratio in that direction (at most ``grid_extend`` values
+per end), so the chosen value is interior or the report says it hit the bound. A task's ``bn_stats`` measures how
+far the batch-norm statistics of some datasets are from the source's stored ones. A task with its own ``seeds`` runs
+only those (e.g. one source trained by the protocol): a reference to it from a seed it does not run resolves to its
+first.
 """
 
 import copy
@@ -24,8 +27,8 @@ from .._yaml import read_yaml
 from ..engine.config import RunConfig, apply_overrides, from_dict
 from ..errors import UserError
 
-__all__ = ["Protocol", "Task", "CellSpec", "Claim", "AutoAttackSpec", "METRICS", "load_protocol", "list_protocols",
-           "cell_config", "task_config", "resolve_cells", "cell_dir", "slug"]
+__all__ = ["Protocol", "Task", "Grid", "CellSpec", "Claim", "AutoAttackSpec", "METRICS", "load_protocol",
+           "list_protocols", "cell_config", "task_config", "resolve_cells", "cell_dir", "slug"]
 
 METRICS = ("clean", "pgd", "autoattack", "corruption")
 _SHIPPED = resources.files("robustft") / "assets" / "protocols"
@@ -64,6 +67,45 @@ class AutoAttackSpec:
 
 
 @dataclass
+class Grid:
+    """A grid cell's variants: the values run so far (in order, extensions at the ends) and how many were added
+    beyond each end."""
+
+    name: str
+    cell: CellSpec
+    key: str
+    values: list[Any]
+    added: list[int] = field(default_factory=lambda: [0, 0])  # values added beyond the first / the last end
+
+    def __post_init__(self) -> None:
+        numeric = all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0 for v in self.values)
+        self.ratios = ((self.values[0] / self.values[1], self.values[-1] / self.values[-2])
+                       if numeric and len(self.values) > 1 else None)  # the grid's own step at each end
+
+    def label(self, value: Any) -> str:
+        """The cell label of one variant."""
+        return f"{self.name} {self.key.rsplit('.', 1)[-1]}={value}"
+
+    def variant(self, value: Any) -> CellSpec:
+        """The cell of one variant."""
+        return CellSpec(method=self.cell.method, set=[*self.cell.set, f"{self.key}={value}"], group=self.name)
+
+    def beyond(self, end: int) -> float:
+        """The next value past end ``end`` (0 or -1): that end times the grid's ratio there, 3 significant digits."""
+        if self.ratios is None:
+            raise UserError(f"grid {self.name}: only a grid of 2+ positive numbers can be extended")
+        return float(f"{self.values[end] * self.ratios[end != 0]:.3g}")
+
+    def position(self, value: Any, bound: int) -> str:
+        """Where a chosen value fell: ``interior``, ``end`` (of a grid that may not grow) or ``bound`` (an end after
+        ``bound`` values were added beyond it)."""
+        if value not in (self.values[0], self.values[-1]) or len(self.values) < 2:
+            return "interior"
+        added = self.added[value == self.values[-1] and value != self.values[0]]
+        return "bound" if bound and added >= bound else "end"
+
+
+@dataclass
 class Task:
     """A base run config and the cells that run on it."""
 
@@ -87,9 +129,19 @@ class Task:
                 "(default: the protocol's)"})
     curve: bool = field(default=False, metadata={
         "help": "the report tabulates each cell's validation curve per epoch (e.g. to show a source converged)"})
+    grid_extend: int = field(default=0, metadata={
+        "help": "bracketing: when a grid seed's validation choice is an end of a (numeric, 2+ value) grid, a value "
+                "beyond that end (the end times the grid's own ratio at that end) is run, repeatedly, at most this "
+                "many per end; validation only, never test (0: grids stay as listed)", "ge": 0})
+
+    more_seeds: list[int] = field(default_factory=list, metadata={
+        "help": "seeds added, one at a time in this order (the list is the cap), after the task's seeds to exactly "
+                "the cells of its claims still limited by seed spread (inconclusive, with a seed half-width above the "
+                "test-image half-width); the interval rule is unchanged"})
 
     def __post_init__(self) -> None:
         cells: dict[str, CellSpec] = {}
+        self.grids: dict[str, Grid] = {}  # group -> its grid, extended by the runner as validation asks
         for label, cell in self.cells.items():
             if not cell.grid:
                 cells[label] = cell
@@ -98,10 +150,22 @@ class Task:
                 raise UserError(f"cell {label}: a grid takes one KEY and no group or source_row of its own "
                                 f"(its variants form the group {label!r})")
             (key, values), = cell.grid.items()
-            for value in values:
-                cells[f"{label} {key.rsplit('.', 1)[-1]}={value}"] = CellSpec(
-                    method=cell.method, set=[*cell.set, f"{key}={value}"], group=label)
+            self.grids[label] = Grid(label, cell, key, list(values))
+            cells.update({self.grids[label].label(v): self.grids[label].variant(v) for v in values})
         self.cells = cells
+
+    def extend_grid(self, group: str, end: int) -> str:
+        """Add the value beyond end ``end`` (0: the first listed, -1: the last) of ``group``'s grid as a cell, placed
+        beside that end; returns its label."""
+        grid = self.grids[group]
+        value = grid.beyond(end)
+        label, labels = grid.label(value), list(self.cells)
+        at = labels.index(grid.label(grid.values[end])) + (end != 0)
+        self.cells = {x: self.cells[x] for x in labels[:at]} | {label: grid.variant(value)} | {
+            x: self.cells[x] for x in labels[at:]}
+        grid.values.insert(0 if end == 0 else len(grid.values), value)
+        grid.added[end != 0] += 1
+        return label
 
     def groups(self) -> dict[str, list[str]]:
         """Group name -> its cell labels, in cell order (an ungrouped cell is a group of one, named by its label)."""

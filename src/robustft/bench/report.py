@@ -19,7 +19,8 @@ __all__ = ["select_variants", "aggregate", "check_claims", "matched_grid", "writ
 # protocol metric name -> row key
 METRIC_KEYS = {"clean": "test_clean", "pgd": "test_pgd", "autoattack": "test_autoattack",
                "corruption": "test_corruption"}
-AVERAGED = (*METRIC_KEYS.values(), "val_robust", "wall_s", "autoattack_s", "train_images_per_s")
+AVERAGED = (*METRIC_KEYS.values(), "val_robust", "wall_s", "autoattack_s", "train_images_per_s",
+            "test_clean_class_mean", "test_pgd_class_mean")
 
 
 def select_variants(rows: list[dict[str, Any]], rule: str) -> list[dict[str, Any]]:
@@ -222,6 +223,12 @@ def _task_lines(protocol: Protocol, name: str, cells: list[dict[str, Any]], grou
         lines.append(f"| {e['label']} | {_numbers(e)} | {len(e['seeds'])} | {_fmt(e, 'wall_s', 1, 0)} | "
                      f"{_fmt(e, 'train_images_per_s', 1, 0)} |"
                      + (f" {', '.join(map(str, e['selected_seeds'])) or '–'} |" if grouped else ""))
+    if any("test_clean_class_mean" in e for e in groups or cells):
+        lines += ["", "Mean per-class accuracy beside the plain one (the test set's classes are unbalanced): per "
+                  "method, its selected variants", "", "| method | clean | clean, per-class mean | PGD | "
+                  "PGD, per-class mean |", "|---|---|---|---|---|"]
+        lines += [f"| {e['label']} | " + " | ".join(_fmt(e, k) for k in (
+            "test_clean", "test_clean_class_mean", "test_pgd", "test_pgd_class_mean")) + " |" for e in groups or cells]
     if grouped:
         lines += ["", f"Per method (group of variants), the variant with the best validation {task.select} of each "
                   "seed — never a test number — and its numbers:", "",
@@ -230,6 +237,36 @@ def _task_lines(protocol: Protocol, name: str, cells: list[dict[str, Any]], grou
         for g in groups:
             variants = ", ".join(f"{seed}: {label}" for seed, label in zip(g["seeds"], g["variants"], strict=True))
             lines.append(f"| {g['label']} | {variants} | {_numbers(g)} |")
+    return [*lines, ""]
+
+
+def _grid_lines(grids: list[dict[str, Any]]) -> list[str]:
+    """Per grid of a task: the values run, the value each grid seed chose on validation and where it fell."""
+    if not grids:
+        return []
+    lines = ["Where each method's validated value fell in its grid (grid seeds; values beyond an end are added on "
+             "validation until the choice is interior or the bound on added values per end is reached): *interior*, "
+             "*end* (a grid that may not grow) or *hit the bound*.", "",
+             "| method | grid values run | added (low / high end, bound) | chosen per grid seed | position |",
+             "|---|---|---|---|---|"]
+    names = {"interior": "interior", "end": "end of the grid", "bound": "hit the bound"}
+    for g in grids:
+        chosen = ", ".join(f"{seed}: {value}" for seed, value in g["chosen"].items())
+        where = ", ".join(sorted({names[p] for p in g["position"].values()}))
+        lines.append(f"| {g['group']} | {', '.join(map(str, g['values']))} | {g['added']['first']} / "
+                     f"{g['added']['last']} (≤ {g['bound']}) | {chosen} | {where} |")
+    return [*lines, ""]
+
+
+def _more_seed_lines(added: list[dict[str, Any]]) -> list[str]:
+    """The seeds added where the seed spread, not the test images, limited a claim's interval."""
+    if not added:
+        return []
+    lines = ["Seeds added where the spread over seeds dominated a claim's interval (inconclusive, seed half-width "
+             "above the test-image half-width), to exactly the cells that claim compares:", ""]
+    for a in added:
+        claims = "; ".join(f"{c['claim']} ({', '.join(c['metrics'])})" for c in a["claims"])
+        lines.append(f"- seed {a['seed']}: {', '.join(a['cells'])} — for {claims}")
     return [*lines, ""]
 
 
@@ -258,6 +295,8 @@ def _markdown(protocol: Protocol, table: list[dict[str, Any]], groups: list[dict
     for name in protocol.tasks:
         lines += _task_lines(protocol, name, [e for e in table if e["task"] == name],
                              [g for g in groups if g["task"] == name])
+        lines += _grid_lines([g for g in record.get("grids", []) if g["task"] == name])
+        lines += _more_seed_lines(record.get("more_seeds", {}).get(name, []))
         if name in record.get("bn_stats", {}):
             lines += _bn_lines(record["bn_stats"][name])
         if protocol.tasks[name].curve:

@@ -6,8 +6,10 @@ recomputed, and a killed cell resumes from its last epoch."""
 import dataclasses
 import json
 import os
+import re
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +26,11 @@ from ..layout import RunLayout
 from ..progress import duration
 from ..report import load_run, result_row
 from ..runtime import provenance, resolve_device
-from .protocol import AutoAttackSpec, Protocol, cell_config, cell_dir, load_protocol, resolve_cells, task_config
-from .report import select_variants, write_protocol_report
+from .protocol import AutoAttackSpec, Protocol, Task, cell_config, cell_dir, load_protocol, resolve_cells, task_config
+from .report import check_claims, select_variants, write_protocol_report
 
-__all__ = ["bench_roots", "run_protocol", "run_bench", "DEFAULT_DATA_ROOT"]
+__all__ = ["bench_roots", "run_protocol", "run_bench", "grid_positions", "seed_limited",
+           "DEFAULT_DATA_ROOT"]
 
 DEFAULT_DATA_ROOT = "../shared/data"  # the shared benchmark data beside a checkout
 
@@ -95,6 +98,80 @@ def _chosen_variants(rows: list[dict[str, Any]], task: str, seeds: list[int], la
     return {g: max(c, key=lambda label: (c[label], -labels.index(label))) for g, c in counts.items()}
 
 
+@dataclass
+class _Progress:
+    """Cells counted so far, and the ones this invocation ran (their mean wall time gives the ETA)."""
+
+    start: float
+    total: int
+    index: int = 0
+    computed: int = 0
+    computed_s: float = 0.0
+
+
+def _run_cell(protocol: Protocol, task_name: str, label: str, seed: int, out: Path, roots: dict[str, str],
+              progress: _Progress, batch: list[dict[str, Any]], jobs: list[tuple], log: Callable[[str], None]) -> None:
+    """Run (or reuse) one cell and append its row (and its source row) to ``batch``, with the matching entries
+    (config, run dir, source?, results) to ``jobs``."""
+    spec = protocol.tasks[task_name].cells[label]
+    run_dir = cell_dir(out, task_name, label, seed)
+    cfg = cell_config(protocol, task_name, label, seed, out, roots)
+    layout = RunLayout(run_dir)
+    done = layout.results.is_file()
+    p = progress
+    eta = f", ETA {duration(p.computed_s / p.computed * max(p.total - p.index, 0))}" if p.computed else ""
+    p.index += 1
+    log(f"[{protocol.name}] cell {p.index}/{p.total} {task_name} / {label} / seed {seed}: "
+        + ("finished, reused" if done else ("resuming" if layout.config.is_file() else "running"))
+        + f" ({duration(time.perf_counter() - p.start)} so far{eta})")
+    t0 = time.perf_counter()
+    run(cfg, run_dir=run_dir, resume=True, log=lambda s: log(f"  {label} s{seed}: {s}"))
+    if not done:
+        p.computed_s, p.computed = p.computed_s + time.perf_counter() - t0, p.computed + 1
+    results = load_run(run_dir)
+    where = {"task": task_name, "seed": seed, "run_dir": str(run_dir)}
+    if spec.source_row:
+        batch.append({**where, "group": spec.source_row, **result_row(results, spec.source_row, source=True)})
+        jobs.append((cfg, run_dir, True, results))
+    last = RunLayout(list(results["stages"].values())[-1]["run_dir"])
+    batch.append({**where, "group": spec.group_name(label), **result_row(results, label),
+                  "metrics": str(last.metrics), "finished_utc": results["provenance"]["time_utc"]})
+    jobs.append((cfg, run_dir, False, results))
+
+
+def _bracket(task: Task, batch: list[dict[str, Any]]) -> list[str]:
+    """For every grid whose selected variant in ``batch`` (one seed's validation choice) is an end that may still
+    grow (``task.grid_extend``), add the value beyond it to the task; returns the new cell labels."""
+    added = []
+    for row in batch:
+        grid = task.grids.get(row["group"])
+        if not row["selected"] or grid is None or grid.ratios is None:
+            continue
+        value = grid.values[[grid.label(v) for v in grid.values].index(row["label"])]
+        for end in (0, -1):
+            if value == grid.values[end] and grid.added[end != 0] < task.grid_extend:
+                added.append(task.extend_grid(row["group"], end))
+                break
+    return added
+
+
+def grid_positions(protocol: Protocol, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per grid of every task: its values as run, the value each grid seed chose on validation and where it fell
+    (``Grid.position``: interior, end or bound)."""
+    out = []
+    for name, task in protocol.tasks.items():
+        seeds = task.grid_seeds if task.grid_seeds is not None else (task.seeds or protocol.seeds)
+        for group, grid in task.grids.items():
+            labels = [grid.label(v) for v in grid.values]
+            picked = {r["seed"]: grid.values[labels.index(r["label"])] for r in rows
+                      if r["task"] == name and r["group"] == group and r["selected"] and r["seed"] in seeds}
+            out.append({"task": name, "group": group, "key": grid.key, "values": grid.values,
+                        "added": {"first": grid.added[0], "last": grid.added[1]}, "bound": task.grid_extend,
+                        "chosen": picked, "position": {s: grid.position(v, task.grid_extend)
+                                                       for s, v in picked.items()}})
+    return out
+
+
 def _seed_order(task_seeds: list[int] | None, seeds: list[int], name: str) -> list[int]:
     """``seeds`` with a task's grid seeds first (their selections decide the other seeds' variants)."""
     if task_seeds is None:
@@ -124,7 +201,7 @@ def run_protocol(protocol: Protocol, out: Path, roots: dict[str, str], *, seeds:
                 for name, task in protocol.tasks.items() for seed in orders[name])
     rows: list[dict[str, Any]] = []
     bn_stats: dict[str, Any] = {}  # measured before a task's first cell (its source may be an earlier task's cell)
-    computed_s, computed, index = 0.0, 0, 0  # cells this invocation ran: their mean wall time gives the ETA
+    progress = _Progress(start, total)
     for position in range(max(map(len, orders.values()))):
         for task_name, task in protocol.tasks.items():
             if position >= len(orders[task_name]):
@@ -133,45 +210,96 @@ def run_protocol(protocol: Protocol, out: Path, roots: dict[str, str], *, seeds:
             if task.bn_stats and position == 0:
                 bn_stats[task_name] = _bn_stats(protocol, task_name, seed, out, roots, log)
             batch, jobs = [], []  # this task's rows for this seed, and per row (config, run dir, source?, results)
-            chosen = ({} if task.grid_seeds is None or seed in task.grid_seeds
-                      else _chosen_variants(rows, task_name, task.grid_seeds, list(task.cells)))
-            for label, spec in task.cells.items():
-                if chosen.get(spec.group_name(label), label) != label:
-                    continue
-                run_dir = cell_dir(out, task_name, label, seed)
-                cfg = cell_config(protocol, task_name, label, seed, out, roots)
-                layout = RunLayout(run_dir)
-                done = layout.results.is_file()
-                eta = f", ETA {duration(computed_s / computed * (total - index))}" if computed else ""
-                index += 1
-                log(f"[{protocol.name}] cell {index}/{total} {task_name} / {label} / seed {seed}: "
-                    + ("finished, reused" if done else ("resuming" if layout.config.is_file() else "running"))
-                    + f" ({duration(time.perf_counter() - start)} so far{eta})")
-                t0 = time.perf_counter()
-                run(cfg, run_dir=run_dir, resume=True, log=lambda s, p=f"  {label} s{seed}: ": log(p + s))
-                if not done:
-                    computed_s, computed = computed_s + time.perf_counter() - t0, computed + 1
-                results = load_run(run_dir)
-                where = {"task": task_name, "seed": seed, "run_dir": str(run_dir)}
-                if spec.source_row:
-                    batch.append({**where, "group": spec.source_row,
-                                  **result_row(results, spec.source_row, source=True)})
-                    jobs.append((cfg, run_dir, True, results))
-                last = RunLayout(list(results["stages"].values())[-1]["run_dir"])
-                batch.append({**where, "group": spec.group_name(label), **result_row(results, label),
-                              "metrics": str(last.metrics), "finished_utc": results["provenance"]["time_utc"]})
-                jobs.append((cfg, run_dir, False, results))
+            grid_seed = task.grid_seeds is None or seed in task.grid_seeds
+            chosen = {} if grid_seed else _chosen_variants(rows, task_name, task.grid_seeds, list(task.cells))
+
+            for label, spec in list(task.cells.items()):
+                if chosen.get(spec.group_name(label), label) == label:
+                    _run_cell(protocol, task_name, label, seed, out, roots, progress, batch, jobs, log)
             batch = select_variants(batch, task.select)
-            aa = task.autoattack
-            if aa.n and (aa.seeds is None or seed in aa.seeds):
-                t0 = time.perf_counter()
-                for row, (cfg, run_dir, source, results) in zip(batch, jobs, strict=True):
-                    if row["selected"] or not aa.selected_only:
-                        row.update(result_row(results, row["label"], source=source,
-                                              autoattack=_autoattack(cfg, run_dir, aa, source)))
-                computed_s += time.perf_counter() - t0
-            rows += batch
-    return {"rows": rows, "bn_stats": bn_stats, "wall_s": time.perf_counter() - start}
+            while grid_seed and (added := _bracket(task, batch)):  # a grid seed: grids grow past a chosen end
+                progress.total += len(added) * (1 + len([s for s in orders[task_name][position + 1:]
+                                                         if s in (task.grid_seeds or [])]))
+                for label in added:
+                    _run_cell(protocol, task_name, label, seed, out, roots, progress, batch, jobs, log)
+                batch = select_variants(batch, task.select)  # a tie keeps the variant run first
+            rows += _attack(task, seed, batch, jobs, progress)
+    more = {}
+    for task_name, task in protocol.tasks.items():
+        if task.more_seeds:
+            more[task_name] = _more_seeds(protocol, task_name, orders[task_name], rows, out, roots, progress, log)
+    return {"rows": rows, "bn_stats": bn_stats, "grids": grid_positions(protocol, rows), "more_seeds": more,
+            "wall_s": time.perf_counter() - start}
+
+
+def _attack(task: Task, seed: int, batch: list[dict[str, Any]], jobs: list[tuple],
+            progress: _Progress) -> list[dict[str, Any]]:
+    """``batch`` with AutoAttack added to the rows the task's AutoAttack spec asks for at ``seed``."""
+    aa = task.autoattack
+    if aa.n and (aa.seeds is None or seed in aa.seeds):
+        t0 = time.perf_counter()
+        for row, (cfg, run_dir, source, results) in zip(batch, jobs, strict=True):
+            if row["selected"] or not aa.selected_only:
+                row.update(result_row(results, row["label"], source=source,
+                                      autoattack=_autoattack(cfg, run_dir, aa, source)))
+        progress.computed_s += time.perf_counter() - t0
+    return batch
+
+
+def seed_limited(protocol: Protocol, task_name: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The claims on ``task_name`` limited by seed spread: a metric whose paired interval is inconclusive and whose
+    seed half-width exceeds its test-image half-width (``report.paired.paired_difference``), so more seeds, not
+    more images, would narrow it. Per such claim: its text, those metrics and the names it compares."""
+    claims = [c for c in protocol.claims if c.task == task_name]
+    out = []
+    for claim, checked in zip(claims, check_claims(claims, rows), strict=True):
+        metrics = [m for m, e in checked["metrics"].items() if e["verdict"] == "inconclusive" and "paired" in e
+                   and e["paired"].get("half_seeds", 0) > e["paired"]["half_images"]]
+        if metrics:
+            out.append({"claim": claim.claim, "metrics": metrics, "names": [*claim.better, *claim.than]})
+    return out
+
+
+def _cells_for(task: Task, names: list[str], chosen: dict[str, str]) -> list[str]:
+    """The cell labels that give rows for ``names`` (a group: its ``chosen`` variant; a source row: its cell), with
+    the same task's cells they refer to (``{cell:LABEL}``), in task order."""
+    wanted = set()
+    for label, spec in task.cells.items():
+        group = spec.group_name(label)
+        if label in names or spec.source_row in names or (group in names and chosen.get(group, label) == label):
+            wanted.add(label)
+    for label in reversed(task.cells):  # references point to earlier cells: this order closes them
+        if label in wanted:
+            wanted |= set(re.findall(r"\{cell:([^}/]*)\}", " ".join(task.cells[label].set)))
+    return [label for label in task.cells if label in wanted]
+
+
+def _more_seeds(protocol: Protocol, task_name: str, seeds: list[int], rows: list[dict[str, Any]], out: Path,
+                roots: dict[str, str], progress: _Progress, log: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Seeds added to the cells of the claims limited by seed spread (``seed_limited``), one of ``more_seeds`` at a
+    time until none is or the list (the cap) is spent; each group runs the variant the seeds so far selected most
+    often. Appends the new rows to ``rows``; returns per added seed the claims and cells it ran for."""
+    task = protocol.tasks[task_name]
+    overlap = sorted(set(task.more_seeds) & set(seeds))
+    if overlap:
+        raise UserError(f"protocol {protocol.name}: task {task_name}'s more_seeds {overlap} already run as its seeds; "
+                        f"list seeds it does not run")
+    added = []
+    for seed in task.more_seeds:
+        limited = seed_limited(protocol, task_name, rows)
+        if not limited:
+            break
+        chosen = _chosen_variants(rows, task_name, task.grid_seeds or seeds, list(task.cells))
+        labels = _cells_for(task, sorted({n for c in limited for n in c["names"]}), chosen)
+        log(f"[{protocol.name}] {task_name}: seed {seed} added for {len(limited)} claim(s) limited by seed spread "
+            f"({len(labels)} cells)")
+        progress.total += len(labels)
+        batch, jobs = [], []
+        for label in labels:
+            _run_cell(protocol, task_name, label, seed, out, roots, progress, batch, jobs, log)
+        rows += _attack(task, seed, select_variants(batch, task.select), jobs, progress)
+        added.append({"seed": seed, "claims": limited, "cells": labels})
+    return added
 
 
 def run_bench(protocol: str | Path, *, data_root: str | Path | None = None, models_root: str | Path | None = None,

@@ -6,6 +6,8 @@ used, judged from the ``.npy`` headers, and anything ambiguous is refused with t
 images (N×C×H×W) are recognised and accepted with a warning. Before any member is read, its decompressed size
 (and the size its header announces) is checked against ``DecodeLimits.max_array_mb``, each image's pixels against
 ``max_image_pixels`` and the largest label + 1 against ``max_classes``, so a small file cannot fill memory.
+A 1-D integer array of per-sample group ids (``group_key``, default the first of ``GROUP_KEYS`` present, e.g.
+GTSRB's ``track``) makes the validation carve-out group-aware: frames of one track never land on both sides.
 """
 
 import functools
@@ -26,6 +28,7 @@ from .source import Arrays, Source
 
 __all__ = ["npz_source"]
 
+GROUP_KEYS = ("groups", "group", "tracks", "track")  # default group-id arrays, first present wins
 NPZ_SPLITS = ("train", "val", "test")  # test*.npz -> test, train*.npz -> train, val*.npz -> val
 _HEADER_READERS = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
 
@@ -200,10 +203,36 @@ def _class_names(directory: Path, count: int, limits: DecodeLimits) -> list[str]
     return [n.strip() for n in names]
 
 
+def _groups(files: list[_NpzFile], labels: list[np.ndarray], key: str, limits: DecodeLimits) -> torch.Tensor:
+    """The group ids of one split, concatenated like its images (checked: 1-D integers, one per label)."""
+    out = []
+    for f, y in zip(files, labels, strict=True):
+        g = _read(f.path, key, f.members[key], limits)
+        if g.shape != y.shape or not np.issubdtype(g.dtype, np.integer):
+            raise UserError(f"{f.path}: group array {key!r} must be 1-D integers, one per label ({len(y)}), got "
+                            f"{g.dtype} {g.shape}; fix it or name another with data.group_key")
+        out.append(g.astype(np.int64))
+    return torch.from_numpy(np.concatenate(out))
+
+
+def _group_key(files: list[_NpzFile], given: str | None) -> str | None:
+    """The group-id array these files share: ``given`` (every file must hold it), else the first of
+    ``GROUP_KEYS`` that every file holds, else None."""
+    if given is not None:
+        missing = [str(f.path) for f in files if given not in f.members]
+        if missing:
+            raise UserError(f"data.group_key={given!r}: {', '.join(missing)} hold(s) no such array; name an array "
+                            f"of per-sample group ids or remove data.group_key")
+        return given
+    return next((k for k in GROUP_KEYS if all(k in f.members for f in files)), None)
+
+
 def npz_source(path: Path, limits: DecodeLimits = DecodeLimits(), x_key: str | None = None,
-               y_key: str | None = None) -> Source:
+               y_key: str | None = None, group_key: str | None = None) -> Source:
     """One ``.npz`` file, or every ``train*``/``val*``/``test*`` ``.npz`` in a directory, split by file name; a single
-    file whose name announces no split is the training data (carve a test split from it with ``test_fraction``)."""
+    file whose name announces no split is the training data (carve a test split from it with ``test_fraction``).
+    The training files' group ids (``group_key``, see the module docstring) make every carve-out from train
+    group-aware."""
     if not path.is_dir():
         named = {_split_of(path) or "train": [path]}
     else:
@@ -217,6 +246,11 @@ def npz_source(path: Path, limits: DecodeLimits = DecodeLimits(), x_key: str | N
     labels = {split: [f.labels(limits) for f in fs] for split, fs in by_split.items()}
     count = 1 + max((int(y.max()) for ys in labels.values() for y in ys if y.size), default=-1)
     directory = path if path.is_dir() else path.parent
+    train = by_split.get("train", [])
+    key = _group_key(train, group_key) if train else None
+    if group_key is not None and key is None:
+        raise UserError(f"data.group_key={group_key!r} groups the training data, but {path} has none; remove it")
     return Source(name=directory.resolve().name, classes=_class_names(directory, count, limits),
                   loaders={split: functools.partial(_load, fs, labels[split], limits)
-                           for split, fs in by_split.items()})
+                           for split, fs in by_split.items()},
+                  groups={"train": functools.partial(_groups, train, labels["train"], key, limits)} if key else {})

@@ -17,7 +17,7 @@ from .packed import PackedDataset, PackedImages
 from .store import DiskImages
 from .paths import default_data_root
 from .source import Arrays, Source
-from .splits import SPLITS, stratified_split, subset_indices
+from .splits import SPLITS, subset_indices
 from .transforms import resize
 
 __all__ = ["NAMED_DATASETS", "default_memory_budget_mb", "load_dataset", "load_splits", "open_source"]
@@ -55,11 +55,12 @@ def open_source(spec: str | os.PathLike, *, root: str | Path | None = None, imag
                 cache: bool = True, download: bool = True, limits: DecodeLimits | None = None,
                 x_key: str | None = None, y_key: str | None = None, classes: Sequence[int | str] | None = None,
                 test_fraction: float | None = None, split_seed: int = 0, storage_size: int | None = None,
-                storage: str = "memory", memory_budget_mb: float | None = None) -> Source:
+                storage: str = "memory", memory_budget_mb: float | None = None, group_key: str | None = None) -> Source:
     """Resolve ``spec`` (a named dataset, a path, or ``imagefolder:``/``npz:`` + path) to its :class:`Source`.
 
     ``limits`` (None: the defaults) bound what image folders and npz files may decode to; ``x_key`` / ``y_key``
-    name an npz file's arrays; ``classes`` keeps those classes only (``Source.select``), then ``test_fraction``
+    name an npz file's arrays, ``group_key`` its per-sample group ids (see ``npz_source``); ``classes`` keeps
+    those classes only (``Source.select``), then ``test_fraction``
     carves a test split from train with ``split_seed`` (``Source.carve_test``). ``storage_size`` keeps image folders'
     aspect ratios (shorter side resized to it) and packs them, held as ``storage`` says (``memory``, ``disk`` or
     ``auto``: memory when a split's pixels fit ``memory_budget_mb``, default half the machine's memory; see
@@ -67,7 +68,7 @@ def open_source(spec: str | os.PathLike, *, root: str | Path | None = None, imag
     """
     budget = default_memory_budget_mb() if memory_budget_mb is None else memory_budget_mb
     source = _open(os.fspath(spec), root, image_size, cache, download, limits or DecodeLimits(), x_key, y_key,
-                   storage_size, storage, budget)
+                   storage_size, storage, budget, group_key)
     if classes is not None:
         source = source.select(classes)
     return source if test_fraction is None else source.carve_test(test_fraction, split_seed)
@@ -75,7 +76,7 @@ def open_source(spec: str | os.PathLike, *, root: str | Path | None = None, imag
 
 def _open(spec: str, root: str | Path | None, image_size: int | None, cache: bool, download: bool,
           limits: DecodeLimits, x_key: str | None, y_key: str | None, storage_size: int | None, storage: str,
-          memory_budget_mb: float) -> Source:
+          memory_budget_mb: float, group_key: str | None = None) -> Source:
     """The source ``spec`` names, as stored."""
     named = spec.lower() in NAMED_DATASETS
     if spec.lower() in CORRUPTIONS:
@@ -89,15 +90,15 @@ def _open(spec: str, root: str | Path | None, image_size: int | None, cache: boo
         raise UserError(f"dataset {spec!r} is not one of {', '.join(NAMED_DATASETS)} and {path} does not exist; "
                         f"pass a dataset name or the path of an image folder, .zip or .npz")
     kind = "named" if named else kind if explicit else _detect(path)
-    if kind != "npz" and (x_key is not None or y_key is not None):
-        raise UserError(f"data.x_key / data.y_key (--x-key / --y-key) name the arrays of .npz data, but {spec} is "
-                        f"not .npz; remove them")
+    if kind != "npz" and (x_key is not None or y_key is not None or group_key is not None):
+        raise UserError(f"data.x_key / data.y_key / data.group_key (--x-key / --y-key) name the arrays of .npz data, "
+                        f"but {spec} is not .npz; remove them")
     if named:
         options = Options(_named_root(root), download, image_size, cache, limits, storage_size, storage,
                           memory_budget_mb)
         return NAMED_DATASETS[spec.lower()].open(options)
     if kind == "npz":
-        return npz_source(path, limits, x_key, y_key)
+        return npz_source(path, limits, x_key, y_key, group_key)
     return image_folder(path, image_size=image_size, cache=cache, limits=limits, storage_size=storage_size,
                         storage=storage, memory_budget_mb=memory_budget_mb)
 
@@ -113,7 +114,7 @@ def _split(source: Source, split: str, val_fraction: float, split_seed: int) -> 
     x, y = source.load("train")
     if split == "train_full" or explicit_val:
         return x, y
-    train, val = stratified_split(y, val_fraction, split_seed)
+    train, val = source.split("train", y, val_fraction, split_seed)
     idx = val if split == "val" else train
     return x[idx], y[idx]
 
@@ -140,8 +141,8 @@ def load_splits(spec: str | os.PathLike, splits: Mapping[str, int | None], *, ro
                 cache: bool = True, download: bool = True, device: torch.device | str = "cpu",
                 limits: DecodeLimits | None = None, x_key: str | None = None, y_key: str | None = None,
                 classes: Sequence[int | str] | None = None, test_fraction: float | None = None,
-                storage_size: int | None = None, storage: str = "memory",
-                memory_budget_mb: float | None = None) -> dict[str, ArrayDataset | PackedDataset]:
+                storage_size: int | None = None, storage: str = "memory", memory_budget_mb: float | None = None,
+                group_key: str | None = None) -> dict[str, ArrayDataset | PackedDataset]:
     """Several splits (name -> subset ``n`` or None, see :func:`load_dataset`) from one opening of the source, so
     the training data is decoded (or read from the cache) once for ``train`` and its ``val`` carve-out.
 
@@ -154,7 +155,9 @@ def load_splits(spec: str | os.PathLike, splits: Mapping[str, int | None], *, ro
     (``memory``, ``disk``, or ``auto``: memory when they fit ``memory_budget_mb``; see ``image_folder``). ``cache`` keeps decoded image folders on disk; ``download`` fetches a named dataset
     that is missing from the data root. ``limits`` (None: the defaults) are the file-size, pixel-count and
     array-size limits checked before image folders and npz files are decoded; ``x_key`` / ``y_key`` name the
-    arrays of npz files (default ``x``/``y``, else the one array of each kind).
+    arrays of npz files (default ``x``/``y``, else the one array of each kind), ``group_key`` their group ids
+    (default: a ``groups``/``group``/``tracks``/``track`` array when present), by which ``val`` is carved
+    (``group_split``: no group in both train and val).
     """
     unknown = [split for split in splits if split not in SPLITS]
     if unknown:
@@ -165,7 +168,7 @@ def load_splits(spec: str | os.PathLike, splits: Mapping[str, int | None], *, ro
     source = open_source(spec, root=root, image_size=image_size if isinstance(image_size, int) else None,
                          cache=cache, download=download, limits=limits, x_key=x_key, y_key=y_key, classes=classes,
                          test_fraction=test_fraction, split_seed=split_seed, storage_size=storage_size,
-                         storage=storage, memory_budget_mb=memory_budget_mb)
+                         storage=storage, memory_budget_mb=memory_budget_mb, group_key=group_key)
     out: dict[str, ArrayDataset | PackedDataset] = {}
     for split, n in splits.items():
         x, y = _split(source, split, val_fraction, split_seed)

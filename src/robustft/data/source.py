@@ -3,12 +3,12 @@ reshapings a run may ask for: a subset of classes and a test split carved from t
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from ..errors import UserError
-from .splits import stratified_split
+from .splits import group_split, stratified_split
 
 __all__ = ["Source"]
 
@@ -22,6 +22,15 @@ class Source:
     name: str
     classes: list[str]
     loaders: dict[str, Callable[[], Arrays]]
+    groups: dict[str, Callable[[], torch.Tensor]] = field(default_factory=dict)
+    """Per split, a loader of each sample's group id (e.g. a GTSRB track): carve-outs never split a group."""
+
+    def split(self, split: str, labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sorted ``(kept, carved)`` indices of ``split`` (labels ``labels``): ``group_split`` when the split has
+        group ids, else ``stratified_split``."""
+        if split in self.groups:
+            return group_split(labels, self.groups[split](), fraction, seed)
+        return stratified_split(labels, fraction, seed)
 
     def load(self, split: str) -> Arrays:
         """Raw split ``split`` as (uint8 N×C×H×W, int64 N), with labels checked against ``classes``."""
@@ -61,8 +70,12 @@ class Source:
             keep = torch.nonzero(relabel[y] >= 0).flatten()
             return x[keep], relabel[y[keep]]
 
+        def groups(split: str) -> torch.Tensor:
+            return self.groups[split]()[relabel[self.load(split)[1]] >= 0]
+
         return Source(self.name, [self.classes[i] for i in index],
-                      {split: functools.partial(load, split) for split in self.loaders})
+                      {split: functools.partial(load, split) for split in self.loaders},
+                      {split: functools.partial(groups, split) for split in self.groups})
 
     def carve_test(self, fraction: float, seed: int) -> "Source":
         """A ``test`` split drawn from ``train`` (class-stratified ``fraction``, ``seed``: see ``stratified_split``)
@@ -74,11 +87,19 @@ class Source:
             raise UserError(f"data.test_fraction carves a test split from the training data, but {self.name} has no "
                             f"train split (it has: {', '.join(sorted(self.loaders))})")
 
-        def load(split: str) -> Arrays:
+        def indices(split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             x, y = self.load("train")
-            train, test = stratified_split(y, fraction, seed)
-            idx = test if split == "test" else train
+            train, test = self.split("train", y, fraction, seed)
+            return x, y, test if split == "test" else train
+
+        def load(split: str) -> Arrays:
+            x, y, idx = indices(split)
             return x[idx], y[idx]
 
+        def groups(split: str) -> torch.Tensor:
+            return self.groups["train"]()[indices(split)[2]]
+
         carved = {split: functools.partial(load, split) for split in ("train", "test")}
-        return Source(self.name, self.classes, {**self.loaders, **carved})
+        carved_groups = {split: functools.partial(groups, split) for split in ("train", "test")
+                         if "train" in self.groups}
+        return Source(self.name, self.classes, {**self.loaders, **carved}, {**self.groups, **carved_groups})

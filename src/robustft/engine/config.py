@@ -46,6 +46,9 @@ class DataConfig:
         "help": ".npz images array (default: x, else the file's only uint8 N×H×W(×C) array)"})
     y_key: str | None = field(default=None, metadata={
         "help": ".npz labels array (default: y, else the file's only 1-D integer array of that length)"})
+    group_key: str | None = field(default=None, metadata={
+        "help": ".npz per-sample group ids (default: a groups/group/tracks/track array when present): validation is "
+                "carved by group, one class's group (e.g. a GTSRB track) never in both train and val"})
     image_size: int | None = field(default=None, metadata={
         "help": "resize every image to this square size (default: as stored); the card records the size trained at, "
                 "which evaluate of the export uses unless --image-size", "ge": 1})
@@ -111,7 +114,7 @@ class DataConfig:
         return dict(root=self.root, image_size=self.image_size, limits=self.limits(), x_key=self.x_key,
                     y_key=self.y_key, classes=self.classes, test_fraction=self.test_fraction,
                     split_seed=self.split_seed, storage_size=self.storage_size, storage=self.storage,
-                    memory_budget_mb=self.memory_budget_mb)
+                    memory_budget_mb=self.memory_budget_mb, group_key=self.group_key)
 
 
 @dataclass

@@ -19,7 +19,9 @@ __all__ = ["EvalResult", "evaluate", "num_outputs", "balanced_subset"]
 
 @dataclass
 class EvalResult:
-    """Accuracies as fractions, seconds per stage in ``timing``; ``correct`` holds per-sample flags."""
+    """Accuracies as fractions, seconds per stage in ``timing``; ``correct`` holds per-sample flags;
+    ``class_mean_acc`` per key (clean, each attack, worst_case) the mean over the classes present of each class's
+    accuracy (equal to the plain accuracy on a balanced test set; an unbalanced one, e.g. GTSRB's, needs both)."""
 
     n: int
     clean_acc: float
@@ -28,6 +30,7 @@ class EvalResult:
     timing: dict[str, float]
     attacks: dict[str, dict[str, Any]]
     correct: dict[str, torch.Tensor] = field(repr=False)
+    class_mean_acc: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready record (per-sample flags left out)."""
@@ -105,10 +108,15 @@ def evaluate(model: nn.Module, data: ArrayDataset, attacks: Sequence[Attack] = (
     flags["worst_case"] = worst
     n = len(data)
     acc = {k: v.float().mean().item() if n else float("nan") for k, v in flags.items()}
+    labels = data.y.cpu()
+    present = torch.bincount(labels, minlength=data.num_classes) > 0
+    counts = torch.bincount(labels, minlength=data.num_classes)[present]
+    class_mean = {k: (torch.bincount(labels, weights=v.double(), minlength=data.num_classes)[present] / counts)
+                  .mean().item() if n else float("nan") for k, v in flags.items()}
     timing["total"] = time.perf_counter() - start
     return EvalResult(n=n, clean_acc=acc["clean"], robust_acc={k: acc[k] for k in names},
                       worst_case_acc=acc["worst_case"], timing=timing,
-                      attacks={a.name: _describe(a) for a in attacks}, correct=flags)
+                      attacks={a.name: _describe(a) for a in attacks}, correct=flags, class_mean_acc=class_mean)
 
 
 def num_outputs(model: nn.Module, data: ArrayDataset) -> int:

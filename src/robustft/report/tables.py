@@ -53,6 +53,8 @@ def result_row(run: dict[str, Any], label: str | None = None, *, source: bool = 
     if "test_corruptions" in tested:
         row["test_corruption"] = tested["test_corruptions"]["mean"]
     row["n_test"] = test["n"]
+    if means := test.get("class_mean_acc"):  # mean per-class accuracy, beside the plain one
+        row.update(test_clean_class_mean=means["clean"], test_pgd_class_mean=means.get(row["pgd_name"]))
     flags = run.get("samples", {}).get("test_source" if source else "test", {})
     samples = {"clean": flags.get("clean"), "pgd": flags.get(row["pgd_name"]),
                "autoattack": (aa or {}).get("samples", {}).get("autoattack"),
