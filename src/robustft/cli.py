@@ -85,7 +85,7 @@ def _data_options(args: argparse.Namespace, checkpoint: str | None) -> dict[str,
     """``load_dataset`` keywords from the data flags; where the flags give none, the image size and class subset of a
     robustft export's card, or the input size a hub model directory's ``config.json`` states (said in one line each),
     so the model sees what it was trained on."""
-    from .engine.run import card_inputs, read_card
+    from .card import card_inputs, read_card
     from .models import read_hub_config
 
     card = read_card(checkpoint) if checkpoint else None
@@ -181,14 +181,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 def _load_model(args: argparse.Namespace, data_classes: int):
     """The model the model flags name, with --num-classes outputs (default: the data's ``data_classes``)."""
-    from .engine import load_exported_model
+    from .card import load_exported_model
 
     num_classes = args.num_classes or data_classes
     if num_classes < data_classes:
         raise UserError(f"--num-classes {num_classes} is fewer than the {data_classes} classes of the data, whose "
                         f"labels index the model's outputs")
     if args.adapter:  # the base keeps its own head; the adapter file brings the fine-tuned one
-        from .engine.adapters import load_adapters
+        from .adapters import load_adapters
 
         base = load_exported_model(args.arch, args.checkpoint, normalization=args.normalization,
                                    **dict(args.model_arg or []))
@@ -421,11 +421,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     """A finished run's model as a plain state dict without normalize.* keys, with a card stating the normalization;
     or, with --adapter-only, its LoRA factors / adapters and head alone."""
-    from .engine import export_plain
-    from .engine.run import read_card
+    from .card import export_plain, read_card
 
     if args.adapter_only:
-        from .engine.adapters import export_adapters
+        from .adapters import export_adapters
 
         out = export_adapters(args.run, args.out)
         print(f"wrote {out} and {out.with_suffix('.json')}: load them onto the base with robustft evaluate "

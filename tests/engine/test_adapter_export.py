@@ -35,7 +35,7 @@ def test_adapter_only_export_round_trips_onto_the_base_through_the_cli(peft, tin
     base_keys = load_model("cifar_resnet20", base, width=4).state_dict().keys()
     assert not state.keys() & (base_keys - {"fc.weight", "fc.bias"}), "no backbone weights in the adapter file"
 
-    from robustft.engine.adapters import load_adapters
+    from robustft.adapters import load_adapters
 
     run_model = load_run_model(tmp_path / peft).eval()
     attached = load_adapters(load_model("cifar_resnet20", base, width=4), out).eval()
