@@ -17,7 +17,7 @@ from .models import (
     NormSpec,
     create_model,
     from_timm_layout,
-    load_model,
+    load_checkpoint,
     load_weights,
     read_state_dict,
     resolve_normalization,
@@ -136,12 +136,12 @@ def card_inputs(card: dict[str, Any] | None) -> tuple[tuple[int, int] | None, li
 
 def load_exported_model(arch: str, checkpoint: str | Path | None = None, *, num_classes: int | None = None,
                         normalization: NormSpec = None, **options: Any) -> nn.Module:
-    """Load any checkpoint robustft reads (``models.load_model``; none: random init). A robustft export (its card
+    """Load any checkpoint robustft reads (``models.load_checkpoint``; none: random init). A robustft export (its card
     beside it) is rebuilt with its run's architecture options (``options`` win) and its method's export structure
     (e.g. RoLI adapters), a plain export with its card's normalization."""
     card = read_card(checkpoint) if checkpoint else None
     if card is None:
-        return load_model(arch, checkpoint, num_classes=num_classes, normalization=normalization, **options)
+        return load_checkpoint(arch, checkpoint, num_classes=num_classes, normalization=normalization, **options)
     recipe = card["recipe"]
     _rebuildable(card, checkpoint)
     if card["arch"] != arch:

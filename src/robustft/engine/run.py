@@ -22,7 +22,7 @@ from ..errors import UserError, warn
 from ..eval import evaluate, num_outputs, subset_autoattack
 from ..layout import RunLayout, resolve_weights
 from ..methods import Method, RunContext, Stage, check_structure, create_method
-from ..models import ImageClassifier, create_model, load_classifier, load_model, read_state_dict, save_state_dict
+from ..models import ImageClassifier, create_model, load_checkpoint, load_classifier, read_state_dict, save_state_dict
 from ..runtime import provenance, seed_everything
 from .config import RunConfig, from_dict, to_dict, with_keys
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
@@ -60,11 +60,11 @@ def build_source_model(cfg: RunConfig, num_classes: int, *, trains_head: bool = 
                                 f"train, or build it with robustft.create_model or robustft.load_model")
             return model
     elif m.checkpoint is not None:
-        model = load_model(m.arch, m.checkpoint, normalization=m.normalization, **m.options)
+        model = load_checkpoint(m.arch, m.checkpoint, normalization=m.normalization, **m.options)
     elif "." in m.arch:
         model = create_model(m.arch, normalization=m.normalization, pretrained=True, **m.options)
     else:
-        return load_model(m.arch, None, num_classes=num_classes, normalization=m.normalization, **m.options)
+        return load_checkpoint(m.arch, None, num_classes=num_classes, normalization=m.normalization, **m.options)
     source_classes = model.get_classifier().out_features
     if m.head == "keep" and source_classes != num_classes:
         raise UserError(f"model.head=keep but the source model has {source_classes} classes and the data "

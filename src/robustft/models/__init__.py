@@ -28,7 +28,7 @@ from robustft.models.normalization import (
     resolve_normalization,
     set_normalization,
 )
-from robustft.models.registry import create_model, list_models, load_model, register_model
+from robustft.models.registry import create_model, list_models, load_checkpoint, register_model
 
 __all__ = [
     "AdapterPoint",
@@ -55,7 +55,7 @@ __all__ = [
     "set_normalization",
     "create_model",
     "list_models",
-    "load_model",
+    "load_checkpoint",
     "register_model",
     "from_timm_layout",
     "read_timm_checkpoint",

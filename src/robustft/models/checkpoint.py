@@ -11,7 +11,7 @@ A directory is read as a Hugging Face hub model directory, as timm's ``save_for_
 ``model.safetensors``, else ``pytorch_model.bin`` (timm ``_hub.py`` prefers them in this order); its
 ``config.json`` is read by ``hub.read_hub_config``.
 
-Foreign layouts, mapped by ``from_timm_layout`` (which ``load_model`` applies), each checked against the code that
+Foreign layouts, mapped by ``from_timm_layout`` (which ``load_checkpoint`` applies), each checked against the code that
 writes or reads it:
 
 - **plain timm state dict** — e.g. the ARES 2.0 releases (``ARES_{ViT,Swin}_{small,base,large}_*_AT.pth``):
