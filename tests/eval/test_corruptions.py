@@ -12,13 +12,8 @@ from PIL import Image
 from robustft.data import ArrayDataset
 from robustft.errors import UserError
 from robustft.eval import CORRUPTIONS, corrupt, corrupt_dataset, evaluate_corruptions
-from robustft.eval.corruptions import (
-    CIFAR_C_BENCHMARK,
-    CIFAR_C_EXTRA,
-    _frost_texture,
-    parse_corruptions,
-    parse_severities,
-)
+from robustft.eval.corruption_eval import parse_corruptions, parse_severities
+from robustft.eval.corruptions import CIFAR_C_BENCHMARK, CIFAR_C_EXTRA, _frost_texture
 from robustft.eval.image_ops import canny, equalize_hist, hsv_to_rgb, rgb_to_hsv
 from robustft.models import create_model, save_state_dict
 from support import robustft_cmd, run_ok
