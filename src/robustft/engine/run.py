@@ -214,32 +214,6 @@ def run(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False,
         cleanup(info)
 
 
-def _started(run_dir: Path) -> bool:
-    """Whether a run directory holds work to protect: a finished epoch of any stage, or final results."""
-    layout = RunLayout(run_dir)
-    return layout.results.exists() or any((d / layout.last.name).exists() for d in layout.written_dirs())
-
-
-def _check_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None]) -> bool:
-    """Whether ``run_dir`` holds a run to continue (read-only). Refuses to clobber a started run without
-    ``resume`` and to resume one with another config; a config without a finished epoch is not a run to protect."""
-    RunLayout(run_dir).check_owned()
-    saved = RunLayout(run_dir).config
-    if not saved.exists():
-        return False
-    if not _started(run_dir):
-        log(f"{run_dir} holds a config but no finished epoch (an earlier start failed or stopped early): "
-            f"starting it anew")
-        return False
-    if not resume:
-        raise UserError(f"run directory {run_dir} already holds a run: pass --resume to continue it, or choose "
-                        f"another train.name / train.out_dir")
-    if not _same_config(saved, cfg):
-        raise UserError(f"cannot resume {run_dir}: the config differs from the one it was started with "
-                        f"({saved}); start a new run instead")
-    return True
-
-
 def _same_config(saved: Path, cfg: RunConfig) -> bool:
     """Whether the config a run was started with is ``cfg``. Keys added to robustft since then count at their defaults
     (a run started by an older version resumes, and a finished one is reused, when it chose what the defaults say)."""
@@ -274,7 +248,7 @@ def _run_lock(run_dir: Path, info: DistInfo) -> Iterator[None]:
 def _prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Callable[[str], None]) -> None:
     """Under the lock: check the directory again (another process may have started it since), remove what killed
     writers left, and write the config of a new run."""
-    started = _check_run_dir(cfg, run_dir, resume, lambda s: None)
+    started = RunLayout(run_dir).claim(resume, lambda saved: _same_config(saved, cfg), lambda s: None)
     barrier(info)  # every rank has looked before rank 0 writes (else a slow rank would find the new run and refuse)
     if info.is_main:
         for path in remove_stale_temporaries(RunLayout(run_dir).written_dirs()):
@@ -296,7 +270,7 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Calla
          source: nn.Module | None) -> dict[str, Any]:
     """The body of ``run`` inside the process group: check and open everything, then lock, write and train."""
     results_path = RunLayout(run_dir).results
-    if _check_run_dir(cfg, run_dir, resume, log) and results_path.exists():
+    if RunLayout(run_dir).claim(resume, lambda saved: _same_config(saved, cfg), log) and results_path.exists():
         log(f"{run_dir} is already complete")
         return RunLayout(run_dir).read_results()
     start = time.perf_counter()
