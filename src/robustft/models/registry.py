@@ -17,8 +17,9 @@ from torch import Tensor
 
 from robustft.errors import UserError, shown
 from robustft.models.base import ImageClassifier
-from robustft.models.checkpoint import from_timm_layout, load_state_dict_into, load_weights, read_state_dict
+from robustft.models.checkpoint import load_state_dict_into, load_weights, read_state_dict
 from robustft.models.hub import HF_HUB_PREFIX, KNOWN_WEIGHTS, fetch_weights, hf_hub_directory, read_hub_config
+from robustft.models.layouts import from_timm_layout
 from robustft.models.normalization import NormSpec, resolve_normalization, set_normalization
 from robustft.schema import coerce_value, type_name
 
