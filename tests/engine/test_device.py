@@ -19,7 +19,8 @@ from robustft.attacks import PGD
 from robustft.data import ArrayDataset, iterate_batches
 from robustft.engine.config import load_config
 from robustft.engine.distributed import DistInfo, cleanup, init_distributed
-from robustft.engine.train import StepSums, _setup, _step, autocast_for
+from robustft.engine.precision import autocast_for
+from robustft.engine.train import StepSums, _setup, _step
 from robustft.eval import evaluate
 from robustft.eval.evaluate import full_fp32
 from robustft.methods import create_method

@@ -27,8 +27,9 @@ from ..runtime import provenance, seed_everything
 from .config import RunConfig, from_dict, to_dict, with_keys
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 from .optim import resolve_lr
+from .precision import run_precision
 from .state import load_best_weights, saved_method_state
-from .train import fit, run_precision
+from .train import fit
 
 __all__ = ["run", "default_run_dir", "build_source_model", "source_config", "export_model", "load_run_model"]
 
@@ -282,7 +283,8 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Calla
     check_training_classes(train)
     height, width = data_record(cfg, train)["image_size"]
     stored = ("" if cfg.data.storage_size is None else
-              f" cropped from images kept at their aspect ratio, shorter side {cfg.data.storage_size} (data.storage_size)")
+              f" cropped from images kept at their aspect ratio, shorter side {cfg.data.storage_size} "
+              f"(data.storage_size)")
     log(f"data: {len(train)} train / {len(val)} val images of {width}x{height} pixels"
         f"{'' if cfg.data.image_size is None else ' (data.image_size)'}{stored}, {train.num_classes} classes"
         f"{'' if cfg.data.classes is None else ' (data.classes: ' + ', '.join(train.classes) + ')'}"
