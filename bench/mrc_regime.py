@@ -23,7 +23,7 @@ from scipy import stats
 from robustft._io import atomic_write, atomic_write_json
 from robustft.data import load_dataset
 from robustft.eval.mrc import mrc_examples, mrc_profile
-from robustft.models import load_model
+from robustft.models import load_checkpoint
 from robustft.runtime import provenance, seed_everything
 
 SHARED = Path(os.environ.get("ROBUSTFT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -33,7 +33,7 @@ RESULTS = Path(__file__).parent / "results"
 def compare(n: int, minibatch: int, seed: int = 0) -> dict[str, Any]:
     """Both regimes' profiles on the same examples, and how their rankings agree."""
     seed_everything(seed)
-    model = load_model("cifar_resnet20", SHARED / "models" / "cifar10_resnet20_linf_at.pt").eval()
+    model = load_checkpoint("cifar_resnet20", SHARED / "models" / "cifar10_resnet20_linf_at.pt").eval()
     data = load_dataset(str(SHARED / "data" / "cifar10-jpeg" / "cifar10-jpeg.zip"), "train")
     x, y = mrc_examples(model, data, n, seed=seed)
     regimes = {"full_batch": None, "official": minibatch}

@@ -25,7 +25,7 @@ from scipy import stats
 from robustft._io import atomic_write_json
 from robustft.data import load_dataset
 from robustft.eval.mrc import candidate_modules, mrc_examples, mrc_profile
-from robustft.models import load_model
+from robustft.models import load_checkpoint
 from robustft.runtime import provenance, seed_everything
 
 SHARED = Path(os.environ.get("ROBUSTFT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
@@ -37,7 +37,7 @@ def compare(n: int = 256, steps: int = 10, batch_size: int = 512, seed: int = 0,
             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Profile every module with both implementations, alternating; returns the comparison record."""
     seed_everything(seed)
-    model = load_model("cifar_resnet20", SHARED / "models" / "cifar10_resnet20_linf_at.pt").eval().to(device)
+    model = load_checkpoint("cifar_resnet20", SHARED / "models" / "cifar10_resnet20_linf_at.pt").eval().to(device)
     data = load_dataset(str(SHARED / "data" / "cifar10-jpeg" / "cifar10-jpeg.zip"), "train", device=device)
     x, y = mrc_examples(model, data, n, seed=seed)
     kw = dict(eps=0.1, steps=steps, lr=1.0, batch_size=batch_size)

@@ -53,7 +53,7 @@ from robustft.attacks import PGD
 from robustft.data import ArrayDataset
 from robustft.engine import DistInfo, fit, from_dict
 from robustft.engine.config import RunConfig
-from robustft.engine.train import autocast_for
+from robustft.engine.precision import autocast_for
 from robustft.methods import Method, RunContext, create_method, list_methods
 from robustft.models import create_model
 from robustft.runtime import provenance, resolve_device

@@ -5,13 +5,13 @@ import json
 import torch
 
 from robustft.demo import DEMO_METHODS, asset, run_demo
-from robustft.models import load_model
+from robustft.models import load_checkpoint
 
 
 def test_assets_are_bundled_and_the_source_model_is_robust_pretrained():
     card = json.loads(asset("demo_source_resnet20.json").read_text())
     assert card["produced_by"].startswith("robustft pretrain") and card["method"] == "pgd_at"
-    model = load_model(card["arch"], asset("demo_source_resnet20.pt"))
+    model = load_checkpoint(card["arch"], asset("demo_source_resnet20.pt"))
     assert model.get_classifier().out_features == 5
     assert asset("demo_cifar10_dog-truck.zip").stat().st_size < 3_000_000
 

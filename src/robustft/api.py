@@ -7,21 +7,22 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from .attacks import Attack, create_attack
+from .card import load_exported_model as load_model
 from .data import ArrayDataset, load_dataset
-from .engine import RunConfig, default_run_dir, load_config, load_run_model, run
-from .engine import load_exported_model as load_model
-from .engine.config import keyword_overrides, with_keys
 from .errors import UserError
 from .eval import EvalResult, num_outputs
 from .eval import evaluate as _evaluate
 from .methods import list_methods
 from .models import create_model, list_models
 from .report import Comparison, compare_runs
+
+if TYPE_CHECKING:  # the training engine is imported by finetune, so loading a model never imports it
+    from .engine import RunConfig
 
 __all__ = ["create_model", "load_model", "list_models", "list_methods", "load_dataset", "create_attack", "finetune",
            "FinetuneResult", "evaluate", "compare_runs", "Comparison"]
@@ -38,7 +39,7 @@ class FinetuneResult:
 
 
 def finetune(model: nn.Module | None = None, data: str | os.PathLike | None = None, /, *, method: str | None = None,
-             config: RunConfig | str | os.PathLike | None = None, run_dir: str | os.PathLike | None = None,
+             config: "RunConfig | str | os.PathLike | None" = None, run_dir: str | os.PathLike | None = None,
              resume: bool = False, log: Callable[[str], None] = print, **overrides: Any) -> FinetuneResult:
     """Fine-tune ``model`` (a copy: yours stays as it is; None: the config's ``model.arch`` / ``model.checkpoint``)
     on dataset ``data`` (a name or path, as ``load_dataset`` takes) with ``method``, into ``run_dir`` (default
@@ -49,6 +50,9 @@ def finetune(model: nn.Module | None = None, data: str | os.PathLike | None = No
     its keys (``data={"train_n": 64}``, ``optim={"lr": 0.01}``, ``method_args={...}``) or dotted keys
     (``**{"optim.lr": 0.01}``).
     """
+    from .engine import RunConfig, default_run_dir, load_config, load_run_model, run
+    from .engine.config import keyword_overrides, with_keys
+
     if isinstance(data, ArrayDataset):
         raise UserError("finetune reads the train, val and test splits itself: pass the dataset as load_dataset takes "
                         "it (a name or a path), not a loaded split")

@@ -13,6 +13,7 @@
 """
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,29 @@ class RunLayout:
             raise UserError(f"{self.root} is not empty and not a robustft run directory (no {self.config.name}): a run "
                             f"there would overwrite its files; give a new or empty directory (--run-dir, or "
                             f"train.out_dir / train.name)")
+
+    def started(self) -> bool:
+        """Whether the directory holds work to protect: a finished epoch of any stage, or final results."""
+        return self.results.exists() or any((d / self.last.name).exists() for d in self.written_dirs())
+
+    def claim(self, resume: bool, same_config: Callable[[Path], bool], log: Callable[[str], None]) -> bool:
+        """Whether the directory holds a run to continue (read-only; ``same_config(path)``: whether the config saved
+        there is the run's). Refuses to clobber a started run without ``resume`` and to resume one with another
+        config; a config without a finished epoch is not a run to protect."""
+        self.check_owned()
+        if not self.config.exists():
+            return False
+        if not self.started():
+            log(f"{self.root} holds a config but no finished epoch (an earlier start failed or stopped early): "
+                f"starting it anew")
+            return False
+        if not resume:
+            raise UserError(f"run directory {self.root} already holds a run: pass --resume to continue it, or choose "
+                            f"another train.name / train.out_dir")
+        if not same_config(self.config):
+            raise UserError(f"cannot resume {self.root}: the config differs from the one it was started with "
+                            f"({self.config}); start a new run instead")
+        return True
 
     def stage_named(self, name: str) -> "RunLayout":
         """The layout of the stage called ``name``."""

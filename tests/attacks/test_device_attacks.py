@@ -15,14 +15,14 @@ import torch.nn.functional as F
 
 from robustft.attacks import PGD
 from robustft.eval.evaluate import full_fp32
-from robustft.models import load_model
+from robustft.models import load_checkpoint
 
 pytestmark = pytest.mark.cuda
 
 
 @pytest.mark.parametrize("norm,eps", [("linf", 8 / 255), ("l2", 0.5)])
 def test_pgd_on_the_device_equals_pgd_on_the_cpu(device, norm, eps):
-    model = load_model("cifar_resnet20.at_linf8_cifar10").eval()
+    model = load_checkpoint("cifar_resnet20.at_linf8_cifar10").eval()
     on_device = copy.deepcopy(model).to(device).to(memory_format=torch.channels_last)
     g = torch.Generator().manual_seed(0)
     x, y = torch.rand(32, 3, 32, 32, generator=g), torch.arange(32) % 10

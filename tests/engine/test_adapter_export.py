@@ -9,7 +9,7 @@ import torch
 
 from robustft.cli import main
 from robustft.engine import load_run_model
-from robustft.models import load_model
+from robustft.models import load_checkpoint
 from support import error_line, finetune_args
 
 SMALL = ("--method", "roli", "--epochs", "1", "--set", "method_args.lp_epochs=1", "--set", "data.train_n=64",
@@ -32,13 +32,13 @@ def test_adapter_only_export_round_trips_onto_the_base_through_the_cli(peft, tin
         "state_dict_keys"]
     kind = "lora_" if peft == "lora" else ".adapter."
     assert all(kind in k for k in state if not k.startswith("fc.")) and len(state) > 2
-    base_keys = load_model("cifar_resnet20", base, width=4).state_dict().keys()
+    base_keys = load_checkpoint("cifar_resnet20", base, width=4).state_dict().keys()
     assert not state.keys() & (base_keys - {"fc.weight", "fc.bias"}), "no backbone weights in the adapter file"
 
-    from robustft.engine.adapters import load_adapters
+    from robustft.adapters import load_adapters
 
     run_model = load_run_model(tmp_path / peft).eval()
-    attached = load_adapters(load_model("cifar_resnet20", base, width=4), out).eval()
+    attached = load_adapters(load_checkpoint("cifar_resnet20", base, width=4), out).eval()
     x = torch.rand(4, 3, 32, 32)
     with torch.no_grad():  # LoRA merged in model.pt vs applied as factors: the same function up to rounding
         torch.testing.assert_close(attached(x), run_model(x), rtol=1e-4, atol=1e-5)

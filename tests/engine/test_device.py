@@ -19,11 +19,12 @@ from robustft.attacks import PGD
 from robustft.data import ArrayDataset, iterate_batches
 from robustft.engine.config import load_config
 from robustft.engine.distributed import DistInfo, cleanup, init_distributed
-from robustft.engine.train import StepSums, _setup, _step, autocast_for
+from robustft.engine.precision import autocast_for
+from robustft.engine.train import StepSums, _setup, _step
 from robustft.eval import evaluate
 from robustft.eval.evaluate import full_fp32
 from robustft.methods import create_method
-from robustft.models import load_model
+from robustft.models import load_checkpoint
 from support import tiny_resnet
 
 pytestmark = pytest.mark.cuda
@@ -54,7 +55,7 @@ def _gradient(model: nn.Module, x: torch.Tensor, y: torch.Tensor, device: torch.
 
 
 def test_bf16_channels_last_step_matches_fp32(device):
-    model = load_model("cifar_resnet20.at_linf8_cifar10").to(device)
+    model = load_checkpoint("cifar_resnet20.at_linf8_cifar10").to(device)
     fast = copy.deepcopy(model).to(memory_format=torch.channels_last)
     data = _data(device)
     (x, y), = iterate_batches(data, 32)

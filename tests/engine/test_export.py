@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robustft.cli import main
-from robustft.engine import load_exported_model
+from robustft.card import load_exported_model
 from support import error_line, finetune_args
 
 

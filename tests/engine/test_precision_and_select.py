@@ -12,11 +12,12 @@ from torch import nn
 from robustft.attacks import PGD
 from robustft.cli import main
 from robustft.data import ArrayDataset
-from robustft.engine.train import run_precision
+from robustft.engine.precision import run_precision
 from robustft.eval import evaluate
 from support import finetune_args
 
 train_module = importlib.import_module("robustft.engine.train")
+precision_module = importlib.import_module("robustft.engine.precision")
 run_module = importlib.import_module("robustft.engine.run")  # robustft.engine.run is also the name of a function
 
 
@@ -95,7 +96,7 @@ def test_evaluate_is_fp32_inside_a_callers_autocast(tiny_model, batch):
     ("cuda", "off", True, "fp32"), ("cpu", "off", True, "fp32"), ("cpu", "bf16", False, "bf16"),
     ("cuda", "fp16", False, "fp16")])
 def test_run_precision_resolves_amp_for_the_device(device, amp, native, train, monkeypatch):
-    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: native)
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: native)
     assert run_precision(torch.device(device), amp) == {"train": train, "eval": "fp32"}
 
 
@@ -111,17 +112,17 @@ def test_cpu_native_bf16_reads_the_processor_flags(cpuinfo, native, tmp_path, mo
     fake = tmp_path / "cpuinfo"
     if cpuinfo is not None:
         fake.write_text(cpuinfo)
-    real_path = train_module.Path
-    monkeypatch.setattr(train_module, "Path", lambda p: fake if p == "/proc/cpuinfo" else real_path(p))
-    train_module.cpu_has_native_bf16.cache_clear()
+    real_path = precision_module.Path
+    monkeypatch.setattr(precision_module, "Path", lambda p: fake if p == "/proc/cpuinfo" else real_path(p))
+    precision_module.cpu_has_native_bf16.cache_clear()
     try:
-        assert train_module.cpu_has_native_bf16() is native
+        assert precision_module.cpu_has_native_bf16() is native
     finally:
-        train_module.cpu_has_native_bf16.cache_clear()
+        precision_module.cpu_has_native_bf16.cache_clear()
 
 
 def test_a_cpu_run_with_amp_auto_trains_in_bf16_where_the_cpu_has_it(tiny_task, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision_module, "cpu_has_native_bf16", lambda: True)
     data, source = tiny_task
     assert main(finetune_args(data, source, tmp_path, "r", "--epochs", "1", "--set", "train.device=cpu")) == 0
     assert json.loads((tmp_path / "r" / "results.json").read_text())["precision"] == {"train": "bf16", "eval": "fp32"}

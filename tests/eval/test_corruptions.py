@@ -12,17 +12,9 @@ from PIL import Image
 from robustft.data import ArrayDataset
 from robustft.errors import UserError
 from robustft.eval import CORRUPTIONS, corrupt, corrupt_dataset, evaluate_corruptions
-from robustft.eval.corruptions import (
-    CIFAR_C_BENCHMARK,
-    CIFAR_C_EXTRA,
-    _canny,
-    _equalize_hist,
-    _frost_texture,
-    _hsv_to_rgb,
-    _rgb_to_hsv,
-    parse_corruptions,
-    parse_severities,
-)
+from robustft.eval.corruption_eval import parse_corruptions, parse_severities
+from robustft.eval.corruptions import CIFAR_C_BENCHMARK, CIFAR_C_EXTRA, _frost_texture
+from robustft.eval.image_ops import canny, equalize_hist, hsv_to_rgb, rgb_to_hsv
 from robustft.models import create_model, save_state_dict
 from support import robustft_cmd, run_ok
 
@@ -119,17 +111,17 @@ def test_canny_and_equalize_follow_opencv():
     img = torch.zeros(2, 16, 16, dtype=torch.float64)
     img[0, 4:12, 4:12] = 200  # a bright square: one closed ring of edges on its border, nothing in flat areas
     img[1, 4:12, 4:12] = 20  # |gx| + |gy| at most 120 < 150: weak pixels only, no edge
-    edges = _canny(img, 50, 150)
+    edges = canny(img, 50, 150)
     ring = edges[0]
     assert ring.sum() > 0 and not edges[1].any()
     rows, cols = ring.nonzero().T  # OpenCV's thin ring: outside the square at the top and left (its > vs >=)
     assert (rows.min(), rows.max(), cols.min(), cols.max()) == (3, 11, 3, 11)
     assert not ring[5:10, 5:10].any() and scipy.ndimage.label(ring.numpy(), np.ones((3, 3)))[1] == 1
     two = torch.tensor([[[10.0, 10, 90, 90]]]).expand(1, 4, 4)
-    assert _equalize_hist(two).unique().tolist() == [0, 255]
-    assert _equalize_hist(torch.full((1, 4, 4), 7.0)).unique().tolist() == [7]
+    assert equalize_hist(two).unique().tolist() == [0, 255]
+    assert equalize_hist(torch.full((1, 4, 4), 7.0)).unique().tolist() == [7]
     ramp = torch.arange(16.0).view(1, 4, 4) * 3  # 16 distinct levels: the first maps to 0, the rest by 255·k/15
-    assert _equalize_hist(ramp).flatten().tolist() == [round(255 * k / 15) for k in range(16)]
+    assert equalize_hist(ramp).flatten().tolist() == [round(255 * k / 15) for k in range(16)]
 
 
 def test_generator_argument_and_odd_sizes():
@@ -146,7 +138,7 @@ def test_exact_formulas(x):
         assert np.allclose(corrupt(x, "gaussian_blur", s).numpy(), np.clip(expected, 0, 1), atol=1e-5)
     means = x.mean((2, 3), keepdim=True)
     assert torch.allclose(corrupt(x, "contrast", 5), ((x - means) * 0.15 + means).clamp(0, 1))
-    assert torch.allclose(_hsv_to_rgb(_rgb_to_hsv(x)), x, atol=1e-6)
+    assert torch.allclose(hsv_to_rgb(rgb_to_hsv(x)), x, atol=1e-6)
     v = x.amax(1, keepdim=True)  # brightness raises HSV value: each pixel's RGB scales by v'/v
     assert torch.allclose(corrupt(x, "brightness", 2), x * (v + 0.1).clamp(max=1) / v, atol=1e-5)
 

@@ -6,7 +6,7 @@ import torch
 from robustft.attacks import PGD, fgsm
 from robustft.data import ArrayDataset, load_dataset
 from robustft.eval import balanced_subset, evaluate
-from robustft.models import load_model
+from robustft.models import load_checkpoint
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def test_balanced_subset(data):
 
 def test_reference_model_matches_its_card(shared_dir):
     """The shared robust ResNet-20 on 200 of the card's 1000 images (every 50th test image): within 5 points."""
-    model = load_model("cifar_resnet20", shared_dir / "models/cifar10_resnet20_linf_at.pt")
+    model = load_checkpoint("cifar_resnet20", shared_dir / "models/cifar10_resnet20_linf_at.pt")
     data = load_dataset(str(shared_dir / "data/cifar10-jpeg/cifar10-jpeg.zip"), "test", n=200)
     assert torch.bincount(data.y).tolist() == [20] * 10
     res = evaluate(model.to(memory_format=torch.channels_last), data, [PGD(eps=8 / 255, steps=20)],

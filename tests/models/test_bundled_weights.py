@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from robustft.models import load_model
+from robustft.models import load_checkpoint
 from robustft.models.hub import KNOWN_WEIGHTS, fetch_weights
 
 NAME = "cifar_resnet20.at_linf8_cifar10"
@@ -31,7 +31,7 @@ def test_bundled_files_equal_the_offline_copies(shared_dir, file):
 
 def test_the_name_loads_the_card_s_model(monkeypatch, tmp_path):
     monkeypatch.setenv("ROBUSTFT_CACHE", str(tmp_path / "cache"))  # nothing may be downloaded or cached
-    model = load_model(NAME)
+    model = load_checkpoint(NAME)
     path = fetch_weights(NAME)
     card = json.loads(path.with_suffix(".json").read_text())
     state = torch.load(path, weights_only=True)

@@ -12,7 +12,7 @@ import torch
 
 from robustft.cli import main
 from robustft.errors import UserError
-from robustft.models import create_model, load_model, read_state_dict
+from robustft.models import create_model, load_checkpoint, read_state_dict
 from support import Payload, error_line, run_env
 
 # Preprocessing that is no preset and not the architecture's default, so only config.json can have supplied it.
@@ -47,7 +47,7 @@ def _hub_dir(path: Path, weights: str, num_classes: int = 7, size: int = 40, nes
                                              ("model.safetensors", False)], ids=["safetensors", "bin", "flat_config"])
 def test_hub_directory_loads_with_its_config(tmp_path, weights, nested):
     source = _hub_dir(tmp_path / "hub", weights, nested=nested)
-    model = load_model("cifar_resnet20", tmp_path / "hub").eval()
+    model = load_checkpoint("cifar_resnet20", tmp_path / "hub").eval()
     x = torch.rand(2, 3, 40, 40)
     with torch.no_grad():
         torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
@@ -58,10 +58,10 @@ def test_hub_directory_loads_with_its_config(tmp_path, weights, nested):
 
 def test_explicit_settings_win_over_the_config(tmp_path):
     _hub_dir(tmp_path / "hub", "model.safetensors")
-    model = load_model("cifar_resnet20", tmp_path / "hub", normalization="cifar10")
+    model = load_checkpoint("cifar_resnet20", tmp_path / "hub", normalization="cifar10")
     assert torch.allclose(model.normalize.std.flatten(), torch.tensor((0.2471, 0.2435, 0.2616)))
     with pytest.raises(UserError, match="class-count mismatch"):
-        load_model("cifar_resnet20", tmp_path / "hub", num_classes=10)
+        load_checkpoint("cifar_resnet20", tmp_path / "hub", num_classes=10)
 
 
 def test_evaluate_reads_a_hub_directory_at_its_input_size(tmp_path, npz_data, capsys):
@@ -172,12 +172,12 @@ def hf_offline(tmp_path, monkeypatch):
 @pytest.mark.parametrize("weights", ["model.safetensors", "pytorch_model.bin"])
 def test_hf_hub_name_reads_the_cached_snapshot_with_its_config(hf_offline, weights):
     source = _hf_cache(hf_offline, "someone/r20", weights, num_classes=7)
-    model = load_model("cifar_resnet20", "hf-hub:someone/r20").eval()
+    model = load_checkpoint("cifar_resnet20", "hf-hub:someone/r20").eval()
     assert model.fc.out_features == 7 and torch.allclose(model.normalize.mean.flatten(), torch.tensor(MEAN))
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(model(x), source(x), rtol=0, atol=0)
-    assert load_model("cifar_resnet20", f"hf-hub:someone/r20@{COMMIT}").fc.out_features == 7  # a pinned revision
+    assert load_checkpoint("cifar_resnet20", f"hf-hub:someone/r20@{COMMIT}").fc.out_features == 7  # a pinned revision
 
 
 def test_hf_hub_name_missing_from_the_offline_cache_or_misspelt_is_one_line(hf_offline, npz_data, capsys):

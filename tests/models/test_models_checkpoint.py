@@ -11,7 +11,7 @@ from robustft.errors import UserError
 from robustft.models import (
     NORMALIZATIONS,
     create_model,
-    load_model,
+    load_checkpoint,
     load_state_dict_into,
     read_state_dict,
     save_state_dict,
@@ -40,7 +40,7 @@ def test_reference_checkpoint_loads_strictly(reference_checkpoint):
 
 
 def test_load_model_reads_the_reference_checkpoint(reference_checkpoint):
-    model = load_model("cifar_resnet20", reference_checkpoint)
+    model = load_checkpoint("cifar_resnet20", reference_checkpoint)
     assert model.fc.out_features == 10
     assert torch.equal(model.normalize.std.flatten(), torch.tensor(NORMALIZATIONS["cifar10"][1]))
     assert torch.isfinite(logits_of(model, torch.rand(2, 3, 32, 32))).all()
@@ -53,14 +53,14 @@ def test_save_and_read_round_trip_gives_identical_logits(resnet50_setup, tmp_pat
     assert os.listdir(tmp_path) == [path.name]  # written atomically: no temporary file left behind
     state = read_state_dict(path)
     assert state.keys() == model.state_dict().keys()
-    assert torch.equal(logits_of(load_model("resnet50", path), x), logits)
+    assert torch.equal(logits_of(load_checkpoint("resnet50", path), x), logits)
 
 
 def test_dataparallel_wrapped_checkpoint_loads(resnet50_setup, tmp_path):
     model, x, logits = resnet50_setup
     wrapped = {"state_dict": {f"module.{k}": v for k, v in model.state_dict().items()}, "epoch": 90, "best_acc": 0.5}
     torch.save(wrapped, tmp_path / "ddp.pth")
-    assert torch.equal(logits_of(load_model("resnet50", tmp_path / "ddp.pth"), x), logits)
+    assert torch.equal(logits_of(load_checkpoint("resnet50", tmp_path / "ddp.pth"), x), logits)
 
 
 def test_madrylab_robustness_checkpoint_loads(resnet50_setup, tmp_path):
@@ -75,7 +75,7 @@ def test_madrylab_robustness_checkpoint_loads(resnet50_setup, tmp_path):
         "module.attacker.normalize.new_mean": mean, "module.attacker.normalize.new_std": std,
     }
     torch.save({"model": state, "optimizer": {"state": {}, "param_groups": []}, "epoch": 90}, tmp_path / "madry.pt")
-    loaded = load_model("resnet50", tmp_path / "madry.pt")  # arch default is imagenet; the checkpoint says cifar10
+    loaded = load_checkpoint("resnet50", tmp_path / "madry.pt")  # arch default is imagenet; the checkpoint says cifar10
     assert torch.equal(loaded.normalize.mean, model.normalize.mean)
     assert torch.equal(logits_of(loaded, x), logits)
 
@@ -173,13 +173,13 @@ def test_skip_classifier_loads_the_backbone_only():
 def test_load_model_infers_class_count_and_normalization(tmp_path):
     source = set_normalization(create_model("cifar_resnet20", num_classes=100), "cifar100")
     save_state_dict(source, tmp_path / "c100.pt")
-    model = load_model("cifar_resnet20", tmp_path / "c100.pt")
+    model = load_checkpoint("cifar_resnet20", tmp_path / "c100.pt")
     assert model.fc.out_features == 100
     assert torch.equal(model.normalize.mean, source.normalize.mean)
-    explicit = load_model("cifar_resnet20", tmp_path / "c100.pt", normalization="none")
+    explicit = load_checkpoint("cifar_resnet20", tmp_path / "c100.pt", normalization="none")
     assert torch.equal(explicit.normalize.std, torch.ones(1, 3, 1, 1))
     with pytest.raises(UserError, match="class-count mismatch"):
-        load_model("cifar_resnet20", tmp_path / "c100.pt", num_classes=10)
+        load_checkpoint("cifar_resnet20", tmp_path / "c100.pt", num_classes=10)
 
 
 def test_checkpoint_without_normalization_keeps_the_configured_one():
@@ -199,7 +199,7 @@ def test_load_model_records_where_its_normalization_comes_from(tmp_path, capsys,
     state = set_normalization(create_model("resnet18", num_classes=3), "cifar100").state_dict()
     path = tmp_path / "m.pt"
     torch.save({k: v for k, v in state.items() if keys or not k.startswith("normalize.")}, path)
-    model = load_model("resnet18", path, normalization=normalization)
+    model = load_checkpoint("resnet18", path, normalization=normalization)
     assert model.pretrained_cfg.normalization_source == source
     assert torch.allclose(model.normalize.mean.flatten(), torch.tensor(mean))
     warned = capsys.readouterr().err.splitlines()

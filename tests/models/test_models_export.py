@@ -11,7 +11,7 @@ import safetensors.torch
 import torch
 
 from robustft.cli import main
-from robustft.models import create_model, load_model
+from robustft.models import create_model, load_checkpoint
 from robustft.models.export import TIMM_ARCHITECTURES, timm_config, timm_state_dict
 from support import finetune_args
 
@@ -158,8 +158,8 @@ def test_swin_run_exports_a_timm_hub_directory_that_robustft_reads_back(tiny_tas
     assert config["architecture"] == "swin_base_patch4_window7_224" and config["label_names"] == card["classes"]
     assert config["pretrained_cfg"]["mean"] == card["normalize"]["mean"] and config["num_classes"] == 4
 
-    run_model = load_model("swin", tmp_path / "sw" / "model.pt").eval()
-    exported = load_model("swin", out).eval()  # the hub directory: weights in timm 1.x names + config.json
+    run_model = load_checkpoint("swin", tmp_path / "sw" / "model.pt").eval()
+    exported = load_checkpoint("swin", out).eval()  # the hub directory: weights in timm 1.x names + config.json
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(exported(x), run_model(x), rtol=0, atol=0)

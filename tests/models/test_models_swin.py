@@ -10,7 +10,7 @@ from robustft.errors import UserError
 from robustft.models import (
     create_model,
     from_timm_layout,
-    load_model,
+    load_checkpoint,
     load_state_dict_into,
     read_timm_checkpoint,
     save_state_dict,
@@ -204,12 +204,12 @@ def test_robustft_checkpoint_passes_through_and_plain_file_loads_without_mapping
     assert from_timm_layout(tiny.state_dict(), tiny).keys() == tiny.state_dict().keys()
     path = tmp_path / "plain.pt"
     torch.save(_network(tiny.state_dict()), path)  # an ARES-style file: the engine's plain loader takes it as is
-    loaded = load_model("swin", path, normalization="imagenet").eval()
+    loaded = load_checkpoint("swin", path, normalization="imagenet").eval()
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         assert torch.equal(loaded(x), tiny(x))
     save_state_dict(tiny, tmp_path / "ours.pt")
-    assert load_model("swin", tmp_path / "ours.pt").head.out_features == 5
+    assert load_checkpoint("swin", tmp_path / "ours.pt").head.out_features == 5
 
 
 def test_mismatched_window_buffers_are_refused(tiny):

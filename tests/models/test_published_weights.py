@@ -10,7 +10,7 @@ import torch
 
 from robustft.cli import main
 from robustft.errors import UserError
-from robustft.models import KNOWN_WEIGHTS, create_model, load_model
+from robustft.models import KNOWN_WEIGHTS, create_model, load_checkpoint
 from robustft.models.hub import LAYOUTS, PretrainedWeights, cached_path, weights_table
 from support import error_line
 
@@ -75,7 +75,7 @@ def test_tag_loads_its_published_layout_from_the_cache(name, tmp_path, monkeypat
     arch = name.partition(".")[0]
     x = torch.rand(2, 3, *source.pretrained_cfg.input_size[1:])
     for model in (create_model(name, pretrained=True, **TINY.get(arch, {})),  # Python
-                  load_model(name, **TINY.get(arch, {}))):  # what evaluate / finetune --arch ARCH.TAG call
+                  load_checkpoint(name, **TINY.get(arch, {}))):  # what evaluate / finetune --arch ARCH.TAG call
         with torch.no_grad():
             torch.testing.assert_close(model.eval()(x), source(x), rtol=0, atol=0)
         assert model.pretrained_cfg.normalization_source == "checkpoint"

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 
 from robustft.cli import main
 from robustft.errors import UserError
-from robustft.models import NORMALIZATIONS, load_model
+from robustft.models import NORMALIZATIONS, load_checkpoint
 from support import error_line
 
 CIFAR10_STATS = NORMALIZATIONS["cifar10"]
@@ -115,7 +115,7 @@ def test_zoo_layout_loads_with_the_zoo_logits(name, tmp_path, images, capsys):
     zoo = ZooPreActResNet18(raw, bn, classes, stats)
     _save(zoo, nesting, tmp_path / f"{name}.pt")
 
-    model = load_model("preact_resnet18", tmp_path / f"{name}.pt", projection_input="raw" if raw else "activated",
+    model = load_checkpoint("preact_resnet18", tmp_path / f"{name}.pt", projection_input="raw" if raw else "activated",
                        final_bn=bn)
     torch.testing.assert_close(logits(model, images), logits(zoo, images), rtol=0, atol=1e-5)
     assert model.linear.out_features == classes
@@ -131,7 +131,7 @@ def test_the_other_projection_variant_computes_different_logits(tmp_path, images
     torch.manual_seed(0)
     zoo = ZooPreActResNet18(raw=True, bn_before_fc=False, stats=CIFAR10_STATS)
     torch.save(zoo.state_dict(), tmp_path / "wong.pt")
-    wrong = load_model("preact_resnet18", tmp_path / "wong.pt", projection_input="activated", final_bn=False)
+    wrong = load_checkpoint("preact_resnet18", tmp_path / "wong.pt", projection_input="activated", final_bn=False)
     assert (logits(wrong, images) - logits(zoo, images)).abs().max() > 1e-2
 
 
@@ -140,7 +140,7 @@ def test_checkpoint_that_fits_both_variants_is_refused_naming_the_option(tmp_pat
     torch.manual_seed(0)
     torch.save(ZooPreActResNet18(raw=True, bn_before_fc=bn).state_dict(), tmp_path / "zoo.pt")
     with pytest.raises(UserError, match=r"fit two variants .*projection_input=raw .*projection_input=activated") as e:
-        load_model("preact_resnet18", tmp_path / "zoo.pt")
+        load_checkpoint("preact_resnet18", tmp_path / "zoo.pt")
     assert ("final_bn=false" in str(e.value)) == (not bn)  # the default final_bn=True fits only a file with `bn`
 
 
@@ -148,7 +148,7 @@ def test_final_bn_mismatch_is_refused_naming_the_option(tmp_path):
     torch.manual_seed(0)
     torch.save(ZooPreActResNet18(raw=False, bn_before_fc=False).state_dict(), tmp_path / "zoo.pt")
     with pytest.raises(UserError, match=r"has no final `bn` before pooling: set the model option final_bn=false"):
-        load_model("preact_resnet18", tmp_path / "zoo.pt", projection_input="activated")
+        load_checkpoint("preact_resnet18", tmp_path / "zoo.pt", projection_input="activated")
 
 
 def test_evaluate_refuses_the_ambiguous_snapshot_file_in_one_line(tmp_path, npz_data, capsys):
@@ -164,6 +164,6 @@ def test_evaluate_refuses_the_ambiguous_snapshot_file_in_one_line(tmp_path, npz_
 
 
 def test_fresh_model_and_bad_option():
-    assert load_model("preact_resnet18").projection_input is None  # a model to train: robustft's (activated) block
+    assert load_checkpoint("preact_resnet18").projection_input is None  # a model to train: robustft's (activated) block
     with pytest.raises(UserError, match="option projection_input must be one of activated, raw"):
-        load_model("preact_resnet18", projection_input="x")
+        load_checkpoint("preact_resnet18", projection_input="x")

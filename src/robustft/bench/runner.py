@@ -17,8 +17,9 @@ import torch
 
 from .._io import atomic_write_json, check_writable
 from ..attacks import parse_eps
+from ..card import load_exported_model
 from ..data import ArrayDataset, load_dataset
-from ..engine import RunConfig, build_source_model, load_exported_model, run
+from ..engine import RunConfig, build_source_model, run
 from ..errors import UserError
 from ..eval import subset_autoattack
 from ..eval.bnstats import bn_stat_distance

@@ -18,8 +18,6 @@ from .run import (
                   build_source_model,
                   default_run_dir,
                   export_model,
-                  export_plain,
-                  load_exported_model,
                   load_run_model,
                   run,
                   source_config,
@@ -29,4 +27,4 @@ from .train import FitResult, fit
 __all__ = ["RunConfig", "DataConfig", "ModelConfig", "AttackConfig", "EvalConfig", "TrainConfig", "OptimConfig",
            "load_config", "apply_overrides", "from_dict", "to_dict", "build_optimizer", "build_scheduler", "lr_factor",
            "DistInfo", "init_distributed", "fit", "FitResult", "run", "default_run_dir", "build_source_model",
-           "source_config", "export_model", "export_plain", "load_exported_model", "load_run_model"]
+           "source_config", "export_model", "load_run_model"]

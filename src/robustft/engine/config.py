@@ -195,7 +195,7 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.corruptions:
-            from ..eval.corruptions import parse_corruptions, parse_severities
+            from ..eval.corruption_eval import parse_corruptions, parse_severities
 
             if self.corruption_dir is None:
                 parse_corruptions(self.corruptions)

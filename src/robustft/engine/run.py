@@ -3,7 +3,6 @@
 import contextlib
 import copy
 import dataclasses
-import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,38 +15,24 @@ from torch import nn
 from .._io import atomic_write, atomic_write_json, check_writable, locked, remove_stale_temporaries
 from .._yaml import read_yaml
 from ..attacks import PGD, create_attack, parse_eps
+from ..card import load_exported_model, read_card, write_card
 from ..data import ArrayDataset, PackedDataset, load_splits, open_source
 from ..data.dataset import check_training_classes
 from ..errors import UserError, warn
 from ..eval import evaluate, num_outputs, subset_autoattack
 from ..layout import RunLayout, resolve_weights
 from ..methods import Method, RunContext, Stage, check_structure, create_method
-from ..models import (
-    ImageClassifier,
-    NormSpec,
-    create_model,
-    from_timm_layout,
-    load_classifier,
-    load_model,
-    load_weights,
-    read_state_dict,
-    resolve_normalization,
-    save_state_dict,
-    write_state_dict,
-)
-from ..models.export import timm_config, timm_state_dict
+from ..models import ImageClassifier, create_model, load_checkpoint, load_classifier, read_state_dict, save_state_dict
 from ..runtime import provenance, seed_everything
 from .config import RunConfig, from_dict, to_dict, with_keys
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 from .optim import resolve_lr
+from .precision import run_precision
 from .state import load_best_weights, saved_method_state
-from .train import fit, run_precision
+from .train import fit
 
-__all__ = ["run", "default_run_dir", "build_source_model", "source_config", "export_model", "export_plain",
-           "load_exported_model", "load_run_model", "read_card", "card_inputs"]
+__all__ = ["run", "default_run_dir", "build_source_model", "source_config", "export_model", "load_run_model"]
 
-CARD_MARKER, CARD_VERSION = "robustft_card", 1  # only a JSON carrying the marker is a card; others are not ours
-MAX_CARD_BYTES = 16 << 20  # a card is a few kB (its state-dict key list); a larger JSON is not read
 MIN_USEFUL_VAL = 500  # below this, one standard error of a validation accuracy exceeds 2 points: selection is noise
 
 
@@ -76,11 +61,11 @@ def build_source_model(cfg: RunConfig, num_classes: int, *, trains_head: bool = 
                                 f"train, or build it with robustft.create_model or robustft.load_model")
             return model
     elif m.checkpoint is not None:
-        model = load_model(m.arch, m.checkpoint, normalization=m.normalization, **m.options)
+        model = load_checkpoint(m.arch, m.checkpoint, normalization=m.normalization, **m.options)
     elif "." in m.arch:
         model = create_model(m.arch, normalization=m.normalization, pretrained=True, **m.options)
     else:
-        return load_model(m.arch, None, num_classes=num_classes, normalization=m.normalization, **m.options)
+        return load_checkpoint(m.arch, None, num_classes=num_classes, normalization=m.normalization, **m.options)
     source_classes = model.get_classifier().out_features
     if m.head == "keep" and source_classes != num_classes:
         raise UserError(f"model.head=keep but the source model has {source_classes} classes and the data "
@@ -118,126 +103,11 @@ def _stage_config(cfg: RunConfig, stage: Stage) -> RunConfig:
 
 def export_model(model: nn.Module, cfg: RunConfig, classes: list[str], run_dir: Path, metrics: dict[str, Any], *,
                  precision: dict[str, str], data: dict[str, Any]) -> None:
-    """Plain ``state_dict`` (loads without robustft) plus a JSON card like the shared reference model's, stating
-    the run's resolved ``precision`` (``run_precision``) and ``data`` (``data_record``). A plain ``nn.Module``'s card
-    states no normalization: robustft cannot see its preprocessing."""
+    """Plain ``state_dict`` (loads without robustft) plus its card (``card.write_card``), stating the run's resolved
+    ``precision`` (``run_precision``) and ``data`` (``data_record``)."""
     layout = RunLayout(run_dir)
     save_state_dict(model, layout.model)
-    sd = model.state_dict()
-    ours = isinstance(model, ImageClassifier)
-    card = {CARD_MARKER: CARD_VERSION, "arch": cfg.model.arch, "num_classes": len(classes), "classes": classes,
-            "input": "float RGB in [0,1], NCHW; " + ("normalization inside the model (normalize.mean / normalize.std)"
-                                                   if ours else "any preprocessing is the fine-tuned module's own"),
-            "normalize": {**{k: sd[f"normalize.{k}"].flatten().tolist() for k in ("mean", "std")},
-                          "source": model.pretrained_cfg.normalization_source} if ours else None,
-            "source_checkpoint": cfg.model.checkpoint, "method": cfg.method, "recipe": to_dict(cfg),
-            "precision": precision, "data": data, "metrics": metrics,
-            "format": "torch.save of a plain state_dict (loads with torch.load(weights_only=True))",
-            "state_dict_keys": {k: list(v.shape) for k, v in sd.items()}}
-    if metrics.get("val", {}).get("exploded"):
-        card["warning"] = (f"the selected epoch {metrics['val']['epoch']} exploded (training loss far above the first "
-                           f"epoch's, validation at chance): this model is likely unusable; retrain with a lower lr")
-    atomic_write_json(card, layout.card)
-
-
-def read_card(checkpoint: str | Path) -> dict[str, Any] | None:
-    """The robustft export card beside ``checkpoint`` (same stem, ``.json``), or None when there is none.
-
-    A JSON file there that does not carry the card marker (a model card of another project, an HF ``config.json``)
-    is not ours and is ignored; a file that carries it but is damaged or incomplete is a UserError."""
-    path = Path(checkpoint).with_suffix(".json")
-    if not path.is_file() or path.stat().st_size > MAX_CARD_BYTES:
-        return None
-    text = path.read_text(errors="replace")
-    if CARD_MARKER not in text:
-        return None
-    try:
-        card = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is a damaged robustft card ({e}); re-export the model or delete the card") from None
-    if not isinstance(card, dict):
-        raise UserError(f"{path} is a damaged robustft card (a JSON {type(card).__name__}, not an object); re-export "
-                        f"the model or delete the card")
-    if CARD_MARKER not in card:
-        return None
-    recipe = card.get("recipe") if isinstance(card.get("recipe"), dict) else {}
-    model = recipe.get("model", {})
-    expected = {"arch": str, "num_classes": int, "method": str, "recipe": dict}
-    problems = [k for k, tp in expected.items() if not isinstance(card.get(k), tp)]
-    problems += [f"recipe.{k}" for k, v in (("method_args", recipe.get("method_args", {})), ("model", model))
-                 if not isinstance(v, dict)]
-    if isinstance(model, dict) and not isinstance(model.get("options", {}), dict):
-        problems.append("recipe.model.options")
-    data = card.get("data", {})  # older cards have none
-    if not isinstance(data, dict):
-        problems.append("data")
-    else:
-        size = data.get("image_size")
-        if size is not None and not (isinstance(size, list) and len(size) == 2
-                                     and all(isinstance(v, int) and v > 0 for v in size)):
-            problems.append("data.image_size")
-        storage = data.get("storage_size")
-        if storage is not None and not (isinstance(storage, int) and storage >= max(size or [1])):
-            problems.append("data.storage_size")
-        if data.get("classes") is not None and not (isinstance(card.get("classes"), list)
-                                                    and all(isinstance(c, str) for c in card["classes"])):
-            problems.append("classes")
-    if problems:
-        raise UserError(f"{path} is an incomplete robustft card (missing or malformed: {', '.join(problems)}); "
-                        f"re-export the model or delete the card")
-    return card
-
-
-def _rebuildable(card: dict[str, Any], checkpoint: str | Path) -> None:
-    """Refuse the export of a run that fine-tuned a plain ``nn.Module``: only its own code builds that architecture."""
-    if not card["arch"]:
-        raise UserError(f"{checkpoint} was fine-tuned from a plain nn.Module, which robustft cannot rebuild: load it "
-                        f"into that module (module.load_state_dict(torch.load(path, weights_only=True)))")
-
-
-def _card_options(card: dict[str, Any]) -> dict[str, Any]:
-    """The architecture options of the run a card describes (``model.options``)."""
-    return card["recipe"].get("model", {}).get("options", {})
-
-
-def _card_normalization(card: dict[str, Any], checkpoint: str | Path) -> dict[str, torch.Tensor]:
-    """The ``normalize.*`` buffers a card states (a plain export's weights carry none)."""
-    stats = card.get("normalize")
-    try:
-        mean, std = resolve_normalization((stats["mean"], stats["std"]))
-    except (UserError, TypeError, KeyError):
-        raise UserError(f"{Path(checkpoint).with_suffix('.json')} is an incomplete robustft card (missing or "
-                        f"malformed: normalize); re-export the model or delete the card") from None
-    return {"normalize.mean": torch.tensor(mean).reshape(1, -1, 1, 1),
-            "normalize.std": torch.tensor(std).reshape(1, -1, 1, 1)}
-
-
-def card_inputs(card: dict[str, Any] | None) -> tuple[tuple[int, int] | None, list[str] | None]:
-    """(height, width) an export was trained at and the classes its run selected (None: all), from a card that
-    ``read_card`` checked: what ``evaluate`` of the export uses unless told otherwise. An older card states neither."""
-    data = (card or {}).get("data", {})
-    size = data.get("image_size")
-    return (tuple(size) if size else None), (card["classes"] if data.get("classes") is not None else None)
-
-
-def load_exported_model(arch: str, checkpoint: str | Path | None = None, *, num_classes: int | None = None,
-                        normalization: NormSpec = None, **options: Any) -> nn.Module:
-    """Load any checkpoint robustft reads (``models.load_model``; none: random init). A robustft export (its card
-    beside it) is rebuilt with its run's architecture options (``options`` win) and its method's export structure
-    (e.g. RoLI adapters), a plain export with its card's normalization."""
-    card = read_card(checkpoint) if checkpoint else None
-    if card is None:
-        return load_model(arch, checkpoint, num_classes=num_classes, normalization=normalization, **options)
-    recipe = card["recipe"]
-    _rebuildable(card, checkpoint)
-    if card["arch"] != arch:
-        raise UserError(f"{checkpoint} was exported for --arch {card['arch']}, not {arch}")
-    model = create_model(arch, num_classes or card["num_classes"], **{**_card_options(card), **options})
-    method = create_method(card["method"], **recipe.get("method_args", {}))
-    state = from_timm_layout(read_state_dict(checkpoint, model), model)  # a plain export has timm 1.x names
-    if "normalize.mean" not in state:  # a plain export (robustft export): its card states the statistics
-        state.update(_card_normalization(card, checkpoint))
-    return load_weights(method.export_architecture(model), state, str(checkpoint), normalization=normalization)
+    write_card(model, to_dict(cfg), classes, layout.card, metrics, precision=precision, data=data)
 
 
 def load_run_model(run_dir: str | Path, source: nn.Module | None = None) -> nn.Module:
@@ -255,57 +125,6 @@ def load_run_model(run_dir: str | Path, source: nn.Module | None = None) -> nn.M
     model = create_method(cfg.method, **cfg.method_args).export_architecture(model)
     model.load_state_dict(read_state_dict(path))
     return model
-
-
-def export_plain(source: str | Path, out: str | Path) -> Path:
-    """Write the exported model of a finished run (``RUN_DIR``, or its ``model.pt``) without its ``normalize.*``
-    buffers, in timm 1.x names (``models.export``), so it loads strictly into the architecture's reference code
-    (torchvision / timm), with a card beside it (the weights file with ``.json``) stating the normalization to apply
-    outside. ``out`` without a suffix is a directory written as a timm / HF hub model directory: ``model.safetensors``
-    and timm's ``config.json`` beside the card. Returns the weights file."""
-    out = Path(out)
-    if out.suffix not in (".safetensors", ".pt", ".pth", ""):
-        raise UserError(f"--out {out}: name a .safetensors, .pt or .pth file, or a directory (no suffix) for a timm / "
-                        f"Hugging Face hub model directory")
-    weights_file = out / "model.safetensors" if not out.suffix else out
-    checkpoint = resolve_weights(str(source))
-    card = read_card(checkpoint)
-    if card is None:
-        raise UserError(f"{checkpoint} has no robustft card beside it ({checkpoint.with_suffix('.json').name}): "
-                        f"export takes a finished run directory or its model.pt")
-    _rebuildable(card, checkpoint)
-    if weights_file.with_suffix(".json").resolve() == checkpoint.with_suffix(".json").resolve():
-        raise UserError(f"--out {out} would overwrite the card of {checkpoint}; choose another name, e.g. "
-                        f"{checkpoint.with_name('model_plain.safetensors')}")
-    state = read_state_dict(checkpoint)
-    if "normalize.mean" not in state:  # already a plain export: its card states the statistics
-        state.update(_card_normalization(card, checkpoint))
-    with torch.device("meta"):  # the architecture's own keys, without allocating its weights
-        reference = create_model(card["arch"], card["num_classes"], **_card_options(card))
-    if differ := sorted(state.keys() ^ reference.state_dict().keys()):
-        raise UserError(f"{checkpoint} does not have the plain {card['arch']} layout (key {differ[0]}; "
-                        f"{len(differ)} differing in all): its method {card['method']} exports more structure than "
-                        f"the architecture (e.g. RoLI adapters), which only robustft rebuilds; evaluate {checkpoint} "
-                        f"with robustft")
-    check_writable(weights_file)
-    stated = card["normalize"] if isinstance(card.get("normalize"), dict) else {}
-    normalize = {**stated, **{k: state.pop(f"normalize.{k}").flatten().tolist() for k in ("mean", "std")}}
-    state = timm_state_dict(state, reference)
-    fmt = ("safetensors" if weights_file.suffix == ".safetensors"
-           else "torch.save (loads with torch.load(weights_only=True))")
-    plain_card = {**card, "normalize": normalize, "exported_from": str(checkpoint),
-                  "input": "float RGB in [0,1], NCHW, normalized outside the model: (x - normalize.mean) / "
-                           "normalize.std per channel",
-                  "format": f"{fmt} of the plain state_dict without normalize.* buffers, in timm 1.x names: loads "
-                            f"strictly into the architecture's reference implementation",
-                  "state_dict_keys": {k: list(v.shape) for k, v in state.items()}}
-    write_state_dict(state, weights_file)
-    atomic_write_json(plain_card, weights_file.with_suffix(".json"))
-    if not out.suffix:
-        size, _ = card_inputs(card)
-        atomic_write_json(timm_config(reference, card["classes"], normalize["mean"], normalize["std"], size),
-                          out / "config.json")
-    return weights_file
 
 
 def _load(cfg: RunConfig, splits: dict[str, int | None], device: torch.device
@@ -396,32 +215,6 @@ def run(cfg: RunConfig, *, run_dir: Path | None = None, resume: bool = False,
         cleanup(info)
 
 
-def _started(run_dir: Path) -> bool:
-    """Whether a run directory holds work to protect: a finished epoch of any stage, or final results."""
-    layout = RunLayout(run_dir)
-    return layout.results.exists() or any((d / layout.last.name).exists() for d in layout.written_dirs())
-
-
-def _check_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, log: Callable[[str], None]) -> bool:
-    """Whether ``run_dir`` holds a run to continue (read-only). Refuses to clobber a started run without
-    ``resume`` and to resume one with another config; a config without a finished epoch is not a run to protect."""
-    RunLayout(run_dir).check_owned()
-    saved = RunLayout(run_dir).config
-    if not saved.exists():
-        return False
-    if not _started(run_dir):
-        log(f"{run_dir} holds a config but no finished epoch (an earlier start failed or stopped early): "
-            f"starting it anew")
-        return False
-    if not resume:
-        raise UserError(f"run directory {run_dir} already holds a run: pass --resume to continue it, or choose "
-                        f"another train.name / train.out_dir")
-    if not _same_config(saved, cfg):
-        raise UserError(f"cannot resume {run_dir}: the config differs from the one it was started with "
-                        f"({saved}); start a new run instead")
-    return True
-
-
 def _same_config(saved: Path, cfg: RunConfig) -> bool:
     """Whether the config a run was started with is ``cfg``. Keys added to robustft since then count at their defaults
     (a run started by an older version resumes, and a finished one is reused, when it chose what the defaults say)."""
@@ -456,7 +249,7 @@ def _run_lock(run_dir: Path, info: DistInfo) -> Iterator[None]:
 def _prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Callable[[str], None]) -> None:
     """Under the lock: check the directory again (another process may have started it since), remove what killed
     writers left, and write the config of a new run."""
-    started = _check_run_dir(cfg, run_dir, resume, lambda s: None)
+    started = RunLayout(run_dir).claim(resume, lambda saved: _same_config(saved, cfg), lambda s: None)
     barrier(info)  # every rank has looked before rank 0 writes (else a slow rank would find the new run and refuse)
     if info.is_main:
         for path in remove_stale_temporaries(RunLayout(run_dir).written_dirs()):
@@ -478,7 +271,7 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Calla
          source: nn.Module | None) -> dict[str, Any]:
     """The body of ``run`` inside the process group: check and open everything, then lock, write and train."""
     results_path = RunLayout(run_dir).results
-    if _check_run_dir(cfg, run_dir, resume, log) and results_path.exists():
+    if RunLayout(run_dir).claim(resume, lambda saved: _same_config(saved, cfg), log) and results_path.exists():
         log(f"{run_dir} is already complete")
         return RunLayout(run_dir).read_results()
     start = time.perf_counter()
@@ -490,7 +283,8 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Calla
     check_training_classes(train)
     height, width = data_record(cfg, train)["image_size"]
     stored = ("" if cfg.data.storage_size is None else
-              f" cropped from images kept at their aspect ratio, shorter side {cfg.data.storage_size} (data.storage_size)")
+              f" cropped from images kept at their aspect ratio, shorter side {cfg.data.storage_size} "
+              f"(data.storage_size)")
     log(f"data: {len(train)} train / {len(val)} val images of {width}x{height} pixels"
         f"{'' if cfg.data.image_size is None else ' (data.image_size)'}{stored}, {train.num_classes} classes"
         f"{'' if cfg.data.classes is None else ' (data.classes: ' + ', '.join(train.classes) + ')'}"

@@ -7,7 +7,6 @@ statistics accumulate on the device and are synchronized once per log interval.
 """
 
 import contextlib
-import functools
 import json
 import math
 import time
@@ -30,11 +29,9 @@ from ..progress import duration, track
 from .config import RunConfig, to_dict
 from .distributed import DistInfo, all_reduce_sum, barrier
 from .optim import build_optimizer, build_scheduler
+from .precision import autocast_for
 from .state import load_best_weights, restore_training_state
 from .tracking import Trackers, open_trackers
-
-from ..data import ArrayDataset, Augment, View, iterate_batches, num_batches
-from ..errors import UserError, warn
 
 # A finite epoch counts as exploded when its training loss is this many times the first epoch's or more while its
 # validation clean accuracy is at most this many times chance (flagged in the log, metrics.jsonl and the card).
@@ -55,46 +52,6 @@ class FitResult:
 # ---------------------------------------------------------------------------------------------------------------
 # Setup helpers
 # ---------------------------------------------------------------------------------------------------------------
-@functools.cache
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (x86 AVX-512 BF16 or AMX-BF16, Arm BF16): where CPU autocast pays
-    (about 2x fp32 for convolutions on AVX-512 BF16); elsewhere bf16 is emulated and slower than fp32."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: no cheap, dependable probe, so fp32
-        return False
-    flags = set()
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            flags.update(value.split())
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
-
-
-def train_precision(device: torch.device, amp: str) -> str:
-    """What ``train.amp`` means on ``device``: bf16, fp16 or fp32. ``auto`` = bf16 on CUDA and on CPUs with native
-    bf16 (``cpu_has_native_bf16``), fp32 elsewhere."""
-    if amp == "auto":
-        native = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
-        return "bf16" if native else "fp32"
-    return "fp32" if amp == "off" else amp
-
-
-def run_precision(device: torch.device, amp: str) -> dict[str, str]:
-    """The precision a run states (log, results.json, card): training as ``train.amp`` resolves on ``device``;
-    validation and test always fp32 (``evaluate`` turns autocast off)."""
-    return {"train": train_precision(device, amp), "eval": "fp32"}
-
-
-def autocast_for(device: torch.device, amp: str) -> tuple[Callable[[], contextlib.AbstractContextManager], bool]:
-    """(autocast context factory, needs grad scaling) of the training step for ``train.amp`` on ``device``."""
-    precision = train_precision(device, amp)
-    if precision == "fp32":
-        return contextlib.nullcontext, False
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return (lambda: torch.autocast(device.type, dtype=dtype)), precision == "fp16"
-
-
 def augment_for(cfg: RunConfig) -> Augment | View | None:
     """The training augmentation named in the config: a :class:`View` of packed images with data.storage_size."""
     d = cfg.data

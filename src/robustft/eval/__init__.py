@@ -1,18 +1,8 @@
 """Evaluation: clean, robust (per attack) and worst-case accuracy with per-sample records; AutoAttack on a
 class-balanced subset (cached); common-corruption accuracy; module robust criticality (MRC)."""
 
-from .corruptions import (
-    CIFAR_C_BENCHMARK,
-    CIFAR_C_EXTRA,
-    CORRUPTIONS,
-    CorruptionResult,
-    corrupt,
-    corrupt_dataset,
-    evaluate_corruptions,
-    list_corruptions,
-    parse_corruptions,
-    parse_severities,
-)
+from .corruption_eval import CorruptionResult, evaluate_corruptions, parse_corruptions, parse_severities
+from .corruptions import CIFAR_C_BENCHMARK, CIFAR_C_EXTRA, CORRUPTIONS, corrupt, corrupt_dataset, list_corruptions
 from .evaluate import EvalResult, balanced_subset, evaluate, num_outputs
 from .mrc import ModuleMRC, MRCProfile, candidate_modules, mrc_examples, mrc_profile, mrc_scores
 from .subset import subset_autoattack

@@ -1,5 +1,5 @@
-"""Common corruptions (Hendrycks & Dietterich, ICLR 2019) generated on the fly with the CIFAR-10-C parameters, and
-corruption accuracy of a model.
+"""Common corruptions (Hendrycks & Dietterich, ICLR 2019) generated on the fly with the CIFAR-10-C parameters
+(a model's accuracy under them: ``corruption_eval``).
 
 Parameters are those of ``make_cifar_c.py`` (hendrycks/robustness, ``ImageNet-C/create_c/``), the script that made
 CIFAR-10-C / CIFAR-100-C; they are meant for 32-px images (the ImageNet-C parameters of the ``imagecorruptions``
@@ -28,30 +28,38 @@ Images other than 32 px get the same parameters; the size-relative ones (elastic
 target size, fog's fractal size, glass blur's shuffled area) follow the image size.
 """
 
-import functools
 import io
 import math
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 import scipy.ndimage
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch import Tensor, nn
+from torch import Tensor
 
-from ..data import ArrayDataset, subset_indices
-from ..errors import UserError, shown
-from ..progress import track
-from .evaluate import evaluate
+from ..data import ArrayDataset
+from ..errors import UserError
+from .image_ops import (
+    box3,
+    box_matrix,
+    canny,
+    clipped_zoom,
+    equalize_hist,
+    filter_axis,
+    gaussian_filter,
+    hsv_to_rgb,
+    motion_blur_lines,
+    pad_index,
+    plasma_fractal,
+    rgb_to_hsv,
+    standardize,
+    uniform,
+)
 
-__all__ = ["CORRUPTIONS", "CIFAR_C_BENCHMARK", "CIFAR_C_EXTRA", "APPROXIMATE", "corrupt",
-           "corrupt_dataset", "parse_corruptions", "parse_severities", "list_corruptions", "CorruptionResult",
-           "evaluate_corruptions"]
+__all__ = ["CORRUPTIONS", "CIFAR_C_BENCHMARK", "CIFAR_C_EXTRA", "APPROXIMATE", "SEVERITIES", "corrupt",
+           "corrupt_dataset", "list_corruptions", "unknown_corruption"]
 
 CIFAR_C_BENCHMARK = ("gaussian_noise", "shot_noise", "impulse_noise", "defocus_blur", "glass_blur", "motion_blur",
                      "zoom_blur", "snow", "frost", "fog", "brightness", "contrast", "elastic_transform", "pixelate",
@@ -64,153 +72,6 @@ SEVERITIES = (1, 2, 3, 4, 5)
 _CHUNK = 500  # images corrupted at once; part of what a seed determines
 
 Corruption = Callable[[Tensor, int, torch.Generator], Tensor]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Helpers: padding by index, separable Gaussian filtering, colour spaces, resampling
-# ---------------------------------------------------------------------------------------------------------------
-def _pad_index(n: int, r: int, mode: str, device: torch.device) -> Tensor:
-    """Source indices of a length-``n`` axis padded by ``r`` on both sides: ``nearest`` repeats the edge,
-    ``reflect`` is half-sample symmetric (scipy's reflect: d c b a | a b c d), ``reflect101`` mirrors about the edge
-    pixel (OpenCV's default border, torch's reflect: d c b | a b c d)."""
-    i = torch.arange(-r, n + r, device=device)
-    if mode == "nearest":
-        return i.clamp(0, n - 1)
-    if mode == "reflect":
-        j = i.remainder(2 * n)
-        return torch.where(j < n, j, 2 * n - 1 - j)
-    period = max(2 * n - 2, 1)
-    j = i.remainder(period)
-    return torch.where(j < n, j, period - j)
-
-
-def _filter_axis(x: Tensor, kernel: Tensor, dim: int, mode: str) -> Tensor:
-    """Correlate the last-two-dims images ``x`` (N×C×H×W) with a 1-D centred ``kernel`` along ``dim`` (2 or 3)."""
-    r = (len(kernel) - 1) // 2
-    x = x.index_select(dim, _pad_index(x.shape[dim], r, mode, x.device))
-    n, c, h, w = x.shape
-    k = kernel.to(x).view(1, 1, -1, 1) if dim == 2 else kernel.to(x).view(1, 1, 1, -1)
-    return F.conv2d(x.reshape(n * c, 1, h, w), k).view(n, c, *((h - 2 * r, w) if dim == 2 else (h, w - 2 * r)))
-
-
-def _gaussian_kernel(sigma: float, truncate: float) -> Tensor:
-    """scipy.ndimage's 1-D Gaussian: radius int(truncate·σ + 0.5), normalized."""
-    r = int(truncate * sigma + 0.5)
-    t = torch.arange(-r, r + 1, dtype=torch.float64)
-    k = torch.exp(-0.5 * (t / sigma) ** 2)
-    return (k / k.sum()).float()
-
-
-def _gaussian(x: Tensor, sigma: float, mode: str = "nearest", truncate: float = 4.0) -> Tensor:
-    """skimage.filters.gaussian over H and W (per channel); σ = 0 is the identity."""
-    if sigma <= 0:
-        return x
-    k = _gaussian_kernel(sigma, truncate)
-    return _filter_axis(_filter_axis(x, k, 2, mode), k, 3, mode)
-
-
-def _rgb_to_hsv(x: Tensor) -> Tensor:
-    """skimage.color.rgb2hsv on N×3×H×W (h, s, v in [0, 1])."""
-    r, g, b = x.unbind(1)
-    v, _ = x.max(1)
-    delta = v - x.min(1).values
-    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
-    s = torch.where(v > 0, delta / torch.where(v > 0, v, torch.ones_like(v)), torch.zeros_like(v))
-    h = torch.where(r == v, (g - b) / safe, torch.zeros_like(v))
-    h = torch.where(g == v, 2 + (b - r) / safe, h)  # later channels win ties, as in skimage
-    h = torch.where(b == v, 4 + (r - g) / safe, h)
-    h = torch.where(delta > 0, (h / 6).remainder(1.0), torch.zeros_like(h))
-    return torch.stack([h, s, v], 1)
-
-
-def _hsv_to_rgb(x: Tensor) -> Tensor:
-    """skimage.color.hsv2rgb on N×3×H×W."""
-    h, s, v = x.unbind(1)
-    hi = torch.floor(h * 6)
-    f = h * 6 - hi
-    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    hi = hi.long().remainder(6)
-    table = [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)]
-    out = [torch.zeros_like(v) for _ in range(3)]
-    for k, rgb in enumerate(table):
-        sel = hi == k
-        out = [torch.where(sel, new, old) for new, old in zip(rgb, out, strict=True)]
-    return torch.stack(out, 1)
-
-
-@functools.lru_cache(maxsize=64)
-def _box_matrix(n_in: int, n_out: int) -> np.ndarray:
-    """PIL's BOX resampling from ``n_in`` to ``n_out`` samples as an n_out×n_in matrix (read off PIL itself by
-    resizing unit impulses in float mode)."""
-    out = np.empty((n_out, n_in), np.float32)
-    for j in range(n_in):
-        row = np.zeros((1, n_in), np.float32)
-        row[0, j] = 1
-        out[:, j] = np.asarray(Image.fromarray(row, mode="F").resize((n_out, 1), Image.BOX))[0]
-    return out
-
-
-def _clipped_zoom(x: Tensor, factor: float) -> Tensor:
-    """make_cifar_c's clipped_zoom: zoom the centre crop by ``factor`` (linear, corners aligned as
-    scipy.ndimage.zoom) and cut the centre back to the original size."""
-    h, w = x.shape[-2:]
-    ch, cw = math.ceil(h / factor), math.ceil(w / factor)
-    top, left = (h - ch) // 2, (w - cw) // 2
-    oh, ow = round(ch * factor), round(cw * factor)
-    z = F.interpolate(x[..., top:top + ch, left:left + cw], size=(oh, ow), mode="bilinear", align_corners=True)
-    th, tw = (oh - h) // 2, (ow - w) // 2
-    return z[..., th:th + h, tw:tw + w]
-
-
-def _motion_blur(x: Tensor, radius: int, sigma: float, angles: Tensor) -> Tensor:
-    """ImageMagick-style motion blur (re-implemented): pixel (y, x) averages the source at (y + ⌈i·sinθ − ½⌉,
-    x + ⌈i·cosθ − ½⌉), i = 0..2·radius, weights ∝ exp(−i²/2σ²), edge pixels repeated; θ per image (degrees)."""
-    n, c, h, w = x.shape
-    width = 2 * radius + 1
-    i = torch.arange(width, device=x.device, dtype=torch.float64)
-    weights = torch.exp(-i ** 2 / (2 * sigma ** 2))
-    weights = (weights / weights.sum()).to(x.dtype)
-    theta = torch.deg2rad(angles.to(torch.float64)).view(n, 1)
-    dy = torch.ceil(i * torch.sin(theta) - 0.5).long()  # N×width
-    dx = torch.ceil(i * torch.cos(theta) - 0.5).long()
-    rows = torch.arange(h, device=x.device).view(1, h, 1)
-    cols = torch.arange(w, device=x.device).view(1, 1, w)
-    flat = x.reshape(n, c, h * w)
-    out = torch.zeros_like(flat)
-    for k in range(width):
-        idx = ((rows + dy[:, k].view(n, 1, 1)).clamp(0, h - 1) * w
-               + (cols + dx[:, k].view(n, 1, 1)).clamp(0, w - 1)).view(n, 1, h * w).expand(n, c, h * w)
-        out += weights[k] * flat.gather(2, idx)
-    return out.view(n, c, h, w)
-
-
-def _plasma_fractal(n: int, size: int, decay: float, g: torch.Generator, device: torch.device) -> Tensor:
-    """Diamond-square height maps in [0, 1] (make_cifar_c's plasma_fractal: start wibble 100, each level's noise
-    wibble·U(−wibble, wibble), wibble divided by ``decay`` per level), ``n`` at once; ``size`` a power of two."""
-    m = torch.zeros(n, size, size, dtype=torch.float64, device=device)
-    step, wibble = size, 100.0
-
-    def noisy_mean(total: Tensor) -> Tensor:
-        noise = torch.rand(total.shape, generator=g, device=device, dtype=torch.float64) * 2 * wibble - wibble
-        return total / 4 + wibble * noise
-
-    while step >= 2:
-        half = step // 2
-        corners = m[:, 0::step, 0::step]
-        squares = corners + corners.roll(-1, 1)
-        squares = squares + squares.roll(-1, 2)
-        m[:, half::step, half::step] = noisy_mean(squares)
-        centres, corners = m[:, half::step, half::step], m[:, 0::step, 0::step]
-        m[:, 0::step, half::step] = noisy_mean(centres + centres.roll(1, 1) + corners + corners.roll(-1, 2))
-        m[:, half::step, 0::step] = noisy_mean(centres + centres.roll(1, 2) + corners + corners.roll(-1, 1))
-        step, wibble = half, wibble / decay
-    m = m - m.amin((1, 2), keepdim=True)
-    return m / m.amax((1, 2), keepdim=True)
-
-
-def _uniform(shape: Sequence[int], low: float, high: float, g: torch.Generator, device: torch.device) -> Tensor:
-    """U(low, high) draws."""
-    return torch.rand(tuple(shape), generator=g, device=device) * (high - low) + low
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -240,7 +101,7 @@ def speckle_noise(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
 
 
 def gaussian_blur(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
-    return _gaussian(x, [0.4, 0.6, 0.7, 0.8, 1.0][severity - 1])
+    return gaussian_filter(x, [0.4, 0.6, 0.7, 0.8, 1.0][severity - 1])
 
 
 def _glass_shuffle(x: Tensor, delta: int, iterations: int, g: torch.Generator) -> Tensor:
@@ -263,8 +124,8 @@ def _glass_shuffle(x: Tensor, delta: int, iterations: int, g: torch.Generator) -
 
 def glass_blur(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
     sigma, delta, iterations = [(0.05, 1, 1), (0.25, 1, 1), (0.4, 1, 1), (0.25, 1, 2), (0.4, 1, 2)][severity - 1]
-    x = torch.floor(_gaussian(x, sigma).clamp(0, 1) * 255) / 255  # the original rounds to uint8 here
-    return _gaussian(_glass_shuffle(x, delta, iterations, g), sigma)
+    x = torch.floor(gaussian_filter(x, sigma).clamp(0, 1) * 255) / 255  # the original rounds to uint8 here
+    return gaussian_filter(_glass_shuffle(x, delta, iterations, g), sigma)
 
 
 def defocus_blur(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
@@ -277,25 +138,25 @@ def defocus_blur(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
     # anti-aliasing: OpenCV GaussianBlur(ksize, σ) of the disk, its default border (reflect101)
     k = torch.exp(-(torch.arange(ksize, dtype=torch.float64) - ksize // 2) ** 2 / (2 * alias_blur ** 2))
     k = k / k.sum()
-    disk = _filter_axis(_filter_axis(disk, k, 2, "reflect101"), k, 3, "reflect101")[0, 0].float()
+    disk = filter_axis(filter_axis(disk, k, 2, "reflect101"), k, 3, "reflect101")[0, 0].float()
     r = disk.shape[0] // 2
     n, c, h, w = x.shape
-    padded = x.index_select(2, _pad_index(h, r, "reflect101", x.device))
-    padded = padded.index_select(3, _pad_index(w, r, "reflect101", x.device))
+    padded = x.index_select(2, pad_index(h, r, "reflect101", x.device))
+    padded = padded.index_select(3, pad_index(w, r, "reflect101", x.device))
     return F.conv2d(padded.reshape(n * c, 1, h + 2 * r, w + 2 * r), disk.to(x).view(1, 1, 2 * r + 1, -1)).view(
         n, c, h, w)
 
 
 def motion_blur(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
     radius, sigma = [(6, 1), (6, 1.5), (6, 2), (8, 2), (9, 2.5)][severity - 1]
-    return _motion_blur(x, radius, sigma, _uniform((len(x),), -45, 45, g, x.device))
+    return motion_blur_lines(x, radius, sigma, uniform((len(x),), -45, 45, g, x.device))
 
 
 def zoom_blur(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
     count = [7, 12, 16, 21, 26][severity - 1]  # len(np.arange(1, 1 + top, 0.01)) of the original's ranges
     out = torch.zeros_like(x)
     for i in range(count):
-        out += _clipped_zoom(x, 1 + 0.01 * i)
+        out += clipped_zoom(x, 1 + 0.01 * i)
     return (x + out) / (count + 1)
 
 
@@ -305,10 +166,10 @@ def snow(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
         (0.25, 0.3, 2.25, 0.6, 12, 6, 0.85), (0.3, 0.3, 1.25, 0.65, 14, 12, 0.8)][severity - 1]
     n, _, h, w = x.shape
     layer = loc + scale * torch.randn((n, 1, h, w), generator=g, device=x.device)
-    layer = _clipped_zoom(layer, zoom)
+    layer = clipped_zoom(layer, zoom)
     layer = torch.where(layer < threshold, torch.zeros_like(layer), layer)
     layer = torch.floor(layer.clamp(0, 1) * 255) / 255  # the original passes the layer through an 8-bit PNG
-    layer = _motion_blur(layer, radius, sigma, _uniform((n,), -135, -45, g, x.device))
+    layer = motion_blur_lines(layer, radius, sigma, uniform((n,), -135, -45, g, x.device))
     gray = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)  # OpenCV RGB2GRAY
     x = keep * x + (1 - keep) * torch.maximum(x, gray * 1.5 + 0.5)
     return x + layer + layer.flip(-1, -2)
@@ -322,22 +183,16 @@ _FROST_PLATES = ((0.305, 0.585, 0.650, 0.044, 0.041), (0.787, 0.805, 0.841, 0.03
                  (0.441, 0.484, 0.528, 0.077, 0.094))
 
 
-def _standardize(t: Tensor) -> Tensor:
-    """Zero mean, unit standard deviation per image (over C, H, W)."""
-    t = t - t.mean((1, 2, 3), keepdim=True)
-    return t / t.std(dim=(1, 2, 3), keepdim=True).clamp_min(1e-6)
-
-
 def _frost_texture(n: int, h: int, w: int, g: torch.Generator, device: torch.device) -> Tensor:
     """Procedural stand-in for a crop of make_cifar_c's frost photographs (N×3×H×W in [0, 1]): a plasma fractal
     (decay 3) plus crystal streaks (sparse seeds motion-blurred along two random directions, then Gaussian-blurred),
     standardized (lag-1 / lag-4 pixel correlation about 0.92 / 0.55 against the photographs' 0.87-0.96 / 0.63-0.82),
     scaled to one photograph's within-crop contrast and shifted to its mean colour plus a random crop offset."""
     size = 1 << (max(h, w, 2) - 1).bit_length()
-    plasma = _plasma_fractal(n, size, 3.0, g, device)[:, :h, :w].float().unsqueeze(1)
+    plasma = plasma_fractal(n, size, 3.0, g, device)[:, :h, :w].float().unsqueeze(1)
     seeds = (torch.rand((n, 1, h, w), generator=g, device=device) < 0.06).float()
-    streaks = sum(_motion_blur(seeds, 6, 3.0, _uniform((n,), 0, 360, g, device)) for _ in range(2))
-    texture = _standardize(1.5 * _standardize(plasma) + _standardize(_gaussian(streaks, 1.2)))
+    streaks = sum(motion_blur_lines(seeds, 6, 3.0, uniform((n,), 0, 360, g, device)) for _ in range(2))
+    texture = standardize(1.5 * standardize(plasma) + standardize(gaussian_filter(streaks, 1.2)))
     plates = torch.tensor(_FROST_PLATES, device=device)[torch.randint(5, (n,), generator=g, device=device)]
     offset = plates[:, 3] * torch.randn(n, generator=g, device=device)
     colour = (plates[:, :3] + offset[:, None]).view(n, 3, 1, 1)
@@ -356,16 +211,16 @@ def fog(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
     strength, decay = [(0.2, 3), (0.5, 3), (0.75, 2.5), (1, 2), (1.5, 1.75)][severity - 1]
     n, _, h, w = x.shape
     size = 1 << (max(h, w, 2) - 1).bit_length()  # next power of two (32 for CIFAR, as the original)
-    plasma = _plasma_fractal(n, size, decay, g, x.device)[:, :h, :w].to(x.dtype).unsqueeze(1)
+    plasma = plasma_fractal(n, size, decay, g, x.device)[:, :h, :w].to(x.dtype).unsqueeze(1)
     max_val = x.amax((1, 2, 3), keepdim=True)
     return (x + strength * plasma) * max_val / (max_val + strength)
 
 
 def brightness(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
     c = [0.05, 0.1, 0.15, 0.2, 0.3][severity - 1]
-    hsv = _rgb_to_hsv(x)
+    hsv = rgb_to_hsv(x)
     hsv[:, 2] = (hsv[:, 2] + c).clamp(0, 1)
-    return _hsv_to_rgb(hsv)
+    return hsv_to_rgb(hsv)
 
 
 def contrast(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
@@ -376,9 +231,9 @@ def contrast(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
 
 def saturate(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
     scale, shift = [(0.3, 0), (0.1, 0), (1.5, 0), (2, 0.1), (2.5, 0.2)][severity - 1]
-    hsv = _rgb_to_hsv(x)
+    hsv = rgb_to_hsv(x)
     hsv[:, 1] = (hsv[:, 1] * scale + shift).clamp(0, 1)
-    return _hsv_to_rgb(hsv)
+    return hsv_to_rgb(hsv)
 
 
 def elastic_transform(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
@@ -393,7 +248,7 @@ def elastic_transform(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
     centre = torch.tensor([w // 2, h // 2], dtype=torch.float64, device=dev)
     sq = min(h, w) // 3
     src = torch.stack([centre + sq, centre + torch.tensor([sq, -sq], device=dev), centre - sq])  # 3×2 (x, y)
-    dst = src + _uniform((n, 3, 2), -jitter, jitter, g, dev).double()
+    dst = src + uniform((n, 3, 2), -jitter, jitter, g, dev).double()
     ones = torch.ones(3, 1, dtype=torch.float64, device=dev)
     a = torch.cat([src, ones], 1)  # dst = [src 1] @ M^T
     m = torch.linalg.solve(a.expand(n, 3, 3), dst)  # N×3×2: M^T
@@ -406,8 +261,8 @@ def elastic_transform(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
     src_xy = (pts @ inv.transpose(1, 2)).view(n, h, w, 2)
     grid = torch.stack([2 * src_xy[..., 0] / max(w - 1, 1) - 1, 2 * src_xy[..., 1] / max(h - 1, 1) - 1], -1)
     x = F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="reflection", align_corners=True)
-    field_ = _uniform((n, 2, h, w), -1, 1, g, dev)
-    field_ = _gaussian(field_, sigma, mode="reflect", truncate=3.0) * alpha
+    field_ = uniform((n, 2, h, w), -1, 1, g, dev)
+    field_ = gaussian_filter(field_, sigma, mode="reflect", truncate=3.0) * alpha
     px = xx.to(x.dtype) + field_[:, 0]
     py = yy.to(x.dtype) + field_[:, 1]
     grid = torch.stack([(2 * px + 1) / w - 1, (2 * py + 1) / h - 1], -1)
@@ -420,60 +275,6 @@ def _colour(rgb: tuple[int, int, int], x: Tensor) -> Tensor:
     return colour if x.shape[1] == 3 else colour.mean(1, keepdim=True)
 
 
-def _canny(img: Tensor, low: float, high: float) -> Tensor:
-    """OpenCV's Canny edges (N×H×W boolean) of 8-bit grey images given as floats 0..255: 3×3 Sobel with replicated
-    borders, L1 magnitude, its non-maximum suppression (22.5°/67.5° sectors, fixed-point tangent, zero magnitude
-    outside the image), pixels above ``high`` kept with the ones above ``low`` 8-connected to them."""
-    n, h, w = img.shape
-    sobel = torch.tensor([[-1.0, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=img.dtype, device=img.device)
-    padded = img[:, None].index_select(2, _pad_index(h, 1, "nearest", img.device))
-    padded = padded.index_select(3, _pad_index(w, 1, "nearest", img.device))
-    dx = F.conv2d(padded, sobel.view(1, 1, 3, 3))[:, 0]
-    dy = F.conv2d(padded, sobel.T.reshape(1, 1, 3, 3))[:, 0]
-    mag = dx.abs() + dy.abs()
-    m = F.pad(mag, (1, 1, 1, 1))
-
-    def at(oy: int, ox: int) -> Tensor:
-        return m[:, 1 + oy:1 + oy + h, 1 + ox:1 + ox + w]
-
-    tg22 = dx.abs() * 13573  # round(tan 22.5° · 2^15), as OpenCV
-    horizontal = dy.abs() * 32768 < tg22
-    vertical = dy.abs() * 32768 > tg22 + dx.abs() * 65536
-    anti = (dx < 0) != (dy < 0)  # OpenCV's s = -1: the diagonal runs up-right
-    diagonal = torch.where(anti, (mag > at(-1, 1)) & (mag > at(1, -1)), (mag > at(-1, -1)) & (mag > at(1, 1)))
-    peak = torch.where(horizontal, (mag > at(0, -1)) & (mag >= at(0, 1)),
-                       torch.where(vertical, (mag > at(-1, 0)) & (mag >= at(1, 0)), diagonal))
-    weak = (peak & (mag > low)).cpu().numpy()
-    strong = (peak & (mag > high)).cpu().numpy()
-    structure = np.zeros((3, 3, 3), bool)
-    structure[1] = True  # 8-connected within an image, never across images
-    labels, count = scipy.ndimage.label(weak, structure)
-    keep = np.zeros(count + 1, bool)
-    keep[np.unique(labels[strong])] = True
-    keep[0] = False
-    return torch.from_numpy(keep[labels]).to(img.device)
-
-
-def _box3(x: Tensor) -> Tensor:
-    """OpenCV's ``blur(·, (3, 3))`` of N×H×W images (its default reflect-101 border)."""
-    k = torch.full((3,), 1 / 3, dtype=torch.float64)
-    return _filter_axis(_filter_axis(x[:, None], k, 2, "reflect101"), k, 3, "reflect101")[:, 0]
-
-
-def _equalize_hist(x: Tensor) -> Tensor:
-    """OpenCV's ``equalizeHist`` of 8-bit N×H×W images given as floats: lut[i] = round(255·(cdf[i] − cdf[first]) /
-    (total − hist[first])) from the first occupied bin; a constant image stays constant."""
-    n = len(x)
-    idx = x.reshape(n, -1).long()
-    hist = torch.zeros(n, 256, device=x.device).scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float32))
-    cdf = hist.cumsum(1)
-    first = (hist > 0).float().argmax(1, keepdim=True)
-    base, count = cdf.gather(1, first), hist.gather(1, first)
-    scale = 255 / (idx.shape[1] - count).clamp_min(1)
-    lut = torch.where(count == idx.shape[1], first.float(), torch.round((cdf - base) * scale).clamp(0, 255))
-    return lut.gather(1, idx).view_as(x).to(x.dtype)
-
-
 def spatter(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
     """Water drops (severities 1-3: a liquid layer shaded by its distance to the layer's Canny edges, pale
     turquoise, added) or mud (4-5: the thresholded, blurred layer replaced by brown), as the original step by step;
@@ -484,24 +285,24 @@ def spatter(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
         (0.65, 0.1, 0.7, 0.69, 0.6, 1), (0.65, 0.1, 0.5, 0.68, 0.6, 1)][severity - 1]
     n, _, h, w = x.shape
     liquid = loc + scale * torch.randn((n, 1, h, w), generator=g, device=x.device, dtype=torch.float64)
-    liquid = _gaussian(liquid, sigma)[:, 0]
+    liquid = gaussian_filter(liquid, sigma)[:, 0]
     liquid = torch.where(liquid < threshold, torch.zeros_like(liquid), liquid)
     if mud:
-        m = _gaussian((liquid > threshold).to(x.dtype)[:, None], intensity)
+        m = gaussian_filter((liquid > threshold).to(x.dtype)[:, None], intensity)
         m = torch.where(m < 0.8, torch.zeros_like(m), m)
         return x * (1 - m) + _colour((63, 42, 20), x) * m
     liquid = torch.floor((liquid * 255).clamp(0, 255))  # the original's astype(np.uint8) (which wraps past 255)
-    edges = _canny(liquid, 50, 150).cpu().numpy()
+    edges = canny(liquid, 50, 150).cpu().numpy()
     # distance to the nearest edge pixel of the same image (other images lie 10^4 away, past the cap of 20)
     dist = scipy.ndimage.distance_transform_edt(~edges, sampling=(1e4, 1, 1)) if edges.any() else np.full(
         edges.shape, 20.0)
     dist = torch.from_numpy(np.minimum(dist, 20)).to(x.device)
-    dist = _equalize_hist(torch.floor(_box3(dist)))
+    dist = equalize_hist(torch.floor(box3(dist)))
     ker = torch.tensor([[-2.0, -1, 0], [-1, 1, 1], [0, 1, 2]], dtype=torch.float64, device=x.device)
-    padded = dist[:, None].index_select(2, _pad_index(h, 1, "reflect101", x.device))
-    padded = padded.index_select(3, _pad_index(w, 1, "reflect101", x.device))
+    padded = dist[:, None].index_select(2, pad_index(h, 1, "reflect101", x.device))
+    padded = padded.index_select(3, pad_index(w, 1, "reflect101", x.device))
     dist = torch.round(F.conv2d(padded, ker.view(1, 1, 3, 3))[:, 0]).clamp(0, 255)  # filter2D to CV_8U
-    dist = torch.round(_box3(dist))
+    dist = torch.round(box3(dist))
     m = liquid * dist
     peak = m.amax((1, 2), keepdim=True)
     m = (m / torch.where(peak > 0, peak, torch.ones_like(peak)) * intensity).to(x.dtype)[:, None]
@@ -512,8 +313,8 @@ def pixelate(x: Tensor, severity: int, g: torch.Generator) -> Tensor:
     c = [0.95, 0.9, 0.85, 0.75, 0.65][severity - 1]
     n, ch, h, w = x.shape
     sh, sw = int(h * c), int(w * c)
-    rows = torch.from_numpy(_box_matrix(sh, h) @ _box_matrix(h, sh)).to(x)  # down then up, as one H×H map
-    cols = torch.from_numpy(_box_matrix(sw, w) @ _box_matrix(w, sw)).to(x)
+    rows = torch.from_numpy(box_matrix(sh, h) @ box_matrix(h, sh)).to(x)  # down then up, as one H×H map
+    cols = torch.from_numpy(box_matrix(sw, w) @ box_matrix(w, sw)).to(x)
     return rows @ x @ cols.T
 
 
@@ -551,7 +352,7 @@ def corrupt(x: Tensor, name: str, severity: int, *, generator: torch.Generator |
     """Corruption ``name`` at ``severity`` (0 = identity, 1..5) of float images in [0, 1] (N×C×H×W); same shape,
     dtype and range. Deterministic for ``seed`` (or the state of ``generator``) on a given device."""
     if name not in CORRUPTIONS:
-        raise UserError(_unknown(name))
+        raise UserError(unknown_corruption(name))
     if severity not in (0, *SEVERITIES):
         raise UserError(f"corruption severity must be 0..5, got {severity}")
     if not x.is_floating_point() or x.dim() != 4:
@@ -578,135 +379,6 @@ def corrupt_dataset(data: ArrayDataset, name: str, severity: int, seed: int = 0)
     return ArrayDataset(x.contiguous(), data.y, data.classes, f"{data.name}-{name}{severity}")
 
 
-def _unknown(name: str) -> str:
+def unknown_corruption(name: str) -> str:
     """Error text for an unknown corruption name."""
     return f"unknown corruption {name!r}: choose from all, benchmark, {', '.join(CORRUPTIONS)}"
-
-
-def parse_corruptions(spec: str | Sequence[str], available: Sequence[str] | None = None) -> list[str]:
-    """``all``, ``benchmark`` (CIFAR-10-C's 15, whose mean is the benchmark's) or comma-separated names (a string or
-    a list) → list of names, checked against ``available`` (default: every generated one)."""
-    available = list(CORRUPTIONS) if available is None else list(available)
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
-    names: list[str] = []
-    for item in (s.strip() for s in items):
-        if not item:
-            continue
-        if item == "all":
-            names.extend(available)
-        elif item == "benchmark":
-            names.extend(x for x in CIFAR_C_BENCHMARK if x in available)
-        elif item in available:
-            names.append(item)
-        else:
-            raise UserError(_unknown(item) if available == list(CORRUPTIONS) else
-                            f"corruption {item!r} is not available here (available: {', '.join(available)})")
-    if not names:
-        raise UserError("no corruption named: pass all or a comma-separated list")
-    return list(dict.fromkeys(names))
-
-
-def parse_severities(spec: str | int | Sequence[int]) -> list[int]:
-    """``all``, ``3``, ``1-5``, ``1,3,5`` (or ints) → sorted severities in 1..5."""
-    if isinstance(spec, int):
-        items: list[int] = [spec]
-    elif isinstance(spec, str):
-        items = []
-        for part in (p.strip() for p in spec.split(",") if p.strip()):
-            if part == "all":
-                items.extend(SEVERITIES)
-            elif "-" in part:
-                lo, _, hi = part.partition("-")
-                try:
-                    items.extend(range(int(lo), int(hi) + 1))
-                except ValueError:
-                    raise UserError(f"bad severity range {part!r}: use e.g. 1-5") from None
-            else:
-                try:
-                    items.append(int(part))
-                except ValueError:
-                    raise UserError(f"bad severity {part!r}: use all, a number 1-5, a range 1-5 or a list") from None
-    else:
-        items = [int(s) for s in spec]
-    if not items or any(s not in SEVERITIES for s in items):
-        raise UserError(f"corruption severities must be in 1..5, got {shown(spec)}")
-    return sorted(set(items))
-
-
-@dataclass
-class CorruptionResult:
-    """Accuracy per corruption and severity (fractions), the per-corruption mean over severities, and the mean over
-    corruptions (the CIFAR-C convention: the plain mean of every (corruption, severity) accuracy)."""
-
-    n: int
-    severities: list[int]
-    accuracy: dict[str, dict[int, float]]
-    mean_per_corruption: dict[str, float]
-    mean: float
-    source: str
-    seed: int
-    timing_s: float
-    approximate: list[str] = field(default_factory=list)
-    flags: dict[str, str] = field(default_factory=dict)  # "name/severity" -> per-image '0'/'1' (not in to_dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready record (severity keys as strings; the per-image flags are left to the samples file)."""
-        d = asdict(self)
-        del d["flags"]
-        d["accuracy"] = {k: {str(s): a for s, a in v.items()} for k, v in self.accuracy.items()}
-        return d
-
-    def table(self) -> str:
-        """Plain-text table: one row per corruption, one column per severity, then the mean."""
-        width = max(len("corruption"), *(len(k) for k in self.accuracy))
-        head = f"{'corruption':<{width}}  " + "  ".join(f"s{s:<5}" for s in self.severities) + "  mean"
-        rows = [f"{k:<{width}}  " + "  ".join(f"{100 * v[s]:5.1f}%" for s in self.severities)
-                + f"  {100 * self.mean_per_corruption[k]:5.1f}%" for k, v in self.accuracy.items()]
-        return "\n".join([head, *rows, f"{'mean':<{width}}  " + "  ".join(" " * 6 for _ in self.severities)
-                          + f"  {100 * self.mean:5.1f}%"])
-
-
-def evaluate_corruptions(model: nn.Module, data: ArrayDataset | None, names: Sequence[str] | str = "all",
-                         severities: Sequence[int] | str | int = "all", *, seed: int = 0, batch_size: int = 256,
-                         channels_last: bool = False, corruption_dir: str | Path | None = None,
-                         n: int | None = None, progress: bool = True) -> CorruptionResult:
-    """Clean accuracy of ``model`` on corrupted copies of ``data`` (generated, seed per corruption and severity),
-    or on the published files in ``corruption_dir`` (CIFAR-10-C layout; ``data`` is then only used for its class
-    names and may be None). ``n`` keeps ``n`` evenly spaced images (per severity for the published files).
-    ``progress`` reports per corruption and severity."""
-    from ..data.cifar_c import available_corruptions, load_corrupted
-
-    start = time.perf_counter()
-    sevs = parse_severities(severities)
-    if corruption_dir is not None:
-        chosen = parse_corruptions(names, available_corruptions(corruption_dir))
-    else:
-        if data is None:
-            raise UserError("evaluate_corruptions needs data to corrupt (or corruption_dir)")
-        chosen = parse_corruptions(names)
-        if n is not None:
-            data = data.subset(subset_indices(len(data), min(n, len(data))).to(data.y.device))
-    device = next(model.parameters()).device
-    accuracy: dict[str, dict[int, float]] = {name: {} for name in chosen}
-    flags: dict[str, str] = {}
-    count = 0
-    sets = [(i, name, s) for i, name in enumerate(chosen) for s in sevs]
-    for i, name, s in track(sets, desc="corruptions", unit="set", enabled=progress):
-        if corruption_dir is not None:
-            corrupted = load_corrupted(corruption_dir, name, s, n=n,
-                                       classes=data.classes if data is not None else None).to(device)
-        else:
-            corrupted = corrupt_dataset(data, name, s, seed=seed * 1000 + 10 * i + s)
-        res = evaluate(model, corrupted, [], batch_size=batch_size, seed=seed, channels_last=channels_last,
-                       progress=False)
-        accuracy[name][s] = res.clean_acc
-        flags[f"{name}/{s}"] = res.flags()["clean"]
-        count = res.n
-    per = {k: sum(v.values()) / len(v) for k, v in accuracy.items()}
-    mean = sum(per.values()) / len(per)
-    source = (str(corruption_dir) if corruption_dir is not None
-              else "generated: robustft.eval.corruptions (make_cifar_c.py parameters)")
-    return CorruptionResult(n=count, severities=sevs, accuracy=accuracy, mean_per_corruption=per, mean=mean,
-                            source=source, seed=seed, timing_s=time.perf_counter() - start,
-                            approximate=[k for k in chosen if k in APPROXIMATE and corruption_dir is None],
-                            flags=flags)

@@ -9,17 +9,16 @@ from robustft.models import preact_resnet, resnet, swin, vision_transformer, wid
 from robustft.models.base import AdapterPoint, FusedQKV, ImageClassifier, ModelCfg
 from robustft.models.checkpoint import (
     LoadResult,
-    from_timm_layout,
     load_classifier,
     load_state_dict_into,
     load_weights,
     read_state_dict,
     read_timm_checkpoint,
     save_state_dict,
-    unwrap_state_dict,
     write_state_dict,
 )
 from robustft.models.hub import KNOWN_WEIGHTS, HubConfig, cache_dir, read_hub_config
+from robustft.models.layouts import from_timm_layout, unwrap_state_dict
 from robustft.models.normalization import (
     NORMALIZATIONS,
     Normalize,
@@ -28,7 +27,7 @@ from robustft.models.normalization import (
     resolve_normalization,
     set_normalization,
 )
-from robustft.models.registry import create_model, list_models, load_model, register_model
+from robustft.models.registry import create_model, list_models, load_checkpoint, register_model
 
 __all__ = [
     "AdapterPoint",
@@ -55,7 +54,7 @@ __all__ = [
     "set_normalization",
     "create_model",
     "list_models",
-    "load_model",
+    "load_checkpoint",
     "register_model",
     "from_timm_layout",
     "read_timm_checkpoint",

@@ -53,7 +53,7 @@ class ModelCfg:
     normalization_source: NormSource = "default"  # set by ImageClassifier, create_model and load_weights
     # Checkpoint keys the reference implementation saves but never uses in forward (dropped when loading).
     unused_checkpoint_prefixes: tuple[str, ...] = ()
-    # Maps timm/reference-code layouts of this architecture onto its keys (``load_model`` applies it), or refuses a
+    # Maps timm/reference-code layouts of this architecture onto its keys (``load_checkpoint`` applies it), or refuses a
     # checkpoint whose keys fit variants of it that compute different outputs, naming the option that decides.
     checkpoint_filter: CheckpointFilter | None = None
     # Where parameter-efficient methods attach (methods/peft.py reads these and names no architecture). LoRA goes on

@@ -68,7 +68,7 @@ def timm_config(model: ImageClassifier, classes: list[str], mean: list[float], s
     ``num_features``, ``label_names``, ``model_args`` where the timm default differs, and ``pretrained_cfg`` with the
     preprocessing robustft evaluated with (images resized to ``image_size``, whole image, normalized by mean/std).
 
-    timm's ``create_model("local-dir:DIR")`` / ``"hf-hub:REPO"`` builds from it; robustft's ``load_model`` reads it.
+    timm's ``create_model("local-dir:DIR")`` / ``"hf-hub:REPO"`` builds from it; ``robustft.load_model`` reads it.
     A robustft-only architecture keeps its robustft name (robustft reads it, timm does not build it)."""
     arch = model.pretrained_cfg.architecture
     height, width = image_size or model.pretrained_cfg.input_size[1:]

@@ -14,7 +14,7 @@ RobustBench/robustbench 78fcc9e, ``model_zoo/cifar10.py`` / ``cifar100.py``):
 ``final_bn`` adds a final ``bn`` + ReLU before pooling (RobustBench ``bn_before_fc``: the Rice2020Overfitting and
 Kireev2021Effectiveness models have it; kuangliu, Wong2020Fast and Andriushchenko2020Understanding do not).
 Whether a checkpoint has it shows in its keys; which projection input it was trained with does not, so loading
-one (``load_model``) needs ``projection_input`` stated. A fresh model built without it is ``activated``.
+one (``load_checkpoint``) needs ``projection_input`` stated. A fresh model built without it is ``activated``.
 """
 
 from typing import Literal, get_args
@@ -117,7 +117,8 @@ def _check_variant(state: dict[str, Tensor], model: PreActResNet) -> dict[str, T
     """Refuse, naming the model option to set, a checkpoint of a variant that ``model`` was not built or told for."""
     bn = "bn.weight" in state
     bn_option = "" if bn == (model.bn is not None) else f"final_bn={str(bn).lower()}"
-    where = "(--model-arg KEY=VALUE for evaluate/mrc, model.options in a run config, keyword arguments of load_model)"
+    where = ("(--model-arg KEY=VALUE for evaluate/mrc, model.options in a run config, keyword arguments of "
+             "robustft.load_model)")
     name = model.pretrained_cfg.architecture or "PreActResNet"
     if model.projection_input is None and any(".shortcut." in k for k in state):
         also = f", and {bn_option}" if bn_option else ""

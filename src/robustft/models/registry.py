@@ -1,4 +1,4 @@
-"""Model registry: ``@register_model`` constructors, ``create_model("arch[.tag]")`` and ``load_model``.
+"""Model registry: ``@register_model`` constructors, ``create_model("arch[.tag]")`` and ``load_checkpoint``.
 
 Names follow timm: ``arch`` selects a registered constructor, an optional ``.tag`` selects published weights
 from ``hub.KNOWN_WEIGHTS`` (e.g. ``resnet50.madry_linf4_in1k``).
@@ -17,12 +17,13 @@ from torch import Tensor
 
 from robustft.errors import UserError, shown
 from robustft.models.base import ImageClassifier
-from robustft.models.checkpoint import from_timm_layout, load_state_dict_into, load_weights, read_state_dict
+from robustft.models.checkpoint import load_state_dict_into, load_weights, read_state_dict
 from robustft.models.hub import HF_HUB_PREFIX, KNOWN_WEIGHTS, fetch_weights, hf_hub_directory, read_hub_config
+from robustft.models.layouts import from_timm_layout
 from robustft.models.normalization import NormSpec, resolve_normalization, set_normalization
 from robustft.schema import coerce_value, type_name
 
-__all__ = ["register_model", "list_models", "create_model", "load_model"]
+__all__ = ["register_model", "list_models", "create_model", "load_checkpoint"]
 
 _model_entrypoints: dict[str, Callable[..., ImageClassifier]] = {}
 
@@ -106,7 +107,7 @@ def _weights_name(arch: str, tag: str, pretrained: bool) -> str | None:
             raise UserError(f"unknown weights {arch}.{tag}; known for {arch}: {', '.join(known) or 'none'}")
         return f"{arch}.{tag}"
     if pretrained and not known:
-        raise UserError(f"no published weights are known for {arch!r}; load a checkpoint file with load_model instead")
+        raise UserError(f"no published weights are known for {arch!r}; load a checkpoint file with robustft.load_model")
     return known[0] if pretrained else None
 
 
@@ -157,7 +158,7 @@ def create_model(
     return model
 
 
-def load_model(
+def load_checkpoint(
     arch: str,
     checkpoint: str | os.PathLike | None = None,
     *,

@@ -16,12 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._io import atomic_write_json, check_writable
-from ..errors import UserError
-from ..layout import RunLayout
-from ..methods import create_method
-from ..methods.peft import adapter_modules, lora_layers
-from ..models import (
+from ._io import atomic_write_json, check_writable
+from .card import MAX_CARD_BYTES, card_options, read_card
+from .errors import UserError
+from .layout import RunLayout
+from .methods import create_method
+from .methods.peft import adapter_modules, lora_layers
+from .models import (
     ImageClassifier,
     create_model,
     load_state_dict_into,
@@ -29,8 +30,7 @@ from ..models import (
     set_normalization,
     write_state_dict,
 )
-from ..models.checkpoint import _state_keys
-from .run import MAX_CARD_BYTES, _card_options, read_card
+from .models.checkpoint import _state_keys
 
 __all__ = ["ADAPTER_MARKER", "peft_state_keys", "export_adapters", "load_adapters"]
 
@@ -62,7 +62,7 @@ def export_adapters(run_dir: str | Path, out: str | Path) -> Path:
     recipe = card["recipe"]
     adapter_card = {ADAPTER_MARKER: 1, "arch": card["arch"], "num_classes": card["num_classes"],
                     "classes": card["classes"], "method": card["method"], "method_args": recipe.get("method_args", {}),
-                    "options": _card_options(card), "normalize": card["normalize"],
+                    "options": card_options(card), "normalize": card["normalize"],
                     "base_checkpoint": card["source_checkpoint"]}
     prepared = _prepared(adapter_card)
     if not (lora_layers(prepared) or adapter_modules(prepared)):

@@ -1,12 +1,19 @@
 """Only a JSON that says it is a robustft card is read as one; a damaged robustft card is one error line."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+import robustft
+from robustft.card import CARD_MARKER, write_card
 from robustft.cli import main
-from robustft.engine.run import CARD_MARKER
+from robustft.engine import RunConfig, to_dict
+from robustft.models import create_model, save_state_dict
 from support import error_line
 
 
@@ -77,3 +84,18 @@ def test_a_run_from_weights_without_normalization_says_and_records_what_it_assum
                         f"--normalization (model.normalization) none|cifar10|cifar100|imagenet or m1,m2,m3/s1,s2,s3"]
     card = json.loads((tmp_path / "r" / "model.json").read_text())
     assert card["normalize"] == {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0], "source": "assumed"}
+
+
+def test_loading_an_export_never_imports_the_training_engine(tmp_path):
+    model = create_model("cifar_resnet20", 3)
+    recipe = to_dict(RunConfig())
+    recipe["model"]["arch"] = "cifar_resnet20"
+    save_state_dict(model, tmp_path / "model.pt")
+    write_card(model, recipe, ["a", "b", "c"], tmp_path / "model.json", {}, precision={}, data={})
+    script = ("import sys, robustft; m = robustft.load_model('cifar_resnet20', sys.argv[1]); print(m.get_classifier()"
+              ".out_features, sorted(k for k in sys.modules if k.startswith('robustft.engine')))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(robustft.__file__).parents[1]),
+                                                         os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", script, str(tmp_path / "model.pt")], capture_output=True, text=True,
+                         env=env, check=True).stdout
+    assert out.split() == ["3", "[]"]
