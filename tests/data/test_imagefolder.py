@@ -122,3 +122,19 @@ def test_a_file_that_is_not_a_zip_is_a_user_error(tmp_path):
     (tmp_path / "fake.zip").write_bytes(b"not a zip")
     with pytest.raises(UserError, match="fake.zip"):
         load_dataset(str(tmp_path / "fake.zip"))
+
+
+def test_square_image_size_is_the_exact_full_decode_and_resize(tmp_path):
+    """``image_size`` squashes with PIL's full decode + bilinear resize, never the DCT-domain draft (which the stored
+    views use): a 32-px JPEG at 16 px gives the pixels the committed protocol results were measured on."""
+    rng = np.random.default_rng(0)
+    expected = []
+    for label in ("a", "b"):
+        (tmp_path / "train" / label).mkdir(parents=True)
+        for i in range(3):
+            path = tmp_path / "train" / label / f"{i}.jpg"
+            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(path, quality=90)
+            with Image.open(path) as image:
+                expected.append(np.asarray(image.convert("RGB").resize((16, 16), Image.BILINEAR)))
+    ds = load_dataset(tmp_path, "train_full", image_size=16, cache=False)
+    assert np.array_equal(ds.x.permute(0, 2, 3, 1).numpy(), np.stack(expected))

@@ -23,7 +23,7 @@ __all__ = ["cached"]
 
 log = logging.getLogger(__name__)
 
-CACHE_VERSION = 2  # part of every key: bump it when the stored format changes so old entries are never read
+CACHE_VERSION = 3  # part of every key: bump it when the stored format changes so old entries are never read
 
 
 def _digest(value: dict[str, Any]) -> str:

@@ -188,8 +188,10 @@ def _decode_one(what: str, data: bytes, image_size: int | None, limits: DecodeLi
     with image:
         limits.check_pixels(what, *image.size)
         size = storage_size_of(image, image_size, storage_size)
-        if size is not None and image.format == "JPEG":
-            image.draft(image.mode, size)  # decode at 1/2, 1/4 or 1/8 scale when still at least ``size``
+        if storage_size is not None and image.format == "JPEG":
+            # decode at 1/2, 1/4 or 1/8 scale when still at least ``size``; only for the stored views, so a square
+            # ``image_size`` keeps the exact full decode + resize (the pixels committed results were measured on)
+            image.draft(image.mode, size)
         image = _to_8bit(image).convert("RGB")
         if size is not None and image.size != size:
             image = image.resize(size, Image.BILINEAR)
