@@ -1,4 +1,4 @@
-"""Helpers for end-to-end tests that run the robustft CLI in child processes."""
+"""Helpers shared by tests: running the robustft CLI in child processes, small models, test images."""
 
 import os
 import shlex
@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from robustft.models import create_model
@@ -54,6 +56,24 @@ def tiny_resnet(num_classes: int = 4) -> nn.Module:
     """A width-4 CIFAR ResNet-20 (seeded) whose BN layers carry non-trivial, pre-trained-looking statistics."""
     torch.manual_seed(0)
     return with_source_bn_stats(create_model("cifar_resnet20", num_classes=num_classes, width=4))
+
+
+def smooth_images(sizes: list[tuple[int, int]], seed: int = 0) -> list[np.ndarray]:
+    """Smooth random uint8 H×W×3 images (a random 8×8 image upscaled) plus noise, of the given (height, width)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for h, w in sizes:
+        coarse = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+        noise = rng.integers(-20, 21, (h, w, 3))
+        out.append(np.clip(np.asarray(coarse, dtype=np.int64) + noise, 0, 255).astype(np.uint8))
+    return out
+
+
+def pil_crop_resize(image: np.ndarray, box: tuple[int, int, int, int], out: int) -> np.ndarray:
+    """PIL's ``crop`` of ``box`` (top, left, height, width) then bilinear ``resize`` to out×out, as int64 H×W×3."""
+    top, left, h, w = box
+    crop = Image.fromarray(image).crop((left, top, left + w, top + h))
+    return np.asarray(crop.resize((out, out), Image.BILINEAR), dtype=np.int64)
 
 
 def error_line(err: str) -> str:

@@ -1,11 +1,13 @@
-"""Process-level helpers: device choice, seeding, and the provenance every result carries."""
+"""Process-level helpers: device choice, seeding, true fp32, and the provenance every result carries."""
 
+import contextlib
 import os
 import platform
 import random
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +16,7 @@ import torch
 
 from .errors import UserError
 
-__all__ = ["resolve_device", "seed_everything", "provenance"]
+__all__ = ["resolve_device", "seed_everything", "full_fp32", "provenance"]
 
 
 def resolve_device(spec: str | torch.device | None = "auto") -> torch.device:
@@ -35,6 +37,19 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+@contextlib.contextmanager
+def full_fp32() -> Iterator[None]:
+    """Autocast off and no TF32 in convolutions or matrix products (cuDNN allows TF32 convolutions by default on
+    Ampere and later GPUs) for the duration; the previous settings are restored after."""
+    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
+            yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
 
 
 def _git_sha() -> str | None:

@@ -5,24 +5,13 @@ import math
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from robustft.data import iterate_batches
 from robustft.data.packed import PackedDataset, PackedImages
 from robustft.data.views import View, center_crop_boxes, random_crop_boxes, random_resized_crop_boxes
+from support import pil_crop_resize, smooth_images
 
 SCALE, RATIO = (0.08, 1.0), (3 / 4, 4 / 3)
-
-
-def _images(sizes: list[tuple[int, int]], seed: int = 0) -> list[np.ndarray]:
-    """Smooth random images (a random low-resolution image upscaled) plus noise, of the given (height, width)."""
-    rng = np.random.default_rng(seed)
-    out = []
-    for h, w in sizes:
-        coarse = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
-        noise = rng.integers(-20, 21, (h, w, 3))
-        out.append(np.clip(np.asarray(coarse, dtype=np.int64) + noise, 0, 255).astype(np.uint8))
-    return out
 
 
 def _rrc_reference(height: int, width: int, areas: list[float], ratios: list[float], offsets: list[float]
@@ -79,7 +68,7 @@ def test_random_and_center_crop_boxes_follow_torchvision_rules():
 @pytest.mark.parametrize("kind", ["random_resized_crop", "random_crop", "center_crop"])
 def test_view_pixels_match_pil_crop_then_resize_within_one_grey_level(kind):
     sizes = SIZES[:6]
-    arrays = _images(sizes)
+    arrays = smooth_images(sizes)
     packed = PackedImages.pack([torch.from_numpy(a) for a in arrays])
     view = View(kind, 224, hflip=True)
     out = view(packed.pixels, packed.offsets, packed.sizes, torch.Generator().manual_seed(7))
@@ -88,9 +77,9 @@ def test_view_pixels_match_pil_crop_then_resize_within_one_grey_level(kind):
     flips = torch.rand(len(sizes), generator=g) < 0.5
     assert out.shape == (len(sizes), 3, 224, 224) and out.dtype == torch.uint8
     for i, (top, left, h, w) in enumerate(boxes.tolist()):
-        ref = Image.fromarray(arrays[i]).crop((left, top, left + w, top + h)).resize((224, 224), Image.BILINEAR)
-        ref = np.asarray(ref.transpose(Image.FLIP_LEFT_RIGHT) if flips[i] else ref)
-        diff = np.abs(out[i].permute(1, 2, 0).numpy().astype(np.int64) - ref.astype(np.int64))
+        ref = pil_crop_resize(arrays[i], (top, left, h, w), 224)
+        ref = ref[:, ::-1] if flips[i] else ref
+        diff = np.abs(out[i].permute(1, 2, 0).numpy().astype(np.int64) - ref)
         assert diff.max() <= 1, f"sample {i} box {(top, left, h, w)}: off by {diff.max()}"
         if (h, w) == (224, 224):
             assert diff.max() == 0  # a plain crop is copied exactly
@@ -98,7 +87,7 @@ def test_view_pixels_match_pil_crop_then_resize_within_one_grey_level(kind):
 
 
 def test_packed_dataset_serves_the_same_views_after_subset_and_render():
-    arrays = _images([(40, 50), (30, 30), (36, 60), (32, 33)])
+    arrays = smooth_images([(40, 50), (30, 30), (36, 60), (32, 33)])
     data = PackedDataset(PackedImages.pack([torch.from_numpy(a) for a in arrays]), torch.arange(4), ["a"] * 4,
                          "toy", size=28)
     rendered = data.render()
@@ -112,7 +101,7 @@ def test_packed_dataset_serves_the_same_views_after_subset_and_render():
 
 
 def test_packed_batches_resume_mid_epoch_bit_identically_and_do_not_depend_on_the_device_of_the_draws():
-    arrays = _images([(40, 50), (30, 30), (36, 60), (32, 33)] * 5, seed=2)
+    arrays = smooth_images([(40, 50), (30, 30), (36, 60), (32, 33)] * 5, seed=2)
     data = PackedDataset(PackedImages.pack([torch.from_numpy(a) for a in arrays]), torch.arange(20), ["a"] * 20,
                          "toy", size=28)
     view = View("random_resized_crop", 28, hflip=True)

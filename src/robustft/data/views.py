@@ -1,20 +1,20 @@
 """The papers' 224-px views of images stored at their aspect ratio, batched on the batch's device.
 
 A view draws one crop box per sample for the whole batch at once (torchvision's rules: ``RandomResizedCrop``,
-``RandomCrop``, ``CenterCrop``), crops and resizes each sample on the pixels' device with PIL's bilinear filter
-(antialiased when shrinking, as torchvision's ``resized_crop`` of a PIL image: crop first, then resize), and flips
-the batch. All randomness comes
-from one CPU generator, so the same boxes are drawn whatever device the images live on.
+``RandomCrop``, ``CenterCrop``), crops and resizes the samples on the pixels' device with PIL's bilinear filter
+(antialiased when shrinking, as torchvision's ``resized_crop`` of a PIL image: crop first, then resize; the whole
+batch at once off the CPU, see ``resample``), and flips the batch. All randomness comes from one CPU generator, so
+the same boxes are drawn whatever device the images live on.
 """
 
-import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
+
+from .dataset import to_device
+from .resample import crop_resize_batched, crop_resize_each
 
 __all__ = ["View", "VIEW_KINDS", "center_crop_boxes", "crop_resize", "random_crop_boxes", "random_resized_crop_boxes"]
 
@@ -75,43 +75,13 @@ def crop_resize(pixels: torch.Tensor, offsets: torch.Tensor, sizes: torch.Tensor
     """The ``boxes`` of packed images, each resized to ``out``×``out``: uint8 N×3×out×out on the pixels' device.
 
     ``pixels`` is the flat uint8 buffer of H×W×3 images starting at ``offsets`` (in pixels, i.e. bytes / 3) with
-    ``sizes`` (height, width). A box as large as the output is copied exactly; any other is resized with the
-    antialiased bilinear filter PIL uses (``F.interpolate(antialias=True)``, on the crop in place: uint8 on the CPU,
-    float32 then rounded elsewhere), within about one grey level of PIL's ``crop(box).resize``.
+    ``sizes`` (height, width); ``offsets``, ``sizes`` and ``boxes`` are CPU tensors. A box as large as the output is
+    copied exactly; any other is resized with the antialiased bilinear filter PIL uses, within one grey level of
+    PIL's ``crop(box).resize``: one sample at a time in uint8 on the CPU (``crop_resize_each``, the faster there),
+    the whole batch at once elsewhere (``crop_resize_batched``: batched matrix products in float32).
     """
-    x = torch.empty((len(boxes), out, out, 3), dtype=torch.uint8, device=pixels.device)
-    with _one_thread() if pixels.device.type == "cpu" else contextlib.nullcontext():
-        _crop_resize_into(x, pixels, offsets, sizes, boxes, out)
-    return x.permute(0, 3, 1, 2)
-
-
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run the enclosed torch ops on one CPU thread: one image is too little work to split (with several threads
-    on a busy CPU, resizing a 224-px crop takes about 10× longer)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _crop_resize_into(x: torch.Tensor, pixels: torch.Tensor, offsets: torch.Tensor, sizes: torch.Tensor,
-                      boxes: Boxes, out: int) -> None:
-    """``crop_resize`` into ``x`` (N×out×out×3)."""
-    for i, ((top, left, h, w), start, (height, width)) in enumerate(zip(boxes.tolist(), offsets.tolist(),
-                                                                        sizes.tolist())):
-        image = pixels[start * 3:(start + height * width) * 3].view(height, width, 3)
-        crop = image[top:top + h, left:left + w]
-        if (h, w) == (out, out):
-            x[i] = crop
-            continue
-        crop = crop.permute(2, 0, 1)[None]  # a channels-last view: no copy
-        if pixels.device.type != "cpu":
-            crop = crop.float()
-        resized = F.interpolate(crop, size=(out, out), mode="bilinear", align_corners=False, antialias=True)[0]
-        x[i] = (resized.round().clamp_(0, 255) if resized.is_floating_point() else resized).permute(1, 2, 0)
+    resize = crop_resize_each if pixels.device.type == "cpu" else crop_resize_batched
+    return resize(pixels, offsets, sizes, boxes, out)
 
 
 @dataclass(frozen=True)
@@ -142,7 +112,7 @@ class View:
         """The drawn views of packed images as uint8 N×3×size×size on the pixels' device."""
         x = crop_resize(pixels, offsets, sizes, boxes, self.size)
         if flips is not None:
-            x = torch.where(flips.to(x.device)[:, None, None, None], x.flip(-1), x)
+            x = torch.where(to_device(flips, x.device)[:, None, None, None], x.flip(-1), x)
         return x
 
     def __call__(self, pixels: torch.Tensor, offsets: torch.Tensor, sizes: torch.Tensor,

@@ -1,8 +1,7 @@
 """Clean, per-attack and per-sample worst-case accuracy of a model on a dataset."""
 
-import contextlib
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, is_dataclass
 from typing import Any
 
@@ -13,6 +12,7 @@ from ..attacks import Attack, eval_mode
 from ..data import ArrayDataset, iterate_batches, num_batches
 from ..errors import UserError
 from ..progress import track
+from ..runtime import full_fp32
 
 __all__ = ["EvalResult", "evaluate", "num_outputs", "balanced_subset"]
 
@@ -50,19 +50,6 @@ class EvalResult:
 def _describe(attack: Attack) -> dict[str, Any]:
     """An attack's settings as a plain dict."""
     return {k: v for k, v in asdict(attack).items() if k != "name"} if is_dataclass(attack) else {}
-
-
-@contextlib.contextmanager
-def full_fp32() -> Iterator[None]:
-    """Autocast off and no TF32 in convolutions or matrix products (cuDNN allows TF32 convolutions by default on
-    Ampere and later GPUs) for the duration; the previous settings are restored after."""
-    flags = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
-    try:
-        with torch.autocast("cuda", enabled=False), torch.autocast("cpu", enabled=False):
-            yield
-    finally:
-        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
 
 
 def evaluate(model: nn.Module, data: ArrayDataset, attacks: Sequence[Attack] = (), *, batch_size: int = 256,
