@@ -3,6 +3,7 @@ to the same numbers, variants of a method are selected on validation only, the r
 checks claims, and every shipped protocol builds."""
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -22,9 +23,11 @@ from robustft.bench import (
     slug,
     write_protocol_report,
 )
+from robustft.bench.report import protocol_plots
 from robustft.cli import main
 from robustft.engine import load_config, to_dict
 from robustft.errors import UserError
+from robustft.report.tables import curve_columns
 from support import robustft_cmd, run_env
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -207,6 +210,13 @@ def test_report_files_state_the_claims(tiny_task, tmp_path):
     assert len(row["samples"]["autoattack"]) == 8, "the AutoAttack subset's flags come with its record"
     assert f"**{claim['verdict']}**" in text
     assert "selected for seeds" not in text  # no variant groups: no selection column
+    for row in report["rows"]:  # each trained cell's curve is in results.json, as its run wrote it
+        history = [json.loads(line) for line in Path(row["metrics"]).read_text().splitlines()]
+        assert row["curve"] == curve_columns(history) and row["best_epoch"] in row["curve"]["epoch"]
+        assert set(row["curve"]) == {"epoch", "lr", "train_loss", "val_clean_acc", "val_robust_acc"}
+    shutil.rmtree(tmp_path / "out")
+    again = protocol_plots(report["task_titles"], report["rows"], tmp_path)
+    assert [p.name for p in again] == ["t_clean_vs_robust.png", "t_training_curves.png"], "no run directory needed"
 
 
 def test_protocol_errors(tmp_path):

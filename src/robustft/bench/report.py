@@ -2,7 +2,6 @@
 and per group, the claims checked on paired per-image differences, plots. Rows are ``report.result_row`` rows plus
 task, seed, group."""
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from ..engine.train import select_value
 from ..report import paired_difference, verdict
 from ..report.paired import accuracy_intervals
 from ..report.plots import plot_runs
+from ..report.tables import curve_history
 from .protocol import Protocol
 
 __all__ = ["select_variants", "aggregate", "check_claims", "matched_grid", "write_protocol_report", "protocol_plots"]
@@ -300,7 +300,7 @@ def _markdown(protocol: Protocol, table: list[dict[str, Any]], groups: list[dict
         if name in record.get("bn_stats", {}):
             lines += _bn_lines(record["bn_stats"][name])
         if protocol.tasks[name].curve:
-            lines += _curve_lines(histories[name])
+            lines += _curve_lines(histories.get(name, {}))
     lines += ["## Claims, checked here", "",
               "Per metric: the difference in points (mean of the listed cells minus the compared ones) over seeds, "
               "per seed in parentheses, and the 95% confidence interval of the paired difference: over test "
@@ -337,34 +337,44 @@ def _markdown(protocol: Protocol, table: list[dict[str, Any]], groups: list[dict
     return "\n".join(lines)
 
 
-def first_seed_cells(protocol: Protocol, rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    """Per task, the rows of its trained cells (sources aside) of its first seed: the ones whose curves are shown."""
+def first_seed_cells(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Per task of ``rows`` (first-seen order), the rows of its trained cells (sources aside) of its first seed: the
+    ones whose curves are shown."""
     cells = {}
-    for task_name in protocol.tasks:
+    for task_name in dict.fromkeys(r["task"] for r in rows):
         ran = [r for r in rows if r["task"] == task_name and "metrics" in r]
         cells[task_name] = [r for r in ran if r["seed"] == min(x["seed"] for x in ran)]
     return cells
 
 
-def protocol_plots(protocol: Protocol, rows: list[dict[str, Any]], out_dir: Path,
-                   histories: dict[str, dict[str, list[dict[str, Any]]]]) -> list[Path]:
-    """Per task (``report.plots.plot_runs``, files ``<task>_...``): clean vs robust of each group (mean over seeds
-    of the selected variants, 95 % intervals from their per-image flags and seeds), the first seed's validation
-    curves from ``histories`` with the epoch each cell kept, and the α-curves / MRC profiles in its cells' runs."""
-    groups, cells, written = aggregate(rows, groups=True), first_seed_cells(protocol, rows), []
-    for task_name, task in protocol.tasks.items():
+def first_seed_histories(rows: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Per task, per cell label: the first seed's per-epoch curve its row carries (rows written before the curves
+    were kept have none)."""
+    return {task: {r["label"]: curve_history(r["curve"]) for r in cells if r.get("curve")}
+            for task, cells in first_seed_cells(rows).items()}
+
+
+def protocol_plots(titles: dict[str, str], rows: list[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """Per task of ``rows`` (``report.plots.plot_runs``, files ``<task>_...``, titled by ``titles``): clean vs robust
+    of each group (mean over seeds of the selected variants, 95 % intervals from their per-image flags and seeds),
+    the first seed's validation curves with the epoch each cell kept (methods' variants in one color), and the
+    α-curves / MRC profiles its cells' rows carry. Everything comes from the rows (results.json), no run directory."""
+    groups, written = aggregate(rows, groups=True), []
+    histories = first_seed_histories(rows)
+    for task_name, cells in first_seed_cells(rows).items():
         chosen = [r for r in rows if r["task"] == task_name and r["selected"]]
         points = [accuracy_intervals(g, [r for r in chosen if r["group"] == g["label"]]) for g in groups
                   if g["task"] == task_name and "test_pgd" in g]
-        written += plot_runs(out_dir, points, histories.get(task_name, {}),
-                             {r["label"]: r["best_epoch"] for r in cells[task_name]},
-                             [(task_name, Path(r["run_dir"])) for r in cells[task_name]], prefix=f"{task_name}_",
-                             title=f"{task.title} (test, mean over seeds)")
+        written += plot_runs(out_dir, points, histories[task_name], {r["label"]: r["best_epoch"] for r in cells},
+                             [(task_name, r) for r in cells], groups={r["label"]: r["group"] for r in cells},
+                             prefix=f"{task_name}_",
+                             title=f"{titles.get(task_name, task_name)} (test, mean over seeds)")
     return written
 
 
 def write_protocol_report(protocol: Protocol, record: dict[str, Any], out_dir: Path) -> list[Path]:
-    """results.json, results.md and the plots of a protocol run; returns the written paths."""
+    """results.json (with each trained cell's per-epoch curve and RiFT artifacts, so its plots can be redrawn from
+    it alone), results.md and the plots of a protocol run; returns the written paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     rows = record["rows"]
     table, groups = aggregate(rows), aggregate(rows, groups=True)
@@ -372,10 +382,10 @@ def write_protocol_report(protocol: Protocol, record: dict[str, Any], out_dir: P
     for claim, checked in zip(protocol.claims, claims, strict=True):
         if matched := matched_grid(protocol, claim, rows):
             checked["matched_grid"] = matched
-    record = {**record, "table": table, "groups": groups, "claims": claims}
-    histories = {task: {r["label"]: [json.loads(x) for x in Path(r["metrics"]).read_text().splitlines()]
-                        for r in cells} for task, cells in first_seed_cells(protocol, rows).items()}
+    titles = {name: task.title for name, task in protocol.tasks.items()}
+    record = {**record, "task_titles": titles, "table": table, "groups": groups, "claims": claims}
+    histories = first_seed_histories(rows)
     written = [atomic_write_json(record, out_dir / "results.json"),
                atomic_write(out_dir / "results.md", lambda tmp: Path(tmp).write_text(
                    _markdown(protocol, table, groups, claims, record, histories)))]
-    return written + protocol_plots(protocol, rows, out_dir, histories)
+    return written + protocol_plots(titles, rows, out_dir)

@@ -26,6 +26,7 @@ from ..eval.bnstats import bn_stat_distance
 from ..layout import RunLayout
 from ..progress import duration
 from ..report import load_run, result_row
+from ..report.tables import curve_columns, run_artifacts
 from ..runtime import provenance, resolve_device
 from .protocol import AutoAttackSpec, Protocol, Task, cell_config, cell_dir, load_protocol, resolve_cells, task_config
 from .report import check_claims, select_variants, write_protocol_report
@@ -134,9 +135,10 @@ def _run_cell(protocol: Protocol, task_name: str, label: str, seed: int, out: Pa
     if spec.source_row:
         batch.append({**where, "group": spec.source_row, **result_row(results, spec.source_row, source=True)})
         jobs.append((cfg, run_dir, True, results))
-    last = RunLayout(list(results["stages"].values())[-1]["run_dir"])
+    stage, last = list(results["stages"].items())[-1]
     batch.append({**where, "group": spec.group_name(label), **result_row(results, label),
-                  "metrics": str(last.metrics), "finished_utc": results["provenance"]["time_utc"]})
+                  "metrics": str(RunLayout(last["run_dir"]).metrics), "finished_utc": results["provenance"]["time_utc"],
+                  "curve": curve_columns(results["history"].get(stage, [])), **run_artifacts(run_dir)})
     jobs.append((cfg, run_dir, False, results))
 
 

@@ -12,7 +12,7 @@ from .._io import atomic_write
 from ..errors import UserError
 from .paired import accuracy_intervals
 from .plots import plot_runs
-from .tables import load_run, markdown_table, result_row
+from .tables import load_run, markdown_table, result_row, run_artifacts
 
 __all__ = ["Comparison", "compare_runs"]
 
@@ -61,5 +61,5 @@ def compare_runs(run_dirs: Sequence[str | Path], out_dir: str | Path | None = No
     histories = {label: list(r["history"].values())[-1] for label, r in runs.items() if r["history"]}
     written += plot_runs(out_dir, [accuracy_intervals(row, [row]) for row in rows], histories,
                          {row["label"]: row["best_epoch"] for row in rows},
-                         [(label.replace("/", "_"), d) for label, d in zip(runs, run_dirs, strict=True)])
+                         [(label.replace("/", "_"), run_artifacts(d)) for label, d in zip(runs, run_dirs, strict=True)])
     return Comparison(rows, written)

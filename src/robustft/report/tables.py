@@ -7,7 +7,12 @@ from typing import Any
 
 from ..layout import RunLayout
 
-__all__ = ["load_run", "result_row", "markdown_table"]
+__all__ = ["load_run", "result_row", "markdown_table", "CURVE_KEYS", "curve_columns", "curve_history",
+           "run_artifacts"]
+
+CURVE_KEYS = ("epoch", "lr", "train_loss", "val_clean_acc", "val_robust_acc", "conv_weight_norm", "conv_grad_norm",
+              "effective_step")
+"""The per-epoch numbers (of ``metrics.jsonl``) that the plots and curve tables use."""
 
 
 def load_run(run_dir: str | Path) -> dict[str, Any]:
@@ -22,6 +27,31 @@ def load_run(run_dir: str | Path) -> dict[str, Any]:
         if metrics.is_file():
             results["history"][name] = [json.loads(line) for line in metrics.read_text().splitlines()]
     return results
+
+
+def curve_columns(history: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    """A per-epoch history as one list per ``CURVE_KEYS`` key it has (None for an epoch without it): compact JSON."""
+    return {k: [h.get(k) for h in history] for k in CURVE_KEYS if any(k in h for h in history)}
+
+
+def curve_history(columns: dict[str, list[Any]]) -> list[dict[str, Any]]:
+    """``curve_columns`` back as one dict per epoch (a key left out where its value is None)."""
+    return [{k: v for k, v in zip(columns, epoch, strict=True) if v is not None} for epoch in zip(*columns.values())]
+
+
+def run_artifacts(run_dir: str | Path) -> dict[str, Any]:
+    """What the plots need of the artifacts a run's method wrote: RiFT's ``alpha_curve`` (curve, α*, tolerance,
+    attack, n) and ``mrc`` profile (each module's name and MRC in network order, the chosen one, ε, steps, n)."""
+    layout, out = RunLayout(Path(run_dir)), {}
+    alpha, mrc = (layout.artifact(name) for name in ("alpha_curve", "mrc"))
+    if alpha.is_file():
+        record = layout.read_json(alpha)
+        out["alpha_curve"] = {k: record[k] for k in ("curve", "alpha", "tolerance", "attack", "n") if k in record}
+    if mrc.is_file():
+        record = layout.read_json(mrc)
+        out["mrc"] = {"modules": [{"name": m["name"], "mrc": m["mrc"]} for m in record["modules"]],
+                      **{k: record[k] for k in ("chosen", "lowest", "eps", "steps", "n") if k in record}}
+    return out
 
 
 def result_row(run: dict[str, Any], label: str | None = None, *, source: bool = False,
