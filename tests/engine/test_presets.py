@@ -101,7 +101,7 @@ def _method(cfg):
     return create_method(cfg.method, attack, **cfg.method_args)
 
 
-RIFT_PRESETS = [f"rift_{a}cifar{n}" for a in ("", "r34_", "wrn34_") for n in (10, 100)]
+RIFT_PRESETS = [f"rift_{a}{d}" for a in ("", "r34_", "wrn34_") for d in ("cifar10", "cifar100", "tinyimagenet")]
 TWINS_CIFAR = [f"twins_{t}cifar{n}" for t in ("", "trades_") for n in (10, 100)]
 
 
@@ -191,16 +191,41 @@ def test_twins_presets_state_their_validation_carve(stem):
 @pytest.mark.parametrize(("stem", "arch", "module"), [
     ("rift_r34_cifar10", "cifar_resnet34", "layer2.3.conv2"), ("rift_r34_cifar100", "cifar_resnet34", "layer2.3.conv2"),
     ("rift_wrn34_cifar10", "wide_resnet34_10", "block1.layer.3.conv2"),
-    ("rift_wrn34_cifar100", "wide_resnet34_10", "block1.layer.2.conv2")])
+    ("rift_wrn34_cifar100", "wide_resnet34_10", "block1.layer.2.conv2"),
+    ("rift_r34_tinyimagenet", "cifar_resnet34", "layer3.5.conv2"),
+    ("rift_wrn34_tinyimagenet", "wide_resnet34_10", "block1.layer.2.conv2")])
 def test_rift_other_sources_are_the_resnet18_cell_on_the_official_layout(stem, arch, module):
     """Every setting but the architecture is the ResNet-18 cell's, and the module the official README names as the
     lowest-MRC one is a conv of the robustft architecture (the official checkpoints' layout)."""
     cfg = load_config(_paper(stem))
     base = load_config(_paper(stem.replace("r34_", "").replace("wrn34_", "")))
     assert cfg.model.arch == arch
-    assert dataclasses.replace(cfg, model=base.model) == base
-    model = create_model(cfg.model.arch, num_classes=10)
+    assert dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, arch=base.model.arch)) == base
+    model = create_model(cfg.model.arch, num_classes=10, **cfg.model.options)
     assert isinstance(model.get_submodule(module), nn.Conv2d)
+
+
+@pytest.mark.parametrize(("stem", "features"), [("rift_tinyimagenet", 2048), ("rift_r34_tinyimagenet", 2048),
+                                                ("rift_wrn34_tinyimagenet", 2560)])
+def test_rift_tinyimagenet_presets_use_the_official_64_px_network_view_and_mrc_split(stem, features):
+    """Official main.py with --dataset TinyImageNet --input_size 64: the head over 2x2 pooled cells (models/resnet.py
+    ``nn.Linear(512 * (input_size // 32) ** 2, ...)``, models/wide_resnet.py likewise), RandomCrop(64, padding=8) +
+    flip, ImageNet mean/std; MRC on the training split (generate_adv_dataset: TinyImageNet("train"), all of it) in
+    mini-batches of 512 (main.py:58); test PGD-10 with random start (utils.py:109); README module ResNet18
+    layer3.1.conv2. Lines: main.py:240 (crop), :243 (mean/std), :32 (MRC data)."""
+    cfg = load_config(_paper(stem))
+    model = create_model(cfg.model.arch, num_classes=200, normalization=cfg.model.normalization,
+                         **cfg.model.options)
+    assert model.get_classifier().in_features == features
+    torch.testing.assert_close(model.normalize.mean.flatten(), torch.tensor([0.485, 0.456, 0.406]))
+    torch.testing.assert_close(model.normalize.std.flatten(), torch.tensor([0.229, 0.224, 0.225]))
+    assert (cfg.data.name, cfg.data.augment, cfg.data.crop_padding, cfg.data.image_size) == \
+        ("tinyimagenet", "crop_flip", 8, None)
+    method = _method(cfg).cfg
+    assert method.official_bn and method.mrc_n >= 100_000 and method.mrc_minibatch == 512
+    assert cfg.eval.test_steps == 10 and cfg.eval.test_random_start
+    if stem == "rift_tinyimagenet":
+        assert isinstance(model.get_submodule("layer3.1.conv2"), nn.Conv2d)
 
 
 # The official configs/<peft>/<data>_roli.yaml SOLVER.WEIGHT_DECAY of stage ft
@@ -301,6 +326,10 @@ def _ranli(peft: str, data: str) -> dict:
 RIFT = {"main": dict(optim="sgd", lr=1e-3, momentum=0.9, weight_decay=5e-4, epochs=10, warmup=0.0, schedule="multistep",
                      milestones=[5], batch=128, attack=("8/255", 10, "2/255"), val_steps=10, test_steps=10,
                      test_random_start=True, view=None, select="clean_acc", val_fraction=0.1)}
+# Tiny-ImageNet: RiFT/main.py run with --dataset TinyImageNet --input_size 64 (:181) and its defaults (lr :185,
+# momentum :196, wd :198, epochs :199, batch :200, decay at epochs // 2 :266), test PGD-10 (utils.py:109): the CIFAR
+# recipe on the 64-px network, whose head reads 2x2 pooled cells (models/resnet.py:127, models/wide_resnet.py:105)
+RIFT_TINY = {"main": dict(RIFT["main"], view=("img_size", 64))}
 AUTOLORA = {"main": dict(optim="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, epochs=60, warmup=0.0,
                          schedule="constant", batch=128, attack=("8/255", 10, "2/255"), val_steps=10, test_steps=10,
                          test_random_start=False, view=("resize_input", 224), select="auto", val_fraction=0.05)}
@@ -310,7 +339,7 @@ OFFICIAL_SETTINGS = {
     **{f"twins_baseline_{b}_{d}": _twins(d) for b in ("at", "trades") for d in ("cifar10", "cifar100", "caltech256")},
     **{f"roli_{p}_{d}": _roli(p, d) for p in ("full", "bias", "lora", "adapter") for d in ROLI_DATA},
     **{f"ranli_{p}_{d}": _ranli(p, d) for p in ("full", "bias", "lora", "adapter") for d in ROLI_DATA},
-    **{stem: RIFT for stem in RIFT_PRESETS},
+    **{stem: RIFT_TINY if stem.endswith("tinyimagenet") else RIFT for stem in RIFT_PRESETS},
     **{f"autolora_{r}{d}": AUTOLORA if d.startswith("cifar") else
        {"main": dict(AUTOLORA["main"], view=("image_size", 224, 256, "random_resized_crop"))}
        for r in ("", "r18_") for d in ("cifar10", "cifar100", "dtd", "stanford_dogs", "cub200", "caltech256")},
@@ -321,7 +350,7 @@ def _effective(cfg) -> dict:
     """The settings a stage config trains and evaluates with, in the table's terms."""
     o, d, e = cfg.optim, cfg.data, cfg.eval
     view = next(((k, v) for k, v in (("image_size", d.image_size), *cfg.model.options.items())
-                 if k in ("image_size", "resize_input") and v), None)
+                 if k in ("image_size", "resize_input", "img_size") and v), None)
     if d.storage_size is not None:  # the 224-px pipelines: Resize(storage_size), then the training crop
         view = (*view, d.storage_size, d.augment)
     row = dict(optim=o.name, lr=o.lr, momentum=o.momentum if o.name == "sgd" else None, weight_decay=o.weight_decay,

@@ -11,7 +11,7 @@ from robustft.data import ArrayDataset
 from robustft.errors import UserError
 from robustft.eval.mrc import candidate_modules, mrc_examples, mrc_profile, project_relative
 from robustft.models import create_model, save_state_dict
-from support import robustft_cmd, run_ok, tiny_resnet
+from support import robustft_cmd, run_ok, tiny_resnet, with_source_bn_stats
 
 
 @pytest.fixture(scope="module")
@@ -183,6 +183,19 @@ def test_fallback_to_reference(branch, examples):
     assert conv.impl == "reference" and "reference" in conv.note
     head = next(m for m in fast.modules if m.name == "head")
     assert head.impl == ("reference" if branch else "fast")
+    assert fast.scores == pytest.approx(ref.scores, rel=1e-4, abs=1e-6)
+
+
+def test_fast_path_traces_the_pooled_cell_head_of_rifts_64_px_nets():
+    """RiFT's Tiny-ImageNet nets (img_size 64: the head reads 2x2 pooled cells) take the fast path for every module,
+    with the reference procedure's MRC."""
+    torch.manual_seed(0)
+    model = with_source_bn_stats(create_model("cifar_resnet18", num_classes=4, img_size=64, widths=(4, 4, 4, 4)))
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(12, 3, 32, 32, generator=g), torch.randint(0, 4, (12,), generator=g)
+    fast = mrc_profile(model.eval(), x, y, steps=2, lr=5.0, impl="fast")
+    ref = mrc_profile(model, x, y, steps=2, lr=5.0, impl="reference")
+    assert {m.impl for m in fast.modules} == {"fast"} and len(fast.modules) == 21
     assert fast.scores == pytest.approx(ref.scores, rel=1e-4, abs=1e-6)
 
 

@@ -197,3 +197,51 @@ def test_resnet_resize_input_is_nearest_upsampling_inside_the_model():
     assert adv.shape == x.shape and folded_view(resized) is not resized
     with pytest.raises(Exception, match="resize_input"):
         create_model("cifar_resnet20", resize_input=0)
+
+
+def _official_kuangliu_logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Transcription of the official RiFT forwards (models/resnet.py, models/wide_resnet.py): ResNet ``avg_pool2d(out,
+    4)`` after layer4, WideResNet ``avg_pool2d(out, 8)`` after the final bn-relu, both then flattened into the head."""
+    if hasattr(model, "layer4"):
+        out = model.relu(model.bn1(model.conv1(x)))
+        for name in ("layer1", "layer2", "layer3", "layer4"):
+            out = getattr(model, name)(out)
+        return model.linear(torch.nn.functional.avg_pool2d(out, 4).reshape(x.shape[0], -1))
+    out = model.block3(model.block2(model.block1(model.conv1(x))))
+    return model.fc(torch.nn.functional.avg_pool2d(model.relu(model.bn1(out)), 8).reshape(x.shape[0], -1))
+
+
+@pytest.mark.parametrize(("name", "options", "features"), [
+    ("cifar_resnet18", {}, 2048), ("cifar_resnet34", {}, 2048), ("wide_resnet34_10", {"widen_factor": 1}, 256)])
+def test_kuangliu_nets_at_64_px_read_2x2_pooled_cells_as_rift_tiny_imagenet(name, options, features):
+    """``img_size=64`` (RiFT's --input_size 64): the head's width is the official 4 x C, the logits the official
+    forward's on the same weights, and the 32-px net is unchanged (one global average)."""
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=200, img_size=64, **options).eval()
+    assert model.get_classifier().in_features == features and model.pretrained_cfg.input_size == (3, 64, 64)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), _official_kuangliu_logits(model, x))
+        small = create_model(name, num_classes=10, **options).eval()
+        x32 = x[..., :32, :32]
+        torch.testing.assert_close(small(x32), _official_kuangliu_logits(small, x32))
+    with pytest.raises(Exception, match="multiple of 32"):
+        create_model(name, img_size=48, **options)
+
+
+def test_a_64_px_checkpoint_loads_only_into_the_model_built_for_it(tmp_path):
+    """RiFT's Tiny-ImageNet ResNet-18 checkpoint (head 200 x 2048) loads with img_size 64; into the 32-px net it is
+    refused with the option to set, not a bare shape mismatch."""
+    from robustft.models import load_checkpoint, save_state_dict
+
+    path = save_state_dict(create_model("cifar_resnet18", num_classes=200, img_size=64, widths=(8, 8, 8, 8)),
+                           tmp_path / "tiny.pt")
+    model = load_checkpoint("cifar_resnet18", path, img_size=64, widths=(8, 8, 8, 8))
+    assert model.linear.weight.shape == (200, 32)
+    with pytest.raises(Exception, match="img_size 64"):
+        load_checkpoint("cifar_resnet18", path, widths=(8, 8, 8, 8))
+    with pytest.raises(Exception, match="shape mismatch") as wider:  # another body: no img_size advice
+        load_checkpoint("cifar_resnet18", path, widths=(2, 2, 2, 2))
+    assert "img_size" not in str(wider.value)
+    with pytest.raises(Exception, match="ImageNet ResNet pools globally"):
+        create_model("resnet18", img_size=64)

@@ -7,7 +7,8 @@ Layouts, so that published checkpoints load without key surgery:
 - ``cifar_resnet20/32/56``: He et al.'s 6n+2 CIFAR ResNets with torchvision names and a 1x1-conv+BN downsample
   (the layout of the reference adversarially trained checkpoint shipped with robustft's benchmarks).
 - ``cifar_resnet18`` / ``cifar_resnet34``: kuangliu/pytorch-cifar ``ResNet18`` / ``ResNet34`` (projection named
-  ``shortcut``, head named ``linear``), the networks of the RiFT and AutoAttack examples.
+  ``shortcut``, head named ``linear``), the networks of the RiFT and AutoAttack examples. ``img_size=64`` is RiFT's
+  Tiny-ImageNet variant (``--input_size 64``): the head reads 2x2 pooled cells of the final map, 2048 features.
 """
 
 import torch.nn.functional as F
@@ -15,7 +16,8 @@ from torch import Tensor, nn
 
 from robustft.errors import UserError
 from robustft.models.base import AdapterPoint, ImageClassifier, ModelCfg, build_model
-from robustft.models.layers import conv1x1, conv3x3, init_conv_bn, make_stage, projection
+from robustft.models.layers import (cell_grid, check_head_cells, conv1x1, conv3x3, init_conv_bn, make_stage,
+                                    pool_cells, projection)
 from robustft.models.normalization import NormSpec
 from robustft.models.registry import register_model
 
@@ -90,6 +92,9 @@ class ResNet(ImageClassifier):
     (32-px inputs). ``classifier`` names the head attribute (``fc`` for torchvision, ``linear`` for kuangliu).
     ``resize_input=S`` upsamples inputs to S x S (nearest) inside the model, as MadryLab
     robustness' ``AttackerModel`` enlarges CIFAR images for ImageNet ResNets: attacks then act on the small image.
+    ``img_size`` (CIFAR stem, a multiple of 32, default 32): the head reads the final map average-pooled in
+    (img_size/32)^2 cells, flattened, as kuangliu's fixed ``avg_pool2d(4)`` does at larger inputs (RiFT's 64-px
+    Tiny-ImageNet nets); an ImageNet-stem ResNet pools globally at any input size.
     """
 
     def __init__(
@@ -100,6 +105,7 @@ class ResNet(ImageClassifier):
         stem: str = "imagenet",
         classifier: str = "fc",
         resize_input: int | None = None,
+        img_size: int | None = None,
         num_classes: int = 1000,
         normalization: NormSpec = None,
     ) -> None:
@@ -108,14 +114,21 @@ class ResNet(ImageClassifier):
         if stem not in ("imagenet", "cifar"):
             raise UserError(f"unknown ResNet stem {stem!r}: use 'imagenet' or 'cifar'")
         imagenet = stem == "imagenet"
+        if imagenet and img_size not in (None, 224):
+            raise UserError(f"img_size is an option of the CIFAR-stem ResNets (their head reads pooled cells); an "
+                            f"ImageNet ResNet pools globally at any input size, got img_size {img_size}")
+        size = img_size or (224 if imagenet else 32)
+        grid = 1 if imagenet else cell_grid(size, 32, "ResNet")
         cfg = ModelCfg(
             classifier=classifier,
-            input_size=(3, 224, 224) if imagenet else (3, 32, 32),
+            input_size=(3, size, size),
             normalization="imagenet" if imagenet else "none",
+            checkpoint_filter=check_head_cells,
             adapter_points=(AdapterPoint(block, channels=True),),
         )
         super().__init__(cfg, normalization)
         self.resize_input = resize_input
+        self.grid = grid
         width = widths[0]
         if imagenet:
             self.conv1 = nn.Conv2d(3, width, kernel_size=7, stride=2, padding=3, bias=False)
@@ -128,7 +141,7 @@ class ResNet(ImageClassifier):
         for i, (name, planes, depth) in enumerate(zip(self.stage_names, widths, layers, strict=True)):
             stage, width = make_stage(block, width, planes, depth, stride=1 if i == 0 else 2)
             self.add_module(name, stage)
-        setattr(self, classifier, nn.Linear(width, num_classes))
+        setattr(self, classifier, nn.Linear(width * self.grid**2, num_classes))
         init_conv_bn(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -141,7 +154,7 @@ class ResNet(ImageClassifier):
         x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
         for name in self.stage_names:
             x = getattr(self, name)(x)
-        return x.mean(dim=(2, 3))
+        return pool_cells(x, self.grid)
 
 
 def _create_resnet(variant: str, **kwargs) -> ResNet:
