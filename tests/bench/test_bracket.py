@@ -95,7 +95,10 @@ def test_a_diverged_grid_value_is_recorded_and_bounds_the_grid_and_other_cells_s
     assert all(lr < 0.2 for lr, _, _ in ran)
     written = write_protocol_report(protocol, {**record, "protocol": "bracket", "seeds": [0, 1], "command": "test",
                                                "cells_wall_s": 1.0, "provenance": PROVENANCE}, tmp_path / "report")
-    assert "| pgd_at | 0.01, 0.03, 0.1, 0.333 (diverged) | 0 / 1 (≤ 1) | 0: 0.1 | interior |" in written[1].read_text()
+    md = written[1].read_text()
+    assert "| pgd_at | 0.01, 0.03, 0.1, 0.333 (diverged) | 0 / 1 (≤ 1) | 0: 0.1 | interior |" in md
+    assert "| pgd_at lr=0.333 | 0 | training diverged: loss is nan at epoch 1, iteration 3 |" in md
+    assert [d["label"] for d in record["diverged"]] == ["pgd_at lr=0.333", "twins lr=0.333"]
     plain = load_protocol(_write(tmp_path, {"name": "p", "description": "d", "seeds": [0], "tasks": {"t": {
         "title": "t", "config": {"data": {"name": "{data}"}, "model": {"arch": "cifar_resnet20"},
                                  "optim": {"lr": 0.5}},
