@@ -67,9 +67,9 @@ def test_malicious_checkpoint_is_refused(tmp_path, npz_data, capsys):
 
 
 def test_bad_eps_and_attack(npz_data, ckpt, capsys):
-    assert main(["evaluate", "--arch", "cifar_resnet20", "--checkpoint", str(ckpt), "--data", str(npz_data),
-                 "--eps", "8//255"]) == 2
-    _error_line(capsys)
+    assert _exit_code(["evaluate", "--arch", "cifar_resnet20", "--checkpoint", str(ckpt), "--data", str(npz_data),
+                       "--eps", "8//255"]) == 2
+    assert "--eps: cannot parse eps '8//255'" in _error_line(capsys)
     assert main(["evaluate", "--arch", "cifar_resnet20", "--checkpoint", str(ckpt), "--data", str(npz_data),
                  "--attack", "cw"]) == 2
     assert "unknown attack" in _error_line(capsys)

@@ -21,7 +21,7 @@ def test_flags_set_the_run_config(tiny_task, tmp_path):
     proc = run_ok(robustft_cmd(*_finetune(data, ckpt, tmp_path, "--epochs", "1", "--lr", "2e-2", "--batch-size", "16",
                                           "--eps", "4/255")))
     cfg = yaml.safe_load((tmp_path / "flags" / "config.yaml").read_text())
-    assert cfg["optim"]["lr"] == 0.02 and cfg["data"]["batch_size"] == 16 and cfg["attack"]["eps"] == "4/255"
+    assert cfg["optim"]["lr"] == 0.02 and cfg["data"]["batch_size"] == 16 and cfg["attack"]["eps"] == 4 / 255
     assert "lr 0.02" in proc.stdout, "the stage line states the learning rate it trains with"
     results = json.loads((tmp_path / "flags" / "results.json").read_text())
     assert results["test"]["eps"] == pytest.approx(4 / 255), "the test threat model follows --eps"

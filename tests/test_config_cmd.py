@@ -118,6 +118,18 @@ def test_a_bad_choice_names_the_choices(capsys, overrides, message):
     assert message in error_line(capsys.readouterr().err)
 
 
+def test_a_float_key_takes_a_fraction_and_shows_a_long_default_as_one(capsys):
+    """attack.eps is a float (8/255 read as the number); a default whose decimal is long prints as the exact fraction
+    it is, which the key reads back to the same float."""
+    assert main(["config", "--section", "attack"]) == 0
+    row = _row(capsys.readouterr().out, "attack.eps")
+    assert row.split()[1:3] == ["float", "8/255"] and ">= 0" in row
+    assert load_config(None, ["data.crop_ratio=[3/4, 4/3]"]).data.crop_ratio == [3 / 4, 4 / 3]
+    assert load_config(None, ["optim.lr=1e-4"]).optim.lr == 1e-4, "a decimal stays a decimal (YAML 1.1 string)"
+    with pytest.raises(UserError, match="'optim.lr' must be float, got '1/0'"):
+        load_config(None, ["optim.lr=1/0"])
+
+
 def test_yaml_booleans_read_as_the_choice_they_spell():
     assert load_config(None, ["train.amp=off"]).train.amp == "off", "YAML 1.1 reads `off` as false"
     with pytest.raises(UserError, match="one of auto, new, keep, got True"):

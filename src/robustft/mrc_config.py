@@ -23,9 +23,9 @@ class MRCConfig:
     minibatch: int | None = None
     batch_size: int = 512
     impl: str = "fast"
-    attack_eps: str = "8/255"
+    attack_eps: float = 8 / 255
     attack_steps: int = 10
-    attack_step_size: str = "2/255"
+    attack_step_size: float = 2 / 255
 
 
 MRC_DEFAULTS = MRCConfig()

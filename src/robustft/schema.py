@@ -3,20 +3,21 @@
 Every field may declare its valid range in its metadata next to its help text — ``ge``/``gt`` (lower bound,
 inclusive/exclusive) and ``le``/``lt`` (upper bound) — so each numeric key is checked in one place, for run configs
 and method configs alike. A key with a fixed set of choices is typed ``Literal[...]`` and checked here too.
-``describe`` reads the same annotations and metadata back (type, default, range, help) for ``robustft config`` and
-the docs' key tables.
+A float key takes a number or a fraction (``8/255``), stored as the number. ``describe`` reads the same annotations
+and metadata back (type, default, range, help) for ``robustft config`` and the docs' key tables.
 """
 
 import dataclasses
 import math
 import types
 import typing
+from fractions import Fraction
 from typing import Any
 
 from .errors import UserError, shown
 
 __all__ = ["from_dict", "coerce_value", "check_bounds", "describe", "KeyInfo", "type_name", "format_value",
-           "format_keys"]
+           "format_keys", "parse_number"]
 
 _BOUNDS = {"ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
            "le": (lambda v, b: v <= b, "<="), "lt": (lambda v, b: v < b, "<")}
@@ -74,12 +75,25 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     return value
 
 
-def _finite(value: int | float | str, where: str) -> float:
-    """A float key's value as a finite float (YAML 1.1 reads 1e-4, without a dot, as a string)."""
+def parse_number(text: str) -> float:
+    """A number written as a decimal (``0.031``, ``1e-4``) or as a fraction (``8/255``); ValueError when neither."""
     try:
-        number = float(value)
+        return float(text)
+    except ValueError:
+        try:
+            return float(Fraction(text.strip()))
+        except ZeroDivisionError:
+            raise ValueError(f"{text!r} divides by zero") from None
+
+
+def _finite(value: int | float | str, where: str) -> float:
+    """A float key's value as a finite float: a number, or a string of one or of a fraction (``8/255``; YAML 1.1
+    reads 1e-4, without a dot, as a string too)."""
+    try:
+        number = parse_number(value) if isinstance(value, str) else float(value)
     except (ValueError, OverflowError):
-        raise UserError(f"config key {where!r} must be float, got {shown(value)}") from None
+        raise UserError(f"config key {where!r} must be float, got {shown(value)} (a number, or a fraction such as "
+                        f"8/255)") from None
     if not math.isfinite(number):
         raise UserError(f"config key {where!r} must be a finite number, got {shown(value)}")
     return number
@@ -186,6 +200,16 @@ def describe(config: Any, where: str = "") -> list[KeyInfo]:
     return rows
 
 
+def _number(value: float) -> str:
+    """A float as written: its shortest decimal, or the fraction it is exactly when that decimal is long (8/255)."""
+    text = repr(value)
+    if len(text) > 10 and math.isfinite(value):
+        fraction = Fraction(value).limit_denominator(1000)
+        if float(fraction) == value:
+            return f"{fraction.numerator}/{fraction.denominator}"
+    return text
+
+
 def format_value(value: Any) -> str:
     """A value as it is written in YAML or ``--set``: ``null``, ``true``, ``[0.5, 0.75]``, ``8/255``, ``''``."""
     if value is dataclasses.MISSING:
@@ -200,7 +224,7 @@ def format_value(value: Any) -> str:
         return "{" + ", ".join(f"{k}: {format_value(v)}" for k, v in value.items()) + "}"
     if isinstance(value, str):
         return value or "''"
-    return repr(value)
+    return _number(value) if isinstance(value, float) else repr(value)
 
 
 def _columns(row: KeyInfo) -> tuple[str, str, str, str]:

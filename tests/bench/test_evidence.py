@@ -30,12 +30,12 @@ TWO_TASKS = {
                                 "corruption_severities": [1, 2]},
                        "train": {"epochs": 1}},
             "grid_seeds": [0],
-            "bn_stats": {"this data": ["model.checkpoint={models}/source.pt"]},
+            "bn_stats": {"this data": {"model.checkpoint": "{models}/source.pt"}},
             "bn_stats_n": 64,
             "cells": {
-                "pgd_at": {"method": "pgd_at", "set": ["model.checkpoint={cell:source/src}/model.pt"],
+                "pgd_at": {"method": "pgd_at", "set": {"model.checkpoint": "{cell:source/src}/model.pt"},
                            "grid": {"optim.lr": [0.1, 0.01, 0.001]}},
-                "twins": {"method": "twins", "set": ["model.checkpoint={cell:source/src}/model.pt"],
+                "twins": {"method": "twins", "set": {"model.checkpoint": "{cell:source/src}/model.pt"},
                           "grid": {"optim.lr": [0.1, 0.01, 0.001]}}}}},
     "claims": [{"claim": "twins beats pgd_at", "task": "t", "better": ["twins"], "than": ["pgd_at"],
                 "metrics": ["clean", "corruption"]}],
@@ -124,7 +124,7 @@ def test_a_task_with_its_own_seeds_is_one_source_for_every_seed(tiny_task, tmp_p
     data["tasks"]["source"].update(seeds=[0], curve=True)
     data["tasks"]["source"]["config"]["train"]["epochs"] = 2
     data["tasks"]["t"]["cells"] = {"pgd_at": {"method": "pgd_at",
-                                              "set": ["model.checkpoint={cell:source/src}/model.pt"]}}
+                                              "set": {"model.checkpoint": "{cell:source/src}/model.pt"}}}
     data["claims"] = []
     del data["tasks"]["t"]["grid_seeds"]
     protocol = _load(tmp_path, data)

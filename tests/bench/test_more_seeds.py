@@ -19,7 +19,7 @@ def _protocol(tmp_path, more_seeds: list[int]):
         "more_seeds": more_seeds,
         "cells": {"pgd_at": {"method": "pgd_at"}, "twins": {"method": "twins"},
                   "adv_linear_probe": {"method": "adv_linear_probe"},
-                  "roli bias": {"method": "roli", "set": ["model.init_head={cell:adv_linear_probe}"]}}}},
+                  "roli bias": {"method": "roli", "set": {"model.init_head": "{cell:adv_linear_probe}"}}}}},
         "claims": [{"claim": "twins", "task": "t", "better": ["twins"], "than": ["pgd_at"], "metrics": ["clean"]},
                    {"claim": "roli", "task": "t", "better": ["roli bias"], "than": ["adv_linear_probe"],
                     "metrics": ["clean"]}]}

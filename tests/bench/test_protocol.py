@@ -43,8 +43,8 @@ TINY = {
                    "train": {"epochs": 1}},
         "autoattack": {"n": 8, "version": "custom", "attacks": ["apgd-ce"], "seeds": [0]},
         "cells": {"adv_linear_probe": {"method": "adv_linear_probe"},
-                  "roli bias": {"method": "roli", "set": ["method_args.peft=bias",
-                                                          "model.init_head={cell:adv_linear_probe}"]}}}},
+                  "roli bias": {"method": "roli", "set": {"method_args.peft": "bias",
+                                                          "model.init_head": "{cell:adv_linear_probe}"}}}}},
     "claims": [{"claim": "roli beats the probe", "task": "t", "better": ["roli bias"], "than": ["adv_linear_probe"],
                 "metrics": ["clean", "autoattack"]}],
 }
@@ -136,7 +136,7 @@ def test_grouped_protocol_attacks_only_the_selected_variants(tiny_task, tmp_path
         "title": "tiny", "config": {**TINY["tasks"]["t"]["config"], "eval": {"val_steps": 1, "test_steps": 1}},
         "autoattack": {**TINY["tasks"]["t"]["autoattack"], "selected_only": True, "seeds": None},
         "cells": {"lr=0.05": {"method": "standard", "group": "standard"},
-                  "lr=0.001": {"method": "standard", "group": "standard", "set": ["optim.lr=0.001"]},
+                  "lr=0.001": {"method": "standard", "group": "standard", "set": {"optim.lr": 0.001}},
                   "probe": {"method": "adv_linear_probe"}}}},
         "claims": [{"claim": "fine-tuning beats probing", "task": "t", "better": ["standard"], "than": ["probe"],
                     "metrics": ["clean", "autoattack"]}]}
@@ -243,6 +243,60 @@ def test_protocol_errors(tmp_path):
     proc = subprocess.run(robustft_cmd("bench", "--protocol", "cpu-small", "--seeds", "0,x"), env=run_env(),
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "comma list of integers" in proc.stderr
+
+
+def test_a_null_grid_value_is_none(tmp_path):
+    """A grid's values are set as the YAML values they are: null is None (made a KEY=VALUE string, it was the string
+    'None'); the variant's label and run directory are named as before."""
+    cells = {"size": {"method": "standard", "grid": {"data.image_size": [None, 16]}}}
+    protocol = load_protocol(_write(tmp_path, {**TINY, "claims": [], "tasks": {"t": {**TINY["tasks"]["t"],
+                                                                                     "cells": cells}}}))
+    roots = {"data": "/d", "models": "/m"}
+    assert list(protocol.tasks["t"].cells) == ["size image_size=None", "size image_size=16"]
+    assert cell_config(protocol, "t", "size image_size=None", 0, Path("/o"), roots).data.image_size is None
+    assert cell_config(protocol, "t", "size image_size=16", 0, Path("/o"), roots).data.image_size == 16
+    assert cell_dir(Path("/o"), "t", "size image_size=None", 0) == Path("/o/runs/t/size_image_size_None/seed0")
+
+
+def test_the_older_list_of_key_value_strings_still_loads_to_the_same_cells(tmp_path):
+    """A protocol in the older form (as bench/evidence_estimate.py reads the committed evidence.yaml back from git):
+    each KEY=VALUE is parsed as --set parses it (null: None), placeholders kept; the cells are the mapping form's."""
+    path = "{data}/c"
+    mapping = {"adv_linear_probe": {"method": "adv_linear_probe", "set": {"optim.weight_decay": 1.0e-3}},
+               "roli bias": {"method": "roli", "set": {"method_args.peft": "bias", "data.classes": [0, "c1"],
+                                                       "model.init_head": "{cell:adv_linear_probe}",
+                                                       "model.checkpoint": path}}}
+    listed = {"adv_linear_probe": {"method": "adv_linear_probe", "set": ["optim.weight_decay=1.0e-3"]},
+              "roli bias": {"method": "roli", "set": ["method_args.peft=bias", "data.classes=[0, c1]",
+                                                      "model.init_head={cell:adv_linear_probe}",
+                                                      f"model.checkpoint={path}"]}}
+    task = TINY["tasks"]["t"]
+    new, old = (load_protocol(_write(tmp_path, {**TINY, "tasks": {"t": {**task, "cells": cells, "bn_stats": bn}}},
+                                     f"{name}.yaml"))
+                for name, cells, bn in (("new", mapping, {"32 px": {"data.image_size": None}}),
+                                        ("old", listed, {"32 px": ["data.image_size=null"]})))
+    assert old.tasks["t"].cells["roli bias"].set == mapping["roli bias"]["set"]
+    assert old.tasks["t"].bn_stats == new.tasks["t"].bn_stats == {"32 px": {"data.image_size": None}}
+    roots = {"data": "/d #1", "models": "/m"}  # parsed after substituting, the older form cut a root at ' #'
+    for label in mapping:
+        assert cell_config(old, "t", label, 1, Path("/o"), roots) == cell_config(new, "t", label, 1, Path("/o"), roots)
+    assert cell_config(old, "t", "roli bias", 1, Path("/o"), roots).model.checkpoint == "/d #1/c"
+    with pytest.raises(UserError, match="must look like section.key=value"):
+        bad = {"a": {"method": "standard", "set": ["optim.lr"]}}
+        load_protocol(_write(tmp_path, {**TINY, "claims": [], "tasks": {"t": {**task, "cells": bad}}}, "bad.yaml"))
+
+
+def test_a_bn_stats_record_of_the_older_form_is_reused(tmp_path):
+    """A batch-norm statistics record written when bn_stats overrides were KEY=VALUE lists still counts as done."""
+    from robustft.bench.runner import _bn_stats
+
+    bn = {"this data": {}, "32 px": {"data.image_size": None}}
+    protocol = load_protocol(_write(tmp_path, {**TINY, "tasks": {"t": {**TINY["tasks"]["t"], "bn_stats": bn}}}))
+    record = {"labels": {"this data": [], "32 px": ["data.image_size=null"]}, "n": 2000,
+              "distances": {"this data": [], "32 px": []}}
+    (tmp_path / "bn_stats_t.json").write_text(json.dumps(record))
+    roots = {"data": str(tmp_path / "none"), "models": str(tmp_path / "none")}  # measuring would fail: no data
+    assert _bn_stats(protocol, "t", 0, tmp_path, roots, lambda s: None) == record
 
 
 @pytest.mark.parametrize("name", list_protocols())

@@ -18,7 +18,7 @@ import torch
 from PIL import Image, ImageFile
 
 from robustft.cli import main
-from robustft.data import DecodeLimits, load_dataset, named
+from robustft.data import load_dataset, named
 from robustft.errors import UserError
 from support import error_line
 
@@ -168,7 +168,7 @@ def test_zip_member_over_max_file_mb_is_refused_before_reading(tmp_path, monkeyp
     assert archive.stat().st_size < 100_000
     _refuse_reading(monkeypatch, "bomb")
     with pytest.raises(UserError) as err:
-        load_dataset(str(archive), "test", limits=DecodeLimits(max_file_mb=1))
+        load_dataset(str(archive), "test", max_file_mb=1)
     message = str(err.value)
     assert "test/c/bomb.png inside" in message and "5.0 MB decompressed, over data.max_file_mb=1 " in message
     assert "--set data.max_file_mb=N" in message and "--max-file-mb N" in message
@@ -188,7 +188,7 @@ def test_directory_image_over_max_file_mb_is_refused_before_reading(tmp_path, mo
     original = Path.read_bytes
     monkeypatch.setattr(Path, "read_bytes", lambda p: pytest.fail("read") if p.name == "big.png" else original(p))
     with pytest.raises(UserError, match=r"big.png is 3.0 MB, over data.max_file_mb=2 "):
-        load_dataset(str(tmp_path), "test", limits=DecodeLimits(max_file_mb=2))
+        load_dataset(str(tmp_path), "test", max_file_mb=2)
 
 
 @pytest.mark.filterwarnings("error::PIL.Image.DecompressionBombWarning")
@@ -206,20 +206,19 @@ def test_cli_png_header_over_max_image_pixels_is_refused_before_decoding(tmp_pat
 def test_image_pixels_at_the_limit_load(tmp_path):
     (tmp_path / "test" / "c").mkdir(parents=True)
     (tmp_path / "test" / "c" / "0.png").write_bytes(_png((10, 10)))
-    assert len(load_dataset(str(tmp_path), "test", limits=DecodeLimits(max_image_pixels=100))) == 1
+    assert len(load_dataset(str(tmp_path), "test", max_image_pixels=100)) == 1
     with pytest.raises(UserError, match="max_image_pixels=99 "):
-        load_dataset(str(tmp_path), "test", cache=False, limits=DecodeLimits(max_image_pixels=99))
+        load_dataset(str(tmp_path), "test", cache=False, max_image_pixels=99)
 
 
 def test_decode_cache_does_not_bypass_the_limits_for_a_new_file(tmp_path):
     (tmp_path / "test" / "c").mkdir(parents=True)
     (tmp_path / "test" / "c" / "0.png").write_bytes(_png((4, 4)))
-    limits = DecodeLimits(max_image_pixels=16)
-    assert len(load_dataset(str(tmp_path), "test", limits=limits)) == 1  # decoded and cached
-    assert len(load_dataset(str(tmp_path), "test", limits=limits)) == 1  # a cache hit
+    assert len(load_dataset(str(tmp_path), "test", max_image_pixels=16)) == 1  # decoded and cached
+    assert len(load_dataset(str(tmp_path), "test", max_image_pixels=16)) == 1  # a cache hit
     (tmp_path / "test" / "c" / "1.png").write_bytes(_png((5, 4)))
     with pytest.raises(UserError, match="1.png is 5x4 = 20 pixels"):
-        load_dataset(str(tmp_path), "test", limits=limits)
+        load_dataset(str(tmp_path), "test", max_image_pixels=16)
 
 
 def test_npz_member_over_max_array_mb_is_refused_before_reading(tmp_path, monkeypatch):
@@ -228,7 +227,7 @@ def test_npz_member_over_max_array_mb_is_refused_before_reading(tmp_path, monkey
     monkeypatch.setattr(np.lib.npyio.NpzFile, "__getitem__",
                         lambda self, key: pytest.fail("x was read") if key == "x" else original(self, key))
     with pytest.raises(UserError, match=r"test.npz: array 'x' is 2.1 MB decompressed, over data.max_array_mb=2 "):
-        load_dataset(str(tmp_path), "test", limits=DecodeLimits(max_array_mb=2))
+        load_dataset(str(tmp_path), "test", max_array_mb=2)
 
 
 # ---------------------------------------------------------------- data that decodes wrong

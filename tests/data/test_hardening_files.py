@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from robustft.cli import main
-from robustft.data import DecodeLimits, load_dataset
+from robustft.data import load_dataset
 from robustft.errors import UserError
 from support import error_line, finetune_args, run_env
 
@@ -149,7 +149,7 @@ def test_a_size_on_disk_that_lies_does_not_lift_the_file_limit(tmp_path, monkeyp
     monkeypatch.setattr(os, "stat", lambda path, *a, **kw: _SizeZero(stat(path, *a, **kw)))
     monkeypatch.setattr(os, "fstat", lambda fd: _SizeZero(fstat(fd)))
     with pytest.raises(UserError, match=r"big.png is 2.0 MB, over data.max_file_mb=2 "):
-        load_dataset(str(tmp_path), "test", cache=False, limits=DecodeLimits(max_file_mb=2))
+        load_dataset(str(tmp_path), "test", cache=False, max_file_mb=2)
 
 
 # ---------------------------------------------------------------- the decode cache
@@ -319,10 +319,10 @@ def test_max_classes_is_a_limit_the_user_can_raise(tmp_path, ckpt, capsys):
     assert main(_evaluate_args(ckpt, data, "--max-classes", "10")) == 0
     (data / "classes.txt").write_text("\n".join(f"class {i}" for i in range(12)))
     with pytest.raises(UserError, match=r"classes.txt: the number of lines is 12, over data.max_classes=11 "):
-        load_dataset(str(data), "test", limits=DecodeLimits(max_classes=11))
+        load_dataset(str(data), "test", max_classes=11)
     image_folder = _image_folder(tmp_path / "folder", classes=3, per_class=1)
     with pytest.raises(UserError, match=r"the number of class directories is 3, over data.max_classes=2 "):
-        load_dataset(str(image_folder), "test", limits=DecodeLimits(max_classes=2))
+        load_dataset(str(image_folder), "test", max_classes=2)
 
 
 def test_cli_npz_images_of_zero_pixels_are_refused(tmp_path, ckpt, capsys):

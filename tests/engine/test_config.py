@@ -1,6 +1,7 @@
 """Config loading: YAML + overrides, validation with clear messages."""
 
 import pytest
+import yaml
 
 from robustft.engine import RunConfig, apply_overrides, from_dict, load_config, to_dict
 from robustft.errors import UserError
@@ -12,7 +13,28 @@ def test_yaml_and_overrides(tmp_path):
     cfg = load_config(path, ["optim.lr=0.003", "train.epochs=3", "method_args.beta=3", "attack.eps=4/255"])
     assert cfg.method == "trades" and cfg.data.name == "cifar100" and cfg.data.batch_size == 64
     assert cfg.optim.lr == 0.003 and cfg.optim.milestones == [30.0, 50.0] and cfg.train.epochs == 3
-    assert cfg.method_args == {"beta": 3} and cfg.attack.eps == "4/255"
+    assert cfg.method_args == {"beta": 3} and cfg.attack.eps == 4 / 255 and type(cfg.attack.eps) is float
+
+
+def test_eps_is_a_number_once_loaded_and_older_saved_strings_still_load(tmp_path):
+    """attack.eps / attack.step_size are read as a number or a fraction and held as the number, so nothing parses
+    them later; a config or card saved as "8/255" by an older version loads to the same float (and resumes)."""
+    from robustft.engine.run import _same_config
+
+    cfg = load_config(None, ["data.name=x", "attack.step_size=2/255"])
+    assert (cfg.attack.eps, cfg.attack.step_size) == (8 / 255, 2 / 255) and type(cfg.attack.eps) is float
+    saved = to_dict(cfg)
+    assert saved["attack"]["eps"] == 8 / 255, "a saved config writes the number"
+    older = {**saved, "attack": {**saved["attack"], "eps": "8/255", "step_size": "2/255"}}
+    assert from_dict(RunConfig, older) == cfg
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(older))
+    assert _same_config(path, cfg), "a run started with eps '8/255' resumes under the float"
+    assert load_config(None, ["attack.eps=0.03"]).attack.eps == 0.03
+    with pytest.raises(UserError, match="'attack.eps' must be float, got '8//255'"):
+        load_config(None, ["attack.eps=8//255"])
+    with pytest.raises(UserError, match="'attack.step_size' must be > 0"):
+        load_config(None, ["attack.step_size=0"])
 
 
 def test_round_trip():

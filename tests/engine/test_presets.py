@@ -14,7 +14,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from robustft.attacks import PGD, parse_eps
+from robustft.attacks import PGD
 from robustft.engine import build_optimizer, load_config
 from robustft.engine.run import _stage_config
 from robustft.methods import create_method, list_methods
@@ -96,8 +96,8 @@ def _paper(stem: str) -> Path:
 
 def _method(cfg):
     """The method a run of ``cfg`` trains with, its training attack built as the engine builds it."""
-    attack = PGD(eps=parse_eps(cfg.attack.eps), norm=cfg.attack.norm, steps=cfg.attack.steps,
-                 step_size=parse_eps(cfg.attack.step_size) if cfg.attack.step_size else None, name="pgd_train")
+    attack = PGD(eps=cfg.attack.eps, norm=cfg.attack.norm, steps=cfg.attack.steps, step_size=cfg.attack.step_size,
+                 name="pgd_train")
     return create_method(cfg.method, attack, **cfg.method_args)
 
 
@@ -134,7 +134,7 @@ def test_twins_trades_presets_attack_with_ce_as_official(stem):
     attack = dataclasses.replace(_method(cfg).attack, random_start=False, steps=3)
     model = tiny_resnet(num_classes=10).eval()
     x, y = torch.rand(6, 3, 32, 32), torch.arange(6) % 10
-    eps, step = attack.eps, parse_eps(cfg.attack.step_size)
+    eps, step = attack.eps, cfg.attack.step_size
     x_adv = x.clone()
     for _ in range(attack.steps):  # the official PGD: sign step on CE, projection to the ball and to [0, 1]
         x_adv.requires_grad_(True)
@@ -287,7 +287,7 @@ def _twins(data: str) -> dict:
     caltech = data == "caltech256"
     return {"main": dict(
         optim="sgd", lr=0.003, momentum=0.9, weight_decay=1e-3 if caltech else 1e-5, epochs=60, warmup=0.0,
-        schedule="multistep", milestones=[30, 50], batch=128, attack=("8/255", 10, "2/255"), val_steps=10,
+        schedule="multistep", milestones=[30, 50], batch=128, attack=(8 / 255, 10, 2 / 255), val_steps=10,
         test_steps=10, test_random_start=False, view=("image_size", 224, 256, "random_resized_crop") if caltech else ("resize_input", 224),
         select="last", val_fraction=0.1)}
 
@@ -296,7 +296,7 @@ def _roli(peft: str, data: str) -> dict:
     """RoLI (configs/linear/<data>_ranli.yaml, configs/<peft>/<data>_roli.yaml, make_optimizer, BASE_LR/256*64)."""
     high_res = not data.startswith("cifar")
     epochs = {"cifar10": 20, "cifar100": 20, "caltech256": 40, "cub200": 60, "stanford_dogs": 40}[data]
-    shared = dict(batch=64, attack=("8/255", 7, "2/255"), val_steps=10, test_steps=10, test_random_start=True,
+    shared = dict(batch=64, attack=(8 / 255, 7, 2 / 255), val_steps=10, test_steps=10, test_random_start=True,
                   view=("image_size", 224, 256, "random_crop") if high_res else ("resize_input", True), select="auto", warmup=10.0,
                   schedule="cosine", epochs=epochs, val_fraction=0.1)
     lp_wd = {"cifar10": 0.01, "cifar100": 1e-3, "caltech256": 0.01, "cub200": 1e-3, "stanford_dogs": 0.01}[data]
@@ -324,14 +324,14 @@ def _ranli(peft: str, data: str) -> dict:
 
 
 RIFT = {"main": dict(optim="sgd", lr=1e-3, momentum=0.9, weight_decay=5e-4, epochs=10, warmup=0.0, schedule="multistep",
-                     milestones=[5], batch=128, attack=("8/255", 10, "2/255"), val_steps=10, test_steps=10,
+                     milestones=[5], batch=128, attack=(8 / 255, 10, 2 / 255), val_steps=10, test_steps=10,
                      test_random_start=True, view=None, select="clean_acc", val_fraction=0.1)}
 # Tiny-ImageNet: RiFT/main.py run with --dataset TinyImageNet --input_size 64 (:181) and its defaults (lr :185,
 # momentum :196, wd :198, epochs :199, batch :200, decay at epochs // 2 :266), test PGD-10 (utils.py:109): the CIFAR
 # recipe on the 64-px network, whose head reads 2x2 pooled cells (models/resnet.py:127, models/wide_resnet.py:105)
 RIFT_TINY = {"main": dict(RIFT["main"], view=("img_size", 64))}
 AUTOLORA = {"main": dict(optim="sgd", lr=0.01, momentum=0.9, weight_decay=1e-4, epochs=60, warmup=0.0,
-                         schedule="constant", batch=128, attack=("8/255", 10, "2/255"), val_steps=10, test_steps=10,
+                         schedule="constant", batch=128, attack=(8 / 255, 10, 2 / 255), val_steps=10, test_steps=10,
                          test_random_start=False, view=("resize_input", 224), select="auto", val_fraction=0.05)}
 OFFICIAL_SETTINGS = {
     **{f"twins_{t}{d}": _twins(d) for t in ("", "trades_") for d in ("cifar10", "cifar100")},

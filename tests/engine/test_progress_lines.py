@@ -86,7 +86,7 @@ def test_bench_says_which_cell_of_how_many_with_eta(tiny_task, tmp_path):
                 "data": {"name": "{data}", "batch_size": 32, "test_n": 8},
                 "model": {"arch": "cifar_resnet20", "checkpoint": str(ckpt), "options": {"width": 4}},
                 "eval": {"val_steps": 1, "test_steps": 1}, "train": {"epochs": 1}},
-                "cells": {"a": {"method": "standard"}, "b": {"method": "standard", "set": ["optim.lr=0.01"]}}}}}
+                "cells": {"a": {"method": "standard"}, "b": {"method": "standard", "set": {"optim.lr": 0.01}}}}}}
     path = tmp_path / "two.yaml"
     path.write_text(yaml.safe_dump(spec))
     protocol, roots = load_protocol(path), {"data": str(data), "models": str(data)}

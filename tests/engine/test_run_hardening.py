@@ -195,7 +195,7 @@ def test_each_stage_says_which_key_sets_its_budget(tiny_task, tmp_path, capsys):
 # round 2 (#25): the run directory's own files, names, YAML and numbers
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("bad,match", [
-    (["--set", "attack.eps=1e400"], "eps must be a finite number"),
+    (["--set", "attack.eps=1e400"], "'attack.eps' must be a finite number"),
     (["--set", "train.seed=100000000000000000000"], "'train.seed' must be >= 0 and <= 4294967295"),
     (["--set", "optim.lr=.inf"], "'optim.lr' must be a finite number, got inf"),
     (["--set", "optim={lr: 0.01, lr: 50}"], "duplicate key 'lr'"),

@@ -239,8 +239,8 @@ def test_rift_the_mrc_command_and_the_measurement_share_one_set_of_defaults():
     import dataclasses
     import inspect
 
-    from robustft.attacks import parse_eps
     from robustft.cli import build_parser
+    from robustft.methods.base import method_config
     from robustft.methods.rift import RiftConfig
     from robustft.mrc_config import MRC_DEFAULTS
 
@@ -254,5 +254,9 @@ def test_rift_the_mrc_command_and_the_measurement_share_one_set_of_defaults():
     assert {k: profile[k] for k in ("eps", "steps", "lr", "minibatch", "batch_size", "impl")} == {
         k: defaults[k] for k in ("eps", "steps", "lr", "minibatch", "batch_size", "impl")}
     assert (examples["n"], examples["eps"], examples["steps"], examples["step_size"]) == (
-        defaults["n"], parse_eps(defaults["attack_eps"]), defaults["attack_steps"],
-        parse_eps(defaults["attack_step_size"]))
+        defaults["n"], defaults["attack_eps"], defaults["attack_steps"], defaults["attack_step_size"])
+    assert (defaults["attack_eps"], defaults["attack_step_size"]) == (8 / 255, 2 / 255), "budgets are numbers"
+    given = method_config("rift", {"mrc_attack_eps": "4/255"})
+    assert given.mrc_attack_eps == 4 / 255, "RiFT's option takes a fraction and holds the number"
+    args = build_parser().parse_args(["mrc", "--arch", "a", "--data", "d", "--attack-eps", "4/255"])
+    assert args.attack_eps == 4 / 255

@@ -3,13 +3,13 @@
 import contextlib
 import math
 from collections.abc import Iterator
-from fractions import Fraction
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
 from ..errors import UserError, shown
+from ..schema import parse_number
 
 __all__ = ["Attack", "eval_mode", "parse_eps", "check_budget", "NORMS"]
 
@@ -49,15 +49,12 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 def parse_eps(value: str | float) -> float:
     """Parse an ε given as a float or a fraction string such as ``8/255``."""
-    if isinstance(value, (int, float)):
-        eps = float(value)
-    else:
-        try:
-            eps = float(Fraction(value.strip()))
-        except (ValueError, ZeroDivisionError, AttributeError) as e:
-            raise UserError(f"cannot parse eps {shown(value)}: give a number (0.031) or a fraction (8/255)") from e
-        except OverflowError:
-            eps = math.inf
+    try:
+        eps = float(value) if isinstance(value, (int, float)) else parse_number(value)
+    except (ValueError, TypeError) as e:
+        raise UserError(f"cannot parse eps {shown(value)}: give a number (0.031) or a fraction (8/255)") from e
+    except OverflowError:
+        eps = math.inf
     if not math.isfinite(eps) or eps < 0:
         raise UserError(f"eps must be a finite number >= 0, got {shown(value)}")
     return eps

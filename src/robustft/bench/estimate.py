@@ -6,13 +6,12 @@ and APGD run (APGD-CE one, APGD-T one per target class).
 Grid extensions and added seeds count at their caps (every grid grows ``grid_extend`` values at one end, every
 claim's cells get every ``more_seeds`` seed), so it bounds what the cells can take from above."""
 
-import re
 import statistics
 from pathlib import Path
 from typing import Any
 
 from ..engine.config import RunConfig
-from .protocol import AutoAttackSpec, Protocol, cell_config
+from .protocol import AutoAttackSpec, Protocol, cell_config, cell_refs
 
 __all__ = ["cell_passes", "estimate_protocol"]
 
@@ -76,7 +75,7 @@ def estimate_protocol(protocol: Protocol, committed: Protocol, record: dict[str,
         extended = task.grid_extend * len(grid_seeds) * sum(per_group[g] for g in task.grids)
         claimed = {n for c in protocol.claims if c.task == name for n in (*c.better, *c.than)}
         refs = {ref for label, spec in task.cells.items() if spec.group_name(label) in claimed
-                for ref in re.findall(r"\{cell:([^}/]*)\}", " ".join(spec.set))}
+                for ref in cell_refs(spec.set) if "/" not in ref}
         more = len(task.more_seeds) * sum(per_group[g] for g in groups if g in claimed | refs)
         first = cell_config(protocol, name, next(iter(task.cells)), seeds[0], _OUT, roots)
         attacked = [s for s in seeds if task.autoattack.seeds is None or s in task.autoattack.seeds]

@@ -1,37 +1,73 @@
 """Benchmark protocols: a grid of methods × tasks × seeds under one attack, budget and validation-only selection.
 
-A protocol is a YAML file (the shipped ones live in ``robustft/assets/protocols``): per task a base run config and
-named cells (method + overrides), the seeds, the AutoAttack subset, and the seed papers' claims to check. Cells that
-share a ``group`` are variants of one method (e.g. a learning-rate grid): per seed, the report keeps the variant with
-the best validation number (the task's ``select`` rule), never a test number. Placeholders: ``{data}`` and
-``{models}`` (the data and model roots given on the command line) anywhere in a task config or override;
-``{cell:LABEL}`` in an override is the run directory of the same task's cell LABEL for the same seed (LABEL must come
-earlier in the task), ``{cell:TASK/LABEL}`` that of an earlier task's cell (e.g. a source trained by the protocol).
-A cell with ``grid: {KEY: [values]}`` stands for one variant per value, grouped; a task's ``grid_seeds`` run every
-variant and the other seeds only the variant those seeds selected; with ``grid_extend``, a grid whose validation
+A protocol is a YAML file (the shipped ones live in ``robustft/assets/protocols``): per task a base run config and named
+cells (method + overrides, ``set: {dotted.key: value}`` with YAML values), the seeds, the AutoAttack subset, and the
+seed papers' claims to check. Cells that share a ``group`` are variants of one method (e.g. a learning-rate grid): per
+seed, the report keeps the variant with the best validation number (the task's ``select`` rule), never a test number.
+Placeholders: ``{data}`` and ``{models}`` (the data and model roots given on the command line) anywhere in a task config
+or override; ``{cell:LABEL}`` in an override is the run directory of the same task's cell LABEL for the same seed (LABEL
+must come earlier in the task), ``{cell:TASK/LABEL}`` that of an earlier task's cell (e.g. a source trained by the
+protocol). A cell with ``grid: {KEY: [values]}`` stands for one variant per value, grouped; a task's ``grid_seeds`` run
+every variant and the other seeds only the variant those seeds selected; with ``grid_extend``, a grid whose validation
 choice on a grid seed is one of its ends grows by its own end ratio in that direction (at most ``grid_extend`` values
-per end), so the chosen value is interior or the report says it hit the bound. A task's ``bn_stats`` measures how
-far the batch-norm statistics of some datasets are from the source's stored ones. A task with its own ``seeds`` runs
-only those (e.g. one source trained by the protocol): a reference to it from a seed it does not run resolves to its
-first.
+per end), so the chosen value is interior or the report says it hit the bound. A task's ``bn_stats`` measures how far
+the batch-norm statistics of some datasets are from the source's stored ones. A task with its own ``seeds`` runs only
+those (e.g. one source trained by the protocol): a reference to it from a seed it does not run resolves to its first.
 """
 
 import copy
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from .._yaml import read_yaml
-from ..engine.config import RunConfig, apply_overrides, from_dict
+from ..engine.config import RunConfig, from_dict, parse_overrides, set_keys
 from ..errors import UserError
 
 __all__ = ["Protocol", "Task", "Grid", "CellSpec", "Claim", "AutoAttackSpec", "METRICS", "load_protocol",
-           "list_protocols", "cell_config", "task_config", "resolve_cells", "cell_dir", "slug"]
+           "list_protocols", "cell_config", "task_config", "resolve_cells", "cell_refs", "as_overrides", "cell_dir",
+           "slug"]
 
 METRICS = ("clean", "pgd", "autoattack", "corruption")
 _SHIPPED = resources.files("robustft") / "assets" / "protocols"
+_CELL_REF = re.compile(r"\{cell:([^}]*)\}")
+_PLACEHOLDER = re.compile(r"\{(?:data|models|cell:[^}]*)\}")
+_HIDDEN = re.compile(r"robustftplaceholder(\d+)x")
+
+
+def as_overrides(value: dict[str, Any] | list[str]) -> dict[str, Any]:
+    """Config overrides as a mapping ``{dotted.key: value}``. A list of ``KEY=VALUE`` strings (how protocols wrote
+    them before, e.g. a committed older version) is parsed as ``--set`` parses it (``null``: None), its placeholders
+    kept as written: that form substituted them before parsing, and they stand for paths."""
+    if isinstance(value, list):
+        hidden: list[str] = []
+
+        def hide(m: re.Match) -> str:
+            hidden.append(m.group(0))
+            return f"robustftplaceholder{len(hidden) - 1}x"
+
+        parsed = parse_overrides([_PLACEHOLDER.sub(hide, item) if isinstance(item, str) else item for item in value])
+        value = _map_strings(parsed, lambda s: _HIDDEN.sub(lambda m: hidden[int(m.group(1))], s))
+    bad = [k for k in value if not isinstance(k, str) or not k]
+    if bad:
+        raise UserError(f"override keys must be dotted config keys such as optim.lr, got {bad[0]!r}")
+    return dict(value)
+
+
+def cell_refs(overrides: dict[str, Any]) -> list[str]:
+    """The cells ``overrides`` refer to, in order: ``LABEL`` for ``{cell:LABEL}``, ``TASK/LABEL`` for
+    ``{cell:TASK/LABEL}``."""
+    refs: list[str] = []
+
+    def collect(text: str) -> str:
+        refs.extend(_CELL_REF.findall(text))
+        return text
+
+    _map_strings(overrides, collect)
+    return refs
 
 
 @dataclass
@@ -39,7 +75,9 @@ class CellSpec:
     """One run of a task: a registered method name plus config overrides."""
 
     method: str = field(metadata={"help": "registered method name"})
-    set: list[str] = field(default_factory=list, metadata={"help": "overrides KEY=VALUE applied to the task config"})
+    set: dict[str, Any] | list[str] = field(default_factory=dict, metadata={
+        "help": "config keys set over the task config: {dotted.key: value}, values typed as YAML (a list of "
+                "KEY=VALUE strings, the older form, is read as --set reads it)"})
     group: str | None = field(default=None, metadata={
         "help": "method this cell is a variant of: per seed only the group's best-validation variant is reported "
                 "under the group's name (default: the cell is its own group)"})
@@ -48,6 +86,9 @@ class CellSpec:
     grid: dict[str, list[Any]] | None = field(default=None, metadata={
         "help": "KEY -> values: the cell stands for one variant per value, labelled '<label> <last part of KEY>="
                 "<value>', in the group <label> (one KEY)"})
+
+    def __post_init__(self) -> None:
+        self.set = as_overrides(self.set)
 
     def group_name(self, label: str) -> str:
         """The group this cell (labelled ``label``) belongs to."""
@@ -88,7 +129,7 @@ class Grid:
 
     def variant(self, value: Any) -> CellSpec:
         """The cell of one variant."""
-        return CellSpec(method=self.cell.method, set=[*self.cell.set, f"{self.key}={value}"], group=self.name)
+        return CellSpec(method=self.cell.method, set={**self.cell.set, self.key: value}, group=self.name)
 
     def beyond(self, end: int) -> float:
         """The next value past end ``end`` (0 or -1): that end times the grid's ratio there, 3 significant digits."""
@@ -118,10 +159,10 @@ class Task:
     grid_seeds: list[int] | None = field(default=None, metadata={
         "help": "seeds that run every variant of a group; the other seeds run only the variant these seeds selected "
                 "most often on validation (the first listed wins a tie) (default: every seed runs every variant)"})
-    bn_stats: dict[str, list[str]] = field(default_factory=dict, metadata={
-        "help": "label -> overrides of this task's config (e.g. another data.name): per label, the distance of that "
-                "data's batch-norm statistics (training split) from the source model's stored ones, reported per "
-                "layer"})
+    bn_stats: dict[str, dict[str, Any] | list[str]] = field(default_factory=dict, metadata={
+        "help": "label -> overrides of this task's config ({dotted.key: value}, e.g. another data.name): per label, "
+                "the distance of that data's batch-norm statistics (training split) from the source model's stored "
+                "ones, reported per layer"})
     bn_stats_n: int = field(default=2000, metadata={"help": "training images per bn_stats label", "ge": 1})
     seeds: list[int] | None = field(default=None, metadata={
         "help": "seeds this task runs, whatever the protocol's or --seeds (e.g. [0] for one source that later tasks "
@@ -140,6 +181,7 @@ class Task:
                 "test-image half-width); the interval rule is unchanged"})
 
     def __post_init__(self) -> None:
+        self.bn_stats = {label: as_overrides(overrides) for label, overrides in self.bn_stats.items()}
         cells: dict[str, CellSpec] = {}
         self.grids: dict[str, Grid] = {}  # group -> its grid, extended by the runner as validation asks
         for label, cell in self.cells.items():
@@ -219,7 +261,7 @@ class Protocol:
         """Cell references point backwards; group and source-row names are unambiguous."""
         labels, tasks = list(task.cells), list(self.tasks)
         for label, cell in task.cells.items():
-            for ref in re.findall(r"\{cell:([^}]*)\}", " ".join(cell.set)):
+            for ref in cell_refs(cell.set):
                 other, _, ref_label = ref.rpartition("/")
                 if other:
                     ok = (other in tasks and tasks.index(other) < tasks.index(name)
@@ -275,25 +317,29 @@ def cell_dir(out: Path, task: str, label: str, seed: int) -> Path:
     return out / "runs" / task / slug(label) / f"seed{seed}"
 
 
+def _map_strings(value: Any, change: Callable[[str], str]) -> Any:
+    """``value`` with ``change`` applied to every string in it (mapping values, list items)."""
+    if isinstance(value, dict):
+        return {k: _map_strings(v, change) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_map_strings(v, change) for v in value]
+    return change(value) if isinstance(value, str) else value
+
+
 def _substitute(value: Any, roots: dict[str, str]) -> Any:
     """``{data}``/``{models}`` replaced in every string of a nested config."""
-    if isinstance(value, dict):
-        return {k: _substitute(v, roots) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_substitute(v, roots) for v in value]
-    if isinstance(value, str):
-        return value.replace("{data}", roots["data"]).replace("{models}", roots["models"])
-    return value
+    return _map_strings(value, lambda s: s.replace("{data}", roots["data"]).replace("{models}", roots["models"]))
 
 
-def task_config(protocol: Protocol, task: str, overrides: list[str], roots: dict[str, str]) -> RunConfig:
-    """The validated run config of ``task``'s base config with ``overrides`` (placeholders substituted)."""
-    data = apply_overrides(copy.deepcopy(_substitute(protocol.tasks[task].config, roots)),
-                           _substitute(overrides, roots))
+def task_config(protocol: Protocol, task: str, overrides: dict[str, Any], roots: dict[str, str]) -> RunConfig:
+    """The validated run config of ``task``'s base config with ``overrides`` (``{dotted.key: value}``, placeholders
+    substituted) set."""
+    data = set_keys(copy.deepcopy(_substitute(protocol.tasks[task].config, roots)), _substitute(overrides, roots),
+                    "protocol override")
     return from_dict(RunConfig, data)
 
 
-def resolve_cells(protocol: Protocol, overrides: list[str], out: Path, task: str, seed: int) -> list[str]:
+def resolve_cells(protocol: Protocol, overrides: dict[str, Any], out: Path, task: str, seed: int) -> dict[str, Any]:
     """``overrides`` with each ``{cell:LABEL}`` / ``{cell:TASK/LABEL}`` replaced by that cell's run directory for
     ``seed`` (for the first seed of a task with its own seeds that does not run ``seed``)."""
     def run_dir(m: re.Match) -> str:
@@ -301,11 +347,11 @@ def resolve_cells(protocol: Protocol, overrides: list[str], out: Path, task: str
         own = protocol.tasks[other or task].seeds
         return str(cell_dir(out, other or task, label, seed if own is None or seed in own else own[0]))
 
-    return [re.sub(r"\{cell:([^}]*)\}", run_dir, o) for o in overrides]
+    return _map_strings(overrides, lambda s: _CELL_REF.sub(run_dir, s))
 
 
 def cell_config(protocol: Protocol, task: str, label: str, seed: int, out: Path, roots: dict[str, str]) -> RunConfig:
     """The validated run config of one cell."""
     spec = protocol.tasks[task].cells[label]
-    return task_config(protocol, task, [f"method={spec.method}", f"train.seed={seed}",
-                                        *resolve_cells(protocol, spec.set, out, task, seed)], roots)
+    return task_config(protocol, task, {"method": spec.method, "train.seed": seed,
+                                        **resolve_cells(protocol, spec.set, out, task, seed)}, roots)

@@ -6,7 +6,6 @@ recomputed, and a killed cell resumes from its last epoch."""
 import dataclasses
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -16,7 +15,6 @@ from typing import Any
 import torch
 
 from .._io import atomic_write_json, check_writable
-from ..attacks import parse_eps
 from ..card import load_exported_model
 from ..data import ArrayDataset, load_dataset
 from ..engine import RunConfig, build_source_model, run
@@ -28,7 +26,18 @@ from ..progress import duration
 from ..report import load_run, result_row
 from ..report.tables import curve_columns, run_artifacts
 from ..runtime import provenance, resolve_device
-from .protocol import AutoAttackSpec, Protocol, Task, cell_config, cell_dir, load_protocol, resolve_cells, task_config
+from .protocol import (
+    AutoAttackSpec,
+    Protocol,
+    Task,
+    as_overrides,
+    cell_config,
+    cell_dir,
+    cell_refs,
+    load_protocol,
+    resolve_cells,
+    task_config,
+)
 from .report import check_claims, select_variants, write_protocol_report
 
 __all__ = ["bench_roots", "run_protocol", "run_bench", "grid_positions", "seed_limited",
@@ -50,7 +59,7 @@ def _autoattack(cfg: RunConfig, run_dir: Path, spec: AutoAttackSpec, source: boo
     the cell's directory."""
     def load() -> tuple[torch.nn.Module, ArrayDataset]:
         device = resolve_device(cfg.train.device)
-        test = load_dataset(cfg.data.name, "test", device=device, **cfg.data.source_options())
+        test = load_dataset(cfg.data, "test", device=device)
         if source:
             model = build_source_model(cfg, test.num_classes)
         else:
@@ -59,7 +68,7 @@ def _autoattack(cfg: RunConfig, run_dir: Path, spec: AutoAttackSpec, source: boo
         return (model.to(memory_format=torch.channels_last) if cfg.train.channels_last else model), test
 
     path = RunLayout(run_dir).artifact(f"autoattack{'_source' if source else ''}_n{spec.n}")
-    return subset_autoattack(load, spec.n, eps=parse_eps(cfg.attack.eps), norm=cfg.attack.norm,
+    return subset_autoattack(load, spec.n, eps=cfg.attack.eps, norm=cfg.attack.norm,
                              steps=cfg.eval.test_steps, seed=cfg.train.seed, version=spec.version,
                              attacks=spec.attacks, batch_size=cfg.data.eval_batch_size,
                              channels_last=cfg.train.channels_last, path=path)
@@ -73,16 +82,17 @@ def _bn_stats(protocol: Protocol, task_name: str, seed: int, out: Path, roots: d
     path = out / f"bn_stats_{task_name}.json"
     if path.is_file():
         record = json.loads(path.read_text())
-        if record.get("labels") == task.bn_stats and record.get("n") == task.bn_stats_n:
+        labels = record.get("labels")  # a record written before overrides were mappings holds KEY=VALUE lists
+        if (isinstance(labels, dict) and {k: as_overrides(v) for k, v in labels.items()} == task.bn_stats
+                and record.get("n") == task.bn_stats_n):
             return record
     log(f"[{protocol.name}] {task_name}: batch-norm statistics of {len(task.bn_stats)} datasets against the source")
     distances = {}
     for label, overrides in task.bn_stats.items():
         overrides = resolve_cells(protocol, overrides, out, task_name, seed)
-        cfg = task_config(protocol, task_name, ["method=standard", *overrides], roots)
+        cfg = task_config(protocol, task_name, {"method": "standard", **overrides}, roots)
         device = resolve_device(cfg.train.device)
-        data = load_dataset(cfg.data.name, "train", n=task.bn_stats_n, val_fraction=cfg.data.val_fraction,
-                            device=device, **cfg.data.source_options())
+        data = load_dataset(cfg.data, "train", n=task.bn_stats_n, device=device)
         model = build_source_model(cfg, data.num_classes, log=lambda s: None).to(device)
         distances[label] = [d.to_dict() for d in bn_stat_distance(model, data)]
     record = {"labels": task.bn_stats, "n": task.bn_stats_n, "distances": distances}
@@ -285,7 +295,7 @@ def _cells_for(task: Task, names: list[str], chosen: dict[str, str]) -> list[str
             wanted.add(label)
     for label in reversed(task.cells):  # references point to earlier cells: this order closes them
         if label in wanted:
-            wanted |= set(re.findall(r"\{cell:([^}/]*)\}", " ".join(task.cells[label].set)))
+            wanted |= {ref for ref in cell_refs(task.cells[label].set) if "/" not in ref}
     return [label for label in task.cells if label in wanted]
 
 

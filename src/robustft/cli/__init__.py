@@ -11,7 +11,7 @@ from ..errors import UserError
 from ..mrc_config import IMPLEMENTATIONS, MRC_DEFAULTS
 from ..shortcuts import SHORTCUTS
 from .evaluate import cmd_evaluate, cmd_mrc
-from .options import _add_attack_args, _add_data_args, _add_model_args, _count, _Parser, _positive, _seed
+from .options import _add_attack_args, _add_data_args, _add_model_args, _count, _eps, _Parser, _positive, _seed
 
 __all__ = ["main"]
 
@@ -185,9 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--impl", default=mrc.impl, choices=list(IMPLEMENTATIONS),
                    help="fast: only the module's downstream subgraph runs; reference: whole-model passes")
     p.add_argument("--modules", default=None, help="comma list of module names (default: every Conv2d/Linear)")
-    p.add_argument("--attack-eps", default=mrc.attack_eps, help="L∞ budget of the PGD examples")
+    p.add_argument("--attack-eps", type=_eps, default=mrc.attack_eps, help="L∞ budget of the PGD examples, e.g. 8/255")
     p.add_argument("--attack-steps", type=_count, default=mrc.attack_steps, help="PGD steps of the examples")
-    p.add_argument("--attack-step-size", default=mrc.attack_step_size, help="PGD step of the examples")
+    p.add_argument("--attack-step-size", type=_eps, default=mrc.attack_step_size,
+                   help="PGD step of the examples, e.g. 2/255")
     p.add_argument("--minibatch", type=_count, default=mrc.minibatch,
                    help="the official regime: each iteration is a shuffled pass of SGD steps over mini-batches of "
                         "this many examples (official: 512), then one projection (default: one full-batch step)")

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .options import _data_options, _load_model
+from ..schema import format_value
+from .options import _data_spec, _load_model
 
 
 def _describe_attack(attack) -> str:
@@ -19,12 +20,10 @@ def _describe_attack(attack) -> str:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """Clean + robust accuracy of a checkpoint on a dataset split; under torchrun, AutoAttack sharded over the ranks."""
     from .._io import check_not_input, check_writable
-    from ..attacks import create_attack, parse_eps
+    from ..attacks import create_attack
     from ..engine.distributed import cleanup, init_distributed
 
-    eps = parse_eps(args.eps)
-    attacks = [create_attack(name, eps=eps, norm=args.norm, steps=args.steps,
-                             step_size=parse_eps(args.step_size) if args.step_size else None,
+    attacks = [create_attack(name, eps=args.eps, norm=args.norm, steps=args.steps, step_size=args.step_size,
                              restarts=args.restarts, seed=args.seed, aa_version=args.aa_version,
                              aa_attacks=args.aa_attacks.split(",") if args.aa_attacks else None)
                for name in (args.attack or ["pgd"])]
@@ -44,13 +43,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if info.world_size > 1 and (set(args.attack or ["pgd"]) != {"autoattack"} or args.corruptions):
             raise UserError(f"under torchrun ({info.world_size} processes) evaluate shards AutoAttack only: give "
                             f"--attack autoattack alone, and run PGD/FGSM and --corruptions in one process")
-        _evaluate(args, attacks, eps, info.device, info.is_main)
+        _evaluate(args, attacks, info.device, info.is_main)
     finally:
         cleanup(info)
     return 0
 
 
-def _evaluate(args: argparse.Namespace, attacks: list[Any], eps: float, device: Any, is_main: bool) -> None:
+def _evaluate(args: argparse.Namespace, attacks: list[Any], device: Any, is_main: bool) -> None:
     """``cmd_evaluate`` after its checks: on ``device``; only the main process prints and writes."""
     import torch
 
@@ -63,8 +62,8 @@ def _evaluate(args: argparse.Namespace, attacks: list[Any], eps: float, device: 
     say = print if is_main else (lambda *_: None)
     seed_everything(args.seed)
     balanced = args.class_balanced and args.n is not None
-    data = load_dataset(args.data, args.split, n=None if balanced else args.n, device=device,
-                        **_data_options(args, args.checkpoint))
+    spec, resize_to = _data_spec(args, args.checkpoint)
+    data = load_dataset(spec, args.split, n=None if balanced else args.n, device=device, resize_to=resize_to)
     if balanced:
         data = balanced_subset(data, args.n)
     if isinstance(data, PackedDataset):
@@ -74,7 +73,7 @@ def _evaluate(args: argparse.Namespace, attacks: list[Any], eps: float, device: 
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     say(f"data: {len(data)} {args.split} images of {data.x.shape[-1]}x{data.x.shape[-2]} pixels, "
-        f"{data.num_classes} classes; threat model: {args.norm} eps {args.eps} ({eps:.4f}), "
+        f"{data.num_classes} classes; threat model: {args.norm} eps {format_value(args.eps)} ({args.eps:.4f}), "
         + ", ".join(_describe_attack(a) for a in attacks))
     result = evaluate_sharded(model, data, attacks, batch_size=args.batch_size, seed=args.seed,
                               channels_last=channels_last, progress=is_main)
@@ -101,7 +100,8 @@ def _evaluate(args: argparse.Namespace, attacks: list[Any], eps: float, device: 
     if args.leaderboard_json:
         from ..eval.leaderboard import leaderboard_record
 
-        atomic_write_json(leaderboard_record(result, dataset=args.data, architecture=args.arch, eps=args.eps,
+        atomic_write_json(leaderboard_record(result, dataset=args.data, architecture=args.arch,
+                                             eps=format_value(args.eps),
                                              split=args.split, provenance=record["provenance"]), args.leaderboard_json)
         say(f"wrote {args.leaderboard_json}")
 
@@ -109,10 +109,9 @@ def _evaluate(args: argparse.Namespace, attacks: list[Any], eps: float, device: 
 def cmd_mrc(args: argparse.Namespace) -> int:
     """Module robust criticality of every Conv2d/Linear module of a checkpoint: table, bar plot, JSON."""
     from .._io import check_writable
-    from ..attacks import parse_eps
     from ..data import load_dataset
     from ..eval import balanced_subset
-    from ..eval.mrc import mrc_examples, mrc_profile
+    from ..eval.mrc import examples_attack, mrc_examples, mrc_profile
     from ..methods.rift import save_mrc
     from ..runtime import provenance, resolve_device, seed_everything
 
@@ -122,18 +121,19 @@ def cmd_mrc(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     seed_everything(args.seed)
     balanced = args.class_balanced and args.n is not None
-    data = load_dataset(args.data, args.split, device=device, **_data_options(args, args.checkpoint))
+    spec, resize_to = _data_spec(args, args.checkpoint)
+    data = load_dataset(spec, args.split, device=device, resize_to=resize_to)
     if balanced:
         data = balanced_subset(data, args.n)
     model = _load_model(args, data.num_classes).to(device)
-    x_adv, y = mrc_examples(model, data, None if balanced else args.n, eps=parse_eps(args.attack_eps),
-                            steps=args.attack_steps, step_size=parse_eps(args.attack_step_size), seed=args.seed,
+    x_adv, y = mrc_examples(model, data, None if balanced else args.n, eps=args.attack_eps,
+                            steps=args.attack_steps, step_size=args.attack_step_size, seed=args.seed,
                             batch_size=args.batch_size)
     profile = mrc_profile(model, x_adv, y, modules=args.modules.split(",") if args.modules else None, eps=args.eps,
                           steps=args.steps, lr=args.lr, batch_size=args.batch_size, impl=args.impl,
                           minibatch=args.minibatch, seed=args.seed, log=print if args.verbose else None)
     profile.examples = {"data": args.data, "split": args.split, "n": len(y), "class_balanced": balanced,
-                        "attack": f"pgd{args.attack_steps} linf {args.attack_eps} step {args.attack_step_size}",
+                        "attack": examples_attack(args.attack_eps, args.attack_steps, args.attack_step_size),
                         "seed": args.seed}
     paths = save_mrc(profile, args.out_dir, extra={"checkpoint": args.checkpoint, "arch": args.arch,
                                                    "provenance": provenance(args.seed)})

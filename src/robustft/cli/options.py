@@ -1,12 +1,15 @@
 """The command line's shared pieces: argument types that fail in one line, the data / model / attack flag groups, and
-turning those flags into ``load_dataset`` options and a loaded model."""
+turning those flags into a ``DataSpec`` and a loaded model."""
 
 import argparse
 import math
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from ..errors import UserError, shown
+
+if TYPE_CHECKING:
+    from ..data import DataSpec
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,43 +69,53 @@ def _classes(text: str) -> list[int | str]:
     return [int(c) if c.strip().isdigit() else c.strip() for c in text.split(",")]
 
 
-def _limits(args: argparse.Namespace):
-    """The decoding limits the data flags set (the library's defaults for those not given)."""
-    from ..data import DecodeLimits
+def _eps(text: str) -> float:
+    """An argparse type: a budget as a number or a fraction (``8/255``), >= 0."""
+    from ..attacks import parse_eps
 
-    given = {k: getattr(args, k) for k in ("max_file_mb", "max_image_pixels", "max_array_mb", "max_classes")}
-    return DecodeLimits(**{k: v for k, v in given.items() if v is not None})
+    try:
+        return parse_eps(text)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _data_options(args: argparse.Namespace, checkpoint: str | None) -> dict[str, Any]:
-    """``load_dataset`` keywords from the data flags; where the flags give none, the image size and class subset of a
-    robustft export's card, or the input size a hub model directory's ``config.json`` states (said in one line each),
-    so the model sees what it was trained on."""
+# data flag (argparse dest) -> the DataSpec key it sets; a flag not given leaves the key at DataSpec's default
+_DATA_FLAGS = {"data": "name", "data_root": "root", **{k: k for k in (
+    "val_fraction", "test_fraction", "split_seed", "classes", "x_key", "y_key", "image_size", "max_file_mb",
+    "max_image_pixels", "max_array_mb", "max_classes")}}
+
+
+def _data_spec(args: argparse.Namespace, checkpoint: str | None) -> "tuple[DataSpec, tuple[int, int] | None]":
+    """The ``DataSpec`` the data flags set, and a (height, width) to resize to: where the flags give none, the image
+    size and class subset of a robustft export's card, or the input size a hub model directory's ``config.json``
+    states (said in one line each), so the model sees what it was trained on."""
     from ..card import card_inputs, read_card
+    from ..data import DataSpec
     from ..models import read_hub_config
 
+    given = {key: getattr(args, flag) for flag, key in _DATA_FLAGS.items() if getattr(args, flag) is not None}
     card = read_card(checkpoint) if checkpoint else None
     size, subset = card_inputs(card)
-    image_size, classes, storage_size = args.image_size, args.classes, None
-    if image_size is None and size is not None:
-        image_size = size[0] if size[0] == size[1] else size
-        storage_size = card["data"].get("storage_size")
-        stored = ("" if storage_size is None else
-                  f", centre crops of images resized to {storage_size} px on the shorter side")
+    resize_to = None
+    if "image_size" not in given and size is not None:
+        if size[0] == size[1]:
+            given.update(image_size=size[0], storage_size=card["data"].get("storage_size"))
+        else:
+            resize_to = tuple(size)
+        stored = ("" if given.get("storage_size") is None else
+                  f", centre crops of images resized to {given['storage_size']} px on the shorter side")
         print(f"image size {size[1]}x{size[0]}{stored}: the size the export was trained at, from its card "
               f"(--image-size N to change)")
-    elif image_size is None and checkpoint and (hub := read_hub_config(checkpoint)) and hub.input_size:
+    elif "image_size" not in given and checkpoint and (hub := read_hub_config(checkpoint)) and hub.input_size:
         _, height, width = hub.input_size
         if height != width:
             raise UserError(f"{checkpoint}/config.json states a {height}x{width} input; pass --image-size N (square)")
-        image_size = height
+        given["image_size"] = height
         print(f"image size {height} px, the input size stated in {Path(checkpoint) / 'config.json'}")
-    if classes is None and subset is not None:
-        classes = subset
+    if "classes" not in given and subset is not None:
+        given["classes"] = subset
         print(f"classes {', '.join(subset)}: the export's class subset, from its card (--classes to change)")
-    return dict(root=args.data_root, val_fraction=args.val_fraction, split_seed=args.split_seed, image_size=image_size,
-                limits=_limits(args), x_key=args.x_key, y_key=args.y_key, classes=classes,
-                test_fraction=args.test_fraction, storage_size=storage_size)
+    return DataSpec(**given), resize_to
 
 
 def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
@@ -115,10 +128,12 @@ def _add_data_args(p: argparse.ArgumentParser, split: str) -> None:
     p.add_argument("--n", type=_count, default=None, help="deterministic subset: indices round(i*len/n), i < n")
     p.add_argument("--class-balanced", action="store_true",
                    help="with --n: the first n/C images of every class instead (e.g. for AutoAttack on a budget)")
-    p.add_argument("--val-fraction", type=float, default=0.1, help="fraction of train carved out as validation")
+    p.add_argument("--val-fraction", type=float, default=None,
+                   help="fraction of train carved out as validation (default: as data.val_fraction)")
     p.add_argument("--test-fraction", type=_fraction, default=None,
                    help="carve a class-stratified test split of this fraction from train (as data.test_fraction)")
-    p.add_argument("--split-seed", type=_seed, default=0, help="seed of the stratified train/val (and test) splits")
+    p.add_argument("--split-seed", type=_seed, default=None,
+                   help="seed of the stratified train/val (and test) splits (default: as data.split_seed)")
     p.add_argument("--classes", type=_classes, default=None,
                    help="comma list of class indices or names to keep, relabelled 0..k-1 in this order (default: all, "
                         "or a robustft export's class subset from its card)")
@@ -193,10 +208,11 @@ def _load_model(args: argparse.Namespace, data_classes: int):
 def _add_attack_args(p: argparse.ArgumentParser) -> None:
     """Threat-model flags."""
     p.add_argument("--attack", action="append", default=None, help="pgd | fgsm | autoattack (repeatable; default pgd)")
-    p.add_argument("--eps", default="8/255", help="perturbation budget in [0,1] pixel units, e.g. 8/255")
+    p.add_argument("--eps", type=_eps, default="8/255", help="perturbation budget in [0,1] pixel units, e.g. 8/255")
     p.add_argument("--norm", default="linf", choices=["linf", "l2"])
     p.add_argument("--steps", type=_count, default=20, help="PGD steps")
-    p.add_argument("--step-size", default=None, help="PGD step (default max(2.5*eps/steps, eps/4))")
+    p.add_argument("--step-size", type=_eps, default=None, help="PGD step, e.g. 2/255 (default max(2.5*eps/steps, "
+                   "eps/4))")
     p.add_argument("--restarts", type=_count, default=1, help="PGD restarts (per-sample worst case kept)")
     p.add_argument("--aa-version", default="standard", help="AutoAttack version: standard | plus | rand | custom")
     p.add_argument("--aa-attacks", default=None, help="comma list for --aa-version custom, e.g. apgd-ce,apgd-t")

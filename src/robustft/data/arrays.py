@@ -227,8 +227,8 @@ def _group_key(files: list[_NpzFile], given: str | None) -> str | None:
     return next((k for k in GROUP_KEYS if all(k in f.members for f in files)), None)
 
 
-def npz_source(path: Path, limits: DecodeLimits = DecodeLimits(), x_key: str | None = None,
-               y_key: str | None = None, group_key: str | None = None) -> Source:
+def npz_source(path: Path, limits: DecodeLimits, x_key: str | None, y_key: str | None,
+               group_key: str | None) -> Source:
     """One ``.npz`` file, or every ``train*``/``val*``/``test*`` ``.npz`` in a directory, split by file name; a single
     file whose name announces no split is the training data (carve a test split from it with ``test_fraction``).
     The training files' group ids (``group_key``, see the module docstring) make every carve-out from train

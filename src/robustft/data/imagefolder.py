@@ -292,8 +292,8 @@ def _check_packed(files: list[tuple[str, int]], storage_size: int, value: dict) 
 
 
 def decoded_split(tree: _Tree, files: list[tuple[str, int]], key: tuple, image_size: int | None,
-                  limits: DecodeLimits, cache: bool, storage_size: int | None = None, storage: str = "memory",
-                  memory_budget_mb: float = float("inf")) -> Arrays:
+                  limits: DecodeLimits, cache: bool, storage_size: int | None, storage: str,
+                  memory_budget_mb: float) -> Arrays:
     """``files`` of ``tree`` decoded (or from the cache, under ``key`` + the sizes): (uint8 N×3×H×W, labels), or
     with ``storage_size`` (:class:`PackedImages` or, as ``storage`` says, :class:`DiskImages`, labels)."""
     if storage_size is None:
@@ -308,9 +308,8 @@ def decoded_split(tree: _Tree, files: list[tuple[str, int]], key: tuple, image_s
     return PackedImages(data["pixels"], data["offsets"], data["sizes"]), data["y"]
 
 
-def image_folder(path: Path, image_size: int | None = None, cache: bool = True,
-                 limits: DecodeLimits = DecodeLimits(), storage_size: int | None = None, storage: str = "memory",
-                 memory_budget_mb: float = float("inf")) -> Source:
+def image_folder(path: Path, *, image_size: int | None, cache: bool, limits: DecodeLimits, storage_size: int | None,
+                 storage: str, memory_budget_mb: float) -> Source:
     """An image folder (directory or ``.zip``); a cache hit reads the listing (a zip's central directory) only.
 
     ``limits`` apply whenever images are decoded, i.e. on a cache miss: any new or changed file misses the cache.

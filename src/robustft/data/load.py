@@ -1,7 +1,7 @@
 """``load_dataset``: one way to name a dataset (``cifar10``, a folder, a zip, an npz) and get a split of it."""
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +12,12 @@ from .arrays import npz_source
 from .catalog import CATALOG, CORRUPTIONS, Options
 from .dataset import ArrayDataset
 from .imagefolder import image_folder
-from .limits import MB, DecodeLimits
+from .limits import MB
 from .packed import PackedDataset, PackedImages
 from .store import DiskImages
 from .paths import default_data_root
 from .source import Arrays, Source
+from .spec import DataSpec, data_spec
 from .splits import SPLITS, subset_indices
 from .transforms import resize
 
@@ -51,56 +52,53 @@ def _detect(path: Path) -> str:
                     f"an .npz file or directory, or prefix the path with imagefolder: or npz:")
 
 
-def open_source(spec: str | os.PathLike, *, root: str | Path | None = None, image_size: int | None = None,
-                cache: bool = True, download: bool = True, limits: DecodeLimits | None = None,
-                x_key: str | None = None, y_key: str | None = None, classes: Sequence[int | str] | None = None,
-                test_fraction: float | None = None, split_seed: int = 0, storage_size: int | None = None,
-                storage: str = "memory", memory_budget_mb: float | None = None, group_key: str | None = None) -> Source:
-    """Resolve ``spec`` (a named dataset, a path, or ``imagefolder:``/``npz:`` + path) to its :class:`Source`.
+def open_source(spec: DataSpec | str | os.PathLike, *, cache: bool = True, download: bool = True,
+                **options: Any) -> Source:
+    """Resolve ``spec`` (a :class:`DataSpec`, or a named dataset, a path, or ``imagefolder:``/``npz:`` + path, with
+    ``options`` its DataSpec keys) to its :class:`Source`.
 
-    ``limits`` (None: the defaults) bound what image folders and npz files may decode to; ``x_key`` / ``y_key``
-    name an npz file's arrays, ``group_key`` its per-sample group ids (see ``npz_source``); ``classes`` keeps
-    those classes only (``Source.select``), then ``test_fraction``
-    carves a test split from train with ``split_seed`` (``Source.carve_test``). ``storage_size`` keeps image folders'
-    aspect ratios (shorter side resized to it) and packs them, held as ``storage`` says (``memory``, ``disk`` or
-    ``auto``: memory when a split's pixels fit ``memory_budget_mb``, default half the machine's memory; see
-    ``image_folder``).
+    The spec's limits bound what image folders and npz files may decode to; ``x_key`` / ``y_key`` name an npz file's
+    arrays, ``group_key`` its per-sample group ids (see ``npz_source``); ``classes`` keeps those classes only
+    (``Source.select``), then ``test_fraction`` carves a test split from train with ``split_seed``
+    (``Source.carve_test``). ``storage_size`` keeps image folders' aspect ratios (shorter side resized to it) and packs
+    them, held as ``storage`` says (``memory``, ``disk`` or ``auto``: memory when a split's pixels fit
+    ``memory_budget_mb``, default half the machine's memory; see ``image_folder``). ``cache`` keeps decoded image
+    folders on disk; ``download`` fetches a named dataset that is missing from the data root.
     """
-    budget = default_memory_budget_mb() if memory_budget_mb is None else memory_budget_mb
-    source = _open(os.fspath(spec), root, image_size, cache, download, limits or DecodeLimits(), x_key, y_key,
-                   storage_size, storage, budget, group_key)
-    if classes is not None:
-        source = source.select(classes)
-    return source if test_fraction is None else source.carve_test(test_fraction, split_seed)
+    spec = data_spec(spec, **options)
+    source = _open(spec, cache, download)
+    if spec.classes is not None:
+        source = source.select(spec.classes)
+    return source if spec.test_fraction is None else source.carve_test(spec.test_fraction, spec.split_seed)
 
 
-def _open(spec: str, root: str | Path | None, image_size: int | None, cache: bool, download: bool,
-          limits: DecodeLimits, x_key: str | None, y_key: str | None, storage_size: int | None, storage: str,
-          memory_budget_mb: float, group_key: str | None = None) -> Source:
+def _open(spec: DataSpec, cache: bool, download: bool) -> Source:
     """The source ``spec`` names, as stored."""
-    named = spec.lower() in NAMED_DATASETS
-    if spec.lower() in CORRUPTIONS:
-        raise UserError(f"{spec} is a corruption benchmark (test images per corruption and severity): evaluate on it "
-                        f"with `robustft evaluate --corruptions all --corruption-dir {spec.lower()}` and the clean "
+    name, limits = spec.name, spec.limits()
+    budget = default_memory_budget_mb() if spec.memory_budget_mb is None else spec.memory_budget_mb
+    named = name.lower() in NAMED_DATASETS
+    if name.lower() in CORRUPTIONS:
+        raise UserError(f"{name} is a corruption benchmark (test images per corruption and severity): evaluate on it "
+                        f"with `robustft evaluate --corruptions all --corruption-dir {name.lower()}` and the clean "
                         f"dataset as --data")
-    kind, sep, rest = spec.partition(":")
+    kind, sep, rest = name.partition(":")
     explicit = bool(sep) and kind in KINDS
-    path = Path(rest if explicit else spec).expanduser()
+    path = Path(rest if explicit else name).expanduser()
     if not named and not path.exists():
-        raise UserError(f"dataset {spec!r} is not one of {', '.join(NAMED_DATASETS)} and {path} does not exist; "
+        raise UserError(f"dataset {name!r} is not one of {', '.join(NAMED_DATASETS)} and {path} does not exist; "
                         f"pass a dataset name or the path of an image folder, .zip or .npz")
     kind = "named" if named else kind if explicit else _detect(path)
-    if kind != "npz" and (x_key is not None or y_key is not None or group_key is not None):
+    if kind != "npz" and (spec.x_key is not None or spec.y_key is not None or spec.group_key is not None):
         raise UserError(f"data.x_key / data.y_key / data.group_key (--x-key / --y-key) name the arrays of .npz data, "
-                        f"but {spec} is not .npz; remove them")
+                        f"but {name} is not .npz; remove them")
     if named:
-        options = Options(_named_root(root), download, image_size, cache, limits, storage_size, storage,
-                          memory_budget_mb)
-        return NAMED_DATASETS[spec.lower()].open(options)
+        options = Options(_named_root(spec.root), download, spec.image_size, cache, limits, spec.storage_size,
+                          spec.storage, budget)
+        return NAMED_DATASETS[name.lower()].open(options)
     if kind == "npz":
-        return npz_source(path, limits, x_key, y_key, group_key)
-    return image_folder(path, image_size=image_size, cache=cache, limits=limits, storage_size=storage_size,
-                        storage=storage, memory_budget_mb=memory_budget_mb)
+        return npz_source(path, limits, spec.x_key, spec.y_key, spec.group_key)
+    return image_folder(path, image_size=spec.image_size, cache=cache, limits=limits, storage_size=spec.storage_size,
+                        storage=spec.storage, memory_budget_mb=budget)
 
 
 def _split(source: Source, split: str, val_fraction: float, split_seed: int) -> Arrays:
@@ -119,67 +117,64 @@ def _split(source: Source, split: str, val_fraction: float, split_seed: int) -> 
     return x[idx], y[idx]
 
 
-def load_dataset(spec: str | os.PathLike, split: str = "test", *, n: int | None = None,
+def load_dataset(spec: DataSpec | str | os.PathLike, split: str = "test", *, n: int | None = None,
                  **options: Any) -> ArrayDataset | PackedDataset:
     """Load one split of a dataset into memory as uint8 images and int64 labels on ``device``.
 
-    ``spec``: a named dataset (``robustft datasets``: cifar10, caltech256, imagenet, ...; under ``root``, else
+    ``spec``: a :class:`DataSpec` (a run's ``data`` section), or what its ``name`` holds with ``options`` setting its
+    other keys (``val_fraction=0.2``, ``root=...``, ``image_size=32``, ...; the rest keep DataSpec's defaults): a named
+    dataset (``robustft datasets``: cifar10, caltech256, imagenet, ...; under ``root``, else
     ``default_data_root()``), or a path: an
     image-folder directory or ``.zip`` (``<split>/<class>/<image>``), an ``.npz`` file, or a directory of them.
     ``split``: ``test`` (the source's own, or with ``test_fraction`` a class-stratified fraction of its training
     data drawn with ``split_seed``, which every other split then excludes); ``train_full`` (all training data);
     ``val`` (the source's own val split, else a class-stratified ``val_fraction`` of train drawn with
     ``split_seed``); ``train`` (``train_full`` minus that carve-out, or all of it when the source has its own val).
-    ``n`` keeps ``n`` evenly spaced samples of the split in canonical order. The keyword ``options`` are
-    :func:`load_splits`'s.
+    ``n`` keeps ``n`` evenly spaced samples of the split in canonical order. ``device``, ``cache``, ``download`` and
+    ``resize_to`` are :func:`load_splits`'s.
     """
     return load_splits(spec, {split: n}, **options)[split]
 
 
-def load_splits(spec: str | os.PathLike, splits: Mapping[str, int | None], *, root: str | Path | None = None,
-                val_fraction: float = 0.1, split_seed: int = 0, image_size: int | tuple[int, int] | None = None,
-                cache: bool = True, download: bool = True, device: torch.device | str = "cpu",
-                limits: DecodeLimits | None = None, x_key: str | None = None, y_key: str | None = None,
-                classes: Sequence[int | str] | None = None, test_fraction: float | None = None,
-                storage_size: int | None = None, storage: str = "memory", memory_budget_mb: float | None = None,
-                group_key: str | None = None) -> dict[str, ArrayDataset | PackedDataset]:
+def load_splits(spec: DataSpec | str | os.PathLike, splits: Mapping[str, int | None], *,
+                device: torch.device | str = "cpu", cache: bool = True, download: bool = True,
+                resize_to: tuple[int, int] | None = None, **options: Any) -> dict[str, ArrayDataset | PackedDataset]:
     """Several splits (name -> subset ``n`` or None, see :func:`load_dataset`) from one opening of the source, so
     the training data is decoded (or read from the cache) once for ``train`` and its ``val`` carve-out.
 
     ``classes`` (indices or names) keeps only those classes, relabelled 0..k-1 in that order, before any split is
-    carved. ``image_size`` resizes every image to a square of that side, or to (height, width) (image folders at
-    decode time with PIL when square, arrays with :func:`resize`). With ``storage_size``, image folders keep their
+    carved. ``image_size`` resizes every image to a square of that side (image folders at decode time with PIL,
+    arrays with :func:`resize`); ``resize_to`` (height, width) resizes the loaded arrays instead (a non-square size).
+    With ``storage_size``, image folders keep their
     aspect ratio instead (shorter side resized to ``storage_size``; arrays stay as they are) and each split is a
     :class:`PackedDataset` served through ``image_size`` crops: the centre crop for evaluation, a random view for
     training (see ``views``), its pixels held in memory or read from a store on disk as ``storage`` says
-    (``memory``, ``disk``, or ``auto``: memory when they fit ``memory_budget_mb``; see ``image_folder``). ``cache`` keeps decoded image folders on disk; ``download`` fetches a named dataset
-    that is missing from the data root. ``limits`` (None: the defaults) are the file-size, pixel-count and
+    (``memory``, ``disk``, or ``auto``: memory when they fit ``memory_budget_mb``; see ``image_folder``). ``cache``
+    keeps decoded image folders on disk; ``download`` fetches a named dataset
+    that is missing from the data root. The limits (``max_file_mb``, ...) are the file-size, pixel-count and
     array-size limits checked before image folders and npz files are decoded; ``x_key`` / ``y_key`` name the
     arrays of npz files (default ``x``/``y``, else the one array of each kind), ``group_key`` their group ids
     (default: a ``groups``/``group``/``tracks``/``track`` array when present), by which ``val`` is carved
     (``group_split``: no group in both train and val).
     """
+    spec = data_spec(spec, **options)
     unknown = [split for split in splits if split not in SPLITS]
     if unknown:
         raise UserError(f"unknown split {unknown[0]!r}; use one of {', '.join(SPLITS)}")
-    if storage_size is not None and not (isinstance(image_size, int) and image_size <= storage_size):
-        raise UserError(f"data.storage_size={storage_size} stores images at their aspect ratio for square crops of "
-                        f"data.image_size, which must be set and at most {storage_size}, got {image_size}")
-    source = open_source(spec, root=root, image_size=image_size if isinstance(image_size, int) else None,
-                         cache=cache, download=download, limits=limits, x_key=x_key, y_key=y_key, classes=classes,
-                         test_fraction=test_fraction, split_seed=split_seed, storage_size=storage_size,
-                         storage=storage, memory_budget_mb=memory_budget_mb, group_key=group_key)
+    if resize_to is not None and (spec.image_size is not None or spec.storage_size is not None):
+        raise UserError(f"resize_to {resize_to} replaces data.image_size / data.storage_size; give one of them")
+    source = open_source(spec, cache=cache, download=download)
     out: dict[str, ArrayDataset | PackedDataset] = {}
     for split, n in splits.items():
-        x, y = _split(source, split, val_fraction, split_seed)
+        x, y = _split(source, split, spec.val_fraction, spec.split_seed)
         if n is not None:
             idx = subset_indices(len(y), n)
             x, y = x[idx], y[idx]
-        if storage_size is not None:
+        if spec.storage_size is not None:
             images = x if isinstance(x, PackedImages | DiskImages) else PackedImages.from_arrays(x)
-            out[split] = PackedDataset(images, y, source.classes, source.name, image_size).to(device)
+            out[split] = PackedDataset(images, y, source.classes, source.name, spec.image_size).to(device)
             continue
-        if image_size is not None:
-            x = resize(x, image_size)
+        if spec.image_size is not None or resize_to is not None:
+            x = resize(x, resize_to or spec.image_size)
         out[split] = ArrayDataset(x.contiguous(), y, source.classes, source.name).to(device)
     return out

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .._yaml import load_yaml, read_yaml
-from ..attacks import ATTACK_NAMES, NORMS, check_budget, parse_eps
-from ..data import DecodeLimits
+from ..attacks import ATTACK_NAMES, NORMS, check_budget
+from ..data import DataSpec
 from ..errors import UserError, shown, warn
 from ..methods.base import method_config
 from ..models.normalization import resolve_normalization
@@ -19,70 +19,30 @@ from .optim import OptimConfig
 from .tracking import TRACKERS, check_trackers
 
 __all__ = ["RunConfig", "DataConfig", "ModelConfig", "AttackConfig", "EvalConfig", "TrainConfig",
-           "load_config", "apply_overrides", "set_keys", "with_keys", "keyword_overrides", "to_dict", "from_dict",
-           "describe_config"]
+           "load_config", "apply_overrides", "parse_overrides", "set_keys", "with_keys", "keyword_overrides", "to_dict",
+           "from_dict", "describe_config"]
 
 
 @dataclass
-class DataConfig:
-    """Downstream data: which dataset, how it is split, subset and augmented."""
+class DataConfig(DataSpec):
+    """Downstream data: which dataset (``DataSpec``'s keys), how each split is subset, augmented and batched."""
 
-    name: str = field(default="", metadata={"help": "dataset spec (cifar10, a .zip/.npz path, ...)"})
-    root: str | None = field(default=None, metadata={"help": "data root for named datasets"})
     train_n: int | None = field(default=None, metadata={"help": "deterministic subset of the train split", "ge": 1})
-    val_fraction: float = field(default=0.1, metadata={"help": "fraction of train carved out for validation",
-                                                       "gt": 0, "lt": 1})
     val_n: int | None = field(default=None, metadata={"help": "subset of the validation split used per epoch", "ge": 1})
     test_n: int | None = field(default=None, metadata={"help": "subset of the test split evaluated at the end",
                                                        "ge": 1})
-    test_fraction: float | None = field(default=None, metadata={
-        "help": "carve a class-stratified test split of this fraction from the training data (seeded by split_seed, "
-                "disjoint from train and val) when the data has no test split", "gt": 0, "lt": 1})
-    split_seed: int = field(default=0, metadata={"help": "seed of the stratified train/val (and test_fraction) splits",
-                                                 "ge": 0, "le": 2**32 - 1})
-    classes: list[int | str] | None = field(default=None, metadata={
-        "help": "keep only these classes (indices or names), relabelled 0..k-1 in this order; recorded in the card"})
-    x_key: str | None = field(default=None, metadata={
-        "help": ".npz images array (default: x, else the file's only uint8 N×H×W(×C) array)"})
-    y_key: str | None = field(default=None, metadata={
-        "help": ".npz labels array (default: y, else the file's only 1-D integer array of that length)"})
-    group_key: str | None = field(default=None, metadata={
-        "help": ".npz per-sample group ids (default: a groups/group/tracks/track array when present): validation is "
-                "carved by group, one class's group (e.g. a GTSRB track) never in both train and val"})
-    image_size: int | None = field(default=None, metadata={
-        "help": "resize every image to this square size (default: as stored); the card records the size trained at, "
-                "which evaluate of the export uses unless --image-size", "ge": 1})
     augment: Literal["crop_flip", "flip", "none", "random_resized_crop", "random_crop"] = field(
         default="crop_flip", metadata={
             "help": "training augmentation: random crop (zero-padded) + horizontal flip, flip only, or none; with "
                     "data.storage_size: random_resized_crop (crop_scale, crop_ratio) or random_crop of data.image_size "
                     "+ flip, flip (of the centre crop) or none (evaluation always sees the centre crop)"})
     crop_padding: int = field(default=4, metadata={"help": "zero padding of the random crop", "ge": 0})
-    storage_size: int | None = field(default=None, metadata={
-        "help": "keep image folders' aspect ratio, the shorter side resized to this (256 for 224-px crops, as "
-                "Resize(256)), and train and evaluate on data.image_size crops of them (null: resize every image "
-                "to a data.image_size square)", "ge": 1})
-    storage: Literal["memory", "disk", "auto"] = field(default="memory", metadata={
-        "help": "with data.storage_size: hold the decoded images in memory, or decode them once into a store on disk "
-                "(under the cache directory) and read each batch from it, ahead of its use; auto: memory when a "
-                "split fits data.memory_budget_mb"})
-    memory_budget_mb: float | None = field(default=None, metadata={
-        "help": "data.storage=auto: the most decoded pixels held in memory per split (null: half the machine's "
-                "memory)", "gt": 0})
     crop_scale: list[float] = field(default_factory=lambda: [0.08, 1.0], metadata={
         "help": "random_resized_crop: range of the crop's area as a fraction of the image's"})
     crop_ratio: list[float] = field(default_factory=lambda: [3 / 4, 4 / 3], metadata={
         "help": "random_resized_crop: range of the crop's aspect ratio (width / height)"})
     batch_size: int = field(default=128, metadata={"help": "training batch size (global, over all ranks)", "ge": 1})
     eval_batch_size: int = field(default=256, metadata={"help": "evaluation batch size", "ge": 1})
-    max_file_mb: float = field(default=DecodeLimits.max_file_mb, metadata={
-        "help": "largest image file read (a zip member's size is checked before reading)", "gt": 0})
-    max_image_pixels: int = field(default=DecodeLimits.max_image_pixels, metadata={
-        "help": "largest image (width x height from its header) decoded", "ge": 1})
-    max_array_mb: float = field(default=DecodeLimits.max_array_mb, metadata={
-        "help": "largest .npz array read (decompressed size, checked before reading)", "gt": 0})
-    max_classes: int = field(default=DecodeLimits.max_classes, metadata={
-        "help": "most classes (class directories, or the largest .npz label + 1) accepted", "ge": 1})
 
     def __post_init__(self) -> None:
         for key in ("crop_scale", "crop_ratio"):
@@ -93,28 +53,10 @@ class DataConfig:
         if self.storage_size is None and self.augment in ("random_resized_crop", "random_crop"):
             raise UserError(f"data.augment={self.augment} crops images kept at their aspect ratio: set "
                             f"data.storage_size (e.g. 256) and data.image_size (e.g. 224)")
-        if self.storage_size is None and self.storage != "memory":
-            raise UserError(f"data.storage={self.storage} stores image folders kept at their aspect ratio: set "
-                            f"data.storage_size (e.g. 256) and data.image_size (e.g. 224)")
         if self.storage_size is not None and self.augment == "crop_flip":
             raise UserError("data.augment=crop_flip pads and crops same-size images; with data.storage_size use "
                             "random_resized_crop or random_crop")
-        if self.storage_size is not None and (self.image_size is None or self.image_size > self.storage_size):
-            raise UserError(f"data.storage_size={self.storage_size} needs data.image_size (the side of the crops) "
-                            f"at most {self.storage_size}, got {self.image_size}")
-
-    def limits(self) -> DecodeLimits:
-        """The decoding limits these keys set."""
-        return DecodeLimits(max_file_mb=self.max_file_mb, max_image_pixels=self.max_image_pixels,
-                            max_array_mb=self.max_array_mb, max_classes=self.max_classes)
-
-    def source_options(self) -> dict[str, Any]:
-        """The ``load_dataset`` / ``open_source`` keyword arguments these keys set, but the split's own (its subset
-        and ``val_fraction``)."""
-        return dict(root=self.root, image_size=self.image_size, limits=self.limits(), x_key=self.x_key,
-                    y_key=self.y_key, classes=self.classes, test_fraction=self.test_fraction,
-                    split_seed=self.split_seed, storage_size=self.storage_size, storage=self.storage,
-                    memory_budget_mb=self.memory_budget_mb, group_key=self.group_key)
+        super().__post_init__()
 
 
 @dataclass
@@ -148,18 +90,18 @@ class ModelConfig:
 class AttackConfig:
     """Training threat model (validation uses the same ε/norm)."""
 
-    eps: str = field(default="8/255", metadata={"help": "budget in [0,1] pixel units"})
+    eps: float = field(default=8 / 255, metadata={
+        "help": "budget in [0,1] pixel units: a number or a fraction (8/255), stored as the number", "ge": 0})
     norm: Literal[NORMS] = field(default="linf", metadata={"help": "norm of the perturbation budget"})
     steps: int = field(default=10, metadata={"help": "PGD steps during training", "ge": 1})
-    step_size: str | None = field(default=None, metadata={"help": "PGD step (default max(2.5 eps/steps, eps/4))"})
+    step_size: float | None = field(default=None, metadata={
+        "help": "PGD step, a number or a fraction (default max(2.5 eps/steps, eps/4))", "gt": 0})
 
     def __post_init__(self) -> None:
         try:
-            check_budget(parse_eps(self.eps), self.norm)
+            check_budget(self.eps, self.norm)
         except UserError as e:
             raise UserError(f"attack.eps / attack.norm: {e}") from None
-        if self.step_size is not None and parse_eps(self.step_size) <= 0:
-            raise UserError(f"attack.step_size must be > 0, got {shown(self.step_size)}")
 
 
 @dataclass
@@ -313,14 +255,21 @@ def keyword_overrides(values: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b=value`` strings (values parsed as YAML) to a nested dict; returns the updated dict."""
-    for item in overrides:
-        key, sep, raw = item.partition("=")
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``a.b=value`` strings (``--set``'s) as dotted keys with their values parsed as YAML (``null`` is None)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=") if isinstance(item, str) else ("", "", "")
         if not sep or not key:
             raise UserError(f"override {shown(item)} must look like section.key=value (e.g. optim.lr=0.01)")
-        value = load_yaml(raw, f"cannot parse the value of override {shown(item)}") if raw else None
-        set_keys(data, {key: value})
+        out[key] = load_yaml(raw, f"cannot parse the value of override {shown(item)}") if raw else None
+    return out
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` strings (values parsed as YAML) to a nested dict; returns the updated dict."""
+    for item in overrides:  # one at a time: a later key may set inside an earlier one's value
+        set_keys(data, parse_overrides([item]))
     return data
 
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from .._io import atomic_write, atomic_write_json, check_writable, locked, remove_stale_temporaries
 from .._yaml import read_yaml
-from ..attacks import PGD, create_attack, parse_eps
+from ..attacks import PGD, create_attack
 from ..card import load_exported_model, read_card, write_card
 from ..data import ArrayDataset, PackedDataset, load_splits, open_source
 from ..data.dataset import check_training_classes
@@ -24,6 +24,7 @@ from ..layout import RunLayout, resolve_weights
 from ..methods import Method, RunContext, Stage, check_structure, create_method
 from ..models import ImageClassifier, create_model, load_checkpoint, load_classifier, read_state_dict, save_state_dict
 from ..runtime import provenance, seed_everything
+from ..schema import format_value
 from .config import RunConfig, from_dict, to_dict, with_keys
 from .distributed import DistInfo, all_reduce_sum, barrier, cleanup, init_distributed
 from .optim import resolve_lr
@@ -130,13 +131,12 @@ def load_run_model(run_dir: str | Path, source: nn.Module | None = None) -> nn.M
 def _load(cfg: RunConfig, splits: dict[str, int | None], device: torch.device
           ) -> dict[str, ArrayDataset | PackedDataset]:
     """Splits (name -> subset size) of the configured dataset on ``device``, from one decode of the data."""
-    return load_splits(cfg.data.name, splits, val_fraction=cfg.data.val_fraction, device=device,
-                       **cfg.data.source_options())
+    return load_splits(cfg.data, splits, device=device)
 
 
 def _check_test_split(cfg: RunConfig) -> None:
     """Fail before training, not after it, when the data has no test split (it is read only at the end)."""
-    source = open_source(cfg.data.name, **cfg.data.source_options())
+    source = open_source(cfg.data)
     if "test" not in source.loaders:
         raise UserError(f"{cfg.data.name} has no test split (it has {', '.join(sorted(source.loaders))}); add one "
                         f"(test/<class>/... or test*.npz) or carve one from the training data with "
@@ -262,7 +262,7 @@ def _prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo
 
 def _describe_threat(cfg: RunConfig, eps: float, attack: PGD) -> str:
     """One line naming the threat model of training, validation and test."""
-    return (f"threat model: {cfg.attack.norm} eps {cfg.attack.eps} ({eps:.4f}); train PGD-{attack.steps} step "
+    return (f"threat model: {cfg.attack.norm} eps {format_value(eps)} ({eps:.4f}); train PGD-{attack.steps} step "
             f"{attack.step_size:.4f}, val PGD-{cfg.eval.val_steps}, test {', '.join(cfg.eval.test_attacks)} "
             f"(PGD-{cfg.eval.test_steps})")
 
@@ -293,9 +293,9 @@ def _run(cfg: RunConfig, run_dir: Path, resume: bool, info: DistInfo, log: Calla
         warn(f"the validation split has only {len(val)} images: accuracies on it vary by about "
              f"±{50 / len(val) ** 0.5:.1f} points (one standard error) from sampling alone, so epoch selection is "
              f"mostly noise; raise data.val_fraction or data.val_n")
-    eps = parse_eps(cfg.attack.eps)
-    attack = PGD(eps=eps, norm=cfg.attack.norm, steps=cfg.attack.steps,
-                 step_size=parse_eps(cfg.attack.step_size) if cfg.attack.step_size else None, name="pgd_train")
+    eps = cfg.attack.eps
+    attack = PGD(eps=eps, norm=cfg.attack.norm, steps=cfg.attack.steps, step_size=cfg.attack.step_size,
+                 name="pgd_train")
     method = create_method(cfg.method, attack, **cfg.method_args)
     model = build_source_model(cfg, train.num_classes, trains_head=method.trains_head, log=log, source=source)
     model = model.to(device)

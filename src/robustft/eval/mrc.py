@@ -32,15 +32,16 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from ..attacks import PGD, eval_mode, parse_eps
+from ..attacks import PGD, eval_mode
 from ..data import ArrayDataset, iterate_batches, num_batches, subset_indices
 from ..errors import UserError
 from ..mrc_config import IMPLEMENTATIONS, MRC_DEFAULTS, MRCConfig
 from ..progress import track
+from ..schema import format_value
 from .mrc_graph import NoSplit, Split, trace
 
-__all__ = ["MRCProfile", "ModuleMRC", "mrc_profile", "mrc_scores", "mrc_examples", "candidate_modules",
-           "project_relative", "IMPLEMENTATIONS", "MRCConfig", "MRC_DEFAULTS"]
+__all__ = ["MRCProfile", "ModuleMRC", "mrc_profile", "mrc_scores", "mrc_examples", "examples_attack",
+           "candidate_modules", "project_relative", "IMPLEMENTATIONS", "MRCConfig", "MRC_DEFAULTS"]
 
 WEIGHT_TYPES = (nn.Conv2d, nn.Linear)
 
@@ -138,9 +139,14 @@ def candidate_modules(model: nn.Module, example: torch.Tensor) -> list[str]:
     return list(dict.fromkeys(called))
 
 
+def examples_attack(eps: float, steps: int, step_size: float) -> str:
+    """How MRC examples are made, as a record states it: ``pgd10 linf 8/255 step 2/255``."""
+    return f"pgd{steps} linf {format_value(eps)} step {format_value(step_size)}"
+
+
 def mrc_examples(model: nn.Module, data: ArrayDataset, n: int | None = MRC_DEFAULTS.n, *,
-                 eps: float = parse_eps(MRC_DEFAULTS.attack_eps), steps: int = MRC_DEFAULTS.attack_steps,
-                 step_size: float = parse_eps(MRC_DEFAULTS.attack_step_size), seed: int = 0,
+                 eps: float = MRC_DEFAULTS.attack_eps, steps: int = MRC_DEFAULTS.attack_steps,
+                 step_size: float = MRC_DEFAULTS.attack_step_size, seed: int = 0,
                  batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
     """The fixed adversarial examples MRC is measured on: PGD (L∞, random start; default PGD-10 ε 8/255 step 2/255)
     against ``model`` on ``n`` evenly spaced samples of ``data`` — pass a *training* split, never test."""

@@ -20,10 +20,18 @@ import torch
 from torch import nn
 
 from .._io import atomic_write, atomic_write_json
-from ..attacks import PGD, parse_eps
+from ..attacks import PGD
 from ..errors import UserError
 from ..eval import evaluate
-from ..eval.mrc import IMPLEMENTATIONS, MRC_DEFAULTS, WEIGHT_TYPES, MRCProfile, mrc_examples, mrc_profile
+from ..eval.mrc import (
+    IMPLEMENTATIONS,
+    MRC_DEFAULTS,
+    WEIGHT_TYPES,
+    MRCProfile,
+    examples_attack,
+    mrc_examples,
+    mrc_profile,
+)
 from .base import Method, MethodConfig, Objective, RunContext, register_method
 from .partial import freeze_idle_norm_stats
 
@@ -68,11 +76,12 @@ class RiftConfig(MethodConfig):
         "help": "examples per MRC forward (memory only)", "ge": 1})
     mrc_impl: Literal[IMPLEMENTATIONS] = field(default=MRC_DEFAULTS.impl, metadata={
         "help": "fast: only the module's downstream subgraph runs; reference: whole-model passes"})
-    mrc_attack_eps: str = field(default=MRC_DEFAULTS.attack_eps, metadata={"help": "L∞ budget of the MRC examples"})
+    mrc_attack_eps: float = field(default=MRC_DEFAULTS.attack_eps, metadata={
+        "help": "L∞ budget of the MRC examples (a number or a fraction)", "ge": 0})
     mrc_attack_steps: int = field(default=MRC_DEFAULTS.attack_steps, metadata={
         "help": "PGD steps of the MRC examples", "ge": 1})
-    mrc_attack_step_size: str = field(default=MRC_DEFAULTS.attack_step_size, metadata={
-        "help": "PGD step of the MRC examples"})
+    mrc_attack_step_size: float = field(default=MRC_DEFAULTS.attack_step_size, metadata={
+        "help": "PGD step of the MRC examples (a number or a fraction)", "gt": 0})
 
     def __post_init__(self) -> None:
         if not self.alphas:
@@ -193,14 +202,14 @@ class Rift(Method):
         if self.module is None:
             ctx.log(f"rift: MRC of every Conv2d/Linear module on {min(c.mrc_n, len(ctx.train))} PGD-"
                     f"{c.mrc_attack_steps} training examples ({c.mrc_impl})")
-            x_adv, y = mrc_examples(model, ctx.train, c.mrc_n, eps=parse_eps(c.mrc_attack_eps),
-                                    steps=c.mrc_attack_steps, step_size=parse_eps(c.mrc_attack_step_size),
+            x_adv, y = mrc_examples(model, ctx.train, c.mrc_n, eps=c.mrc_attack_eps,
+                                    steps=c.mrc_attack_steps, step_size=c.mrc_attack_step_size,
                                     seed=ctx.cfg.train.seed, batch_size=ctx.cfg.data.eval_batch_size)
             profile = mrc_profile(model, x_adv, y, eps=c.mrc_eps, steps=c.mrc_steps, lr=c.mrc_lr,
                                   batch_size=c.mrc_batch_size, impl=c.mrc_impl, minibatch=c.mrc_minibatch,
                                   seed=ctx.cfg.train.seed)
-            profile.examples = {"split": "train", "n": len(y), "attack": f"pgd{c.mrc_attack_steps} linf "
-                                f"{c.mrc_attack_eps} step {c.mrc_attack_step_size}", "seed": ctx.cfg.train.seed}
+            attack = examples_attack(c.mrc_attack_eps, c.mrc_attack_steps, c.mrc_attack_step_size)
+            profile.examples = {"split": "train", "n": len(y), "attack": attack, "seed": ctx.cfg.train.seed}
             self.module = _broadcast_choice(profile.lowest())
             ctx.log(profile.table())
             if ctx.is_main:

@@ -1,7 +1,7 @@
 """What every named dataset declares (its card) and what opening one needs (data root, decode options)."""
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ...errors import UserError
@@ -15,16 +15,17 @@ __all__ = ["Card", "Options", "fetch", "read_lines"]
 
 @dataclass(frozen=True)
 class Options:
-    """Where named datasets live and how their images are decoded (as for image folders)."""
+    """Where named datasets live and how their images are decoded (as for image folders): what ``open_source`` gives
+    from its ``DataSpec``, whose defaults these are."""
 
     root: Path
-    download: bool = True
-    image_size: int | None = None
-    cache: bool = True
-    limits: DecodeLimits = field(default_factory=DecodeLimits)
-    storage_size: int | None = None  # keep aspect ratios, shorter side resized to this (see ``image_folder``)
-    storage: str = "memory"  # memory, disk or auto (see ``image_folder``)
-    memory_budget_mb: float = float("inf")
+    download: bool
+    image_size: int | None
+    cache: bool
+    limits: DecodeLimits
+    storage_size: int | None  # keep aspect ratios, shorter side resized to this (see ``image_folder``)
+    storage: str  # memory, disk or auto (see ``image_folder``)
+    memory_budget_mb: float
 
 
 @dataclass(frozen=True)
