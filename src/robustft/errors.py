@@ -4,7 +4,7 @@ import reprlib
 import sys
 from typing import Any
 
-__all__ = ["UserError", "warn", "shown"]
+__all__ = ["UserError", "TrainingDiverged", "warn", "shown"]
 
 MAX_SHOWN = 200
 _SHOWN = reprlib.Repr()  # (keyword arguments need Python 3.12)
@@ -14,6 +14,10 @@ _SHOWN.maxstring, _SHOWN.maxother, _SHOWN.maxlong = 80, 80, 40
 
 class UserError(Exception):
     """A problem the user can fix (bad path, wrong option, mismatched checkpoint); printed without a traceback."""
+
+
+class TrainingDiverged(UserError):
+    """The training loss became non-finite (too large a learning rate, or bad data)."""
 
 
 def warn(message: str) -> None:

@@ -114,20 +114,23 @@ def matched_grid(protocol: Protocol, claim: Any, rows: list[dict[str, Any]]) -> 
     """The claim at matched grid positions: for a claim whose every side is a group of grid variants of one length,
     per position i the i-th variant of each group (the same learning rate, or the same multiple of a method's own
     rate), paired per test image over the seeds that ran every variant; test metrics AutoAttack aside (only the
-    selected variants are attacked). Empty when the claim names no such groups."""
+    selected variants are attacked), positions where a variant diverged left out. Empty when the claim names no such
+    groups."""
     task = protocol.tasks[claim.task]
     groups = task.groups()
     names = [*claim.better, *claim.than]
     if any(len(groups.get(x, [])) < 2 for x in names) or len({len(groups[x]) for x in names}) != 1:
         return []
     seeds = task.grid_seeds if task.grid_seeds is not None else protocol.seeds
+    picked = [r for r in rows if r["seed"] in seeds]
     out = []
     for i in range(len(groups[names[0]])):
         variants = {x: groups[x][i] for x in names}
+        if not all(any(r["label"] == v for r in picked) for v in variants.values()):
+            continue  # a variant without rows: its training diverged
         matched = type(claim)(claim=claim.claim, task=claim.task, better=[variants[x] for x in claim.better],
                               than=[variants[x] for x in claim.than],
                               metrics=[m for m in claim.metrics if m != "autoattack"], tolerance=claim.tolerance)
-        picked = [r for r in rows if r["seed"] in seeds]
         out.append({"variants": variants, "metrics": {m: _check_metric(matched, m, picked) for m in matched.metrics}})
     return out
 
@@ -246,14 +249,16 @@ def _grid_lines(grids: list[dict[str, Any]]) -> list[str]:
         return []
     lines = ["Where each method's validated value fell in its grid (grid seeds; values beyond an end are added on "
              "validation until the choice is interior or the bound on added values per end is reached): *interior*, "
-             "*end* (a grid that may not grow) or *hit the bound*.", "",
+             "*end* (a grid that may not grow) or *hit the bound*; a value whose training diverged (non-finite loss) "
+             "is run, never selected, and bounds the grid like any other.", "",
              "| method | grid values run | added (low / high end, bound) | chosen per grid seed | position |",
              "|---|---|---|---|---|"]
     names = {"interior": "interior", "end": "end of the grid", "bound": "hit the bound"}
     for g in grids:
         chosen = ", ".join(f"{seed}: {value}" for seed, value in g["chosen"].items())
         where = ", ".join(sorted({names[p] for p in g["position"].values()}))
-        lines.append(f"| {g['group']} | {', '.join(map(str, g['values']))} | {g['added']['first']} / "
+        values = ", ".join(f"{v} (diverged)" if v in g.get("diverged", []) else str(v) for v in g["values"])
+        lines.append(f"| {g['group']} | {values} | {g['added']['first']} / "
                      f"{g['added']['last']} (≤ {g['bound']}) | {chosen} | {where} |")
     return [*lines, ""]
 

@@ -8,7 +8,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from ..attacks import parse_eps
 from ..card import load_exported_model
 from ..data import ArrayDataset, load_dataset
 from ..engine import RunConfig, build_source_model, run
-from ..errors import UserError
+from ..errors import TrainingDiverged, UserError
 from ..eval import subset_autoattack
 from ..eval.bnstats import bn_stat_distance
 from ..layout import RunLayout
@@ -109,6 +109,7 @@ class _Progress:
     index: int = 0
     computed: int = 0
     computed_s: float = 0.0
+    diverged: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # grid variants whose training diverged
 
 
 def _run_cell(protocol: Protocol, task_name: str, label: str, seed: int, out: Path, roots: dict[str, str],
@@ -127,7 +128,15 @@ def _run_cell(protocol: Protocol, task_name: str, label: str, seed: int, out: Pa
         + ("finished, reused" if done else ("resuming" if layout.config.is_file() else "running"))
         + f" ({duration(time.perf_counter() - p.start)} so far{eta})")
     t0 = time.perf_counter()
-    run(cfg, run_dir=run_dir, resume=True, log=lambda s: log(f"  {label} s{seed}: {s}"))
+    try:
+        run(cfg, run_dir=run_dir, resume=True, log=lambda s: log(f"  {label} s{seed}: {s}"))
+    except TrainingDiverged as e:  # a grid variant that diverges is a result (its rate is too large), not a failure
+        if spec.group_name(label) not in protocol.tasks[task_name].grids:
+            raise
+        log(f"  {label} s{seed}: {e}; this grid value is recorded as diverged and never selected")
+        p.diverged.append({"task": task_name, "seed": seed, "group": spec.group_name(label), "label": label,
+                           "error": str(e)})
+        return
     if not done:
         p.computed_s, p.computed = p.computed_s + time.perf_counter() - t0, p.computed + 1
     results = load_run(run_dir)
@@ -158,9 +167,10 @@ def _bracket(task: Task, batch: list[dict[str, Any]]) -> list[str]:
     return added
 
 
-def grid_positions(protocol: Protocol, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per grid of every task: its values as run, the value each grid seed chose on validation and where it fell
-    (``Grid.position``: interior, end or bound)."""
+def grid_positions(protocol: Protocol, rows: list[dict[str, Any]],
+                   diverged: Sequence[dict[str, Any]] = ()) -> list[dict[str, Any]]:
+    """Per grid of every task: its values as run, those whose training ``diverged`` (never selected), the value each
+    grid seed chose on validation and where it fell (``Grid.position``: interior, end or bound)."""
     out = []
     for name, task in protocol.tasks.items():
         seeds = task.grid_seeds if task.grid_seeds is not None else (task.seeds or protocol.seeds)
@@ -168,7 +178,9 @@ def grid_positions(protocol: Protocol, rows: list[dict[str, Any]]) -> list[dict[
             labels = [grid.label(v) for v in grid.values]
             picked = {r["seed"]: grid.values[labels.index(r["label"])] for r in rows
                       if r["task"] == name and r["group"] == group and r["selected"] and r["seed"] in seeds}
-            out.append({"task": name, "group": group, "key": grid.key, "values": grid.values,
+            failed = [grid.values[labels.index(d["label"])] for d in diverged
+                      if d["task"] == name and d["group"] == group]
+            out.append({"task": name, "group": group, "key": grid.key, "values": grid.values, "diverged": failed,
                         "added": {"first": grid.added[0], "last": grid.added[1]}, "bound": task.grid_extend,
                         "chosen": picked, "position": {s: grid.position(v, task.grid_extend)
                                                        for s, v in picked.items()}})
@@ -231,8 +243,8 @@ def run_protocol(protocol: Protocol, out: Path, roots: dict[str, str], *, seeds:
     for task_name, task in protocol.tasks.items():
         if task.more_seeds:
             more[task_name] = _more_seeds(protocol, task_name, orders[task_name], rows, out, roots, progress, log)
-    return {"rows": rows, "bn_stats": bn_stats, "grids": grid_positions(protocol, rows), "more_seeds": more,
-            "wall_s": time.perf_counter() - start}
+    return {"rows": rows, "bn_stats": bn_stats, "grids": grid_positions(protocol, rows, progress.diverged),
+            "more_seeds": more, "wall_s": time.perf_counter() - start}
 
 
 def _attack(task: Task, seed: int, batch: list[dict[str, Any]], jobs: list[tuple],

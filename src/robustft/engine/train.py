@@ -21,7 +21,7 @@ from torch import nn
 from .._io import atomic_save, atomic_write
 from ..attacks import PGD
 from ..data import ArrayDataset, Augment, View, iterate_batches, num_batches
-from ..errors import UserError, warn
+from ..errors import TrainingDiverged, UserError, warn
 from ..eval import evaluate
 from ..layout import RunLayout
 from ..methods import EpochDecision, Method
@@ -254,7 +254,7 @@ def _train_epoch(loop: _Loop, method: Method, model: nn.Module, train: ArrayData
         if (it + 1) % cfg.train.log_every == 0 or it + 1 == loop.iters:
             mean_loss = sums.mean_loss()
             if not math.isfinite(mean_loss):
-                raise UserError(_divergence(mean_loss, epoch + 1, it + 1, loop.history, run_dir))
+                raise TrainingDiverged(_divergence(mean_loss, epoch + 1, it + 1, loop.history, run_dir))
             bar.set_postfix(f"loss {mean_loss:.3f}")
             if loop.trackers is not None:
                 loop.trackers.train_step(sums.values.tolist(), epoch * loop.iters + it + 1, it + 1 == loop.iters)
