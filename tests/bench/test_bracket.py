@@ -9,6 +9,7 @@ import yaml
 from fake_cells import install, peak_at
 from robustft.bench import load_protocol, run_protocol, write_protocol_report
 from robustft.bench.protocol import Grid
+import robustft.bench.runner as runner
 
 ROOTS = {"data": "/", "models": "/"}  # must exist; the fake cells read nothing
 PROVENANCE = {"platform": "p", "cpu_count": 2, "python": "3", "torch": "t"}
@@ -72,3 +73,41 @@ def test_the_next_value_uses_the_grids_own_ratio_at_that_end():
     assert (grid.beyond(0), grid.beyond(-1)) == (0.00167, 0.167)
     with pytest.raises(Exception, match="2\\+ positive numbers"):
         Grid("g", CellSpec(method="m"), "method_args.peft", ["full", "bias"]).beyond(0)
+
+
+def test_a_diverged_grid_value_is_recorded_and_bounds_the_grid_and_other_cells_still_fail(tmp_path, monkeypatch):
+    from robustft.errors import TrainingDiverged
+    ran = install(monkeypatch, peak_at(0.3))
+    fake_run = runner.run
+
+    def run(cfg, run_dir, resume, log):
+        if cfg.optim.lr > 0.2:
+            raise TrainingDiverged("training diverged: loss is nan at epoch 1, iteration 3")
+        fake_run(cfg, run_dir, resume, log)
+
+    monkeypatch.setattr(runner, "run", run)
+    protocol = _protocol(tmp_path, [0.01, 0.03, 0.1], extend=1)
+    record = run_protocol(protocol, tmp_path / "out", ROOTS, log=lambda s: None)
+    grids = {g["group"]: g for g in record["grids"]}
+    assert grids["pgd_at"]["values"] == [0.01, 0.03, 0.1, 0.333] and grids["pgd_at"]["diverged"] == [0.333]
+    assert grids["pgd_at"]["chosen"] == {0: 0.1} and grids["pgd_at"]["position"] == {0: "interior"}
+    assert [r["label"] for r in record["rows"] if r["selected"]] == ["pgd_at lr=0.1", "twins lr=0.1"] * 2
+    assert all(lr < 0.2 for lr, _, _ in ran)
+    written = write_protocol_report(protocol, {**record, "protocol": "bracket", "seeds": [0, 1], "command": "test",
+                                               "cells_wall_s": 1.0, "provenance": PROVENANCE}, tmp_path / "report")
+    md = written[1].read_text()
+    assert "| pgd_at | 0.01, 0.03, 0.1, 0.333 (diverged) | 0 / 1 (≤ 1) | 0: 0.1 | interior |" in md
+    assert "| pgd_at lr=0.333 | 0 | training diverged: loss is nan at epoch 1, iteration 3 |" in md
+    assert [d["label"] for d in record["diverged"]] == ["pgd_at lr=0.333", "twins lr=0.333"]
+    plain = load_protocol(_write(tmp_path, {"name": "p", "description": "d", "seeds": [0], "tasks": {"t": {
+        "title": "t", "config": {"data": {"name": "{data}"}, "model": {"arch": "cifar_resnet20"},
+                                 "optim": {"lr": 0.5}},
+        "cells": {"pgd_at": {"method": "pgd_at"}}}}, "claims": []}))
+    with pytest.raises(TrainingDiverged):  # a cell that is no grid variant: divergence stops the protocol
+        run_protocol(plain, tmp_path / "out2", ROOTS, log=lambda s: None)
+
+
+def _write(tmp_path, data: dict):
+    path = tmp_path / "plain.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path

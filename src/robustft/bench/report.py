@@ -263,6 +263,18 @@ def _grid_lines(grids: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
+def _diverged_lines(diverged: list[dict[str, Any]]) -> list[str]:
+    """The runs whose training diverged (non-finite loss): no row, never selected, their seed out of their claims."""
+    if not diverged:
+        return []
+    lines = ["Runs whose training diverged (non-finite loss). They have no row: a grid value that diverged is never "
+             "selected, and a claim compares only the seeds at which every cell it names finished, so a diverged "
+             "seed is left out of that method's claims (which flatters the method that diverged).", "",
+             "| run | seed | error |", "|---|---|---|"]
+    lines += [f"| {d['label']} | {d['seed']} | {d['error'].split(' (')[0]} |" for d in diverged]
+    return [*lines, ""]
+
+
 def _more_seed_lines(added: list[dict[str, Any]]) -> list[str]:
     """The seeds added where the seed spread, not the test images, limited a claim's interval."""
     if not added:
@@ -302,6 +314,7 @@ def _markdown(protocol: Protocol, table: list[dict[str, Any]], groups: list[dict
                              [g for g in groups if g["task"] == name])
         lines += _grid_lines([g for g in record.get("grids", []) if g["task"] == name])
         lines += _more_seed_lines(record.get("more_seeds", {}).get(name, []))
+        lines += _diverged_lines([d for d in record.get("diverged", []) if d["task"] == name])
         if name in record.get("bn_stats", {}):
             lines += _bn_lines(record["bn_stats"][name])
         if protocol.tasks[name].curve:

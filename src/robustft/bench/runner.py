@@ -130,10 +130,10 @@ def _run_cell(protocol: Protocol, task_name: str, label: str, seed: int, out: Pa
     t0 = time.perf_counter()
     try:
         run(cfg, run_dir=run_dir, resume=True, log=lambda s: log(f"  {label} s{seed}: {s}"))
-    except TrainingDiverged as e:  # a grid variant that diverges is a result (its rate is too large), not a failure
+    except TrainingDiverged as e:  # a grid method that diverges is a result (at that rate and seed), not a failure
         if spec.group_name(label) not in protocol.tasks[task_name].grids:
             raise
-        log(f"  {label} s{seed}: {e}; this grid value is recorded as diverged and never selected")
+        log(f"  {label} s{seed}: {e}; recorded as diverged: never selected, its seed left out of its claims")
         p.diverged.append({"task": task_name, "seed": seed, "group": spec.group_name(label), "label": label,
                            "error": str(e)})
         return
@@ -179,7 +179,7 @@ def grid_positions(protocol: Protocol, rows: list[dict[str, Any]],
             picked = {r["seed"]: grid.values[labels.index(r["label"])] for r in rows
                       if r["task"] == name and r["group"] == group and r["selected"] and r["seed"] in seeds}
             failed = [grid.values[labels.index(d["label"])] for d in diverged
-                      if d["task"] == name and d["group"] == group]
+                      if d["task"] == name and d["group"] == group and d["seed"] in seeds]
             out.append({"task": name, "group": group, "key": grid.key, "values": grid.values, "diverged": failed,
                         "added": {"first": grid.added[0], "last": grid.added[1]}, "bound": task.grid_extend,
                         "chosen": picked, "position": {s: grid.position(v, task.grid_extend)
@@ -244,7 +244,7 @@ def run_protocol(protocol: Protocol, out: Path, roots: dict[str, str], *, seeds:
         if task.more_seeds:
             more[task_name] = _more_seeds(protocol, task_name, orders[task_name], rows, out, roots, progress, log)
     return {"rows": rows, "bn_stats": bn_stats, "grids": grid_positions(protocol, rows, progress.diverged),
-            "more_seeds": more, "wall_s": time.perf_counter() - start}
+            "more_seeds": more, "diverged": progress.diverged, "wall_s": time.perf_counter() - start}
 
 
 def _attack(task: Task, seed: int, batch: list[dict[str, Any]], jobs: list[tuple],
