@@ -203,3 +203,17 @@ def test_replot_redraws_a_report_from_results_json_and_removes_what_it_cannot(tm
     assert all(p.read_bytes()[:4] == b"\x89PNG" for d in (report, old, rift) for p in d.glob("*.png"))
     assert f"removed (its data is not in results.json): {report / 't_norm_diagnostics.png'}" in proc.stdout
     assert f"removed (its data is not in results.json): {old / 'training_curves.png'}" in proc.stdout
+
+
+def test_every_committed_plot_is_drawn_from_its_committed_results(tmp_path):
+    results = ROOT / "bench" / "results"
+    dirs = sorted(d.parent.name for d in results.glob("*/results.json"))
+    for name in dirs:
+        shutil.copytree(results / name, tmp_path / name)
+    before = {p.relative_to(tmp_path) for p in tmp_path.rglob("*.png")}
+    proc = subprocess.run([sys.executable, str(ROOT / "bench" / "replot.py"), *(str(tmp_path / d) for d in dirs)],
+                          env=run_env(), capture_output=True, text=True, check=True)
+    assert "removed" not in proc.stdout, proc.stdout
+    assert {p.relative_to(tmp_path) for p in tmp_path.rglob("*.png")} == before
+    assert "evidence" in dirs and {"gtsrb_training_curves.png", "transfer_training_curves.png"} <= {
+        p.name for p in (tmp_path / "evidence").glob("*.png")}
