@@ -39,7 +39,13 @@ def _apgd_runs(spec: AutoAttackSpec) -> int:
 def _rates(committed: Protocol, record: dict[str, Any], roots: dict[str, str],
            counts: dict[str, dict[str, int]]) -> tuple[dict[Any, float], float]:
     """Seconds per pass of each method (median over its committed cells) and of each (task, label) (its fastest
-    seed), and AutoAttack seconds per image and APGD run at 16 px (median)."""
+    seed), and AutoAttack seconds per image and APGD run at 16 px (median). The committed grids are first grown as the
+    record says they were (its ``grids``' added values), so the extension cells it ran resolve."""
+    for g in record.get("grids", []):
+        task = committed.tasks[g["task"]]
+        for end, key in ((0, "first"), (-1, "last")):
+            for _ in range(g["added"][key] - task.grids[g["group"]].added[end != 0]):
+                task.extend_grid(g["group"], end)
     rate: dict[Any, list[float]] = {}
     aa = []
     for r in record["rows"]:
