@@ -146,3 +146,24 @@ def test_a_task_with_its_own_seeds_is_one_source_for_every_seed(tiny_task, tmp_p
     assert "Validation curve of pgd_at" not in md  # only tasks with curve: true
     with pytest.raises(UserError, match="list no seeds"):
         _load(tmp_path, {**data, "tasks": {**data["tasks"], "source": {**data["tasks"]["source"], "seeds": []}}})
+
+
+def test_the_batch_norm_table_is_measured_again_when_its_data_changes(tiny_task, tmp_path):
+    from robustft.bench.runner import _bn_stats
+
+    root, _ = tiny_task
+    roots = {"data": str(root), "models": str(root)}
+    task = {**copy.deepcopy(TWO_TASKS["tasks"]["t"]), "grid_seeds": None,
+            "cells": {"p": {"method": "pgd_at", "set": {"model.checkpoint": "{models}/source.pt"}}}}
+    data = {**TWO_TASKS, "tasks": {"t": task}, "claims": []}
+    out = tmp_path / "out"
+    out.mkdir()
+    first = _bn_stats(_load(tmp_path, data), "t", 0, out, roots, log=lambda s: None)
+    stored = json.loads((out / "bn_stats_t.json").read_text())
+    stored["distances"] = {"this data": "cached"}
+    (out / "bn_stats_t.json").write_text(json.dumps(stored))
+    assert _bn_stats(_load(tmp_path, data), "t", 0, out, roots, log=lambda s: None)["distances"] == {
+        "this data": "cached"}  # same data: the stored table is reused
+    task["config"]["data"]["val_fraction"] = 0.3  # another training split: the stored table no longer applies
+    again = _bn_stats(_load(tmp_path, data), "t", 0, out, roots, log=lambda s: None)
+    assert again["distances"].keys() == first["distances"].keys() and again["distances"]["this data"] != "cached"

@@ -80,22 +80,24 @@ def _bn_stats(protocol: Protocol, task_name: str, seed: int, out: Path, roots: d
     task's source model's stored ones (``{cell:...}`` resolved for ``seed``); cached in ``out``."""
     task = protocol.tasks[task_name]
     path = out / f"bn_stats_{task_name}.json"
+    configs = {label: task_config(protocol, task_name,
+                                  {"method": "standard", **resolve_cells(protocol, overrides, out, task_name, seed)},
+                                  roots) for label, overrides in task.bn_stats.items()}
+    data = {label: json.loads(json.dumps(dataclasses.asdict(cfg.data), default=str)) for label, cfg in configs.items()}
     if path.is_file():
         record = json.loads(path.read_text())
         labels = record.get("labels")  # a record written before overrides were mappings holds KEY=VALUE lists
         if (isinstance(labels, dict) and {k: as_overrides(v) for k, v in labels.items()} == task.bn_stats
-                and record.get("n") == task.bn_stats_n):
+                and record.get("n") == task.bn_stats_n and record.get("data") == data):
             return record
     log(f"[{protocol.name}] {task_name}: batch-norm statistics of {len(task.bn_stats)} datasets against the source")
     distances = {}
-    for label, overrides in task.bn_stats.items():
-        overrides = resolve_cells(protocol, overrides, out, task_name, seed)
-        cfg = task_config(protocol, task_name, {"method": "standard", **overrides}, roots)
+    for label, cfg in configs.items():
         device = resolve_device(cfg.train.device)
-        data = load_dataset(cfg.data, "train", n=task.bn_stats_n, device=device)
-        model = build_source_model(cfg, data.num_classes, log=lambda s: None).to(device)
-        distances[label] = [d.to_dict() for d in bn_stat_distance(model, data)]
-    record = {"labels": task.bn_stats, "n": task.bn_stats_n, "distances": distances}
+        images = load_dataset(cfg.data, "train", n=task.bn_stats_n, device=device)
+        model = build_source_model(cfg, images.num_classes, log=lambda s: None).to(device)
+        distances[label] = [d.to_dict() for d in bn_stat_distance(model, images)]
+    record = {"labels": task.bn_stats, "n": task.bn_stats_n, "data": data, "distances": distances}
     atomic_write_json(record, path)
     return record
 
