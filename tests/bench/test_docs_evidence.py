@@ -54,3 +54,9 @@ def test_generated_text_states_verdict_interval_n_and_what_would_change_it():
     assert "about 71 seeds" in text and "not the test set, limits it" in text
     assert "equivalence margin ±1.0" in items[3] and "within ±1.0" in items[3]
     assert claims_markdown(results, ("../r", "benchmark.md"), "OTHER") == ""
+    # both sides right on the same images at every seed (RiFT returning its source): said so, not "needs more images"
+    same = {**results, "claims": [_claim("inconclusive", 0.0, 0.0), _claim("held", 0.0, 0.0, tolerance=0.01)]}
+    items = claims_markdown(same, ("../r", "benchmark.md"), "PAPER").split("\n- ")[1:]
+    assert all("every test image is right equally often on both sides" in item for item in items)
+    assert "images or seeds separates them" in items[0] and "needs" not in items[0]
+    assert "within ±1.0, trivially" in items[1]

@@ -34,9 +34,11 @@ def _change(metric: dict[str, Any], tolerance: float | None) -> str:
     """What would change one metric's verdict, from its interval, n and minimum detectable difference."""
     pair = metric["paired"]
     (lo, hi), n, d, mdd = pair["ci95"], pair["n"], pair["difference"], pair["mdd80"]
+    alike = hi - lo <= 1e-12 and abs(d) <= 1e-12  # every image's accuracy equal on both sides, at every seed
+    same = "every test image is right equally often on both sides (over the seeds)"
     if tolerance is not None:
         if metric["verdict"] == "held":
-            return f"the whole interval lies within ±{100 * tolerance:.1f}"
+            return f"the whole interval lies within ±{100 * tolerance:.1f}" + (f", trivially: {same}" if alike else "")
         return (f"the interval reaches beyond ±{100 * tolerance:.1f}; a narrower one needs more test images "
                 f"(half-width now {100 * (hi - lo) / 2:.1f} points)")
     seeds = list(metric["per_seed"].values())
@@ -50,6 +52,8 @@ def _change(metric: dict[str, Any], tolerance: float | None) -> str:
     if metric["verdict"] == "contradicted":
         return (f"the interval lies below zero (upper end {_pts(hi)}); per seed {per_seed} ({agree}): the reverse "
                 f"holds under these conditions (the interval is over {over}); other conditions could change it")
+    if alike:
+        return f"{same}: no number of images or seeds separates them, only conditions where they differ"
     if abs(d) <= 1e-12:
         need = "far more images or seeds"
     elif pair.get("half_seeds", 0.0) > pair.get("half_images", 0.0):  # the seeds dominate: more images do not help
