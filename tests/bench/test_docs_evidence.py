@@ -46,12 +46,22 @@ def test_generated_text_states_verdict_interval_n_and_what_would_change_it():
     # inconclusive: the MDD at this n, and the n that a difference of this size needs: 10000 · (1.2 / 0.1)² images
     assert "detect 1.2 points" in items[1] and "about 1,440,000 test images" in items[1]
     assert "the reverse holds" in items[2] and "over test images and seeds" in items[2]
-    # seeds that disagree: their spread, not the images, decides what more evidence would need (2.8² · (3 / 1)² seeds)
+    # seeds that disagree: their spread, not the images, decides what more evidence would need: the fewest seeds S
+    # whose interval, 1.43 · hypot(0.4, t95(S-1) · 3 / √S) points, shrinks to the 1-point difference: 108
     spread = _claim("inconclusive", -0.05, 0.07)
     spread["metrics"]["pgd"]["per_seed"] = {0: 0.04, 1: -0.02, 2: 0.04}
     spread["metrics"]["pgd"]["paired"].update(half_images=0.004, half_seeds=0.06, sd_seed=0.03)
     text = claims_markdown({**results, "claims": [spread]}, ("../r", "benchmark.md"), "PAPER")
-    assert "about 71 seeds" in text and "not the test set, limits it" in text
+    assert "about 108 seeds" in text and "not the test set, limits it" in text
+    # never fewer seeds than were run (the seeds' t quantile at 3 seeds is 4.3, not 1.96): −5.6 with per-seed sd 2.5
+    few = _claim("inconclusive", -0.118, 0.006)
+    few["metrics"]["pgd"]["per_seed"] = {0: -0.053, 1: -0.083, 2: -0.033}
+    few["metrics"]["pgd"]["paired"].update(difference=-0.056, half_images=0.012, half_seeds=0.06, sd_seed=0.0252)
+    text = claims_markdown({**results, "claims": [few]}, ("../r", "benchmark.md"), "PAPER")
+    assert "needs about 5 seeds" in text
+    spread["metrics"]["pgd"]["paired"].update(half_images=0.0072)  # the images alone keep it above 1 point
+    text = claims_markdown({**results, "claims": [spread]}, ("../r", "benchmark.md"), "PAPER")
+    assert "needs far more seeds" in text
     assert "equivalence margin ±1.0" in items[3] and "within ±1.0" in items[3]
     assert claims_markdown(results, ("../r", "benchmark.md"), "OTHER") == ""
     # both sides right on the same images at every seed (RiFT returning its source): said so, not "needs more images"

@@ -12,7 +12,7 @@ from typing import Any
 
 from .._io import atomic_write
 from ..errors import UserError
-from ..report.paired import Z80, Z95
+from ..report.paired import Z80, Z95, t95
 
 __all__ = ["PAGES", "claim_paper", "claims_markdown", "choosing_markdown", "update_docs"]
 
@@ -28,6 +28,15 @@ def claim_paper(claim: str) -> str | None:
 
 def _pts(x: float) -> str:
     return f"{100 * x:+.1f}"
+
+
+def _seeds_needed(d: float, sd_seed: float, half_images: float, have: int, most: int = 10_000) -> int | None:
+    """The fewest seeds (more than ``have``) whose interval — the seeds' t half-width joined in quadrature with the
+    images' — detects a true difference ``d`` with 80% power, if this spread holds; None beyond ``most``."""
+    for s in range(have + 1, most + 1):
+        if (Z95 + Z80) / Z95 * math.hypot(half_images, t95(s - 1) * sd_seed / math.sqrt(s)) <= d:
+            return s
+    return None
 
 
 def _change(metric: dict[str, Any], tolerance: float | None) -> str:
@@ -57,8 +66,9 @@ def _change(metric: dict[str, Any], tolerance: float | None) -> str:
     if abs(d) <= 1e-12:
         need = "far more images or seeds"
     elif pair.get("half_seeds", 0.0) > pair.get("half_images", 0.0):  # the seeds dominate: more images do not help
-        need = (f"about {math.ceil((Z95 + Z80) ** 2 * (pair['sd_seed'] / abs(d)) ** 2):,} seeds (per seed "
-                f"{per_seed}: their spread, not the test set, limits it)")
+        more = _seeds_needed(abs(d), pair["sd_seed"], pair["half_images"], len(seeds))
+        need = (f"{f'about {more:,}' if more else 'far more'} seeds (per seed {per_seed}: their spread, not the test "
+                "set, limits it)")
     else:
         need = f"about {math.ceil(n * (mdd / abs(d)) ** 2):,} test images"
     seeds_n = f"{len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
