@@ -286,17 +286,24 @@ def test_the_older_list_of_key_value_strings_still_loads_to_the_same_cells(tmp_p
         load_protocol(_write(tmp_path, {**TINY, "claims": [], "tasks": {"t": {**task, "cells": bad}}}, "bad.yaml"))
 
 
-def test_a_bn_stats_record_of_the_older_form_is_reused(tmp_path):
-    """A batch-norm statistics record written when bn_stats overrides were KEY=VALUE lists still counts as done."""
+def test_a_bn_stats_record_of_the_older_form_is_reused_when_it_names_its_data(tmp_path):
+    """A batch-norm statistics record written when bn_stats overrides were KEY=VALUE lists still counts as done when
+    it names the data it measured; one that does not is measured again."""
+    from robustft.bench.protocol import task_config
     from robustft.bench.runner import _bn_stats
 
     bn = {"this data": {}, "32 px": {"data.image_size": None}}
     protocol = load_protocol(_write(tmp_path, {**TINY, "tasks": {"t": {**TINY["tasks"]["t"], "bn_stats": bn}}}))
-    record = {"labels": {"this data": [], "32 px": ["data.image_size=null"]}, "n": 2000,
+    roots = {"data": str(tmp_path / "none"), "models": str(tmp_path / "none")}  # measuring would fail: no data
+    data = {label: json.loads(json.dumps(to_dict(task_config(protocol, "t", {"method": "standard", **o}, roots).data),
+                                         default=str)) for label, o in bn.items()}
+    record = {"labels": {"this data": [], "32 px": ["data.image_size=null"]}, "n": 2000, "data": data,
               "distances": {"this data": [], "32 px": []}}
     (tmp_path / "bn_stats_t.json").write_text(json.dumps(record))
-    roots = {"data": str(tmp_path / "none"), "models": str(tmp_path / "none")}  # measuring would fail: no data
     assert _bn_stats(protocol, "t", 0, tmp_path, roots, lambda s: None) == record
+    (tmp_path / "bn_stats_t.json").write_text(json.dumps({k: v for k, v in record.items() if k != "data"}))
+    with pytest.raises(UserError, match="does not exist"):  # which data it measured is unknown: measured again
+        _bn_stats(protocol, "t", 0, tmp_path, roots, lambda s: None)
 
 
 @pytest.mark.parametrize("name", list_protocols())

@@ -17,7 +17,7 @@ import torch
 from .._io import atomic_write_json, check_writable
 from ..card import load_exported_model
 from ..data import ArrayDataset, load_dataset
-from ..engine import RunConfig, build_source_model, run
+from ..engine import RunConfig, build_source_model, run, to_dict
 from ..errors import TrainingDiverged, UserError
 from ..eval import subset_autoattack
 from ..eval.bnstats import bn_stat_distance
@@ -83,7 +83,7 @@ def _bn_stats(protocol: Protocol, task_name: str, seed: int, out: Path, roots: d
     configs = {label: task_config(protocol, task_name,
                                   {"method": "standard", **resolve_cells(protocol, overrides, out, task_name, seed)},
                                   roots) for label, overrides in task.bn_stats.items()}
-    data = {label: json.loads(json.dumps(dataclasses.asdict(cfg.data), default=str)) for label, cfg in configs.items()}
+    data = {label: json.loads(json.dumps(to_dict(cfg.data), default=str)) for label, cfg in configs.items()}
     if path.is_file():
         record = json.loads(path.read_text())
         labels = record.get("labels")  # a record written before overrides were mappings holds KEY=VALUE lists
