@@ -153,8 +153,9 @@ def test_the_batch_norm_table_is_measured_again_when_its_data_changes(tiny_task,
 
     root, _ = tiny_task
     roots = {"data": str(root), "models": str(root)}
-    task = {**copy.deepcopy(TWO_TASKS["tasks"]["t"]), "grid_seeds": None,
-            "cells": {"p": {"method": "pgd_at", "set": {"model.checkpoint": "{models}/source.pt"}}}}
+    task = {**copy.deepcopy(TWO_TASKS["tasks"]["t"]), "grid_seeds": None, "bn_stats": {"this data": {}},
+            "cells": {"p": {"method": "pgd_at"}}}
+    task["config"]["model"]["checkpoint"] = "{models}/source.pt"
     data = {**TWO_TASKS, "tasks": {"t": task}, "claims": []}
     out = tmp_path / "out"
     out.mkdir()
@@ -167,3 +168,9 @@ def test_the_batch_norm_table_is_measured_again_when_its_data_changes(tiny_task,
     task["config"]["data"]["val_fraction"] = 0.3  # another training split: the stored table no longer applies
     again = _bn_stats(_load(tmp_path, data), "t", 0, out, roots, log=lambda s: None)
     assert again["distances"].keys() == first["distances"].keys() and again["distances"]["this data"] != "cached"
+    stored = json.loads((out / "bn_stats_t.json").read_text())
+    stored["distances"] = {"this data": "cached"}
+    (out / "bn_stats_t.json").write_text(json.dumps(stored))
+    (root / "elsewhere.pt").write_bytes((root / "source.pt").read_bytes())
+    task["config"]["model"]["checkpoint"] = "{models}/elsewhere.pt"  # another source model: measured again
+    assert _bn_stats(_load(tmp_path, data), "t", 0, out, roots, log=lambda s: None)["distances"]["this data"] != "cached"

@@ -295,13 +295,14 @@ def test_a_bn_stats_record_of_the_older_form_is_reused_when_it_names_its_data(tm
     bn = {"this data": {}, "32 px": {"data.image_size": None}}
     protocol = load_protocol(_write(tmp_path, {**TINY, "tasks": {"t": {**TINY["tasks"]["t"], "bn_stats": bn}}}))
     roots = {"data": str(tmp_path / "none"), "models": str(tmp_path / "none")}  # measuring would fail: no data
-    data = {label: json.loads(json.dumps(to_dict(task_config(protocol, "t", {"method": "standard", **o}, roots).data),
-                                         default=str)) for label, o in bn.items()}
-    record = {"labels": {"this data": [], "32 px": ["data.image_size=null"]}, "n": 2000, "data": data,
+    configs = {label: task_config(protocol, "t", {"method": "standard", **o}, roots) for label, o in bn.items()}
+    inputs = {label: json.loads(json.dumps({"data": to_dict(c.data), "model": to_dict(c.model)}, default=str))
+              for label, c in configs.items()}
+    record = {"labels": {"this data": [], "32 px": ["data.image_size=null"]}, "n": 2000, "inputs": inputs,
               "distances": {"this data": [], "32 px": []}}
     (tmp_path / "bn_stats_t.json").write_text(json.dumps(record))
     assert _bn_stats(protocol, "t", 0, tmp_path, roots, lambda s: None) == record
-    (tmp_path / "bn_stats_t.json").write_text(json.dumps({k: v for k, v in record.items() if k != "data"}))
+    (tmp_path / "bn_stats_t.json").write_text(json.dumps({k: v for k, v in record.items() if k != "inputs"}))
     with pytest.raises(UserError, match="does not exist"):  # which data it measured is unknown: measured again
         _bn_stats(protocol, "t", 0, tmp_path, roots, lambda s: None)
 

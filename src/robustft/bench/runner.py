@@ -77,18 +77,20 @@ def _autoattack(cfg: RunConfig, run_dir: Path, spec: AutoAttackSpec, source: boo
 def _bn_stats(protocol: Protocol, task_name: str, seed: int, out: Path, roots: dict[str, str],
               log: Callable[[str], None]) -> dict[str, Any]:
     """Per ``bn_stats`` label, the per-layer distance of that data's batch-norm statistics (training split) from the
-    task's source model's stored ones (``{cell:...}`` resolved for ``seed``); cached in ``out``."""
+    task's source model's stored ones (``{cell:...}`` resolved for ``seed``); cached in ``out`` with the data and model
+    configs it was measured on, and measured again when they change."""
     task = protocol.tasks[task_name]
     path = out / f"bn_stats_{task_name}.json"
     configs = {label: task_config(protocol, task_name,
                                   {"method": "standard", **resolve_cells(protocol, overrides, out, task_name, seed)},
                                   roots) for label, overrides in task.bn_stats.items()}
-    data = {label: json.loads(json.dumps(to_dict(cfg.data), default=str)) for label, cfg in configs.items()}
+    inputs = {label: json.loads(json.dumps({"data": to_dict(cfg.data), "model": to_dict(cfg.model)}, default=str))
+              for label, cfg in configs.items()}  # what the stored table was measured on
     if path.is_file():
         record = json.loads(path.read_text())
         labels = record.get("labels")  # a record written before overrides were mappings holds KEY=VALUE lists
         if (isinstance(labels, dict) and {k: as_overrides(v) for k, v in labels.items()} == task.bn_stats
-                and record.get("n") == task.bn_stats_n and record.get("data") == data):
+                and record.get("n") == task.bn_stats_n and record.get("inputs") == inputs):
             return record
     log(f"[{protocol.name}] {task_name}: batch-norm statistics of {len(task.bn_stats)} datasets against the source")
     distances = {}
@@ -97,7 +99,7 @@ def _bn_stats(protocol: Protocol, task_name: str, seed: int, out: Path, roots: d
         images = load_dataset(cfg.data, "train", n=task.bn_stats_n, device=device)
         model = build_source_model(cfg, images.num_classes, log=lambda s: None).to(device)
         distances[label] = [d.to_dict() for d in bn_stat_distance(model, images)]
-    record = {"labels": task.bn_stats, "n": task.bn_stats_n, "data": data, "distances": distances}
+    record = {"labels": task.bn_stats, "n": task.bn_stats_n, "inputs": inputs, "distances": distances}
     atomic_write_json(record, path)
     return record
 
